@@ -1,0 +1,129 @@
+// Package bus owns Vigil's connection to Kafka: the embedded kfake broker
+// used when no brokers are configured, the client options shared by every
+// stage (seeds, TLS, SASL), and the creation of the topics Vigil needs.
+package bus
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"time"
+)
+
+// Topics names the Kafka topics Vigil reads and writes.
+type Topics struct {
+	// Raw holds readings as accepted by ingest. Default "vigil.raw".
+	Raw string `yaml:"raw"`
+	// Enriched holds every reading with its derived fields and score. Default "vigil.enriched".
+	Enriched string `yaml:"enriched"`
+	// Alerts holds alerts and incident updates. Default "vigil.alerts".
+	Alerts string `yaml:"alerts"`
+	// DLQ holds raw records the pipeline could not process, with the reason in a header. Default "vigil.dlq".
+	DLQ string `yaml:"dlq"`
+	// Devices is the compacted device registry. Default "vigil.devices".
+	Devices string `yaml:"devices"`
+}
+
+// TLSConfig configures TLS to external brokers.
+type TLSConfig struct {
+	// Enabled turns TLS on. Default false.
+	Enabled bool `yaml:"enabled"`
+	// CAFile is a PEM bundle of CAs to trust; empty uses the system pool.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are a client certificate for mutual TLS.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// InsecureSkipVerify disables certificate verification (tests only). Default false.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// SASLConfig configures SASL authentication to external brokers.
+type SASLConfig struct {
+	// Mechanism is "", "PLAIN", "SCRAM-SHA-256" or "SCRAM-SHA-512". Default "" (none).
+	Mechanism string `yaml:"mechanism"`
+	Username  string `yaml:"username"`
+	Password  string `yaml:"password"`
+}
+
+// Config is the kafka section of config.yaml.
+type Config struct {
+	// Brokers lists external seed brokers. Empty (the default) starts the
+	// embedded kfake broker.
+	Brokers []string `yaml:"brokers"`
+	// EmbeddedAddr is where the embedded broker listens. Default "127.0.0.1:9092".
+	EmbeddedAddr string `yaml:"embedded_addr"`
+	// ClientID is sent to the brokers. Default "vigil".
+	ClientID string `yaml:"client_id"`
+	// Partitions is the partition count of topics Vigil creates. Default 8.
+	Partitions int32 `yaml:"partitions"`
+	// ReplicationFactor of topics Vigil creates; -1 uses the broker default. Default -1.
+	ReplicationFactor int16 `yaml:"replication_factor"`
+	// Retention is how long the raw, enriched and alerts topics keep data. Default 168h.
+	Retention time.Duration `yaml:"retention"`
+	// SyncWrites makes the embedded broker fsync every batch (survives power
+	// loss, not only process crashes) at a cost in throughput. Default false.
+	SyncWrites bool       `yaml:"sync_writes"`
+	Topics     Topics     `yaml:"topics"`
+	TLS        TLSConfig  `yaml:"tls"`
+	SASL       SASLConfig `yaml:"sasl"`
+}
+
+// Embedded reports whether the embedded broker is used.
+func (c Config) Embedded() bool { return len(c.Brokers) == 0 }
+
+// Validate checks the kafka section; errors name the key below "kafka.".
+func (c Config) Validate() error {
+	if c.Embedded() {
+		host, _, err := net.SplitHostPort(c.EmbeddedAddr)
+		if err != nil {
+			return fmt.Errorf("embedded_addr: %q is not host:port: %w", c.EmbeddedAddr, err)
+		}
+		if host == "" {
+			return fmt.Errorf("embedded_addr: %q has no host; give a loopback address such as 127.0.0.1:9092", c.EmbeddedAddr)
+		}
+	}
+	for i, b := range c.Brokers {
+		if _, _, err := net.SplitHostPort(b); err != nil {
+			return fmt.Errorf("brokers[%d]: %q is not host:port", i, b)
+		}
+	}
+	if c.ClientID == "" {
+		return fmt.Errorf("client_id: must not be empty")
+	}
+	if c.Partitions < 1 || c.Partitions > 1024 {
+		return fmt.Errorf("partitions: must be between 1 and 1024, got %d", c.Partitions)
+	}
+	if c.ReplicationFactor == 0 || c.ReplicationFactor < -1 {
+		return fmt.Errorf("replication_factor: must be -1 (broker default) or at least 1, got %d", c.ReplicationFactor)
+	}
+	if c.Retention < time.Minute {
+		return fmt.Errorf("retention: must be at least 1m, got %s", c.Retention)
+	}
+	names := map[string]string{"raw": c.Topics.Raw, "enriched": c.Topics.Enriched, "alerts": c.Topics.Alerts, "dlq": c.Topics.DLQ, "devices": c.Topics.Devices}
+	seen := map[string]string{}
+	for _, k := range []string{"raw", "enriched", "alerts", "dlq", "devices"} {
+		v := names[k]
+		if v == "" {
+			return fmt.Errorf("topics.%s: must not be empty", k)
+		}
+		if len(v) > 249 || strings.ContainsAny(v, " /\\,:") {
+			return fmt.Errorf("topics.%s: %q is not a valid Kafka topic name", k, v)
+		}
+		if other, ok := seen[v]; ok {
+			return fmt.Errorf("topics.%s: %q is already used by topics.%s", k, v, other)
+		}
+		seen[v] = k
+	}
+	switch strings.ToUpper(c.SASL.Mechanism) {
+	case "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+	default:
+		return fmt.Errorf("sasl.mechanism: %q is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512", c.SASL.Mechanism)
+	}
+	if c.SASL.Mechanism != "" && c.SASL.Username == "" {
+		return fmt.Errorf("sasl.username: required when sasl.mechanism is set")
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return fmt.Errorf("tls.cert_file: cert_file and key_file go together")
+	}
+	return nil
+}

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"bytes"
+	_ "embed" // config.yaml holds the built-in defaults
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/vigil/vigil/bus"
+	"github.com/vigil/vigil/ingest"
+	"github.com/vigil/vigil/pipeline"
+	"github.com/vigil/vigil/simulate"
+	"github.com/vigil/vigil/storage"
+	"github.com/vigil/vigil/web"
+)
+
+//go:embed config.yaml
+var defaultConfig []byte
+
+// Config is the shape of config.yaml: each section is its package's Config.
+type Config struct {
+	Region string `yaml:"region"`
+	Data   struct {
+		Dir string `yaml:"dir"`
+	} `yaml:"data"`
+	HTTP  web.Config `yaml:"http"`
+	Admin struct {
+		Token string `yaml:"token"`
+	} `yaml:"admin"`
+	Kafka    bus.Config      `yaml:"kafka"`
+	Storage  storage.Config  `yaml:"storage"`
+	Ingest   ingest.Config   `yaml:"ingest"`
+	Pipeline pipeline.Config `yaml:"pipeline"`
+	Simulate simulate.Config `yaml:"simulate"`
+	Log      struct {
+		Level  string `yaml:"level"`
+		Format string `yaml:"format"`
+	} `yaml:"log"`
+}
+
+// loadConfig starts from the built-in defaults, applies the file (when
+// path is set) strictly, then the VIGIL_* environment, then validates.
+// Every error names the key (or file line) at fault.
+func loadConfig(path string, environ []string) (Config, error) {
+	var c Config
+	if err := decodeStrict(defaultConfig, &c); err != nil {
+		return c, fmt.Errorf("built-in config.yaml: %w", err)
+	}
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return c, fmt.Errorf("read config: %w", err)
+		}
+		if err := decodeStrict(b, &c); err != nil {
+			return c, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if err := applyEnv(&c, environ); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+func decodeStrict(b []byte, c *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) { // an empty file is fine
+		return err
+	}
+	return nil
+}
+
+// Validate checks every section; the error names the key.
+func (c Config) Validate() error {
+	if !ingest.ValidName(c.Region) {
+		return fmt.Errorf("region: %q must be 1-128 letters, digits or ._:-", c.Region)
+	}
+	if c.Data.Dir == "" {
+		return errors.New("data.dir: must not be empty")
+	}
+	sections := []struct {
+		name string
+		v    interface{ Validate() error }
+	}{{"http", c.HTTP}, {"kafka", c.Kafka}, {"storage", c.Storage}, {"ingest", c.Ingest}, {"pipeline", c.Pipeline}, {"simulate", c.Simulate}}
+	for _, s := range sections {
+		if err := s.v.Validate(); err != nil {
+			return fmt.Errorf("%s.%w", s.name, err)
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "console", "json":
+	default:
+		return fmt.Errorf("log.format: %q is not console or json", c.Log.Format)
+	}
+	return nil
+}
+
+// envKeys maps every VIGIL_* variable name to the config field it sets.
+func envKeys(c *Config) map[string]envField {
+	out := map[string]envField{}
+	var walk func(v reflect.Value, path []string)
+	walk = func(v reflect.Value, path []string) {
+		t := v.Type()
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			tag := strings.Split(f.Tag.Get("yaml"), ",")[0]
+			if tag == "" || tag == "-" {
+				continue
+			}
+			p := append(append([]string{}, path...), tag)
+			fv := v.Field(i)
+			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Time{}) {
+				walk(fv, p)
+				continue
+			}
+			out["VIGIL_"+strings.ToUpper(strings.Join(p, "_"))] = envField{key: strings.Join(p, "."), v: fv}
+		}
+	}
+	walk(reflect.ValueOf(c).Elem(), nil)
+	return out
+}
+
+type envField struct {
+	key string
+	v   reflect.Value
+}
+
+func applyEnv(c *Config, environ []string) error {
+	keys := envKeys(c)
+	var unknown []string
+	for _, kv := range environ {
+		name, val, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(name, "VIGIL_") {
+			continue
+		}
+		f, ok := keys[name]
+		if !ok {
+			unknown = append(unknown, name)
+			continue
+		}
+		if err := setField(f.v, val); err != nil {
+			return fmt.Errorf("%s (from %s): %w", f.key, name, err)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return fmt.Errorf("%s: not a config key (see config.yaml; e.g. VIGIL_HTTP_ADDR for http.addr)", strings.Join(unknown, ", "))
+	}
+	return nil
+}
+
+func setField(v reflect.Value, s string) error {
+	if v.Type() == reflect.TypeOf(time.Duration(0)) {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration (e.g. 250ms, 5m)", s)
+		}
+		v.SetInt(int64(d))
+		return nil
+	}
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(s)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", s)
+		}
+		v.SetBool(b)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		n, err := strconv.ParseInt(s, 10, v.Type().Bits())
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", s)
+		}
+		v.SetInt(n)
+	case reflect.Float32, reflect.Float64:
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", s)
+		}
+		v.SetFloat(f)
+	case reflect.Slice:
+		var parts []string
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				parts = append(parts, p)
+			}
+		}
+		v.Set(reflect.ValueOf(parts))
+	default:
+		return fmt.Errorf("unsupported type %s", v.Type())
+	}
+	return nil
+}

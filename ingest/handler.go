@@ -1,0 +1,268 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-json-experiment/json"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+)
+
+// Handler serves POST /v1/ingest.
+type Handler struct {
+	cfg    Config
+	region string
+	topic  string
+	reg    *Registry
+	prod   *kgo.Client
+	dec    Decoder
+	log    *zap.Logger
+	now    func() time.Time
+
+	requests *prometheus.CounterVec
+	readings prometheus.Counter
+	produce  prometheus.Histogram
+	bufPool  sync.Pool
+}
+
+// NewHandler builds the ingest handler and its idempotent producer
+// (acks=all) to topic. Close must be called to flush and close the producer.
+func NewHandler(cfg Config, region, topic string, reg *Registry, opts []kgo.Opt, log *zap.Logger, mreg prometheus.Registerer) (*Handler, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	prod, err := kgo.NewClient(append(opts,
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.MaxBufferedRecords(cfg.MaxBufferedRecords),
+		kgo.RecordDeliveryTimeout(cfg.ProduceTimeout),
+		kgo.ProducerLinger(0),
+		kgo.ProducerBatchCompression(kgo.NoCompression()),
+	)...)
+	if err != nil {
+		return nil, fmt.Errorf("ingest producer: %w", err)
+	}
+	h := &Handler{
+		cfg: cfg, region: region, topic: topic, reg: reg, prod: prod, log: log, now: time.Now,
+		dec: Decoder{MaxReadings: cfg.MaxReadings, FutureMargin: cfg.FutureMargin, MaxMetrics: cfg.MaxMetrics},
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_ingest_requests_total", Help: "Ingest requests by HTTP status.",
+		}, []string{"code"}),
+		readings: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_ingest_readings_total", Help: "Readings accepted (acknowledged by Kafka).",
+		}),
+		produce: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "vigil_ingest_produce_seconds", Help: "Time from decoded request to Kafka acknowledgement of all its readings.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+	}
+	if mreg != nil {
+		for _, c := range []prometheus.Collector{h.requests, h.readings, h.produce} {
+			if err := mreg.Register(c); err != nil {
+				prod.Close()
+				return nil, fmt.Errorf("register ingest metrics: %w", err)
+			}
+		}
+	}
+	return h, nil
+}
+
+// Close flushes buffered readings (within ctx) and closes the producer.
+func (h *Handler) Close(ctx context.Context) {
+	if err := h.prod.Flush(ctx); err != nil {
+		h.log.Warn("ingest producer flush at shutdown did not finish", zap.Error(err))
+	}
+	h.prod.Close()
+}
+
+// Ping reports whether the producer can reach the brokers.
+func (h *Handler) Ping(ctx context.Context) error { return h.prod.Ping(ctx) }
+
+func (h *Handler) refuse(w http.ResponseWriter, e *RequestError) {
+	if e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", strconv.Itoa(int(h.cfg.RetryAfter/time.Second)))
+	}
+	h.requests.WithLabelValues(strconv.Itoa(e.Status)).Inc()
+	WriteJSON(w, e.Status, e)
+}
+
+// WriteJSON writes v as a JSON answer with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"encode answer failed"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// ServeHTTP authenticates, decodes and produces one request. It answers 202
+// only after Kafka acknowledged every reading of it.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-h.reg.Ready():
+	default:
+		h.refuse(w, &RequestError{Status: http.StatusServiceUnavailable, Message: "the device registry is still loading; retry shortly"})
+		return
+	}
+	key, ok := bearer(r)
+	if !ok {
+		h.refuse(w, &RequestError{Status: http.StatusUnauthorized, Message: "missing device key: send Authorization: Bearer <device or gateway key>"})
+		return
+	}
+	who := h.reg.Authenticate(key)
+	if who == nil {
+		h.refuse(w, &RequestError{Status: http.StatusUnauthorized, Message: "unknown device or gateway key"})
+		return
+	}
+	ndjson, err := contentKind(r.Header.Get("Content-Type"))
+	if err != nil {
+		h.refuse(w, &RequestError{Status: http.StatusUnsupportedMediaType, Message: err.Error()})
+		return
+	}
+	body, rerr := h.readBody(w, r)
+	if rerr != nil {
+		h.refuse(w, rerr)
+		return
+	}
+	defer h.bufPool.Put(body)
+	readings, derr := h.dec.Decode(*body, ndjson, h.now())
+	if derr != nil {
+		h.refuse(w, derr)
+		return
+	}
+	var denied []Detail
+	for i := range readings {
+		if !who.Allows(readings[i].DeviceID) {
+			if len(denied) < maxDetails {
+				denied = append(denied, Detail{Index: i, Reason: fmt.Sprintf("%s may not post for device %q", who.Name(), readings[i].DeviceID)})
+			}
+		}
+	}
+	if len(denied) > 0 {
+		h.refuse(w, &RequestError{Status: http.StatusForbidden, Message: "key not allowed for a device in the request; nothing was accepted", Details: denied})
+		return
+	}
+	if buffered := h.prod.BufferedProduceRecords(); buffered+int64(len(readings)) > int64(h.cfg.MaxBufferedRecords) {
+		h.refuse(w, &RequestError{Status: http.StatusTooManyRequests, Message: fmt.Sprintf("overloaded: %d readings are waiting for Kafka; retry later", buffered)})
+		return
+	}
+	if err := h.produceAll(r.Context(), readings); err != nil {
+		status := http.StatusServiceUnavailable
+		msg := "Kafka did not acknowledge the readings: " + err.Error() + "; retry with the same ids (retries are stored once)"
+		if errors.Is(err, kgo.ErrMaxBuffered) {
+			status = http.StatusTooManyRequests
+			msg = "overloaded: the producer buffer is full; retry later with the same ids (retries are stored once)"
+		}
+		h.log.Warn("ingest request not acknowledged", zap.Int("readings", len(readings)), zap.String("principal", who.Name()), zap.Error(err))
+		h.refuse(w, &RequestError{Status: status, Message: msg})
+		return
+	}
+	h.readings.Add(float64(len(readings)))
+	h.requests.WithLabelValues("202").Inc()
+	WriteJSON(w, http.StatusAccepted, map[string]int{"accepted": len(readings)})
+}
+
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (*[]byte, *RequestError) {
+	bp, _ := h.bufPool.Get().(*[]byte)
+	if bp == nil {
+		b := make([]byte, 0, 64<<10)
+		bp = &b
+	}
+	buf := (*bp)[:0]
+	rd := http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return nil, &RequestError{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf("body larger than %d bytes (ingest.max_body_bytes); split the request", h.cfg.MaxBodyBytes)}
+			}
+			return nil, &RequestError{Status: http.StatusBadRequest, Message: "reading the body failed: " + err.Error()}
+		}
+	}
+	*bp = buf
+	return bp, nil
+}
+
+func (h *Handler) produceAll(ctx context.Context, readings []Reading) error {
+	ingested := h.now().UTC()
+	start := time.Now()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	wg.Add(len(readings))
+	promise := func(_ *kgo.Record, err error) {
+		if err != nil {
+			mu.Lock()
+			if firstErr == nil {
+				firstErr = err
+			}
+			mu.Unlock()
+		}
+		wg.Done()
+	}
+	// A request's readings share one value buffer: one allocation per request.
+	size := 0
+	for i := range readings {
+		size += 160 + 32*len(readings[i].Metrics) + 32*len(readings[i].Attrs)
+	}
+	buf := make([]byte, 0, size)
+	for i := range readings {
+		rd := &readings[i]
+		rd.Region, rd.IngestedAt = h.region, ingested
+		off := len(buf)
+		buf = rd.AppendJSON(buf)
+		rec := &kgo.Record{Topic: h.topic, Key: []byte(rd.DeviceID), Value: buf[off:len(buf):len(buf)], Timestamp: ingested}
+		h.prod.TryProduce(ctx, rec, promise)
+	}
+	wg.Wait()
+	h.produce.Observe(time.Since(start).Seconds())
+	return firstErr
+}
+
+func bearer(r *http.Request) (string, bool) {
+	a := r.Header.Get("Authorization")
+	const p = "Bearer "
+	if len(a) <= len(p) || !strings.EqualFold(a[:len(p)], p) {
+		return "", false
+	}
+	return strings.TrimSpace(a[len(p):]), true
+}
+
+// contentKind reports whether a Content-Type is NDJSON, or refuses it.
+func contentKind(ct string) (ndjson bool, err error) {
+	if ct == "" {
+		return false, nil
+	}
+	mt, _, perr := mime.ParseMediaType(ct)
+	if perr != nil {
+		return false, fmt.Errorf("Content-Type %q cannot be parsed: use application/json or application/x-ndjson", ct)
+	}
+	switch mt {
+	case "application/json":
+		return false, nil
+	case "application/x-ndjson", "application/ndjson", "application/jsonl", "application/jsonlines":
+		return true, nil
+	}
+	return false, fmt.Errorf("Content-Type %q is not supported: use application/json or application/x-ndjson", mt)
+}

@@ -1,0 +1,329 @@
+// Command vigil is streaming anomaly detection for IoT fleets in one binary:
+// `vigil serve` runs a region (ingest, Kafka, pipeline, alerts, web),
+// `vigil simulate` runs a device fleet against a server, `vigil version`
+// prints the version. main loads config.yaml and wires the stages.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/vigil/vigil/bus"
+	"github.com/vigil/vigil/ingest"
+	"github.com/vigil/vigil/pipeline"
+	"github.com/vigil/vigil/simulate"
+	"github.com/vigil/vigil/web"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vigil:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage:
+  vigil serve [--config config.yaml] [--check-config] [--simulate]
+  vigil simulate --url http://127.0.0.1:8080 --token ADMIN_TOKEN [--config config.yaml] [--duration 0]
+  vigil version`
+
+func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return errors.New(usage)
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], environ, stdout, stderr)
+	case "simulate":
+		return simulateCmd(ctx, args[1:], environ, stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "vigil", versionString())
+		return nil
+	case "help", "--help", "-h":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	}
+	return fmt.Errorf("unknown command %q\n%s", args[0], usage)
+}
+
+func versionString() string {
+	v := version
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += " (" + s.Value[:12] + ")"
+			}
+		}
+		v += " " + bi.GoVersion
+	}
+	return v
+}
+
+func newLogger(c Config, stderr io.Writer) *zap.Logger {
+	var lvl zapcore.Level
+	_ = lvl.Set(c.Log.Level)
+	ec := zap.NewProductionEncoderConfig()
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if c.Log.Format == "json" {
+		enc = zapcore.NewJSONEncoder(ec)
+	} else {
+		ec.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(ec)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(stderr), lvl)).With(zap.String("region", c.Region))
+}
+
+func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "config file (default: built-in defaults, see config.yaml)")
+	check := fs.Bool("check-config", false, "validate the configuration and exit")
+	sim := fs.Bool("simulate", false, "also run the simulated fleet (simulate section) against this server")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath, environ)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if *check {
+		fmt.Fprintln(stdout, "config OK")
+		return nil
+	}
+	log := newLogger(cfg, stderr)
+	defer func() { _ = log.Sync() }()
+
+	if err := os.MkdirAll(cfg.Data.Dir, 0o755); err != nil {
+		return fmt.Errorf("data.dir %s: %w", cfg.Data.Dir, err)
+	}
+	openCtx, cancelOpen := context.WithTimeout(ctx, 30*time.Second)
+	b, err := bus.Open(openCtx, cfg.Kafka, cfg.Data.Dir, log)
+	cancelOpen()
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	registry, err := ingest.NewRegistry(cfg.Kafka.Topics.Devices, b.Opts(), log.Named("registry"))
+	if err != nil {
+		return err
+	}
+	ing, err := ingest.NewHandler(cfg.Ingest, cfg.Region, cfg.Kafka.Topics.Raw, registry, b.Opts(), log.Named("ingest"), reg)
+	if err != nil {
+		return err
+	}
+	alerts := pipeline.NewAlertStore(cfg.Kafka.Topics.Alerts, cfg.Pipeline.AlertStoreSize, b.Opts(), log.Named("alerts"))
+	txnID := "" // fresh per start: see DESIGN.md, "the embedded broker after a crash"
+	if !cfg.Kafka.Embedded() {
+		host, _ := os.Hostname()
+		abs, _ := filepath.Abs(cfg.Data.Dir)
+		txnID = "vigil-stream-" + cfg.Region + "-" + host + "-" + shortHash(abs)
+	}
+	stream, err := pipeline.NewStream(pipeline.StreamOptions{
+		Config: cfg.Pipeline, Region: cfg.Region, ClientOpts: b.Opts(), TransactionalID: txnID,
+		Topics:   pipeline.Topics{Raw: cfg.Kafka.Topics.Raw, Enriched: cfg.Kafka.Topics.Enriched, Alerts: cfg.Kafka.Topics.Alerts, DLQ: cfg.Kafka.Topics.DLQ},
+		StateDir: filepath.Join(cfg.Data.Dir, "state"), Devices: registry, Logger: log.Named("pipeline"), Registry: reg,
+	})
+	if err != nil {
+		return err
+	}
+	token := cfg.Admin.Token
+	if token == "" {
+		var rb [16]byte
+		_, _ = rand.Read(rb[:])
+		token = hex.EncodeToString(rb[:])
+	}
+	srv, err := web.New(web.Options{
+		Config: cfg.HTTP, AdminToken: token, Ingest: ing, Registry: registry, Alerts: alerts, Gatherer: reg, Logger: log.Named("web"),
+		Ready: []web.Check{
+			{Name: "kafka", Fn: b.Ping},
+			{Name: "registry", Fn: chanReady(registry.Ready(), "device registry still loading")},
+			{Name: "alerts", Fn: chanReady(alerts.Loaded(), "alert store still loading")},
+			{Name: "pipeline", Fn: func(context.Context) error {
+				if !stream.Healthy() {
+					return errors.New("stream processor not running")
+				}
+				return nil
+			}},
+		},
+	})
+	if err != nil {
+		return err
+	}
+	base := "http://" + loopbackAddr(srv.Addr())
+	log.Info("Vigil is up", zap.String("version", versionString()), zap.String("http", srv.Addr()), zap.Strings("kafka", b.Seeds()), zap.String("data_dir", cfg.Data.Dir))
+	if cfg.Admin.Token == "" {
+		log.Info("no admin.token configured; made one for this run. Open the status page at " + base + "/?token=" + token + " (API clients: Authorization: Bearer " + token + ")")
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return registry.Run(gctx) })
+	g.Go(func() error { return alerts.Run(gctx) })
+	g.Go(func() error { return stream.Run(gctx) })
+	g.Go(func() error { return srv.Run(gctx) })
+	var fleet *simulate.Fleet
+	if *sim {
+		fleet = simulate.New(simulate.Options{Config: cfg.Simulate, URL: base, AdminToken: token, Logger: log.Named("simulate")})
+		g.Go(func() error {
+			if err := fleet.Run(gctx); err != nil {
+				log.Error("simulated fleet stopped", zap.Error(err))
+			}
+			return nil
+		})
+		g.Go(func() error { return logAlerts(gctx, alerts, log.Named("alerts")) })
+	}
+	err = g.Wait()
+	log.Info("stopping: HTTP closed, last micro-batch committed")
+	if fleet != nil {
+		// the server is stopped; score what the store already holds
+		if r, rerr := fleetReportFromStore(fleet, alerts); rerr == nil {
+			fmt.Fprint(stdout, r.String())
+		}
+	}
+	fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ing.Close(fctx)
+	cancel()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	log.Info("Vigil stopped")
+	return nil
+}
+
+func chanReady(ch <-chan struct{}, msg string) func(context.Context) error {
+	return func(context.Context) error {
+		select {
+		case <-ch:
+			return nil
+		default:
+			return errors.New(msg)
+		}
+	}
+}
+
+func shortHash(s string) string {
+	var h uint64 = 1469598103934665603
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return fmt.Sprintf("%012x", h&0xffffffffffff)
+}
+
+// loopbackAddr turns ":8080" or "0.0.0.0:8080" into "127.0.0.1:8080".
+func loopbackAddr(addr string) string {
+	if strings.HasPrefix(addr, ":") {
+		return "127.0.0.1" + addr
+	}
+	if strings.HasPrefix(addr, "0.0.0.0:") || strings.HasPrefix(addr, "[::]:") {
+		return "127.0.0.1" + addr[strings.LastIndex(addr, ":"):]
+	}
+	return addr
+}
+
+// logAlerts prints each new alert, for the demo.
+func logAlerts(ctx context.Context, store *pipeline.AlertStore, log *zap.Logger) error {
+	ch, stop := store.Subscribe()
+	defer stop()
+	seen := map[string]bool{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ch:
+		}
+		for _, a := range store.Query(50, "", time.Now().Add(-time.Minute)) {
+			if a.State != "open" || seen[a.AlertID] {
+				continue
+			}
+			seen[a.AlertID] = true
+			reasons := make([]string, 0, len(a.Reasons))
+			for _, r := range a.Reasons {
+				reasons = append(reasons, fmt.Sprintf("%s=%.1f", r.Feature, r.Value))
+			}
+			log.Info("ALERT", zap.String("device", a.DeviceID), zap.String("site", a.Site), zap.Float64("score", a.Score),
+				zap.String("severity", a.Severity), zap.String("metric", a.Metric), zap.String("reasons", strings.Join(reasons, " ")))
+		}
+	}
+}
+
+func fleetReportFromStore(f *simulate.Fleet, store *pipeline.AlertStore) (simulate.Report, error) {
+	return f.ReportFrom(func(since time.Time) []simulate.AlertRef {
+		var out []simulate.AlertRef
+		for _, a := range store.Query(1<<30, "", since) {
+			out = append(out, simulate.AlertRef{AlertID: a.AlertID, DeviceID: a.DeviceID, TS: a.TS, Metric: a.Metric})
+		}
+		return out
+	})
+}
+
+func simulateCmd(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "config file for the simulate section (default: built-in)")
+	url := fs.String("url", "http://127.0.0.1:8080", "Vigil server to post to")
+	token := fs.String("token", "", "admin token of that server (or VIGIL_ADMIN_TOKEN)")
+	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath, environ)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if *token == "" {
+		*token = cfg.Admin.Token
+	}
+	if *token == "" {
+		return errors.New("simulate needs the server's admin token: --token or VIGIL_ADMIN_TOKEN")
+	}
+	log := newLogger(cfg, stderr)
+	defer func() { _ = log.Sync() }()
+	if *duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *duration)
+		defer cancel()
+	}
+	fleet := simulate.New(simulate.Options{Config: cfg.Simulate, URL: strings.TrimRight(*url, "/"), AdminToken: *token, Logger: log})
+	if err := fleet.Run(ctx); err != nil {
+		return err
+	}
+	// Give the pipeline a moment to raise the last alerts, then score.
+	time.Sleep(2 * time.Second)
+	rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := fleet.Report(rctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, r.String())
+	return nil
+}

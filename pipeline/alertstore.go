@@ -1,0 +1,227 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/go-json-experiment/json"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+)
+
+// AlertStore keeps the most recent alerts for the API. It is rebuilt from
+// the alerts topic at start (read committed, so aborted batches never show)
+// and follows it, so it also holds alerts raised by other processes of the
+// group. Closing updates replace the alert they close.
+type AlertStore struct {
+	topic string
+	size  int
+	opts  []kgo.Opt
+	log   *zap.Logger
+
+	mu     sync.RWMutex
+	byID   map[string]*Alert
+	order  []*Alert // by detected_at, oldest first
+	loaded chan struct{}
+	subs   map[chan struct{}]struct{}
+}
+
+// NewAlertStore builds a store of at most size alerts over topic.
+func NewAlertStore(topic string, size int, opts []kgo.Opt, log *zap.Logger) *AlertStore {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &AlertStore{topic: topic, size: size, opts: opts, log: log, byID: map[string]*Alert{}, loaded: make(chan struct{}), subs: map[chan struct{}]struct{}{}}
+}
+
+// Loaded is closed once the store has read the topic's recent history.
+func (s *AlertStore) Loaded() <-chan struct{} { return s.loaded }
+
+// Run follows the alerts topic until ctx ends.
+func (s *AlertStore) Run(ctx context.Context) error {
+	admin, err := kgo.NewClient(s.opts...)
+	if err != nil {
+		return fmt.Errorf("alert store client: %w", err)
+	}
+	var starts, ends kadm.ListedOffsets
+	for {
+		ends, err = kadm.NewClient(admin).ListEndOffsets(ctx, s.topic)
+		if err == nil {
+			err = ends.Error()
+		}
+		if err == nil {
+			starts, err = kadm.NewClient(admin).ListStartOffsets(ctx, s.topic)
+		}
+		if err == nil {
+			err = starts.Error()
+		}
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		s.log.Warn("alert store: cannot list offsets of the alerts topic yet; retrying", zap.Error(err))
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	admin.Close()
+	if ctx.Err() != nil {
+		return nil
+	}
+	from := map[int32]kgo.Offset{}
+	want := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		start := o.Offset - int64(2*s.size)
+		if so, ok := starts.Lookup(s.topic, o.Partition); ok && start < so.Offset {
+			start = so.Offset
+		}
+		if start < 0 {
+			start = 0
+		}
+		from[o.Partition] = kgo.NewOffset().At(start)
+		want[o.Partition] = o.Offset
+	})
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, s.opts...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{s.topic: from}),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxWait(100*time.Millisecond),
+	)...)
+	if err != nil {
+		return fmt.Errorf("alert store consumer: %w", err)
+	}
+	defer cl.Close()
+	pos := map[int32]int64{}
+	caughtUp := func() bool {
+		for p, e := range want {
+			if pos[p] < e {
+				return false
+			}
+		}
+		return true
+	}
+	loaded := false
+	check := func() {
+		if !loaded && caughtUp() {
+			loaded = true
+			close(s.loaded)
+			s.log.Info("alert store loaded", zap.Int("alerts", s.Len()))
+		}
+	}
+	check()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		fs := cl.PollFetches(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		fs.EachPartition(func(p kgo.FetchTopicPartition) {
+			// High watermark counts the transaction markers too.
+			if p.HighWatermark > pos[p.Partition] && len(p.Records) == 0 && p.Err == nil {
+				pos[p.Partition] = p.LastStableOffset
+			}
+			for _, rec := range p.Records {
+				pos[p.Partition] = rec.Offset + 1
+				var a Alert
+				if err := json.Unmarshal(rec.Value, &a); err != nil {
+					s.log.Warn("alert store: skipping a record that is not an alert", zap.Int64("offset", rec.Offset), zap.Error(err))
+					continue
+				}
+				s.Add(&a)
+			}
+		})
+		if !loaded {
+			// Transaction markers sit at the end of the log; once a fetch
+			// comes back empty we have read everything stable.
+			if fs.NumRecords() == 0 {
+				for p, e := range want {
+					if pos[p] < e {
+						pos[p] = e
+					}
+				}
+			}
+			check()
+		}
+	}
+}
+
+// Add inserts or updates an alert.
+func (s *AlertStore) Add(a *Alert) {
+	s.mu.Lock()
+	if old, ok := s.byID[a.AlertID]; ok {
+		*old = *a
+		s.mu.Unlock()
+		s.notify()
+		return
+	}
+	s.byID[a.AlertID] = a
+	i := sort.Search(len(s.order), func(i int) bool { return s.order[i].DetectedAt.After(a.DetectedAt) })
+	s.order = append(s.order, nil)
+	copy(s.order[i+1:], s.order[i:])
+	s.order[i] = a
+	if len(s.order) > s.size {
+		drop := len(s.order) - s.size
+		for _, x := range s.order[:drop] {
+			delete(s.byID, x.AlertID)
+		}
+		s.order = append(s.order[:0], s.order[drop:]...)
+	}
+	s.mu.Unlock()
+	s.notify()
+}
+
+func (s *AlertStore) notify() {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for ch := range s.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Subscribe returns a channel that receives a signal after each change, and
+// a function to stop the subscription.
+func (s *AlertStore) Subscribe() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	s.mu.Lock()
+	s.subs[ch] = struct{}{}
+	s.mu.Unlock()
+	return ch, func() {
+		s.mu.Lock()
+		delete(s.subs, ch)
+		s.mu.Unlock()
+	}
+}
+
+// Len is the number of alerts held.
+func (s *AlertStore) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.order)
+}
+
+// Query returns up to limit alerts, newest detected_at first, of one device
+// (when device is set) detected at or after since (when not zero).
+func (s *AlertStore) Query(limit int, device string, since time.Time) []Alert {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Alert, 0, min(limit, len(s.order)))
+	for i := len(s.order) - 1; i >= 0 && len(out) < limit; i-- {
+		a := s.order[i]
+		if !since.IsZero() && a.DetectedAt.Before(since) {
+			break
+		}
+		if device != "" && a.DeviceID != device {
+			continue
+		}
+		out = append(out, *a)
+	}
+	return out
+}

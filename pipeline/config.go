@@ -1,0 +1,75 @@
+// Package pipeline owns the streaming path from the raw topic to the
+// enriched and alerts topics: micro-batching, enrichment with the device
+// registry, per-device state (baselines, dedup, incidents), featurizing,
+// scoring, alerting, and the exactly-once Kafka transaction around each
+// batch. It also keeps the store of recent alerts the API serves.
+package pipeline
+
+import (
+	"fmt"
+	"time"
+)
+
+// Config is the pipeline section of config.yaml.
+type Config struct {
+	// Group is the Kafka consumer group of the stream processors. Default "stream".
+	Group string `yaml:"group"`
+	// BatchMaxReadings closes a micro-batch at this many readings. Default 5000.
+	BatchMaxReadings int `yaml:"batch_max_readings"`
+	// BatchMaxWait closes a micro-batch this long after its first reading. Default 5ms.
+	BatchMaxWait time.Duration `yaml:"batch_max_wait"`
+	// Threshold is the score (0..1) at which a reading raises an alert. Default 0.8.
+	Threshold float64 `yaml:"threshold"`
+	// WarmupReadings is how many readings of a metric pass before it is
+	// scored (score 0 until then). Default 20.
+	WarmupReadings int `yaml:"warmup_readings"`
+	// HalfLife is the half-life, in readings, of the per-device baselines. Default 500.
+	HalfLife float64 `yaml:"half_life"`
+	// IncidentQuiet closes an incident after this much event time without
+	// an anomalous reading. Default 5m.
+	IncidentQuiet time.Duration `yaml:"incident_quiet"`
+	// DedupWindow is how many recent message ids per device are remembered
+	// to drop re-sent readings. Default 256.
+	DedupWindow int `yaml:"dedup_window"`
+	// SnapshotInterval is how often per-partition state is snapshotted to
+	// data.dir/state. Default 30s.
+	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
+	// RestoreLookback is how many raw records per partition are replayed to
+	// rebuild state when no snapshot is at hand. Default 200000.
+	RestoreLookback int64 `yaml:"restore_lookback"`
+	// AlertStoreSize is how many recent alerts the API keeps. Default 10000.
+	AlertStoreSize int `yaml:"alert_store_size"`
+	// AttrBuckets is the width of the hashed one-hot encoding of attrs. Default 32.
+	AttrBuckets int `yaml:"attr_buckets"`
+}
+
+// Validate checks the pipeline section; errors name the key below "pipeline.".
+func (c Config) Validate() error {
+	switch {
+	case c.Group == "":
+		return fmt.Errorf("group: must not be empty")
+	case c.BatchMaxReadings < 1:
+		return fmt.Errorf("batch_max_readings: must be at least 1, got %d", c.BatchMaxReadings)
+	case c.BatchMaxWait < 0 || c.BatchMaxWait > 10*time.Second:
+		return fmt.Errorf("batch_max_wait: must be between 0 and 10s, got %s", c.BatchMaxWait)
+	case !(c.Threshold > 0 && c.Threshold < 1):
+		return fmt.Errorf("threshold: must be between 0 and 1 (exclusive), got %g", c.Threshold)
+	case c.WarmupReadings < 2:
+		return fmt.Errorf("warmup_readings: must be at least 2, got %d", c.WarmupReadings)
+	case c.HalfLife < 2:
+		return fmt.Errorf("half_life: must be at least 2 readings, got %g", c.HalfLife)
+	case c.IncidentQuiet <= 0:
+		return fmt.Errorf("incident_quiet: must be positive, got %s", c.IncidentQuiet)
+	case c.DedupWindow < 1:
+		return fmt.Errorf("dedup_window: must be at least 1, got %d", c.DedupWindow)
+	case c.SnapshotInterval < time.Second:
+		return fmt.Errorf("snapshot_interval: must be at least 1s, got %s", c.SnapshotInterval)
+	case c.RestoreLookback < 0:
+		return fmt.Errorf("restore_lookback: must not be negative, got %d", c.RestoreLookback)
+	case c.AlertStoreSize < 1:
+		return fmt.Errorf("alert_store_size: must be at least 1, got %d", c.AlertStoreSize)
+	case c.AttrBuckets < 1 || c.AttrBuckets > 4096:
+		return fmt.Errorf("attr_buckets: must be between 1 and 4096, got %d", c.AttrBuckets)
+	}
+	return nil
+}

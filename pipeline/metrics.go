@@ -1,0 +1,51 @@
+package pipeline
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	batches     prometheus.Counter
+	batchSize   prometheus.Histogram
+	batchTime   prometheus.Histogram
+	readings    prometheus.Counter
+	duplicates  prometheus.Counter
+	dlq         prometheus.Counter
+	alerts      *prometheus.CounterVec
+	aborts      prometheus.Counter
+	postToAlert prometheus.Histogram
+	postToDone  prometheus.Histogram
+	lag         *prometheus.GaugeVec
+	restored    prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	lat := prometheus.ExponentialBuckets(0.001, 2, 16)
+	m := &metrics{
+		batches:    prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_pipeline_batches_total", Help: "Micro-batches committed."}),
+		batchSize:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vigil_pipeline_batch_readings", Help: "Readings per micro-batch.", Buckets: prometheus.ExponentialBuckets(1, 2, 15)}),
+		batchTime:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vigil_pipeline_batch_seconds", Help: "Time to process and commit one micro-batch.", Buckets: lat}),
+		readings:   prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_pipeline_readings_total", Help: "Readings enriched, scored and committed."}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_pipeline_duplicates_total", Help: "Re-sent readings dropped by id."}),
+		dlq:        prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_pipeline_dlq_total", Help: "Raw records sent to the dead-letter topic."}),
+		alerts:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_pipeline_alerts_total", Help: "Alert records written, by incident state."}, []string{"state"}),
+		aborts:     prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_pipeline_aborted_batches_total", Help: "Micro-batches whose transaction was aborted (rebalance or error); they are processed again."}),
+		postToAlert: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vigil_pipeline_post_to_alert_seconds",
+			Help: "From ingest acknowledgement time to the commit of the alert it raised.", Buckets: lat}),
+		postToDone: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vigil_pipeline_post_to_commit_seconds",
+			Help: "From ingest acknowledgement time to the commit of the enriched record.", Buckets: lat}),
+		lag:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vigil_pipeline_lag_records", Help: "Raw records not yet processed, per partition."}, []string{"partition"}),
+		restored: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_pipeline_restored_readings_total", Help: "Raw readings replayed to rebuild per-device state."}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.batchTime, m.readings, m.duplicates, m.dlq, m.alerts, m.aborts, m.postToAlert, m.postToDone, m.lag, m.restored} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register pipeline metrics: %w", err)
+		}
+	}
+	return m, nil
+}

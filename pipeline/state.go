@@ -1,0 +1,269 @@
+package pipeline
+
+import (
+	"math"
+	"time"
+
+	"github.com/vigil/vigil/ingest"
+)
+
+// MetricState is the streaming baseline of one metric of one device.
+// Fields are exported for the snapshot encoding.
+type MetricState struct {
+	N        int64   // readings seen
+	Mean     float64 // exponentially weighted mean (winsorized updates once warm)
+	Var      float64 // exponentially weighted variance
+	ShortVar float64 // fast EW mean of squared deviation from Mean (volatility)
+	Last     float64 // previous value
+	Run      int     // how many readings in a row repeated Last exactly
+	RepeatP  float64 // EW probability that a reading repeats the previous one
+}
+
+// AttrState counts the values of one attr of one device.
+type AttrState struct {
+	Counts map[string]float64
+	Total  float64
+	Open   bool // false once the attr has shown too many distinct values to be a category
+}
+
+// Incident is an open run of anomalous readings of one device and metric.
+type Incident struct {
+	AlertID  string
+	Metric   string
+	OpenedTS time.Time // event time of the reading that opened it
+	LastTS   time.Time // event time of its latest anomalous reading
+	Readings int
+	MaxScore float64
+	First    Alert // the alert as raised, updated when the incident closes
+}
+
+// DeviceState is everything the pipeline remembers about one device.
+type DeviceState struct {
+	N         int64
+	LastTS    time.Time
+	DtN       int64
+	LogDtMean float64
+	LogDtVar  float64
+	Metrics   map[string]*MetricState
+	Attrs     map[string]*AttrState
+	IDs       []string // ring of recent message ids
+	IDPos     int
+	Incidents map[string]*Incident
+
+	idSet map[string]struct{} // index of IDs, rebuilt after a snapshot load
+}
+
+func newDeviceState() *DeviceState {
+	return &DeviceState{Metrics: map[string]*MetricState{}, Attrs: map[string]*AttrState{}, Incidents: map[string]*Incident{}, idSet: map[string]struct{}{}}
+}
+
+// seen reports whether id was among the device's recent ids, and remembers it.
+func (d *DeviceState) seen(id string, window int) bool {
+	if d.idSet == nil {
+		d.idSet = make(map[string]struct{}, len(d.IDs))
+		for _, x := range d.IDs {
+			d.idSet[x] = struct{}{}
+		}
+	}
+	if _, ok := d.idSet[id]; ok {
+		return true
+	}
+	if len(d.IDs) < window {
+		d.IDs = append(d.IDs, id)
+	} else {
+		delete(d.idSet, d.IDs[d.IDPos])
+		d.IDs[d.IDPos] = id
+		d.IDPos = (d.IDPos + 1) % window
+	}
+	d.idSet[id] = struct{}{}
+	return false
+}
+
+// MetricObs is what enrichment derives for one metric of one reading, from
+// the state before the reading.
+type MetricObs struct {
+	Name    string
+	Value   float64
+	HasPrev bool
+	Delta   float64
+	Rate    float64 // delta per second of event time (0 when dt is 0)
+	Mean    float64
+	Std     float64
+	Warm    bool
+	Z       float64 // (value - mean) / std
+	VolZ    float64 // how far short-term volatility exceeds the baseline's
+	StuckZ  float64 // how unlikely the current run of repeated values is
+}
+
+// AttrObs is what enrichment derives for one attr.
+type AttrObs struct {
+	Name, Value string
+	Z           float64 // rarity of the value for this device, as a z-like figure
+}
+
+// Observation is one reading with its enrichment: the scorer's input.
+type Observation struct {
+	Reading *ingest.Reading
+	Device  *ingest.Device // nil for a device missing from the registry
+	HasDt   bool
+	DtS     float64 // seconds since the device's previous reading (event time)
+	DtZ     float64 // how unusual that gap is (positive: longer than usual)
+	Metrics []MetricObs
+	Attrs   []AttrObs
+}
+
+// params are the baseline constants derived from Config.
+type params struct {
+	alpha      float64 // long baseline
+	shortAlpha float64 // volatility
+	repAlpha   float64 // repeat probability
+	dtAlpha    float64
+	warmup     int64
+}
+
+func newParams(c Config) params {
+	hl := func(h float64) float64 { return 1 - math.Pow(2, -1/h) }
+	return params{alpha: hl(c.HalfLife), shortAlpha: hl(8), repAlpha: hl(100), dtAlpha: hl(50), warmup: int64(c.WarmupReadings)}
+}
+
+const (
+	maxZ          = 50.0
+	attrMaxValues = 64
+	attrMinTotal  = 50
+)
+
+func clampZ(z float64) float64 {
+	switch {
+	case math.IsNaN(z):
+		return 0
+	case z > maxZ:
+		return maxZ
+	case z < -maxZ:
+		return -maxZ
+	}
+	return z
+}
+
+// observe derives o from the device state before r, then folds r into the
+// state. It is deterministic: replaying the same readings rebuilds the same
+// state, which is how state is restored after a crash or rebalance.
+func (d *DeviceState) observe(p *params, r *ingest.Reading, o *Observation) {
+	o.Reading = r
+	o.Metrics = o.Metrics[:0]
+	o.Attrs = o.Attrs[:0]
+	o.HasDt, o.DtS, o.DtZ = false, 0, 0
+	inOrder := d.N == 0 || r.TS.After(d.LastTS)
+	if d.N > 0 && inOrder {
+		dt := r.TS.Sub(d.LastTS).Seconds()
+		o.HasDt, o.DtS = true, dt
+		ld := math.Log(dt)
+		if d.DtN >= 10 {
+			std := math.Max(math.Sqrt(d.LogDtVar), 0.25)
+			o.DtZ = clampZ((ld - d.LogDtMean) / std)
+		}
+		a := math.Max(p.dtAlpha, 1/float64(d.DtN+1))
+		diff := ld - d.LogDtMean
+		if d.DtN >= 10 {
+			// winsorize: one long gap must not teach the device to be silent
+			lim := 3 * math.Max(math.Sqrt(d.LogDtVar), 0.25)
+			diff = math.Max(-lim, math.Min(lim, diff))
+		}
+		incr := a * diff
+		d.LogDtMean += incr
+		d.LogDtVar = (1 - a) * (d.LogDtVar + diff*incr)
+		d.DtN++
+	}
+	for _, m := range r.Metrics {
+		ms := d.Metrics[m.Name]
+		if ms == nil {
+			ms = &MetricState{}
+			d.Metrics[m.Name] = ms
+		}
+		mo := MetricObs{Name: m.Name, Value: m.Value}
+		if ms.N > 0 {
+			mo.HasPrev = true
+			mo.Delta = m.Value - ms.Last
+			if o.HasDt && o.DtS > 0 {
+				mo.Rate = mo.Delta / o.DtS
+			}
+			mo.Mean = ms.Mean
+			mo.Std = math.Sqrt(ms.Var)
+		}
+		std := math.Max(mo.Std, 1e-3*math.Abs(ms.Mean)+1e-9)
+		if ms.N >= p.warmup {
+			mo.Warm = true
+			mo.Z = clampZ((m.Value - ms.Mean) / std)
+			ratio := math.Sqrt(ms.ShortVar) / std
+			if ratio > 1 {
+				mo.VolZ = clampZ(math.Log(ratio) / 0.25)
+			}
+		}
+		// repeats
+		repeated := ms.N > 0 && m.Value == ms.Last
+		if repeated {
+			ms.Run++
+		} else {
+			ms.Run = 0
+		}
+		if mo.Warm && repeated && ms.RepeatP < 0.2 {
+			surprise := float64(ms.Run) * -math.Log(math.Max(ms.RepeatP, 0.005))
+			mo.StuckZ = clampZ(math.Sqrt(2 * surprise))
+		}
+		if ms.N > 0 {
+			ind := 0.0
+			if repeated {
+				ind = 1
+			}
+			ms.RepeatP += p.repAlpha * (ind - ms.RepeatP)
+		}
+		// baseline update
+		a := math.Max(p.alpha, 1/float64(ms.N+1))
+		diff := m.Value - ms.Mean
+		dev2 := diff * diff
+		if mo.Warm {
+			lim := 4 * std
+			diff = math.Max(-lim, math.Min(lim, diff))
+		}
+		if ms.N == 0 {
+			ms.Mean = m.Value
+		} else {
+			incr := a * diff
+			ms.Mean += incr
+			ms.Var = (1 - a) * (ms.Var + diff*incr)
+		}
+		if ms.N < p.warmup {
+			ms.ShortVar = ms.Var
+		} else {
+			ms.ShortVar += p.shortAlpha * (dev2 - ms.ShortVar)
+		}
+		ms.Last = m.Value
+		ms.N++
+		o.Metrics = append(o.Metrics, mo)
+	}
+	for _, at := range r.Attrs {
+		as := d.Attrs[at.Name]
+		if as == nil {
+			as = &AttrState{Counts: map[string]float64{}, Open: true}
+			d.Attrs[at.Name] = as
+		}
+		ao := AttrObs{Name: at.Name, Value: at.Value}
+		if as.Open {
+			if as.Total >= attrMinTotal {
+				freq := (as.Counts[at.Value] + 0.5) / (as.Total + 1)
+				if freq < 0.02 {
+					ao.Z = clampZ(1.5 * math.Sqrt(2*-math.Log(freq)))
+				}
+			}
+			as.Counts[at.Value]++
+			as.Total++
+			if len(as.Counts) > attrMaxValues {
+				as.Open, as.Counts = false, nil // free text, not a category
+			}
+		}
+		o.Attrs = append(o.Attrs, ao)
+	}
+	if inOrder {
+		d.LastTS = r.TS
+	}
+	d.N++
+}

@@ -1,0 +1,420 @@
+package pipeline
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-json-experiment/json"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+
+	"github.com/vigil/vigil/ingest"
+)
+
+// Topics are the topics the stream reads and writes.
+type Topics struct {
+	Raw, Enriched, Alerts, DLQ string
+}
+
+// StreamOptions are the stream's dependencies.
+type StreamOptions struct {
+	Config Config
+	Region string
+	Topics Topics
+	// ClientOpts are the bus's client options (seeds, TLS, SASL, logger).
+	ClientOpts []kgo.Opt
+	// TransactionalID is the producer's transactional id. Empty means a
+	// fresh random id at every start (the embedded broker needs that, see
+	// the README), which is also safe with group-fenced transactions.
+	TransactionalID string
+	// StateDir holds the per-partition state snapshots.
+	StateDir  string
+	Devices   DeviceLookup
+	Scorer    Scorer
+	Logger    *zap.Logger
+	Registry  prometheus.Registerer
+}
+
+// Stream is the consume-enrich-score-produce loop over the raw topic, in a
+// consumer group, each micro-batch one Kafka transaction.
+type Stream struct {
+	o    StreamOptions
+	cfg  Config
+	log  *zap.Logger
+	m    *metrics
+	proc *Processor
+	snap *snapshots
+
+	parts    map[int32]*partition
+	coldAll  atomic.Bool
+	lastLoop atomic.Int64 // unix nanos of the last loop iteration
+	lagTotal atomic.Int64
+	running  atomic.Bool
+}
+
+// NewStream builds the stream; Run starts it.
+func NewStream(o StreamOptions) (*Stream, error) {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	m, err := newMetrics(o.Registry)
+	if err != nil {
+		return nil, err
+	}
+	s := &Stream{o: o, cfg: o.Config, log: o.Logger, m: m, parts: map[int32]*partition{},
+		proc: NewProcessor(o.Config, o.Region, o.Devices, o.Scorer),
+		snap: &snapshots{dir: o.StateDir, group: o.Config.Group, topic: o.Topics.Raw}}
+	return s, nil
+}
+
+// Processor returns the stream's processor (to swap its scorer).
+func (s *Stream) Processor() *Processor { return s.proc }
+
+// Healthy reports whether the loop is running and turned within the last 30 s.
+func (s *Stream) Healthy() bool {
+	return s.running.Load() && time.Since(time.Unix(0, s.lastLoop.Load())) < 30*time.Second
+}
+
+// Lag is the number of raw records fetched-but-unprocessed behind the high
+// watermark, summed over partitions, as of the last batch.
+func (s *Stream) Lag() int64 { return s.lagTotal.Load() }
+
+// Run consumes until ctx ends. A failed session (a non-retryable Kafka
+// error) is logged and replaced after a backoff; Run returns only when ctx
+// is done, after committing the batch in flight.
+func (s *Stream) Run(ctx context.Context) error {
+	backoff := 500 * time.Millisecond
+	for {
+		err := s.runSession(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Error("stream session failed; starting a new one (state is rebuilt from snapshots)", zap.Error(err), zap.Duration("backoff", backoff))
+		s.parts = map[int32]*partition{}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		if backoff < 10*time.Second {
+			backoff *= 2
+		}
+	}
+}
+
+func (s *Stream) txnID() string {
+	if s.o.TransactionalID != "" {
+		return s.o.TransactionalID
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "vigil-stream-" + s.o.Region + "-" + hex.EncodeToString(b[:])
+}
+
+func (s *Stream) runSession(ctx context.Context) error {
+	onRevoke := func(context.Context, *kgo.Client, map[string][]int32) { s.coldAll.Store(true) }
+	sess, err := kgo.NewGroupTransactSession(append(append([]kgo.Opt{}, s.o.ClientOpts...),
+		kgo.ConsumerGroup(s.cfg.Group),
+		kgo.ConsumeTopics(s.o.Topics.Raw),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.TransactionalID(s.txnID()),
+		kgo.TransactionTimeout(10*time.Second),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.RequireStableFetchOffsets(),
+		kgo.OnPartitionsRevoked(onRevoke),
+		kgo.OnPartitionsLost(onRevoke),
+		kgo.SessionTimeout(10*time.Second),
+		kgo.RebalanceTimeout(30*time.Second),
+		kgo.FetchMaxWait(250*time.Millisecond),
+		kgo.ProducerLinger(0),
+		kgo.MaxBufferedRecords(1<<20),
+	)...)
+	if err != nil {
+		return fmt.Errorf("stream consumer: %w", err)
+	}
+	s.running.Store(true)
+	defer s.running.Store(false)
+	defer sess.Close()
+	s.lastLoop.Store(time.Now().UnixNano())
+
+	var (
+		buf      []byte
+		res      StepResult
+		lastSnap = time.Now()
+	)
+	for {
+		fetches := s.poll(ctx, sess)
+		s.lastLoop.Store(time.Now().UnixNano())
+		if ctx.Err() != nil && fetches.NumRecords() == 0 {
+			return nil
+		}
+		if s.coldAll.Swap(false) {
+			s.parts = map[int32]*partition{}
+		}
+		var fatal error
+		fetches.EachError(func(t string, p int32, err error) {
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+				return
+			}
+			if errors.Is(err, kgo.ErrClientClosed) {
+				fatal = err
+				return
+			}
+			s.log.Warn("fetch failed; the client retries", zap.String("topic", t), zap.Int32("partition", p), zap.Error(err))
+		})
+		if fatal != nil {
+			return fatal
+		}
+		if fetches.NumRecords() == 0 {
+			continue
+		}
+		start := time.Now()
+		if err := sess.Begin(); err != nil {
+			return fmt.Errorf("begin transaction: %w", err)
+		}
+		// The context for the work and the commit is detached from ctx: a
+		// shutdown lets the batch in flight commit.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		e := kgo.AbortingFirstErrPromise(sess.Client())
+		var (
+			nReadings, nDup, nDLQ int
+			alertsOpen, alertsClosed int
+			ingestTimes             []time.Time
+			alertIngest             []time.Time
+			lag                     int64
+		)
+		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+			if len(fp.Records) == 0 {
+				return
+			}
+			part := s.parts[fp.Partition]
+			if part == nil {
+				part = s.warm(wctx, fp.Partition, fp.Records[0].Offset)
+				s.parts[fp.Partition] = part
+			}
+			for _, rec := range fp.Records {
+				r, err := ingest.DecodeRaw(rec.Value)
+				if err != nil {
+					nDLQ++
+					sess.Produce(wctx, dlqRecord(s.o.Topics.DLQ, rec, err), e.Promise())
+					part.Next = rec.Offset + 1
+					continue
+				}
+				off := len(buf)
+				buf = s.proc.Step(part, &r, true, buf, &res)
+				part.Next = rec.Offset + 1
+				if res.Duplicate {
+					nDup++
+					continue
+				}
+				nReadings++
+				ingestTimes = append(ingestTimes, r.IngestedAt)
+				sess.Produce(wctx, &kgo.Record{Topic: s.o.Topics.Enriched, Key: rec.Key, Value: buf[off:len(buf):len(buf)]}, e.Promise())
+				for i := range res.Alerts {
+					a := &res.Alerts[i]
+					v, err := json.Marshal(a)
+					if err != nil {
+						continue
+					}
+					if a.State == "open" {
+						alertsOpen++
+						alertIngest = append(alertIngest, a.IngestedAt)
+					} else {
+						alertsClosed++
+					}
+					sess.Produce(wctx, &kgo.Record{Topic: s.o.Topics.Alerts, Key: rec.Key, Value: v}, e.Promise())
+				}
+			}
+			if hw := fp.HighWatermark; hw > 0 {
+				l := hw - part.Next
+				lag += l
+				s.m.lag.WithLabelValues(strconv.Itoa(int(fp.Partition))).Set(float64(l))
+			}
+		})
+		commit := kgo.TransactionEndTry(e.Err() == nil)
+		if e.Err() != nil {
+			s.log.Warn("producing a batch failed; aborting it to process it again", zap.Error(e.Err()))
+		}
+		committed, err := sess.End(wctx, commit)
+		cancel()
+		buf = buf[:0]
+		if err != nil {
+			return fmt.Errorf("end transaction: %w", err)
+		}
+		if !committed {
+			s.m.aborts.Inc()
+			s.log.Info("micro-batch aborted (rebalance or produce error); it will be processed again", zap.Int("readings", nReadings))
+			s.parts = map[int32]*partition{}
+			continue
+		}
+		done := time.Now()
+		s.lagTotal.Store(lag)
+		s.m.batches.Inc()
+		s.m.batchSize.Observe(float64(nReadings + nDup + nDLQ))
+		s.m.batchTime.Observe(done.Sub(start).Seconds())
+		s.m.readings.Add(float64(nReadings))
+		s.m.duplicates.Add(float64(nDup))
+		s.m.dlq.Add(float64(nDLQ))
+		s.m.alerts.WithLabelValues("open").Add(float64(alertsOpen))
+		s.m.alerts.WithLabelValues("closed").Add(float64(alertsClosed))
+		for _, t := range ingestTimes {
+			s.m.postToDone.Observe(done.Sub(t).Seconds())
+		}
+		for _, t := range alertIngest {
+			s.m.postToAlert.Observe(done.Sub(t).Seconds())
+		}
+		if alertsOpen > 0 {
+			s.log.Debug("alerts committed", zap.Int("open", alertsOpen))
+		}
+		if time.Since(lastSnap) >= s.cfg.SnapshotInterval || ctx.Err() != nil {
+			s.snapshotAll()
+			lastSnap = time.Now()
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// poll waits for records, then keeps polling until the micro-batch holds
+// BatchMaxReadings or BatchMaxWait has passed since its first record.
+func (s *Stream) poll(ctx context.Context, sess *kgo.GroupTransactSession) kgo.Fetches {
+	fetches := sess.PollRecords(ctx, s.cfg.BatchMaxReadings)
+	n := fetches.NumRecords()
+	if n == 0 || n >= s.cfg.BatchMaxReadings || s.cfg.BatchMaxWait == 0 {
+		return fetches
+	}
+	deadline := time.Now().Add(s.cfg.BatchMaxWait)
+	for n < s.cfg.BatchMaxReadings && ctx.Err() == nil {
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			break
+		}
+		pctx, cancel := context.WithTimeout(ctx, wait)
+		more := sess.PollRecords(pctx, s.cfg.BatchMaxReadings-n)
+		cancel()
+		if more.NumRecords() == 0 {
+			break
+		}
+		fetches = append(fetches, more...)
+		n += more.NumRecords()
+	}
+	return fetches
+}
+
+func dlqRecord(topic string, rec *kgo.Record, reason error) *kgo.Record {
+	return &kgo.Record{
+		Topic: topic, Key: rec.Key, Value: rec.Value,
+		Headers: []kgo.RecordHeader{
+			{Key: "reason", Value: []byte(reason.Error())},
+			{Key: "source", Value: []byte(rec.Topic + "/" + strconv.Itoa(int(rec.Partition)) + "/" + strconv.FormatInt(rec.Offset, 10))},
+		},
+	}
+}
+
+// warm rebuilds the state of a partition whose next record is upTo: from
+// its snapshot when one is at hand, else from the last RestoreLookback
+// records, by replaying the raw topic through the processor without output.
+func (s *Stream) warm(ctx context.Context, p int32, upTo int64) *partition {
+	part, err := s.snap.load(p)
+	switch {
+	case err != nil:
+		s.log.Warn("state snapshot unreadable; rebuilding from the raw topic", zap.Int32("partition", p), zap.Error(err))
+		part = nil
+	case part != nil && part.Next > upTo:
+		s.log.Info("state snapshot is ahead of the committed offset; rebuilding from the raw topic", zap.Int32("partition", p), zap.Int64("snapshot", part.Next), zap.Int64("committed", upTo))
+		part = nil
+	}
+	from := upTo - s.cfg.RestoreLookback
+	if part != nil {
+		from = part.Next
+	} else {
+		part = newPartition()
+	}
+	if from < 0 {
+		from = 0
+	}
+	if from < upTo {
+		n, err := s.replay(ctx, p, from, upTo, part)
+		s.m.restored.Add(float64(n))
+		if err != nil {
+			s.log.Warn("state restore incomplete; baselines start partly cold", zap.Int32("partition", p), zap.Error(err))
+		} else {
+			s.log.Info("partition state restored", zap.Int32("partition", p), zap.Int64("from", from), zap.Int64("to", upTo), zap.Int("readings", n), zap.Int("devices", len(part.Devices)))
+		}
+	}
+	part.Next = upTo
+	return part
+}
+
+func (s *Stream) replay(ctx context.Context, p int32, from, upTo int64, part *partition) (int, error) {
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, s.o.ClientOpts...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{s.o.Topics.Raw: {p: kgo.NewOffset().At(from)}}),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(100*time.Millisecond),
+	)...)
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	var (
+		res      StepResult
+		n        int
+		lastProg = time.Now()
+		idle     = time.Now()
+	)
+	for {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		fs := cl.PollFetches(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return n, ctx.Err()
+		}
+		done := false
+		got := false
+		fs.EachRecord(func(rec *kgo.Record) {
+			got = true
+			if rec.Offset >= upTo {
+				done = true
+				return
+			}
+			if r, err := ingest.DecodeRaw(rec.Value); err == nil {
+				s.proc.Step(part, &r, false, nil, &res)
+				n++
+			}
+			if rec.Offset >= upTo-1 {
+				done = true
+			}
+		})
+		if done {
+			return n, nil
+		}
+		if got {
+			idle = time.Now()
+		} else if time.Since(idle) > 10*time.Second {
+			return n, fmt.Errorf("replay of partition %d stalled before offset %d", p, upTo)
+		}
+		if time.Since(lastProg) > 5*time.Second {
+			s.log.Info("restoring partition state", zap.Int32("partition", p), zap.Int("readings", n), zap.Int64("remaining", upTo-from-int64(n)))
+			lastProg = time.Now()
+		}
+	}
+}
+
+func (s *Stream) snapshotAll() {
+	for p, part := range s.parts {
+		if !s.snap.dirty(p, part.Next) {
+			continue
+		}
+		if err := s.snap.save(p, part); err != nil {
+			s.log.Warn("state snapshot failed; a restart will replay more of the raw topic", zap.Int32("partition", p), zap.Error(err))
+		}
+	}
+}

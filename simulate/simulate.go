@@ -1,0 +1,438 @@
+// Package simulate is a device fleet for demos and measurements: devices
+// with daily cycles, noise, correlated metrics and a categorical status,
+// with injected anomalies of several kinds, posting through the real ingest
+// API with real keys. It keeps the ground truth and scores the alerts
+// Vigil raised against it.
+package simulate
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/go-json-experiment/json"
+	"go.uber.org/zap"
+)
+
+// Config is the simulate section of config.yaml.
+type Config struct {
+	// Devices is the fleet size. Default 1000.
+	Devices int `yaml:"devices"`
+	// Rate is readings per second per device. Default 1.
+	Rate float64 `yaml:"rate"`
+	// AnomalyEvery is the mean time between injected anomalies per device. Default 20m.
+	AnomalyEvery time.Duration `yaml:"anomaly_every"`
+	// Warmup is how many readings of a device pass before its first anomaly. Default 30.
+	Warmup int `yaml:"warmup"`
+	// Seed makes the fleet and its anomalies repeatable. Default 1.
+	Seed int64 `yaml:"seed"`
+}
+
+// Validate checks the simulate section; errors name the key below "simulate.".
+func (c Config) Validate() error {
+	switch {
+	case c.Devices < 1 || c.Devices > 1_000_000:
+		return fmt.Errorf("devices: must be between 1 and 1000000, got %d", c.Devices)
+	case !(c.Rate > 0 && c.Rate <= 100):
+		return fmt.Errorf("rate: must be above 0 and at most 100 readings/s per device, got %g", c.Rate)
+	case c.AnomalyEvery < time.Second:
+		return fmt.Errorf("anomaly_every: must be at least 1s, got %s", c.AnomalyEvery)
+	case c.Warmup < 0:
+		return fmt.Errorf("warmup: must not be negative, got %d", c.Warmup)
+	}
+	return nil
+}
+
+// Options are a fleet's settings and dependencies.
+type Options struct {
+	Config
+	// URL is the Vigil server, e.g. http://127.0.0.1:8080.
+	URL string
+	// AdminToken registers the devices and the gateway.
+	AdminToken string
+	// Prefix starts every device id. Default "sim-".
+	Prefix string
+	Logger *zap.Logger
+	Client *http.Client
+}
+
+// Kinds of injected anomalies.
+const (
+	Spike      = "spike"
+	LevelShift = "level_shift"
+	Drift      = "drift"
+	Stuck      = "stuck"
+	Dropout    = "dropout"
+	NoiseBurst = "noise_burst"
+)
+
+// Kinds lists every kind of injected anomaly.
+var Kinds = []string{Spike, LevelShift, Drift, Stuck, Dropout, NoiseBurst}
+
+// Anomaly is one injected anomaly: the ground truth.
+type Anomaly struct {
+	DeviceID string
+	Kind     string
+	Metric   string
+	Start    time.Time // event time of its first affected reading
+	End      time.Time // event time of its last affected reading (dropout: the reading after the gap)
+}
+
+type metricSpec struct {
+	name             string
+	base, load, amp  float64 // base value, load coefficient, daily amplitude
+	noise, marginalS float64
+}
+
+var metricSpecs = []metricSpec{
+	{"temp_c", 60, 1.0, 3, 0.3, 1.05},
+	{"current_a", 5, 0.8, 0.3, 0.1, 0.82},
+	{"vibration", 0.03, 0.004, 0.002, 0.002, 0.0045},
+	{"pressure_bar", 3, 0.1, 0.05, 0.03, 0.105},
+}
+
+type device struct {
+	id     string
+	rng    *rand.Rand
+	offset []float64 // per-metric base offset of this unit
+	phase  float64
+	load   float64
+	status string
+	next   time.Time
+	n      int
+	cool   int // readings until another anomaly may start
+
+	anom     *Anomaly
+	anomIdx  int // metric index
+	anomLeft int
+	anomN    int // readings into the anomaly
+	mag      float64
+	frozen   float64
+}
+
+// Fleet is a running simulation.
+type Fleet struct {
+	o   Options
+	log *zap.Logger
+
+	mu        sync.Mutex
+	anomalies []Anomaly
+	active    map[string]Anomaly // in progress, by device
+	started   time.Time
+	posted    int
+	refused   int
+	retried   int
+	lastEvent time.Time
+}
+
+// New builds a fleet.
+func New(o Options) *Fleet {
+	if o.Prefix == "" {
+		o.Prefix = "sim-"
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Client == nil {
+		o.Client = &http.Client{Timeout: 30 * time.Second}
+	}
+	return &Fleet{o: o, log: o.Logger, active: map[string]Anomaly{}}
+}
+
+// Run registers the fleet (devices and one gateway) and posts readings until
+// ctx ends. It fails when the server refuses the registration.
+func (f *Fleet) Run(ctx context.Context) error {
+	devs, key, err := f.register(ctx)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.started = time.Now()
+	f.mu.Unlock()
+	f.log.Info("simulated fleet posting", zap.Int("devices", len(devs)), zap.Float64("readings_per_s", f.o.Rate*float64(len(devs))))
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	interval := time.Duration(float64(time.Second) / f.o.Rate)
+	pAnom := 1 / (f.o.AnomalyEvery.Seconds() * f.o.Rate)
+	var batch []map[string]any
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-tick.C:
+			batch = batch[:0]
+			for _, d := range devs {
+				for !d.next.After(now) {
+					if r := f.step(d, d.next, pAnom); r != nil {
+						batch = append(batch, r)
+					}
+					d.next = d.next.Add(interval)
+				}
+			}
+			for len(batch) > 0 {
+				n := min(len(batch), 5000)
+				f.post(ctx, key, batch[:n])
+				batch = batch[n:]
+			}
+			f.mu.Lock()
+			f.lastEvent = now
+			f.mu.Unlock()
+		}
+	}
+}
+
+func (f *Fleet) register(ctx context.Context) ([]*device, string, error) {
+	root := rand.New(rand.NewPCG(uint64(f.o.Seed), 0x5eed))
+	devs := make([]*device, f.o.Devices)
+	ids := make([]string, f.o.Devices)
+	start := time.Now()
+	for i := range devs {
+		id := fmt.Sprintf("%s%04d", f.o.Prefix, i)
+		d := &device{id: id, rng: rand.New(rand.NewPCG(root.Uint64(), uint64(i))), phase: root.Float64() * 2 * math.Pi, status: "auto"}
+		for _, m := range metricSpecs {
+			d.offset = append(d.offset, root.NormFloat64()*m.marginalS*3)
+		}
+		d.next = start.Add(time.Duration(root.Float64() * float64(time.Second) / f.o.Rate))
+		d.cool = f.o.Warmup + d.rng.IntN(f.o.Warmup+1)
+		devs[i], ids[i] = d, id
+	}
+	// Devices are registered with attributes (their own keys are made and
+	// discarded: the fleet posts through one gateway, as a site gateway would).
+	sem := make(chan struct{}, 8)
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	for i, d := range devs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			body := map[string]any{"device_id": d.id, "attrs": map[string]any{
+				"site": "site-" + strconv.Itoa(i%10), "model": []string{"P-100", "P-200", "C-7"}[i%3],
+				"lat": 40 + float64(i%10), "lon": -3 + float64(i%10), "tags": []string{"simulated"}}}
+			status, err := f.admin(ctx, "/api/v1/devices", body, nil)
+			if err == nil && status != http.StatusCreated && status != http.StatusConflict {
+				err = fmt.Errorf("register device %s: HTTP %d", d.id, status)
+			}
+			if err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, "", firstErr
+	}
+	var gw struct {
+		Key string `json:"key"`
+	}
+	gwID := fmt.Sprintf("%sgateway-%d", f.o.Prefix, time.Now().UnixNano())
+	status, err := f.admin(ctx, "/api/v1/gateways", map[string]any{"gateway_id": gwID, "device_prefixes": []string{f.o.Prefix}}, &gw)
+	if err != nil {
+		return nil, "", err
+	}
+	if status != http.StatusCreated {
+		return nil, "", fmt.Errorf("register gateway: HTTP %d", status)
+	}
+	f.log.Info("simulated fleet registered", zap.Int("devices", len(devs)), zap.String("gateway", gwID))
+	return devs, gw.Key, nil
+}
+
+func (f *Fleet) admin(ctx context.Context, path string, body, out any) (int, error) {
+	b, _ := json.Marshal(body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.o.URL+path, bytes.NewReader(b))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+f.o.AdminToken)
+	req.Header.Set("Content-Type", "application/json")
+	for attempt := 0; ; attempt++ {
+		resp, err := f.o.Client.Do(req)
+		if err != nil {
+			if attempt < 20 && ctx.Err() == nil {
+				time.Sleep(250 * time.Millisecond)
+				req.Body = io.NopCloser(bytes.NewReader(b))
+				continue
+			}
+			return 0, fmt.Errorf("POST %s: %w", path, err)
+		}
+		rb, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable && attempt < 40 {
+			time.Sleep(250 * time.Millisecond)
+			req.Body = io.NopCloser(bytes.NewReader(b))
+			continue
+		}
+		if out != nil && resp.StatusCode < 300 {
+			if err := json.Unmarshal(rb, out); err != nil {
+				return resp.StatusCode, fmt.Errorf("POST %s: %w", path, err)
+			}
+		}
+		return resp.StatusCode, nil
+	}
+}
+
+// post sends one batch, retrying 429/503 with the same ids.
+func (f *Fleet) post(ctx context.Context, key string, batch []map[string]any) {
+	b, _ := json.Marshal(batch)
+	for attempt := 0; attempt < 10 && ctx.Err() == nil; attempt++ {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, f.o.URL+"/v1/ingest", bytes.NewReader(b))
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := f.o.Client.Do(req)
+		if err != nil {
+			f.count(0, 0, 1)
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		rb, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode == http.StatusAccepted:
+			f.count(len(batch), 0, 0)
+			return
+		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable:
+			f.count(0, 0, 1)
+			time.Sleep(500 * time.Millisecond)
+		default:
+			f.count(0, len(batch), 0)
+			f.log.Error("ingest refused a simulated batch", zap.Int("status", resp.StatusCode), zap.ByteString("answer", rb))
+			return
+		}
+	}
+}
+
+func (f *Fleet) count(posted, refused, retried int) {
+	f.mu.Lock()
+	f.posted += posted
+	f.refused += refused
+	f.retried += retried
+	f.mu.Unlock()
+}
+
+// step makes the reading of d at event time t; nil while d is in a dropout.
+func (f *Fleet) step(d *device, t time.Time, pAnom float64) map[string]any {
+	d.n++
+	const phi = 0.995
+	d.load = phi*d.load + math.Sqrt(1-phi*phi)*d.rng.NormFloat64()
+	if d.rng.Float64() < 0.002 {
+		if d.status == "auto" {
+			d.status = "eco"
+		} else {
+			d.status = "auto"
+		}
+	}
+	if d.anom == nil {
+		if d.cool > 0 {
+			d.cool--
+		} else if d.rng.Float64() < pAnom {
+			f.start(d, t)
+		}
+	}
+	daily := math.Sin(2*math.Pi*float64(t.Unix()%86400)/86400 + d.phase)
+	vals := make([]float64, len(metricSpecs))
+	for i, m := range metricSpecs {
+		vals[i] = m.base + d.offset[i] + m.load*d.load + m.amp*daily + m.noise*d.rng.NormFloat64()
+	}
+	if a := d.anom; a != nil {
+		i := d.anomIdx
+		s := metricSpecs[i].marginalS
+		switch a.Kind {
+		case Spike:
+			vals[i] += d.mag * s
+		case LevelShift:
+			vals[i] += d.mag * s
+		case Drift:
+			vals[i] += d.mag * s * float64(d.anomN+1) / float64(d.anomN+d.anomLeft)
+		case Stuck:
+			if d.anomN == 0 {
+				d.frozen = vals[i]
+			}
+			vals[i] = d.frozen
+		case NoiseBurst:
+			vals[i] += d.mag * s * d.rng.NormFloat64()
+		}
+		d.anomN++
+		d.anomLeft--
+		if a.Kind == Dropout {
+			if d.anomLeft > 0 {
+				return nil
+			}
+			a.End = t
+		}
+		if d.anomLeft <= 0 {
+			if a.Kind != Dropout {
+				a.End = t
+			}
+			f.mu.Lock()
+			f.anomalies = append(f.anomalies, *a)
+			delete(f.active, a.DeviceID)
+			f.mu.Unlock()
+			d.anom = nil
+			d.cool = int(120 * f.o.Rate)
+		}
+	}
+	metrics := make(map[string]float64, len(vals))
+	for i, m := range metricSpecs {
+		metrics[m.name] = math.Round(vals[i]*1e5) / 1e5
+	}
+	return map[string]any{
+		"device_id": d.id, "id": d.id + "-" + strconv.Itoa(d.n), "ts": t.UTC().Format(time.RFC3339Nano),
+		"metrics": metrics, "attrs": map[string]string{"status": d.status},
+	}
+}
+
+func (f *Fleet) start(d *device, t time.Time) {
+	kind := Kinds[d.rng.IntN(len(Kinds))]
+	d.anomIdx = d.rng.IntN(len(metricSpecs))
+	d.anomN = 0
+	perSec := f.o.Rate
+	switch kind {
+	case Spike:
+		d.anomLeft, d.mag = 1, 8+4*d.rng.Float64()
+		if d.rng.IntN(2) == 0 {
+			d.mag = -d.mag
+		}
+	case LevelShift:
+		d.anomLeft, d.mag = int(60*perSec), 7+3*d.rng.Float64()
+	case Drift:
+		d.anomLeft, d.mag = int(120*perSec), 12+3*d.rng.Float64()
+	case Stuck:
+		d.anomLeft = int(40 * perSec)
+	case Dropout:
+		d.anomLeft = int(60 * perSec)
+	case NoiseBurst:
+		d.anomLeft, d.mag = int(40*perSec), 6+2*d.rng.Float64()
+	}
+	if d.anomLeft < 1 {
+		d.anomLeft = 1
+	}
+	d.anom = &Anomaly{DeviceID: d.id, Kind: kind, Metric: metricSpecs[d.anomIdx].name, Start: t}
+	f.mu.Lock()
+	f.active[d.id] = *d.anom
+	f.mu.Unlock()
+}
+
+// Anomalies returns the injected anomalies that have ended.
+func (f *Fleet) Anomalies() []Anomaly {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]Anomaly(nil), f.anomalies...)
+}
+
+// ErrNotStarted is returned by Report before the fleet posted anything.
+var ErrNotStarted = errors.New("the simulated fleet has not started")

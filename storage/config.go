@@ -1,0 +1,45 @@
+// Package storage owns the object store: the S3 (minio-go) and local
+// directory implementations, the Parquet writer and the archiver. Only its
+// configuration exists so far; the archiver is the next piece of work (see
+// the README's status section).
+package storage
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+)
+
+// Config is the storage section of config.yaml.
+type Config struct {
+	// Endpoint is the S3 endpoint (host:port or URL). Empty (the default)
+	// means the local directory store under data.dir/objects.
+	Endpoint string `yaml:"endpoint"`
+	// Bucket is the bucket shared by every region. Default "vigil".
+	Bucket string `yaml:"bucket"`
+	// AccessKey and SecretKey are the S3 credentials.
+	AccessKey string `yaml:"access_key"`
+	SecretKey string `yaml:"secret_key"`
+	// UseSSL selects https for a host:port endpoint. Default false.
+	UseSSL bool `yaml:"use_ssl"`
+	// Region is the S3 region name. Default "" (the store's default).
+	Region string `yaml:"region"`
+}
+
+// Validate checks the storage section; errors name the key below "storage.".
+func (c Config) Validate() error {
+	if c.Bucket == "" || len(c.Bucket) < 3 || len(c.Bucket) > 63 || strings.ToLower(c.Bucket) != c.Bucket || strings.ContainsAny(c.Bucket, " _/") {
+		return fmt.Errorf("bucket: %q is not a valid bucket name (3-63 lower-case letters, digits, dots and hyphens)", c.Bucket)
+	}
+	if c.Endpoint != "" {
+		if strings.Contains(c.Endpoint, "://") {
+			if _, err := url.Parse(c.Endpoint); err != nil {
+				return fmt.Errorf("endpoint: %q: %v", c.Endpoint, err)
+			}
+		}
+		if c.AccessKey == "" || c.SecretKey == "" {
+			return fmt.Errorf("access_key: access_key and secret_key are required with an endpoint")
+		}
+	}
+	return nil
+}

@@ -1,0 +1,40 @@
+// Package web owns Vigil's HTTP surface: the chi router that serves the
+// ingest endpoint, the REST admin API (devices, gateways, alerts), health
+// and readiness, Prometheus metrics, the OpenAPI document and the status page.
+package web
+
+import (
+	"fmt"
+	"net"
+	"time"
+)
+
+// Config is the http section of config.yaml.
+type Config struct {
+	// Addr is where the HTTP server listens. Default ":8080".
+	Addr string `yaml:"addr"`
+	// ReadTimeout bounds reading a whole request, body included. Default 30s.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// ReadHeaderTimeout bounds reading request headers. Default 5s.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// WriteTimeout bounds writing a response. Default 30s.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// IdleTimeout closes idle keep-alive connections. Default 120s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// ShutdownTimeout is how long a graceful stop waits for requests in flight. Default 15s.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// Validate checks the http section; errors name the key below "http.".
+func (c Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("addr: %q is not [host]:port: %v", c.Addr, err)
+	}
+	for name, d := range map[string]time.Duration{"read_timeout": c.ReadTimeout, "read_header_timeout": c.ReadHeaderTimeout,
+		"write_timeout": c.WriteTimeout, "idle_timeout": c.IdleTimeout, "shutdown_timeout": c.ShutdownTimeout} {
+		if d <= 0 {
+			return fmt.Errorf("%s: must be positive, got %s", name, d)
+		}
+	}
+	return nil
+}

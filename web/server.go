@@ -1,0 +1,218 @@
+package web
+
+import (
+	"context"
+	"crypto/subtle"
+	_ "embed" // the OpenAPI document and status page
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/go-json-experiment/json"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/vigil/vigil/ingest"
+	"github.com/vigil/vigil/pipeline"
+)
+
+//go:embed static/openapi.json
+var openAPI []byte
+
+//go:embed static/index.html
+var indexHTML []byte
+
+// Registry is what the admin API needs of the device registry.
+type Registry interface {
+	RegisterDevice(ctx context.Context, d ingest.Device) (string, error)
+	RegisterGateway(ctx context.Context, g ingest.Gateway) (string, error)
+	Device(id string) (*ingest.Device, bool)
+	Len() int
+}
+
+// Alerts is what the API needs of the alert store.
+type Alerts interface {
+	Query(limit int, device string, since time.Time) []pipeline.Alert
+}
+
+// Check is one readiness check: nil when ready, else what is missing.
+type Check struct {
+	Name string
+	Fn   func(ctx context.Context) error
+}
+
+// Options are the server's dependencies.
+type Options struct {
+	Config     Config
+	AdminToken string
+	Ingest     http.Handler
+	Registry   Registry
+	Alerts     Alerts
+	Ready      []Check
+	Gatherer   prometheus.Gatherer
+	Logger     *zap.Logger
+}
+
+// Server is Vigil's HTTP server.
+type Server struct {
+	o   Options
+	log *zap.Logger
+	srv *http.Server
+	ln  net.Listener
+}
+
+// New builds the server and binds its listener, so the address is known
+// (and a port conflict reported) before Run.
+func New(o Options) (*Server, error) {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	s := &Server{o: o, log: o.Logger}
+	ln, err := net.Listen("tcp", o.Config.Addr)
+	if err != nil {
+		return nil, errors.New("listen on http.addr " + o.Config.Addr + ": " + err.Error() + "; choose another address with VIGIL_HTTP_ADDR")
+	}
+	s.ln = ln
+	s.srv = &http.Server{
+		Handler:           s.Router(),
+		ReadTimeout:       o.Config.ReadTimeout,
+		ReadHeaderTimeout: o.Config.ReadHeaderTimeout,
+		WriteTimeout:      o.Config.WriteTimeout,
+		IdleTimeout:       o.Config.IdleTimeout,
+		ErrorLog:          zap.NewStdLog(o.Logger.Named("http")),
+	}
+	return s, nil
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Run serves until ctx ends, then stops taking requests and waits (up to
+// http.shutdown_timeout) for the requests in flight.
+func (s *Server) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(s.ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.o.Config.ShutdownTimeout)
+	defer cancel()
+	if err := s.srv.Shutdown(sctx); err != nil {
+		s.log.Warn("HTTP shutdown did not finish in time; closing connections", zap.Error(err))
+		_ = s.srv.Close()
+	}
+	<-errc
+	return nil
+}
+
+// Router builds the chi router.
+func (s *Server) Router() http.Handler {
+	r := chi.NewRouter()
+	r.Use(middleware.Recoverer)
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		ingest.WriteJSON(w, http.StatusOK, map[string]string{"status": "alive"})
+	})
+	r.Get("/readyz", s.readyz)
+	r.Handle("/metrics", promhttp.HandlerFor(s.o.Gatherer, promhttp.HandlerOpts{}))
+	r.Method(http.MethodPost, "/v1/ingest", s.o.Ingest)
+	r.Get("/", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'")
+		_, _ = w.Write(indexHTML)
+	})
+	r.Get("/api/v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openAPI)
+	})
+	r.Route("/api/v1", func(r chi.Router) {
+		r.Use(s.adminOnly)
+		r.Post("/devices", s.registerDevice)
+		r.Get("/devices/{id}", s.getDevice)
+		r.Post("/gateways", s.registerGateway)
+		r.Get("/alerts", s.listAlerts)
+	})
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeErr(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path+" (see /api/v1/openapi.json)")
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeErr(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed on "+r.URL.Path)
+	})
+	return r
+}
+
+func writeErr(w http.ResponseWriter, status int, msg string) {
+	ingest.WriteJSON(w, status, map[string]string{"error": msg})
+}
+
+func (s *Server) adminOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a := r.Header.Get("Authorization")
+		tok, ok := strings.CutPrefix(a, "Bearer ")
+		if !ok || tok == "" {
+			writeErr(w, http.StatusUnauthorized, "missing admin token: send Authorization: Bearer <admin.token>")
+			return
+		}
+		if subtle.ConstantTimeCompare([]byte(tok), []byte(s.o.AdminToken)) != 1 {
+			writeErr(w, http.StatusUnauthorized, "wrong admin token")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	failed := map[string]string{}
+	for _, c := range s.o.Ready {
+		if err := c.Fn(ctx); err != nil {
+			failed[c.Name] = err.Error()
+		}
+	}
+	if len(failed) > 0 {
+		ingest.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "failed": failed})
+		return
+	}
+	ingest.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := 1000
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			writeErr(w, http.StatusBadRequest, "limit must be a whole number from 1 to 10000, got "+strconv.Quote(v))
+			return
+		}
+		limit = n
+	}
+	var since time.Time
+	if v := q.Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, "since must be an RFC 3339 time, got "+strconv.Quote(v))
+			return
+		}
+		since = t
+	}
+	alerts := s.o.Alerts.Query(limit, q.Get("device"), since)
+	ingest.WriteJSON(w, http.StatusOK, map[string]any{"alerts": alerts})
+}
+
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
+	if err := json.UnmarshalRead(r.Body, v, json.RejectUnknownMembers(true)); err != nil {
+		writeErr(w, http.StatusBadRequest, "invalid request body: "+err.Error())
+		return false
+	}
+	return true
+}
