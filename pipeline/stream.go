@@ -35,11 +35,11 @@ type StreamOptions struct {
 	// the README), which is also safe with group-fenced transactions.
 	TransactionalID string
 	// StateDir holds the per-partition state snapshots.
-	StateDir  string
-	Devices   DeviceLookup
-	Scorer    Scorer
-	Logger    *zap.Logger
-	Registry  prometheus.Registerer
+	StateDir string
+	Devices  DeviceLookup
+	Scorer   Scorer
+	Logger   *zap.Logger
+	Registry prometheus.Registerer
 }
 
 // Stream is the consume-enrich-score-produce loop over the raw topic, in a
@@ -184,11 +184,11 @@ func (s *Stream) runSession(ctx context.Context) error {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		e := kgo.AbortingFirstErrPromise(sess.Client())
 		var (
-			nReadings, nDup, nDLQ int
+			nReadings, nDup, nDLQ    int
 			alertsOpen, alertsClosed int
-			ingestTimes             []time.Time
-			alertIngest             []time.Time
-			lag                     int64
+			ingestTimes              []time.Time
+			alertIngest              []time.Time
+			lag                      int64
 		)
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			if len(fp.Records) == 0 {

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-json-experiment/json"
+)
+
+type alertsAnswer struct {
+	Alerts []struct {
+		AlertID    string    `json:"alert_id"`
+		DeviceID   string    `json:"device_id"`
+		MessageID  string    `json:"message_id"`
+		Score      float64   `json:"score"`
+		Severity   string    `json:"severity"`
+		Model      string    `json:"model"`
+		Site       string    `json:"site"`
+		State      string    `json:"state"`
+		DetectedAt time.Time `json:"detected_at"`
+		Reasons    []struct {
+			Feature      string  `json:"feature"`
+			Value        float64 `json:"value"`
+			Contribution float64 `json:"contribution"`
+		} `json:"reasons"`
+	} `json:"alerts"`
+}
+
+func readingsJSON(device string, start time.Time, n int, rng *rand.Rand, temp func(i int) float64) []byte {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"device_id":%q,"id":"%s-%d","ts":%q,"metrics":{"temp_c":%.4f,"vibration":%.5f},"attrs":{"mode":"auto"}}`,
+			device, device, i, start.Add(time.Duration(i)*time.Second).UTC().Format(time.RFC3339Nano), temp(i), 0.03+0.001*rng.NormFloat64())
+	}
+	b.WriteByte(']')
+	return []byte(b.String())
+}
+
+// TestAlertWithinOneSecond is the backbone's first "done when": a real
+// server (HTTP, embedded Kafka on a random port, temporary data dir), a
+// registered device, normal readings then an outlier, and the alert found
+// in the API and on the alerts topic read by kcat within 1 s of the post.
+func TestAlertWithinOneSecond(t *testing.T) {
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		t.Fatal("kcat is needed (apt-get install kcat; the README's test command installs it)")
+	}
+	s := newServer(t, t.TempDir())
+	s.startInProcess()
+	defer s.stop()
+
+	key := s.registerDevice("pump-17", map[string]any{"site": "plant-<b>1</b>", "model": "P-100", "lat": 52.1, "lon": 4.3, "tags": []string{"line-a"}})
+	rng := rand.New(rand.NewPCG(1, 2))
+	start := time.Now().Add(-10 * time.Minute)
+	normal := readingsJSON("pump-17", start, 60, rng, func(int) float64 { return 70 + 0.5*rng.NormFloat64() })
+	code, body, _ := s.do("POST", "/v1/ingest", key, "application/json", normal)
+	if code != http.StatusAccepted || string(body) != `{"accepted":60}`+"\n" {
+		t.Fatalf("normal readings: %d %s", code, body)
+	}
+	// no alert for normal readings, once the pipeline has committed them all
+	waitFor(t, 10*time.Second, "60 readings through the pipeline", func() bool { return s.metric("vigil_pipeline_readings_total") >= 60 })
+	if got := s.alerts("pump-17"); len(got.Alerts) != 0 {
+		t.Fatalf("normal readings raised alerts: %+v", got)
+	}
+
+	outlier := fmt.Sprintf(`{"device_id":"pump-17","id":"outlier-1","ts":%q,"metrics":{"temp_c":95.0,"vibration":0.03}}`, start.Add(61*time.Second).Format(time.RFC3339Nano))
+	posted := time.Now()
+	code, body, _ = s.do("POST", "/v1/ingest", key, "application/json", []byte(outlier))
+	if code != http.StatusAccepted {
+		t.Fatalf("outlier: %d %s", code, body)
+	}
+	var inAPI time.Duration
+	waitFor(t, 5*time.Second, "the alert in the API", func() bool {
+		a := s.alerts("pump-17")
+		if len(a.Alerts) == 0 {
+			return false
+		}
+		inAPI = time.Since(posted)
+		al := a.Alerts[0]
+		if al.MessageID != "outlier-1" || al.Score < 0.8 || al.Model != "baseline-v1" || al.State != "open" || al.Site != "plant-<b>1</b>" {
+			t.Fatalf("unexpected alert %+v", al)
+		}
+		if len(al.Reasons) == 0 || al.Reasons[0].Feature != "temp_c.z" || al.Reasons[0].Value < 6 {
+			t.Fatalf("alert reasons do not name temp_c.z: %+v", al.Reasons)
+		}
+		return true
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, kcat, "-b", s.kafka, "-C", "-t", "vigil.alerts", "-o", "beginning", "-e", "-q", "-X", "isolation.level=read_committed", "-X", "fetch.wait.max.ms=5").CombinedOutput()
+	onTopic := time.Since(posted)
+	if err != nil {
+		t.Fatalf("kcat: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), `"message_id":"outlier-1"`) {
+		t.Fatalf("kcat did not show the alert on vigil.alerts:\n%s", out)
+	}
+	t.Logf("post to alert: %s in the API, %s on the topic through kcat (kcat start-up included)", inAPI, onTopic)
+	if inAPI > time.Second || onTopic > time.Second {
+		t.Fatalf("alert took too long: API %s, kcat %s (want ≤ 1s)", inAPI, onTopic)
+	}
+}
+
+// metric reads one unlabelled metric from /metrics (0 when absent).
+func (s *server) metric(name string) float64 {
+	s.t.Helper()
+	code, b, _ := s.do("GET", "/metrics", "", "", nil)
+	if code != 200 {
+		s.t.Fatalf("metrics: %d", code)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	return 0
+}
+
+func (s *server) alerts(device string) alertsAnswer {
+	s.t.Helper()
+	code, b, _ := s.do("GET", "/api/v1/alerts?device="+url.QueryEscape(device), s.token, "", nil)
+	if code != 200 {
+		s.t.Fatalf("alerts: %d %s", code, b)
+	}
+	var a alertsAnswer
+	if err := json.Unmarshal(b, &a, json.RejectUnknownMembers(false)); err != nil {
+		s.t.Fatalf("alerts answer %s: %v", b, err)
+	}
+	return a
+}
