@@ -44,7 +44,7 @@ func NewHandler(cfg Config, region, topic string, reg *Registry, opts []kgo.Opt,
 	prod, err := kgo.NewClient(append(opts,
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.MaxBufferedRecords(cfg.MaxBufferedRecords),
-		kgo.RecordDeliveryTimeout(cfg.ProduceTimeout),
+		kgo.RecordDeliveryTimeout(max(cfg.ProduceTimeout, time.Second)), // franz-go's floor; the handler's own timer enforces produce_timeout
 		kgo.ProducerLinger(0),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
 	)...)
@@ -235,8 +235,22 @@ func (h *Handler) produceAll(ctx context.Context, readings []Reading) error {
 		rec := &kgo.Record{Topic: h.topic, Key: []byte(rd.DeviceID), Value: buf[off:len(buf):len(buf)], Timestamp: ingested}
 		h.prod.TryProduce(ctx, rec, promise)
 	}
-	wg.Wait()
+	// Wait for every acknowledgement, but no longer than produce_timeout:
+	// a broker that hangs a produce request must not hang the device. A
+	// record acknowledged after the 503 is stored; the client's retry with
+	// the same id is then stored once, by the pipeline's dedup.
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	timer := time.NewTimer(h.cfg.ProduceTimeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+		return fmt.Errorf("no acknowledgement within ingest.produce_timeout (%s)", h.cfg.ProduceTimeout)
+	}
 	h.produce.Observe(time.Since(start).Seconds())
+	mu.Lock()
+	defer mu.Unlock()
 	return firstErr
 }
 

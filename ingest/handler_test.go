@@ -1,0 +1,288 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-json-experiment/json"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type rig struct {
+	cluster *kfake.Cluster
+	reg     *Registry
+	h       *Handler
+	srv     *httptest.Server
+	devKey  string
+	gwKey   string
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+func testConfig() Config {
+	return Config{MaxBodyBytes: 4096, MaxReadings: 5, MaxMetrics: 4, FutureMargin: 5 * time.Minute,
+		ProduceTimeout: 2 * time.Second, MaxBufferedRecords: 10, RetryAfter: time.Second}
+}
+
+func newRig(t *testing.T, cfg Config) *rig {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "raw", "devices"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
+	reg, err := NewRegistry("devices", opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &rig{cluster: c, reg: reg, cancel: cancel, done: make(chan struct{})}
+	go func() { _ = reg.Run(ctx); close(r.done) }()
+	<-reg.Ready()
+	r.devKey, err = reg.RegisterDevice(ctx, Device{DeviceID: "dev-1", Site: "s1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.gwKey, err = reg.RegisterGateway(ctx, Gateway{GatewayID: "gw", Devices: []string{"dev-2"}, DevicePrefixes: []string{"line-a."}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.h, err = NewHandler(cfg, "eu", "raw", reg, opts, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.srv = httptest.NewServer(r.h)
+	t.Cleanup(func() {
+		r.srv.Close()
+		ctx, c2 := context.WithTimeout(context.Background(), 3*time.Second)
+		r.h.Close(ctx)
+		c2()
+		cancel()
+		<-r.done
+		c.Close()
+	})
+	return r
+}
+
+func (r *rig) post(t *testing.T, key, ct, body string) (int, RequestError, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", r.srv.URL, strings.NewReader(body))
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if ct != "" {
+		req.Header.Set("Content-Type", ct)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var e RequestError
+	if resp.StatusCode != http.StatusAccepted {
+		if err := json.Unmarshal(b, &e); err != nil {
+			t.Fatalf("error body is not the documented JSON: %s (%v)", b, err)
+		}
+		if e.Message == "" {
+			t.Fatalf("error body names no problem: %s", b)
+		}
+	}
+	return resp.StatusCode, e, resp.Header
+}
+
+func ts(d time.Duration) string { return `"` + time.Now().Add(d).UTC().Format(time.RFC3339Nano) + `"` }
+
+// TestRefusals covers every refusal of POST /v1/ingest: status, a message
+// naming the problem, and the index of each bad reading.
+func TestRefusals(t *testing.T) {
+	r := newRig(t, testConfig())
+	ok := `{"device_id":"dev-1","ts":` + ts(-time.Minute) + `,"metrics":{"t":1}}`
+	cases := []struct {
+		name, key, ct, body string
+		status              int
+		msg                 string // substring of error or of the first detail's reason
+		index               int    // index of the first detail; -1 when none expected
+	}{
+		{"no key", "", "application/json", ok, 401, "missing device key", -1},
+		{"unknown key", "vgl_nope", "application/json", ok, 401, "unknown device or gateway key", -1},
+		{"text/plain", r.devKey, "text/plain", ok, 415, "text/plain", -1},
+		{"form", r.devKey, "application/x-www-form-urlencoded", ok, 415, "not supported", -1},
+		{"body too large", r.devKey, "application/json", `[` + strings.Repeat(ok+",", 80) + ok + `]`, 413, "max_body_bytes", -1},
+		{"too many readings", r.devKey, "application/json", `[` + strings.Repeat(ok+",", 5) + ok + `]`, 413, "max_readings", -1},
+		{"too many ndjson", r.devKey, "application/x-ndjson", strings.Repeat(ok+"\n", 6), 413, "max_readings", -1},
+		{"empty body", r.devKey, "application/json", ``, 400, "empty body", -1},
+		{"empty array", r.devKey, "application/json", `[]`, 400, "no readings", -1},
+		{"not JSON", r.devKey, "application/json", `hello`, 400, "invalid JSON", -1},
+		{"truncated", r.devKey, "application/json", `{"device_id":"dev-1"`, 400, "invalid JSON", 0},
+		{"trailing data", r.devKey, "application/json", ok + ` {}`, 400, "after the JSON value", -1},
+		{"a number", r.devKey, "application/json", `42`, 400, "JSON object", -1},
+		{"array of numbers", r.devKey, "application/json", `[1]`, 400, "must be a JSON object", 0},
+		{"missing device_id", r.devKey, "application/json", `{"ts":` + ts(0) + `,"metrics":{"t":1}}`, 400, "device_id is required", 0},
+		{"bad device_id", r.devKey, "application/json", `{"device_id":"a b","ts":` + ts(0) + `,"metrics":{"t":1}}`, 400, "device_id", 0},
+		{"long device_id", r.devKey, "application/json", `{"device_id":"` + strings.Repeat("x", 129) + `","ts":` + ts(0) + `,"metrics":{"t":1}}`, 400, "1-128", 0},
+		{"device_id number", r.devKey, "application/json", `{"device_id":7,"ts":` + ts(0) + `,"metrics":{"t":1}}`, 400, "device_id must be a string", 0},
+		{"missing ts", r.devKey, "application/json", `{"device_id":"dev-1","metrics":{"t":1}}`, 400, "ts is required", 0},
+		{"bad ts", r.devKey, "application/json", `{"device_id":"dev-1","ts":"yesterday","metrics":{"t":1}}`, 400, "RFC 3339", 0},
+		{"ts bool", r.devKey, "application/json", `{"device_id":"dev-1","ts":true,"metrics":{"t":1}}`, 400, "ts must be", 0},
+		{"negative epoch", r.devKey, "application/json", `{"device_id":"dev-1","ts":-5,"metrics":{"t":1}}`, 400, "epoch", 0},
+		{"future ts", r.devKey, "application/json", `{"device_id":"dev-1","ts":` + ts(time.Hour) + `,"metrics":{"t":1}}`, 400, "future", 0},
+		{"no metrics", r.devKey, "application/json", `{"device_id":"dev-1","ts":` + ts(0) + `}`, 400, "metrics must hold", 0},
+		{"empty metrics", r.devKey, "application/json", `{"device_id":"dev-1","ts":` + ts(0) + `,"metrics":{}}`, 400, "metrics must hold", 0},
+		{"metric string", r.devKey, "application/json", `{"device_id":"dev-1","ts":` + ts(0) + `,"metrics":{"t":"hot"}}`, 400, "metrics.t must be a finite number", 0},
+		{"metric NaN literal", r.devKey, "application/json", `{"device_id":"dev-1","ts":` + ts(0) + `,"metrics":{"t":NaN}}`, 400, "invalid JSON", 0},
+		{"metric overflow", r.devKey, "application/json", `{"device_id":"dev-1","ts":` + ts(0) + `,"metrics":{"t":1e999}}`, 400, "out of the range", 0},
+		{"metric null", r.devKey, "application/json", `{"device_id":"dev-1","ts":` + ts(0) + `,"metrics":{"t":null}}`, 400, "metrics.t", 0},
+		{"metric object", r.devKey, "application/json", `{"device_id":"dev-1","ts":` + ts(0) + `,"metrics":{"t":{"a":1}}}`, 400, "metrics.t must be a number", 0},
+		{"bad metric name", r.devKey, "application/json", `{"device_id":"dev-1","ts":` + ts(0) + `,"metrics":{"t c":1}}`, 400, "metric name", 0},
+		{"too many metrics", r.devKey, "application/json", `{"device_id":"dev-1","ts":` + ts(0) + `,"metrics":{"a":1,"b":2,"c":3,"d":4,"e":5}}`, 400, "max_metrics", 0},
+		{"attrs array", r.devKey, "application/json", `{"device_id":"dev-1","ts":` + ts(0) + `,"metrics":{"t":1},"attrs":[1]}`, 400, "attrs must be an object", 0},
+		{"attr object", r.devKey, "application/json", `{"device_id":"dev-1","ts":` + ts(0) + `,"metrics":{"t":1},"attrs":{"a":{}}}`, 400, "attrs.a", 0},
+		{"bad label", r.devKey, "application/json", `{"device_id":"dev-1","ts":` + ts(0) + `,"metrics":{"t":1},"label":"weird"}`, 400, "label", 0},
+		{"bad id", r.devKey, "application/json", `{"device_id":"dev-1","ts":` + ts(0) + `,"metrics":{"t":1},"id":""}`, 400, "id must be", 0},
+		{"unknown field", r.devKey, "application/json", `{"device_id":"dev-1","ts":` + ts(0) + `,"metrics":{"t":1},"temp":3}`, 400, `unknown field "temp"`, 0},
+		{"duplicate key", r.devKey, "application/json", `{"device_id":"dev-1","device_id":"dev-1","ts":` + ts(0) + `,"metrics":{"t":1}}`, 400, "duplicate", 0},
+		{"duplicate metric", r.devKey, "application/json", `{"device_id":"dev-1","ts":` + ts(0) + `,"metrics":{"t":1,"t":2}}`, 400, "duplicate", 0},
+		{"invalid UTF-8", r.devKey, "application/json", "{\"device_id\":\"dev-1\",\"ts\":" + ts(0) + ",\"metrics\":{\"t\":1},\"attrs\":{\"a\":\"\xff\"}}", 400, "UTF-8", 0},
+		{"second of three bad", r.devKey, "application/json", `[` + ok + `,{"device_id":"dev-1","ts":` + ts(0) + `,"metrics":{"t":"x"}},` + ok + `]`, 400, "metrics.t", 1},
+		{"ndjson third line bad", r.devKey, "application/x-ndjson", ok + "\n" + ok + "\n{\"device_id\":\"dev-1\"}\n", 400, "ts is required", 2},
+		{"device key for other device", r.devKey, "application/json", `{"device_id":"dev-2","ts":` + ts(0) + `,"metrics":{"t":1}}`, 403, "may not post for device", 0},
+		{"gateway outside its set", r.gwKey, "application/json", `[{"device_id":"dev-2","ts":` + ts(0) + `,"metrics":{"t":1}},{"device_id":"line-b.7","ts":` + ts(0) + `,"metrics":{"t":1}}]`, 403, "line-b.7", 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, e, _ := r.post(t, c.key, c.ct, c.body)
+			if code != c.status {
+				t.Fatalf("status %d, want %d (%+v)", code, c.status, e)
+			}
+			text := e.Message
+			if c.index >= 0 {
+				if len(e.Details) == 0 || e.Details[0].Index != c.index {
+					t.Fatalf("want a detail at index %d, got %+v", c.index, e)
+				}
+				text = e.Details[0].Reason
+			} else if len(e.Details) > 0 {
+				t.Fatalf("unexpected details %+v", e.Details)
+			}
+			if !strings.Contains(text, c.msg) {
+				t.Fatalf("error %q does not contain %q", text, c.msg)
+			}
+		})
+	}
+	// Nothing of a refused request reached Kafka: the raw topic holds only
+	// what the accepted request below wrote.
+	code, _, _ := r.post(t, r.gwKey, "application/x-ndjson", `{"device_id":"line-a.1","ts":`+ts(0)+`,"metrics":{"t":1}}`+"\n\n"+`{"device_id":"dev-2","ts":1700000000000.5,"metrics":{"t":2},"attrs":{"on":true,"n":3,"s":"x"},"label":"anomaly"}`)
+	if code != http.StatusAccepted {
+		t.Fatalf("gateway post: %d", code)
+	}
+	recs := readAll(t, r, "raw")
+	if len(recs) != 2 {
+		t.Fatalf("raw topic holds %d records, want exactly the 2 accepted ones", len(recs))
+	}
+	for _, rec := range recs {
+		rd, err := DecodeRaw(rec.Value)
+		if err != nil {
+			t.Fatalf("raw record does not decode: %v: %s", err, rec.Value)
+		}
+		if rd.Region != "eu" || rd.IngestedAt.IsZero() || !strings.HasPrefix(rd.ID, "h-") || string(rec.Key) != rd.DeviceID {
+			t.Fatalf("raw record lacks server fields: %+v", rd)
+		}
+		if rd.DeviceID == "dev-2" {
+			if !rd.TS.Equal(time.UnixMilli(1700000000000).Add(500*time.Microsecond)) || rd.Label != "anomaly" || len(rd.Attrs) != 3 || rd.Attrs[0].Value != "true" {
+				t.Fatalf("dev-2 reading decoded wrong: %+v", rd)
+			}
+		}
+	}
+}
+
+func readAll(t *testing.T, r *rig, topic string) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.cluster.ListenAddrs()...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []*kgo.Record
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		if fs.NumRecords() == 0 {
+			return out
+		}
+		out = append(out, fs.Records()...)
+	}
+}
+
+// TestOverloadAndBusDown: a full producer buffer answers 429 and a broker
+// that does not acknowledge answers 503, both with Retry-After; the held
+// request is acknowledged once the broker answers again.
+func TestOverloadAndBusDown(t *testing.T) {
+	cfg := testConfig()
+	cfg.ProduceTimeout = 500 * time.Millisecond
+	cfg.MaxBufferedRecords = 8
+	r := newRig(t, cfg)
+	release := make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(release) }) }
+	defer open()
+	r.cluster.KeepControl()
+	r.cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		r.cluster.SleepControl(func() { <-release })
+		return nil, nil, false
+	})
+	body := func(n int, prefix string) string {
+		var b bytes.Buffer
+		b.WriteByte('[')
+		for i := 0; i < n; i++ {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(`{"device_id":"dev-1","id":"` + prefix + string(rune('a'+i)) + `","ts":` + ts(0) + `,"metrics":{"t":1}}`)
+		}
+		b.WriteByte(']')
+		return b.String()
+	}
+	first := make(chan int, 1)
+	go func() {
+		code, _, _ := r.post(t, r.devKey, "application/json", body(5, "x"))
+		first <- code
+	}()
+	waitFor(t, 5*time.Second, "5 readings buffered", func() bool { return r.h.prod.BufferedProduceRecords() >= 5 })
+	code, e, hdr := r.post(t, r.devKey, "application/json", body(4, "y")) // 5 buffered + 4 > 8
+	if code != http.StatusTooManyRequests || hdr.Get("Retry-After") != "1" || !strings.Contains(e.Message, "overloaded") {
+		t.Fatalf("want 429 with Retry-After, got %d %q %+v", code, hdr.Get("Retry-After"), e)
+	}
+	if c := <-first; c != http.StatusServiceUnavailable {
+		t.Fatalf("a request the broker did not acknowledge within produce_timeout got %d, want 503", c)
+	}
+	open()
+	waitFor(t, 5*time.Second, "the buffer to drain", func() bool { return r.h.prod.BufferedProduceRecords() == 0 })
+	code, e, _ = r.post(t, r.devKey, "application/json", body(2, "w"))
+	if code != http.StatusAccepted {
+		t.Fatalf("after the broker recovered: %d %+v", code, e)
+	}
+}
