@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,10 +18,11 @@ import (
 
 // TestKillNineLosesNothing kills the server with SIGKILL while readings are
 // posted (five times; the pipeline commits a transaction every few
-// milliseconds under this load, so kills land mid-transaction), restarts it
-// on the same data dir, and reads the enriched topic from offset 0 with a
-// read_committed consumer: every reading that got a 202 is there exactly
-// once, and no reading is there twice.
+// milliseconds under this load, so kills land mid-transaction), then stops
+// it once with SIGTERM, restarting it each time on the same data dir. It
+// reads the enriched topic from offset 0 with a read_committed consumer:
+// every reading that got a 202 is there exactly once, and no reading is
+// there twice.
 func TestKillNineLosesNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kill test skipped in -short mode")
@@ -47,7 +49,7 @@ func TestKillNineLosesNothing(t *testing.T) {
 		seq   atomic.Int64
 	)
 	rng := rand.New(rand.NewPCG(7, 7))
-	const rounds = 5
+	const rounds = 6 // five SIGKILLs, then one graceful SIGTERM
 	for round := 0; round < rounds; round++ {
 		if round > 0 {
 			s.startProcess()
@@ -102,7 +104,23 @@ func TestKillNineLosesNothing(t *testing.T) {
 			return s.metric("vigil_pipeline_readings_total") > before+500
 		})
 		time.Sleep(time.Duration(100+rng.IntN(700)) * time.Millisecond) // a random kill moment, not a wait for a condition
-		s.kill()
+		if round < rounds-1 {
+			s.kill()
+		} else {
+			// graceful: stop taking requests, commit the batch in flight, exit 0
+			_ = s.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case err := <-s.done:
+				if err != nil {
+					t.Fatalf("SIGTERM: vigil exited with %v\n%s", err, s.logs.String())
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("SIGTERM: vigil did not stop within 30s")
+			}
+			if !strings.Contains(s.logs.String(), "Vigil stopped") {
+				t.Fatal("SIGTERM: no orderly stop in the log")
+			}
+		}
 		close(stop)
 		wg.Wait()
 	}
@@ -176,7 +194,7 @@ func TestKillNineLosesNothing(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d kills; %d readings acknowledged, %d distinct readings enriched, %d lost, %d duplicated", rounds, want, len(count), lost, dup)
+	t.Logf("%d stops (SIGKILL, then SIGTERM last); %d readings acknowledged, %d distinct readings enriched, %d lost, %d duplicated", rounds, want, len(count), lost, dup)
 	if lost > 0 || dup > 0 {
 		t.Fatalf("lost %d acknowledged readings (e.g. %v), %d duplicated (e.g. %v)", lost, lostEx, dup, dupEx)
 	}

@@ -27,7 +27,7 @@ type Device struct {
 	Lon       *float64          `json:"lon,omitzero"`
 	Tags      []string          `json:"tags,omitzero"`
 	Attrs     map[string]string `json:"attrs,omitzero"`
-	KeyHash   string            `json:"key_hash"`
+	KeyHash   string            `json:"key_hash,omitzero"`
 	CreatedAt time.Time         `json:"created_at"`
 }
 

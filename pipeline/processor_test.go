@@ -1,0 +1,234 @@
+package pipeline
+
+import (
+	"bytes"
+	"encoding/gob"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/vigil/vigil/ingest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func testCfg() Config {
+	return Config{Group: "g", BatchMaxReadings: 100, BatchMaxWait: time.Millisecond, Threshold: 0.8, WarmupReadings: 20,
+		HalfLife: 500, IncidentQuiet: time.Minute, DedupWindow: 8, SnapshotInterval: time.Second, RestoreLookback: 1000,
+		AlertStoreSize: 100, AttrBuckets: 8}
+}
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func reading(dev string, i int, v float64) ingest.Reading {
+	return ingest.Reading{ID: dev + "-" + strconv.Itoa(i), DeviceID: dev, TS: t0.Add(time.Duration(i) * time.Second),
+		Metrics: []ingest.Metric{{Name: "temp", Value: v}}, Attrs: []ingest.Attr{{Name: "mode", Value: "auto"}}, IngestedAt: t0}
+}
+
+func TestScoreOfZ(t *testing.T) {
+	for _, c := range []struct{ z, want float64 }{{0, 0}, {6, 0.8}, {-6, 0.8}} {
+		if got := ScoreOfZ(c.z); math.Abs(got-c.want) > 1e-9 {
+			t.Errorf("ScoreOfZ(%g) = %g, want %g", c.z, got, c.want)
+		}
+	}
+	if ScoreOfZ(3) > 0.35 || ScoreOfZ(10) < 0.98 {
+		t.Errorf("ScoreOfZ is not the documented curve: 3→%g 10→%g", ScoreOfZ(3), ScoreOfZ(10))
+	}
+}
+
+func TestMetricOf(t *testing.T) {
+	for in, want := range map[string]string{"temp_c.z": "temp_c", "temp_c.vol": "temp_c", "a.b.stuck": "a.b", "dt.z": "dt", "attrs.mode=fault": "attrs.mode", "x": "x"} {
+		if got := metricOf(in); got != want {
+			t.Errorf("metricOf(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// Gaussian noise for 5,000 readings raises no alert; a 12-sigma spike does,
+// naming the metric, then the incident closes after the quiet period with
+// the count of readings it covered.
+func TestDetectAndIncident(t *testing.T) {
+	pr := NewProcessor(testCfg(), "r", nil, nil)
+	part := newPartition()
+	rng := rand.New(rand.NewPCG(1, 1))
+	var res StepResult
+	var buf []byte
+	i := 0
+	for ; i < 5000; i++ {
+		r := reading("d", i, 50+rng.NormFloat64())
+		buf = pr.Step(part, &r, true, buf[:0], &res)
+		if len(res.Alerts) > 0 {
+			t.Fatalf("false alert at reading %d: %+v", i, res.Alerts[0])
+		}
+	}
+	// three anomalous readings in a row: one incident, one alert
+	var opened []Alert
+	for k := 0; k < 3; k++ {
+		r := reading("d", i, 62+rng.NormFloat64()*0.1)
+		i++
+		buf = pr.Step(part, &r, true, buf[:0], &res)
+		opened = append(opened, res.Alerts...)
+		if res.Score < 0.8 {
+			t.Fatalf("anomalous reading %d scored %g", k, res.Score)
+		}
+	}
+	if len(opened) != 1 || opened[0].State != "open" || opened[0].Metric != "temp" || opened[0].Reasons[0].Feature != "temp.z" || opened[0].Severity != "high" {
+		t.Fatalf("want one open alert on temp, got %+v", opened)
+	}
+	if !bytes.Contains(buf, []byte(`"score":1`)) && !bytes.Contains(buf, []byte(`"score":0.9`)) {
+		t.Fatalf("enriched record lacks the score: %s", buf)
+	}
+	// quiet: normal readings for longer than incident_quiet close it
+	var closed []Alert
+	for k := 0; k < 90; k++ {
+		r := reading("d", i, 50+rng.NormFloat64())
+		i++
+		pr.Step(part, &r, true, nil, &res)
+		for _, a := range res.Alerts {
+			closed = append(closed, a)
+		}
+	}
+	if len(closed) != 1 || closed[0].State != "closed" || closed[0].AlertID != opened[0].AlertID || closed[0].Readings < 3 {
+		t.Fatalf("want the incident closed with ≥3 readings, got %+v", closed)
+	}
+}
+
+func TestDedupByID(t *testing.T) {
+	pr := NewProcessor(testCfg(), "r", nil, nil)
+	part := newPartition()
+	var res StepResult
+	r := reading("d", 1, 1)
+	pr.Step(part, &r, true, nil, &res)
+	if res.Duplicate {
+		t.Fatal("first copy marked duplicate")
+	}
+	pr.Step(part, &r, true, nil, &res)
+	if !res.Duplicate {
+		t.Fatal("second copy not marked duplicate")
+	}
+	// the window is bounded (8): an id 9 readings back is forgotten
+	for i := 2; i < 11; i++ {
+		x := reading("d", i, 1)
+		pr.Step(part, &x, true, nil, &res)
+	}
+	pr.Step(part, &r, true, nil, &res)
+	if res.Duplicate {
+		t.Fatal("id outside the dedup window still remembered")
+	}
+}
+
+// State restored from a snapshot and a replay equals the state of an
+// uninterrupted run: the scores after the restore are identical.
+func TestSnapshotReplayDeterministic(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	var rs []ingest.Reading
+	for i := 0; i < 3000; i++ {
+		v := 20 + rng.NormFloat64()
+		if i%700 == 699 {
+			v += 15
+		}
+		rs = append(rs, reading("d"+strconv.Itoa(i%3), i, v))
+	}
+	straight := NewProcessor(testCfg(), "r", nil, nil)
+	sp := newPartition()
+	var res StepResult
+	var want []float64
+	for i := range rs {
+		straight.Step(sp, &rs[i], true, nil, &res)
+		want = append(want, res.Score)
+	}
+
+	dir := t.TempDir()
+	snap := &snapshots{dir: dir, group: "g", topic: "raw"}
+	first := NewProcessor(testCfg(), "r", nil, nil)
+	p1 := newPartition()
+	for i := 0; i < 1200; i++ {
+		first.Step(p1, &rs[i], true, nil, &res)
+	}
+	p1.Next = 1200
+	if err := snap.save(0, p1); err != nil {
+		t.Fatal(err)
+	}
+	// the process goes on to 1900 and crashes; its state is lost
+	second := NewProcessor(testCfg(), "r", nil, nil)
+	p2, err := snap.load(0)
+	if err != nil || p2 == nil || p2.Next != 1200 {
+		t.Fatalf("load snapshot: %v %+v", err, p2)
+	}
+	for i := 1200; i < 1900; i++ { // replay, no output
+		second.Step(p2, &rs[i], false, nil, &res)
+	}
+	for i := 1900; i < len(rs); i++ {
+		second.Step(p2, &rs[i], true, nil, &res)
+		if res.Score != want[i] {
+			t.Fatalf("reading %d scored %g after restore, %g uninterrupted", i, res.Score, want[i])
+		}
+	}
+	var a, b bytes.Buffer
+	_ = gob.NewEncoder(&a).Encode(sp.Devices["d1"].Metrics)
+	_ = gob.NewEncoder(&b).Encode(p2.Devices["d1"].Metrics)
+	if !bytes.Equal(a.Bytes(), b.Bytes()) {
+		t.Fatal("restored baselines differ from the uninterrupted ones")
+	}
+}
+
+// Each kind of fault the simulator injects is caught by the baseline.
+func TestBaselineFaultKinds(t *testing.T) {
+	cases := []struct {
+		name string
+		gen  func(i int, rng *rand.Rand) (float64, time.Duration)
+	}{
+		{"level shift", func(i int, rng *rand.Rand) (float64, time.Duration) {
+			if i >= 600 {
+				return 58 + rng.NormFloat64(), time.Second
+			}
+			return 50 + rng.NormFloat64(), time.Second
+		}},
+		{"stuck", func(i int, rng *rand.Rand) (float64, time.Duration) {
+			if i >= 600 {
+				return 50.123, time.Second
+			}
+			return 50 + rng.NormFloat64(), time.Second
+		}},
+		{"noise burst", func(i int, rng *rand.Rand) (float64, time.Duration) {
+			if i >= 600 {
+				return 50 + 7*rng.NormFloat64(), time.Second
+			}
+			return 50 + rng.NormFloat64(), time.Second
+		}},
+		{"dropout", func(i int, rng *rand.Rand) (float64, time.Duration) {
+			if i == 600 {
+				return 50 + rng.NormFloat64(), 90 * time.Second
+			}
+			return 50 + rng.NormFloat64(), time.Second
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			pr := NewProcessor(testCfg(), "r", nil, nil)
+			part := newPartition()
+			rng := rand.New(rand.NewPCG(9, 9))
+			ts := t0
+			var res StepResult
+			alertAt := -1
+			for i := 0; i < 700; i++ {
+				v, dt := c.gen(i, rng)
+				ts = ts.Add(dt)
+				r := ingest.Reading{ID: strconv.Itoa(i), DeviceID: "d", TS: ts, Metrics: []ingest.Metric{{Name: "m", Value: v}}}
+				pr.Step(part, &r, true, nil, &res)
+				for _, a := range res.Alerts {
+					if a.State == "open" && alertAt < 0 {
+						alertAt = i
+					}
+				}
+			}
+			if alertAt < 600 || alertAt > 640 {
+				t.Fatalf("alert at reading %d, want within 40 readings of the fault at 600", alertAt)
+			}
+		})
+	}
+}
