@@ -1,0 +1,74 @@
+package ingest
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	stdjson "encoding/json"
+)
+
+func benchBody(n int) []byte {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"device_id":"pump-%d","id":"m%d","ts":"2026-11-25T12:00:%02d.250Z","metrics":{"temp_c":71.2,"current_a":5.1,"vibration":0.031,"pressure_bar":3.02},"attrs":{"status":"auto"}}`, i%100, i, i%60)
+	}
+	b.WriteByte(']')
+	return []byte(b.String())
+}
+
+// BenchmarkDecode is the strict ingest decoder on a 500-reading array.
+func BenchmarkDecode(b *testing.B) {
+	body := benchBody(500)
+	d := &Decoder{MaxReadings: 10000, FutureMargin: 5 * time.Minute, MaxMetrics: 256}
+	now := time.Date(2026, 11, 25, 13, 0, 0, 0, time.UTC)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		rs, err := d.Decode(body, false, now)
+		if err != nil || len(rs) != 500 {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "readings/s")
+}
+
+// BenchmarkDecodeStdlib is the baseline: encoding/json into structs, with
+// none of the strictness (no duplicate-key, UTF-8 or per-field checks).
+func BenchmarkDecodeStdlib(b *testing.B) {
+	body := benchBody(500)
+	type reading struct {
+		DeviceID string             `json:"device_id"`
+		ID       string             `json:"id"`
+		TS       time.Time          `json:"ts"`
+		Metrics  map[string]float64 `json:"metrics"`
+		Attrs    map[string]string  `json:"attrs"`
+	}
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var rs []reading
+		if err := stdjson.Unmarshal(body, &rs); err != nil || len(rs) != 500 {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "readings/s")
+}
+
+// BenchmarkAppendJSON is the raw-topic encoding of one reading.
+func BenchmarkAppendJSON(b *testing.B) {
+	d := &Decoder{MaxReadings: 10, FutureMargin: time.Hour, MaxMetrics: 256}
+	rs, _ := d.Decode(benchBody(1), false, time.Date(2026, 11, 25, 13, 0, 0, 0, time.UTC))
+	r := rs[0]
+	r.Region, r.IngestedAt = "eu", time.Now()
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = r.AppendJSON(buf[:0])
+	}
+}
