@@ -84,7 +84,7 @@ func (d *Decoder) Decode(body []byte, ndjson bool, now time.Time) ([]Reading, *R
 			dec := jsontext.NewDecoder(bytes.NewReader(line))
 			r, err := d.readOne(dec, line, now)
 			if err == nil {
-				if _, err2 := dec.ReadToken(); err2 != io.EOF {
+				if _, err2 := dec.ReadToken(); !errors.Is(err2, io.EOF) {
 					err = errors.New("more than one JSON value on the line")
 				}
 			}
@@ -136,7 +136,7 @@ func (d *Decoder) Decode(body []byte, ndjson bool, now time.Time) ([]Reading, *R
 			}
 		case 0:
 			_, err := dec.ReadToken()
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				return nil, &RequestError{Status: http.StatusBadRequest, Message: "empty body: send a reading object, an array of readings, or NDJSON"}
 			}
 			return nil, syntaxError(err)
@@ -144,7 +144,7 @@ func (d *Decoder) Decode(body []byte, ndjson bool, now time.Time) ([]Reading, *R
 			return nil, &RequestError{Status: http.StatusBadRequest, Message: "body must be a JSON object (one reading) or an array of readings"}
 		}
 		if len(details) == 0 {
-			if _, err := dec.ReadToken(); err != io.EOF {
+			if _, err := dec.ReadToken(); !errors.Is(err, io.EOF) {
 				return nil, &RequestError{Status: http.StatusBadRequest, Message: "unexpected data after the JSON value; send one object, one array, or NDJSON with Content-Type application/x-ndjson"}
 			}
 		}
@@ -167,7 +167,7 @@ func syntaxError(err error) *RequestError {
 }
 
 func cleanErr(err error) string {
-	if errors.Is(err, io.ErrUnexpectedEOF) || err == io.EOF {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 		return "unexpected end of input"
 	}
 	return err.Error()

@@ -88,9 +88,7 @@ func TestDetectAndIncident(t *testing.T) {
 		r := reading("d", i, 50+rng.NormFloat64())
 		i++
 		pr.Step(part, &r, true, nil, &res)
-		for _, a := range res.Alerts {
-			closed = append(closed, a)
-		}
+		closed = append(closed, res.Alerts...)
 	}
 	if len(closed) != 1 || closed[0].State != "closed" || closed[0].AlertID != opened[0].AlertID || closed[0].Readings < 3 {
 		t.Fatalf("want the incident closed with ≥3 readings, got %+v", closed)

@@ -127,7 +127,6 @@ func (s *Stream) runSession(ctx context.Context) error {
 		kgo.TransactionalID(s.txnID()),
 		kgo.TransactionTimeout(10*time.Second),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequireStableFetchOffsets(),
 		kgo.OnPartitionsRevoked(onRevoke),
 		kgo.OnPartitionsLost(onRevoke),
 		kgo.SessionTimeout(10*time.Second),

@@ -301,11 +301,11 @@ func (f *Fleet) post(ctx context.Context, key string, batch []map[string]any) {
 		}
 		rb, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		switch {
-		case resp.StatusCode == http.StatusAccepted:
+		switch resp.StatusCode {
+		case http.StatusAccepted:
 			f.count(len(batch), 0, 0)
 			return
-		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable:
+		case http.StatusTooManyRequests, http.StatusServiceUnavailable:
 			f.count(0, 0, 1)
 			time.Sleep(500 * time.Millisecond)
 		default:

@@ -34,7 +34,7 @@ func (c Config) Validate() error {
 	if c.Endpoint != "" {
 		if strings.Contains(c.Endpoint, "://") {
 			if _, err := url.Parse(c.Endpoint); err != nil {
-				return fmt.Errorf("endpoint: %q: %v", c.Endpoint, err)
+				return fmt.Errorf("endpoint: %q: %w", c.Endpoint, err)
 			}
 		}
 		if c.AccessKey == "" || c.SecretKey == "" {

@@ -28,7 +28,7 @@ type Config struct {
 // Validate checks the http section; errors name the key below "http.".
 func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		return fmt.Errorf("addr: %q is not [host]:port: %v", c.Addr, err)
+		return fmt.Errorf("addr: %q is not [host]:port: %w", c.Addr, err)
 	}
 	for name, d := range map[string]time.Duration{"read_timeout": c.ReadTimeout, "read_header_timeout": c.ReadHeaderTimeout,
 		"write_timeout": c.WriteTimeout, "idle_timeout": c.IdleTimeout, "shutdown_timeout": c.ShutdownTimeout} {

@@ -109,7 +109,9 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Warn("HTTP shutdown did not finish in time; closing connections", zap.Error(err))
 		_ = s.srv.Close()
 	}
-	<-errc
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
 	return nil
 }
 

@@ -68,7 +68,7 @@ func run(seconds int, bin string, posters, batch int) error {
 	if bin == "" {
 		bin = filepath.Join(dir, "vigil")
 		if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-			return fmt.Errorf("go build (run from the repository root): %v\n%s", err, out)
+			return fmt.Errorf("go build (run from the repository root): %w\n%s", err, out)
 		}
 	}
 	httpAddr, kafkaAddr := freeAddr(), freeAddr()
@@ -156,7 +156,7 @@ func gateway(base string) (string, error) {
 		Key string `json:"key"`
 	}
 	if err := json.UnmarshalRead(resp.Body, &out); err != nil || resp.StatusCode != 201 {
-		return "", fmt.Errorf("register gateway: %d %v", resp.StatusCode, err)
+		return "", fmt.Errorf("register gateway: %d %w", resp.StatusCode, err)
 	}
 	return out.Key, nil
 }
@@ -266,7 +266,7 @@ func latency(base, kafka, key string, seconds int, rate float64, batch int) (p50
 		}
 		b.WriteByte(']')
 		if code, err := post(client, base+"/v1/ingest", key, b.Bytes()); err != nil || code != 202 {
-			return 0, 0, 0, 0, fmt.Errorf("warm probes: %d %v", code, err)
+			return 0, 0, 0, 0, fmt.Errorf("warm probes: %d %w", code, err)
 		}
 	}
 	// follow the alerts topic from its end
@@ -346,7 +346,7 @@ func latency(base, kafka, key string, seconds int, rate float64, batch int) (p50
 		sent[id] = time.Now()
 		mu.Unlock()
 		if code, err := post(client, base+"/v1/ingest", key, body); err != nil || code != 202 {
-			return 0, 0, 0, 0, fmt.Errorf("outlier post: %d %v", code, err)
+			return 0, 0, 0, 0, fmt.Errorf("outlier post: %d %w", code, err)
 		}
 		time.Sleep(gap)
 	}

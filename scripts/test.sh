@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs everything Vigil's tests need, then runs them all:
+#   kcat (Debian)             - the alert test reads the alerts topic with it
+#   golangci-lint (go install) - lint, with .golangci.yml
+#   MinIO server (go install)  - built once (about six minutes) and cached
+# Binaries built with go install are cached under ~/.cache/vigil/bin (or
+# $VIGIL_CACHE/bin), outside the clone, and reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE="${VIGIL_CACHE:-$HOME/.cache/vigil}"
+BIN="$CACHE/bin"
+mkdir -p "$BIN"
+export PATH="$BIN:$PATH"
+
+missing=()
+command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+if ((${#missing[@]})); then
+  echo "== installing ${missing[*]} from Debian"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+GOLANGCI_VERSION=v2.15.0
+if ! golangci-lint version 2>/dev/null | grep -q "${GOLANGCI_VERSION#v}"; then
+  echo "== building golangci-lint $GOLANGCI_VERSION (cached in $BIN)"
+  GOBIN="$BIN" go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$GOLANGCI_VERSION"
+fi
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+echo "== go vet"
+go vet ./...
+echo "== golangci-lint"
+golangci-lint run ./...
+echo "== fuzz the ingest decoder (15 s)"
+go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime 15s ./ingest/
+echo "== go test -race (every test, goleak on)"
+go test -race -count=1 -timeout 25m ./...
