@@ -1,0 +1,94 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	_ "github.com/duckdb/duckdb-go/v2" // DuckDB reads the archive back
+)
+
+func sampleRows(n int, start int64, metrics ...string) []EnrichedRow {
+	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	lat := 52.1
+	rows := make([]EnrichedRow, n)
+	for i := range rows {
+		m := map[string]float64{}
+		for k, name := range metrics {
+			m[name] = float64(i*10 + k)
+		}
+		rows[i] = EnrichedRow{ID: fmt.Sprintf("r%d", start+int64(i)), DeviceID: fmt.Sprintf("d%d", i%3), TS: t0.Add(time.Duration(i) * time.Second),
+			IngestedAt: t0.Add(time.Duration(i) * time.Second), Region: "eu", Site: "s1", Lat: &lat, Lon: &lat,
+			Tags: []string{"a"}, Attrs: map[string]string{"mode": "auto"}, Metrics: m, Derived: map[string]float64{"temp.z": 1.5},
+			Score: 0.1, Threshold: 0.8, Model: "baseline-v1", Partition: 0, Offset: start + int64(i)}
+	}
+	return rows
+}
+
+func duck(t *testing.T) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("duckdb", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// Files with different metric sets read as one Hive-partitioned table in
+// DuckDB, with NULL where a file lacks a metric.
+func TestParquetReadByDuckDB(t *testing.T) {
+	dir := t.TempDir()
+	write := func(rel string, rows []EnrichedRow) {
+		var buf bytes.Buffer
+		if _, err := WriteParquet(&buf, rows); err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, rel)
+		_ = os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("enriched/region=eu/dt=2026-11-25/hr=12/vigil.enriched-0-0-99.parquet", sampleRows(100, 0, "temp", "rpm"))
+	write("enriched/region=eu/dt=2026-11-25/hr=13/vigil.enriched-0-100-149.parquet", sampleRows(50, 100, "temp", "new.metric"))
+	db := duck(t)
+	var n, ids, nullRPM, newm int64
+	var region, dt string
+	var hr int64
+	q := fmt.Sprintf(`SELECT count(*), count(DISTINCT id), count(*) FILTER (WHERE m_rpm IS NULL), count(m_new_metric), min(region), min(dt)::VARCHAR, max(hr)
+		FROM read_parquet('%s/enriched/**/*.parquet', hive_partitioning = true, union_by_name = true)`, dir)
+	if err := db.QueryRowContext(context.Background(), q).Scan(&n, &ids, &nullRPM, &newm, &region, &dt, &hr); err != nil {
+		t.Fatal(err)
+	}
+	if n != 150 || ids != 150 || nullRPM != 50 || newm != 50 || region != "eu" || dt != "2026-11-25" || hr != 13 {
+		t.Fatalf("duckdb read %d rows, %d ids, %d null rpm, %d new.metric, region %s dt %s hr %d", n, ids, nullRPM, newm, region, dt, hr)
+	}
+	var ts time.Time
+	var z float64
+	var attrs string
+	if err := db.QueryRow(fmt.Sprintf(`SELECT ts, d_temp_z, attrs FROM read_parquet('%s/enriched/**/*.parquet', hive_partitioning = true, union_by_name = true) WHERE id = 'r1'`, dir)).Scan(&ts, &z, &attrs); err != nil {
+		t.Fatal(err)
+	}
+	if !ts.Equal(time.Date(2026, 11, 25, 12, 0, 1, 0, time.UTC)) || z != 1.5 || attrs != `{"mode":"auto"}` {
+		t.Fatalf("row r1: ts %s z %g attrs %s", ts, z, attrs)
+	}
+}
+
+func TestColumnNames(t *testing.T) {
+	cs := newColumnSet()
+	a := cs.col(cs.metric, "m_", "temp.c")
+	b := cs.col(cs.metric, "m_", "temp_c")
+	c := cs.col(cs.metric, "m_", "temp.c")
+	if a != "m_temp_c" || b == a || c != a {
+		t.Fatalf("column names: %q %q %q", a, b, c)
+	}
+	if got := cs.col(cs.metric, "m_", "id"); got != "m_id" {
+		t.Fatalf("metric id: %q", got)
+	}
+}
