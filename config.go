@@ -36,11 +36,12 @@ type Config struct {
 	Admin struct {
 		Token string `yaml:"token"`
 	} `yaml:"admin"`
-	Kafka    bus.Config      `yaml:"kafka"`
-	Storage  storage.Config  `yaml:"storage"`
-	Ingest   ingest.Config   `yaml:"ingest"`
-	Pipeline pipeline.Config `yaml:"pipeline"`
-	Simulate simulate.Config `yaml:"simulate"`
+	Kafka    bus.Config            `yaml:"kafka"`
+	Storage  storage.Config        `yaml:"storage"`
+	Archive  storage.ArchiveConfig `yaml:"archive"`
+	Ingest   ingest.Config         `yaml:"ingest"`
+	Pipeline pipeline.Config       `yaml:"pipeline"`
+	Simulate simulate.Config       `yaml:"simulate"`
 	Log      struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"`
@@ -90,7 +91,7 @@ func (c Config) Validate() error {
 	sections := []struct {
 		name string
 		v    interface{ Validate() error }
-	}{{"http", c.HTTP}, {"kafka", c.Kafka}, {"storage", c.Storage}, {"ingest", c.Ingest}, {"pipeline", c.Pipeline}, {"simulate", c.Simulate}}
+	}{{"http", c.HTTP}, {"kafka", c.Kafka}, {"storage", c.Storage}, {"archive", c.Archive}, {"ingest", c.Ingest}, {"pipeline", c.Pipeline}, {"simulate", c.Simulate}}
 	for _, s := range sections {
 		if err := s.v.Validate(); err != nil {
 			return fmt.Errorf("%s.%w", s.name, err)

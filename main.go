@@ -30,6 +30,7 @@ import (
 	"github.com/vigil/vigil/ingest"
 	"github.com/vigil/vigil/pipeline"
 	"github.com/vigil/vigil/simulate"
+	"github.com/vigil/vigil/storage"
 	"github.com/vigil/vigil/web"
 )
 
@@ -129,6 +130,14 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	}
 	defer b.Close()
 
+	sctx, cancelStore := context.WithTimeout(ctx, 30*time.Second)
+	store, err := storage.Open(sctx, cfg.Storage, cfg.Data.Dir)
+	cancelStore()
+	if err != nil {
+		return fmt.Errorf("object store: %w", err)
+	}
+	log.Info("object store ready", zap.String("store", store.String()))
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -152,6 +161,11 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		Topics:   pipeline.Topics{Raw: cfg.Kafka.Topics.Raw, Enriched: cfg.Kafka.Topics.Enriched, Alerts: cfg.Kafka.Topics.Alerts, DLQ: cfg.Kafka.Topics.DLQ},
 		StateDir: filepath.Join(cfg.Data.Dir, "state"), Devices: registry, Logger: log.Named("pipeline"), Registry: reg,
 	})
+	if err != nil {
+		return err
+	}
+	archiver, err := storage.NewArchiver(storage.ArchiverOptions{Config: cfg.Archive, Topic: cfg.Kafka.Topics.Enriched,
+		ClientOpts: b.Opts(), Store: store, Logger: log.Named("archive"), Registry: reg})
 	if err != nil {
 		return err
 	}
@@ -189,6 +203,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	g.Go(func() error { return alerts.Run(gctx) })
 	g.Go(func() error { return stream.Run(gctx) })
 	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error { return archiver.Run(gctx) })
 	var fleet *simulate.Fleet
 	if *sim {
 		fleet = simulate.New(simulate.Options{Config: cfg.Simulate, URL: base, AdminToken: token, Logger: log.Named("simulate")})

@@ -151,10 +151,12 @@ func (b *Bus) ensureTopics(ctx context.Context) error {
 		name    string
 		configs map[string]*string
 	}
-	compact := "compact"
+	compact, forever := "compact", "-1"
 	specs := []spec{
 		{b.cfg.Topics.Raw, map[string]*string{"retention.ms": &retention}},
-		{b.cfg.Topics.Enriched, map[string]*string{"retention.ms": &retention}},
+		// No time retention on enriched: the archiver deletes records once
+		// archived (archive.keep_archived), so nothing unarchived is dropped.
+		{b.cfg.Topics.Enriched, map[string]*string{"retention.ms": &forever}},
 		{b.cfg.Topics.Alerts, map[string]*string{"retention.ms": &retention}},
 		{b.cfg.Topics.DLQ, map[string]*string{"retention.ms": &retention}},
 		{b.cfg.Topics.Devices, map[string]*string{"cleanup.policy": &compact}},

@@ -58,7 +58,8 @@ type Config struct {
 	Partitions int32 `yaml:"partitions"`
 	// ReplicationFactor of topics Vigil creates; -1 uses the broker default. Default -1.
 	ReplicationFactor int16 `yaml:"replication_factor"`
-	// Retention is how long the raw, enriched and alerts topics keep data. Default 168h.
+	// Retention is how long the raw, alerts and dlq topics keep data (the
+	// enriched topic keeps records until archived, see archive.keep_archived). Default 168h.
 	Retention time.Duration `yaml:"retention"`
 	// SyncWrites makes the embedded broker fsync every batch (survives power
 	// loss, not only process crashes) at a cost in throughput. Default false.

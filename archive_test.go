@@ -1,0 +1,291 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	_ "github.com/duckdb/duckdb-go/v2" // reads the archive back
+
+	"github.com/vigil/vigil/internal/testminio"
+	"github.com/vigil/vigil/storage"
+)
+
+// archiveView is what DuckDB sees of an archive tree on disk.
+type archiveView struct {
+	rows, distinct int64
+	ids            map[string]bool
+}
+
+func readArchive(t *testing.T, dir string) archiveView {
+	t.Helper()
+	v := archiveView{ids: map[string]bool{}}
+	if m, _ := filepath.Glob(filepath.Join(dir, "enriched", "*", "*", "*", "*.parquet")); len(m) == 0 {
+		return v
+	}
+	db, err := sql.Open("duckdb", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	src := fmt.Sprintf("read_parquet('%s/enriched/**/*.parquet', hive_partitioning = true, union_by_name = true)", dir)
+	if err := db.QueryRow("SELECT count(*), count(DISTINCT id) FROM " + src).Scan(&v.rows, &v.distinct); err != nil {
+		t.Fatalf("duckdb over the archive: %v", err)
+	}
+	rs, err := db.Query("SELECT id FROM " + src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	for rs.Next() {
+		var id string
+		if err := rs.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		v.ids[id] = true
+	}
+	return v
+}
+
+// download copies every enriched/ object of a store into dir, reading each
+// one whole (so an unreadable object fails the test).
+func download(t *testing.T, s storage.Store, dir string) int {
+	t.Helper()
+	ctx := context.Background()
+	objs, err := s.List(ctx, "enriched/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		rc, info, err := s.Get(ctx, o.Key)
+		if err != nil {
+			t.Fatalf("object %s unreadable: %v", o.Key, err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || int64(len(b)) != info.Size {
+			t.Fatalf("object %s: read %d of %d bytes: %v", o.Key, len(b), info.Size, err)
+		}
+		p := filepath.Join(dir, filepath.FromSlash(o.Key))
+		_ = os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return len(objs)
+}
+
+// checkNoOverlap: within each topic-partition, no two objects hold the same offset.
+func checkNoOverlap(t *testing.T, keys []string) {
+	t.Helper()
+	type span struct{ first, last int64 }
+	byPart := map[string][]span{}
+	for _, k := range keys {
+		name := strings.TrimSuffix(k[strings.LastIndex(k, "/")+1:], ".parquet")
+		parts := strings.Split(name, "-")
+		var first, last int64
+		fmt.Sscan(parts[len(parts)-2], &first)
+		fmt.Sscan(parts[len(parts)-1], &last)
+		tp := strings.Join(parts[:len(parts)-2], "-")
+		byPart[tp] = append(byPart[tp], span{first, last})
+	}
+	for tp, spans := range byPart {
+		sort.Slice(spans, func(i, j int) bool { return spans[i].first < spans[j].first })
+		for i := 1; i < len(spans); i++ {
+			if spans[i].first <= spans[i-1].last {
+				t.Fatalf("%s: objects %v and %v overlap", tp, spans[i-1], spans[i])
+			}
+		}
+	}
+}
+
+func objectKeys(t *testing.T, s storage.Store) []string {
+	t.Helper()
+	objs, err := s.List(context.Background(), "enriched/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, o := range objs {
+		keys = append(keys, o.Key)
+	}
+	return keys
+}
+
+// poster posts batches of readings with unique ids until stopped, and
+// remembers which ids were acknowledged and whether any post was refused.
+type poster struct {
+	s        *server
+	key      string
+	mu       sync.Mutex
+	acked    map[string]bool
+	refused  atomic.Int64
+	failed   atomic.Int64
+	seq      atomic.Int64
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	interval time.Duration
+}
+
+func newPoster(s *server, key string, workers int, interval time.Duration) *poster {
+	p := &poster{s: s, key: key, acked: map[string]bool{}, stop: make(chan struct{}), interval: interval}
+	for w := 0; w < workers; w++ {
+		p.wg.Add(1)
+		go p.run()
+	}
+	return p
+}
+
+func (p *poster) run() {
+	defer p.wg.Done()
+	client := &http.Client{Timeout: 10 * time.Second}
+	for {
+		select {
+		case <-p.stop:
+			return
+		default:
+		}
+		var b strings.Builder
+		ids := make([]string, 20)
+		b.WriteByte('[')
+		for i := range ids {
+			n := p.seq.Add(1)
+			ids[i] = fmt.Sprintf("a%d", n)
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `{"device_id":"dev-%d","id":%q,"ts":%d,"metrics":{"v":%d,"w":%d}}`, n%10, ids[i], time.Now().Add(-time.Hour).UnixMilli()+n, n%13, n%7)
+		}
+		b.WriteByte(']')
+		req, _ := http.NewRequest("POST", p.s.httpURL+"/v1/ingest", strings.NewReader(b.String()))
+		req.Header.Set("Authorization", "Bearer "+p.key)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			p.failed.Add(1)
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusAccepted {
+			p.mu.Lock()
+			for _, id := range ids {
+				p.acked[id] = true
+			}
+			p.mu.Unlock()
+		} else {
+			p.refused.Add(1)
+		}
+		if p.interval > 0 {
+			time.Sleep(p.interval)
+		}
+	}
+}
+
+func (p *poster) halt() map[string]bool {
+	close(p.stop)
+	p.wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.acked
+}
+
+func gatewayKey(t *testing.T, s *server) string {
+	t.Helper()
+	code, b, _ := s.do("POST", "/api/v1/gateways", s.token, "application/json", []byte(`{"gateway_id":"gw-a","device_prefixes":["dev-"]}`))
+	if code != http.StatusCreated {
+		t.Fatalf("gateway: %d %s", code, b)
+	}
+	return strings.Split(strings.Split(string(b), `"key":"`)[1], `"`)[0]
+}
+
+// waitArchived polls the archive (through view) until it holds every id
+// of want, or fails after timeout with what is missing.
+func waitArchived(t *testing.T, timeout time.Duration, want map[string]bool, view func() archiveView) archiveView {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		v := view()
+		missing := 0
+		for id := range want {
+			if !v.ids[id] {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return v
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("archive lacks %d of %d acknowledged readings after %s (rows %d)", missing, len(want), timeout, v.rows)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func assertExactlyOnce(t *testing.T, v archiveView, acked map[string]bool) {
+	t.Helper()
+	if v.rows != v.distinct {
+		t.Fatalf("archive holds %d rows for %d distinct ids: duplicates", v.rows, v.distinct)
+	}
+	for id := range acked {
+		if !v.ids[id] {
+			t.Fatalf("acknowledged reading %s missing from the archive", id)
+		}
+	}
+}
+
+// N readings posted give exactly N rows, every id once, read by DuckDB as a
+// Hive-partitioned table; on the local store and on a real MinIO.
+func TestArchiveExactlyOnce(t *testing.T) {
+	for _, store := range []string{"local", "minio"} {
+		t.Run(store, func(t *testing.T) {
+			env := []string{"VIGIL_ARCHIVE_FLUSH_INTERVAL=1s"}
+			var m *testminio.Server
+			if store == "minio" {
+				m = testminio.Start(t)
+				env = append(env, "VIGIL_STORAGE_ENDPOINT=http://"+m.Endpoint, "VIGIL_STORAGE_ACCESS_KEY="+m.AccessKey, "VIGIL_STORAGE_SECRET_KEY="+m.SecretKey, "VIGIL_STORAGE_BUCKET=lake")
+			}
+			s := newServer(t, t.TempDir(), env...)
+			s.startInProcess()
+			p := newPoster(s, gatewayKey(t, s), 2, 0)
+			waitFor(t, 30*time.Second, "5000 acknowledged readings", func() bool { return p.seq.Load() > 5000 })
+			acked := p.halt()
+			n := len(acked)
+			var st storage.Store
+			view := func() archiveView { return readArchive(t, filepath.Join(s.dir, "objects")) }
+			if m != nil {
+				s3, err := storage.NewS3(context.Background(), storage.Config{Endpoint: m.Endpoint, Bucket: "lake", AccessKey: m.AccessKey, SecretKey: m.SecretKey})
+				if err != nil {
+					t.Fatal(err)
+				}
+				st = s3
+				view = func() archiveView {
+					dir := t.TempDir()
+					download(t, s3, dir)
+					return readArchive(t, dir)
+				}
+			} else {
+				st, _ = storage.NewLocal(filepath.Join(s.dir, "objects"))
+			}
+			v := waitArchived(t, 60*time.Second, acked, view)
+			s.stop()
+			v = view() // after the graceful stop flushed the rest
+			if int(v.rows) != n || int(v.distinct) != n {
+				t.Fatalf("%d readings posted, archive holds %d rows, %d distinct", n, v.rows, v.distinct)
+			}
+			assertExactlyOnce(t, v, acked)
+			checkNoOverlap(t, objectKeys(t, st))
+			t.Logf("%s: %d readings posted, %d rows archived in %d objects, every id once", store, n, v.rows, len(objectKeys(t, st)))
+		})
+	}
+}

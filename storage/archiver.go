@@ -1,0 +1,445 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+)
+
+// ArchiverOptions are the archiver's dependencies.
+type ArchiverOptions struct {
+	Config     ArchiveConfig
+	Topic      string // the enriched topic
+	ClientOpts []kgo.Opt
+	Store      Store
+	Logger     *zap.Logger
+	Registry   prometheus.Registerer
+}
+
+// Archiver is the Flume role: a consumer group on the enriched topic that
+// writes large Parquet objects to the store, named by the Kafka offsets
+// they hold and written create-only, and commits offsets only after the
+// object is stored. See the README for the recovery argument.
+type Archiver struct {
+	o   ArchiverOptions
+	cfg ArchiveConfig
+	log *zap.Logger
+	m   *archiveMetrics
+
+	mu    sync.Mutex // held while a partition's file is written; the revoke callback takes it
+	parts map[int32]*archPart
+	cl    *kgo.Client
+	up    bool
+}
+
+// file is a closed, not yet stored file of one partition.
+type file struct {
+	rows       []EnrichedRow
+	region     string
+	bucket     time.Time
+	first      int64
+	last       int64
+	maxIngest  time.Time
+	leaderEpoc int32
+}
+
+// archPart is the archiver's state for one partition.
+type archPart struct {
+	p         int32
+	open      *file
+	bytes     int64
+	openedAt  time.Time
+	pending   []*file // closed files waiting for the store, oldest first
+	needProbe bool
+	skipUntil int64
+	retryAt   time.Time
+	backoff   time.Duration
+	paused    bool
+	archived  []archivedMark // for deleting archived records from the broker
+}
+
+type archivedMark struct {
+	next      int64
+	maxIngest time.Time
+}
+
+type archiveMetrics struct {
+	files, rows, bytes, failures, skipped prometheus.Counter
+	put                                   prometheus.Histogram
+	up                                    prometheus.Gauge
+	pendingRows                           prometheus.Gauge
+}
+
+// NewArchiver builds an archiver; Run starts it.
+func NewArchiver(o ArchiverOptions) (*Archiver, error) {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	m := &archiveMetrics{
+		files:       prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_archive_files_total", Help: "Parquet objects stored."}),
+		rows:        prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_archive_rows_total", Help: "Rows stored in Parquet objects."}),
+		bytes:       prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_archive_bytes_total", Help: "Bytes of Parquet stored."}),
+		failures:    prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_archive_store_failures_total", Help: "Failed object writes (retried with backoff)."}),
+		skipped:     prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_archive_already_stored_total", Help: "Files found already in the bucket at recovery and skipped."}),
+		put:         prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vigil_archive_put_seconds", Help: "Time to encode and store one object.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
+		up:          prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_archive_store_up", Help: "1 while the object store accepts writes, 0 during an outage."}),
+		pendingRows: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_archive_pending_rows", Help: "Rows held in memory, not yet stored."}),
+	}
+	if o.Registry != nil {
+		for _, c := range []prometheus.Collector{m.files, m.rows, m.bytes, m.failures, m.skipped, m.put, m.up, m.pendingRows} {
+			if err := o.Registry.Register(c); err != nil {
+				return nil, fmt.Errorf("register archive metrics: %w", err)
+			}
+		}
+	}
+	m.up.Set(1)
+	return &Archiver{o: o, cfg: o.Config, log: o.Logger, m: m, parts: map[int32]*archPart{}, up: true}, nil
+}
+
+// ObjectKey is the contract name of an archive object.
+func ObjectKey(region string, bucket time.Time, topic string, partition int32, first, last int64) string {
+	b := bucket.UTC()
+	return fmt.Sprintf("enriched/region=%s/dt=%s/hr=%02d/%s-%d-%d-%d.parquet", region, b.Format("2006-01-02"), b.Hour(), topic, partition, first, last)
+}
+
+func (a *Archiver) keyPrefix(region string, bucket time.Time, p int32, first int64) string {
+	k := ObjectKey(region, bucket, a.o.Topic, p, first, 0)
+	return strings.TrimSuffix(k, "0.parquet")
+}
+
+// parseLast reads <last> from an object key of partition p starting at first.
+func parseLast(key string) (int64, bool) {
+	name := key[strings.LastIndex(key, "/")+1:]
+	name = strings.TrimSuffix(name, ".parquet")
+	i := strings.LastIndex(name, "-")
+	if i < 0 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(name[i+1:], 10, 64)
+	return n, err == nil
+}
+
+func (a *Archiver) revoked(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+	a.mu.Lock() // waits for a write in progress: the new owner never races us
+	defer a.mu.Unlock()
+	for _, p := range m[a.o.Topic] {
+		if ap := a.parts[p]; ap != nil {
+			if n := ap.rowCount(); n > 0 {
+				a.log.Info("partition revoked; its unstored rows are left to the new owner", zap.Int32("partition", p), zap.Int("rows", n))
+			}
+		}
+		delete(a.parts, p)
+	}
+}
+
+func (ap *archPart) rowCount() int {
+	n := 0
+	if ap.open != nil {
+		n += len(ap.open.rows)
+	}
+	for _, f := range ap.pending {
+		n += len(f.rows)
+	}
+	return n
+}
+
+// Run archives until ctx ends, then stores what it holds (within 30 s) and commits.
+func (a *Archiver) Run(ctx context.Context) error {
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, a.o.ClientOpts...),
+		kgo.ConsumerGroup(a.cfg.Group),
+		kgo.ConsumeTopics(a.o.Topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.OnPartitionsRevoked(a.revoked),
+		kgo.OnPartitionsLost(a.revoked),
+		kgo.FetchMaxWait(500*time.Millisecond),
+	)...)
+	if err != nil {
+		return fmt.Errorf("archiver consumer: %w", err)
+	}
+	a.cl = cl
+	defer cl.Close()
+	lastTrim := time.Now()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		fetches := cl.PollRecords(pctx, 20000)
+		cancel()
+		if ctx.Err() != nil {
+			a.shutdown()
+			cl.AllowRebalance() // Close waits for an allowed rebalance to leave the group
+			return nil
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				a.log.Warn("archiver fetch failed; the client retries", zap.String("topic", t), zap.Int32("partition", p), zap.Error(err))
+			}
+		})
+		a.mu.Lock()
+		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+			if len(fp.Records) == 0 {
+				return
+			}
+			ap := a.parts[fp.Partition]
+			if ap == nil {
+				ap = &archPart{p: fp.Partition, needProbe: true}
+				a.parts[fp.Partition] = ap
+			}
+			for _, rec := range fp.Records {
+				a.add(ctx, ap, rec)
+			}
+		})
+		now := time.Now()
+		pending := 0
+		for _, ap := range a.parts {
+			if ap.open != nil && now.Sub(ap.openedAt) >= a.cfg.FlushInterval {
+				ap.closeOpen()
+			}
+			a.storePending(ctx, ap, false)
+			pending += ap.rowCount()
+		}
+		a.m.pendingRows.Set(float64(pending))
+		a.mu.Unlock()
+		cl.AllowRebalance()
+		if time.Since(lastTrim) > time.Minute {
+			a.trimBroker(ctx)
+			lastTrim = time.Now()
+		}
+	}
+}
+
+// add appends one record to its partition's open file, closing files on
+// the deterministic boundaries: row count, bytes, ingested_at interval,
+// region.
+func (a *Archiver) add(ctx context.Context, ap *archPart, rec *kgo.Record) {
+	if rec.Offset < ap.skipUntil {
+		return
+	}
+	row, err := DecodeEnriched(rec.Value)
+	if err != nil {
+		a.log.Error("enriched record cannot be archived; skipping it", zap.Int32("partition", rec.Partition), zap.Int64("offset", rec.Offset), zap.Error(err))
+		return
+	}
+	row.Partition, row.Offset = rec.Partition, rec.Offset
+	bucket := row.IngestedAt.UTC().Truncate(a.cfg.RollInterval)
+	if ap.needProbe && ap.open == nil {
+		// Recovery: was a file starting here stored before the offsets were
+		// committed (a crash between the two)? Its name says where it ends.
+		prefix := a.keyPrefix(row.Region, bucket, ap.p, rec.Offset)
+		objs, err := a.listRetry(ctx, prefix)
+		if err == nil && len(objs) > 0 {
+			if last, ok := parseLast(objs[0].Key); ok && last >= rec.Offset {
+				a.log.Info("file already in the bucket; resuming after it", zap.String("key", objs[0].Key))
+				a.m.skipped.Inc()
+				ap.skipUntil = last + 1
+				a.commit(ctx, ap.p, last+1, rec.LeaderEpoch)
+				return
+			}
+		}
+		ap.needProbe = false
+	}
+	if f := ap.open; f != nil && (!f.bucket.Equal(bucket) || f.region != row.Region) {
+		ap.closeOpen()
+	}
+	if ap.open == nil {
+		ap.open = &file{region: row.Region, bucket: bucket, first: rec.Offset, leaderEpoc: rec.LeaderEpoch}
+		ap.bytes = 0
+		ap.openedAt = time.Now()
+	}
+	f := ap.open
+	f.rows = append(f.rows, row)
+	f.last = rec.Offset
+	f.leaderEpoc = rec.LeaderEpoch
+	if row.IngestedAt.After(f.maxIngest) {
+		f.maxIngest = row.IngestedAt
+	}
+	ap.bytes += int64(len(rec.Value))
+	if len(f.rows) >= a.cfg.MaxRecords || ap.bytes >= a.cfg.MaxBytes {
+		ap.closeOpen()
+		a.storePending(ctx, ap, false)
+	}
+}
+
+func (ap *archPart) closeOpen() {
+	if ap.open != nil {
+		ap.pending = append(ap.pending, ap.open)
+		ap.open = nil
+	}
+}
+
+func (a *Archiver) listRetry(ctx context.Context, prefix string) ([]ObjectInfo, error) {
+	backoff := 200 * time.Millisecond
+	for {
+		objs, err := a.o.Store.List(ctx, prefix)
+		if err == nil || ctx.Err() != nil {
+			return objs, err
+		}
+		a.log.Warn("object store unreachable while checking for stored files; retrying", zap.String("store", a.o.Store.String()), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, a.cfg.MaxBackoff)
+	}
+}
+
+// storePending writes the partition's closed files in order; on a store
+// failure it pauses the partition and retries after a backoff. force
+// ignores the backoff (shutdown).
+func (a *Archiver) storePending(ctx context.Context, ap *archPart, force bool) {
+	for len(ap.pending) > 0 {
+		if !force && time.Now().Before(ap.retryAt) {
+			return
+		}
+		f := ap.pending[0]
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		err := a.store(wctx, ap.p, f)
+		cancel()
+		if err != nil {
+			a.m.failures.Inc()
+			ap.backoff = min(max(2*ap.backoff, 500*time.Millisecond), a.cfg.MaxBackoff)
+			ap.retryAt = time.Now().Add(ap.backoff)
+			if !ap.paused {
+				a.cl.PauseFetchPartitions(map[string][]int32{a.o.Topic: {ap.p}})
+				ap.paused = true
+			}
+			if a.up {
+				a.up = false
+				a.m.up.Set(0)
+			}
+			a.log.Error("archive write failed; partition paused, offsets not committed, retrying; ingest and alerting go on",
+				zap.String("store", a.o.Store.String()), zap.Int32("partition", ap.p), zap.Int("rows", len(f.rows)),
+				zap.Duration("retry_in", ap.backoff), zap.Error(err))
+			return
+		}
+		ap.pending = ap.pending[1:]
+		ap.backoff = 0
+		if !a.up {
+			a.up = true
+			a.m.up.Set(1)
+			a.log.Info("object store is back; catching up", zap.String("store", a.o.Store.String()))
+		}
+		a.commit(ctx, ap.p, f.last+1, f.leaderEpoc)
+		ap.archived = append(ap.archived, archivedMark{next: f.last + 1, maxIngest: f.maxIngest})
+		if len(ap.archived) > 10000 {
+			ap.archived = ap.archived[len(ap.archived)-10000:]
+		}
+	}
+	if ap.paused {
+		a.cl.ResumeFetchPartitions(map[string][]int32{a.o.Topic: {ap.p}})
+		ap.paused = false
+	}
+}
+
+// store encodes f and writes it create-only. An object already under the
+// name holds exactly these offsets (the name says so), so it counts as stored.
+func (a *Archiver) store(ctx context.Context, p int32, f *file) error {
+	start := time.Now()
+	var buf bytes.Buffer
+	n, err := WriteParquet(&buf, f.rows)
+	if err != nil {
+		return err
+	}
+	key := ObjectKey(f.region, f.bucket, a.o.Topic, p, f.first, f.last)
+	_, err = a.o.Store.PutIfAbsent(ctx, key, bytes.NewReader(buf.Bytes()), n)
+	if errors.Is(err, ErrPrecondition) {
+		a.log.Info("object already stored (a retry after an unacknowledged write)", zap.String("key", key))
+		err = nil
+	}
+	if err != nil {
+		return err
+	}
+	a.m.files.Inc()
+	a.m.rows.Add(float64(len(f.rows)))
+	a.m.bytes.Add(float64(n))
+	a.m.put.Observe(time.Since(start).Seconds())
+	a.log.Debug("archived", zap.String("key", key), zap.Int("rows", len(f.rows)), zap.Int64("bytes", n))
+	return nil
+}
+
+func (a *Archiver) commit(ctx context.Context, p int32, next int64, epoch int32) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	offs := map[string]map[int32]kgo.EpochOffset{a.o.Topic: {p: {Epoch: epoch, Offset: next}}}
+	var cerr error
+	a.cl.CommitOffsetsSync(cctx, offs, func(_ *kgo.Client, _ *kmsgOffsetCommitRequest, resp *kmsgOffsetCommitResponse, err error) {
+		cerr = err
+		if err == nil {
+			cerr = commitErr(resp)
+		}
+	})
+	if cerr != nil {
+		// The object is stored; a later owner finds it by name and skips it.
+		a.log.Warn("offset commit after an archived file failed; the file is found by name on recovery", zap.Int32("partition", p), zap.Int64("offset", next), zap.Error(cerr))
+	}
+}
+
+// shutdown closes and stores every open file, then commits.
+func (a *Archiver) shutdown() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	deadline := time.Now().Add(30 * time.Second)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	left := 0
+	for _, ap := range a.parts {
+		ap.closeOpen()
+		for len(ap.pending) > 0 && time.Now().Before(deadline) {
+			before := len(ap.pending)
+			a.storePending(ctx, ap, true)
+			if len(ap.pending) == before {
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+		left += ap.rowCount()
+	}
+	if left > 0 {
+		a.log.Warn("archiver stopped with rows not stored; they stay in Kafka and are archived at the next start", zap.Int("rows", left))
+	} else {
+		a.log.Info("archiver flushed everything it held")
+	}
+}
+
+// trimBroker deletes, from the enriched topic, records that were archived
+// more than keep_archived ago (by ingested_at). Unarchived records are
+// never deleted: the topic itself has no time retention.
+func (a *Archiver) trimBroker(ctx context.Context) {
+	if a.cfg.KeepArchived <= 0 {
+		return
+	}
+	cutoff := time.Now().Add(-a.cfg.KeepArchived)
+	offs := kadm.Offsets{}
+	a.mu.Lock()
+	for p, ap := range a.parts {
+		var upTo int64 = -1
+		i := 0
+		for ; i < len(ap.archived) && ap.archived[i].maxIngest.Before(cutoff); i++ {
+			upTo = ap.archived[i].next
+		}
+		ap.archived = ap.archived[i:]
+		if upTo > 0 {
+			offs.Add(kadm.Offset{Topic: a.o.Topic, Partition: p, At: upTo, LeaderEpoch: -1})
+		}
+	}
+	a.mu.Unlock()
+	if len(offs) == 0 {
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := kadm.NewClient(a.cl).DeleteRecords(dctx, offs); err != nil {
+		a.log.Warn("could not drop archived records from the broker", zap.Error(err))
+	}
+}
