@@ -29,6 +29,14 @@ if ! golangci-lint version 2>/dev/null | grep -q "${GOLANGCI_VERSION#v}"; then
   GOBIN="$BIN" go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$GOLANGCI_VERSION"
 fi
 
+MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
+if [ "$(cat "$BIN/minio.version" 2>/dev/null)" != "$MINIO_VERSION" ] || [ ! -x "$BIN/minio" ]; then
+  echo "== building the MinIO server $MINIO_VERSION (about six minutes, once; cached in $BIN)"
+  GOBIN="$BIN" go install "github.com/minio/minio@$MINIO_VERSION"
+  echo "$MINIO_VERSION" > "$BIN/minio.version"
+fi
+export VIGIL_MINIO_BIN="$BIN/minio"
+
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go'))
 if [ -n "$unformatted" ]; then
