@@ -5,8 +5,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -158,5 +162,47 @@ func TestLocalRefusesBadKeys(t *testing.T) {
 		if _, err := l.Put(context.Background(), k, strings.NewReader("x"), 1); err == nil {
 			t.Errorf("key %q accepted", k)
 		}
+	}
+}
+
+// A full disk under the local store: a clear error, and neither a partial
+// object nor a temporary file left behind.
+func TestLocalFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a 256 KiB tmpfs (CI runs as root)")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
+	l, err := NewLocal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	small := bytes.Repeat([]byte("a"), 100<<10)
+	if _, err := l.Put(ctx, "x/small", bytes.NewReader(small), int64(len(small))); err != nil {
+		t.Fatal(err)
+	}
+	big := bytes.Repeat([]byte("b"), 300<<10)
+	for _, put := range []func() error{
+		func() error { _, err := l.Put(ctx, "x/big", bytes.NewReader(big), int64(len(big))); return err },
+		func() error { _, err := l.PutIfAbsent(ctx, "x/big", bytes.NewReader(big), int64(len(big))); return err },
+	} {
+		err := put()
+		if err == nil || !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "disk full") {
+			t.Fatalf("want a disk-full error naming the problem, got %v", err)
+		}
+	}
+	if _, err := l.Stat(ctx, "x/big"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a partial object is visible: %v", err)
+	}
+	entries, _ := os.ReadDir(filepath.Join(dir, "x"))
+	if len(entries) != 1 || entries[0].Name() != "small" {
+		t.Fatalf("left behind: %v", entries)
+	}
+	if got := get(t, l, "x/small"); got != string(small) {
+		t.Fatal("the existing object was damaged")
 	}
 }
