@@ -203,7 +203,9 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	g.Go(func() error { return alerts.Run(gctx) })
 	g.Go(func() error { return stream.Run(gctx) })
 	g.Go(func() error { return srv.Run(gctx) })
-	g.Go(func() error { return archiver.Run(gctx) })
+	if cfg.Archive.Enabled {
+		g.Go(func() error { return archiver.Run(gctx) })
+	}
 	var fleet *simulate.Fleet
 	if *sim {
 		fleet = simulate.New(simulate.Options{Config: cfg.Simulate, URL: base, AdminToken: token, Logger: log.Named("simulate")})

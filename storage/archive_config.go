@@ -7,6 +7,9 @@ import (
 
 // ArchiveConfig is the archive section of config.yaml.
 type ArchiveConfig struct {
+	// Enabled runs the archiver in this process. Turn it off to run the
+	// archivers as separate processes (same group, same bucket). Default true.
+	Enabled bool `yaml:"enabled"`
 	// Group is the Kafka consumer group of the archivers. Default "archiver".
 	Group string `yaml:"group"`
 	// MaxRecords closes a file at this many rows. Default 1000000.

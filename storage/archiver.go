@@ -40,6 +40,7 @@ type Archiver struct {
 	parts map[int32]*archPart
 	cl    *kgo.Client
 	up    bool
+	dec   EnrichedDecoder
 }
 
 // file is a closed, not yet stored file of one partition.
@@ -226,7 +227,7 @@ func (a *Archiver) add(ctx context.Context, ap *archPart, rec *kgo.Record) {
 	if rec.Offset < ap.skipUntil {
 		return
 	}
-	row, err := DecodeEnriched(rec.Value)
+	row, err := a.dec.Decode(rec.Value)
 	if err != nil {
 		a.log.Error("enriched record cannot be archived; skipping it", zap.Int32("partition", rec.Partition), zap.Int64("offset", rec.Offset), zap.Error(err))
 		return

@@ -1,56 +1,236 @@
 package storage
 
 import (
+	"bytes"
 	"fmt"
 	"hash/fnv"
 	"io"
+	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/compress/zstd"
 )
 
-// EnrichedRow is one enriched record as the archive stores it, with the
-// Kafka position it came from.
-type EnrichedRow struct {
-	ID          string             `json:"id"`
-	DeviceID    string             `json:"device_id"`
-	TS          time.Time          `json:"ts"`
-	IngestedAt  time.Time          `json:"ingested_at"`
-	Region      string             `json:"region"`
-	Site        string             `json:"site"`
-	DeviceModel string             `json:"device_model"`
-	Lat         *float64           `json:"lat"`
-	Lon         *float64           `json:"lon"`
-	Tags        []string           `json:"tags"`
-	DeviceAttrs map[string]string  `json:"device_attrs"`
-	Metrics     map[string]float64 `json:"metrics"`
-	Attrs       map[string]string  `json:"attrs"`
-	Label       string             `json:"label"`
-	Derived     map[string]float64 `json:"derived"`
-	Score       float64            `json:"score"`
-	Threshold   float64            `json:"threshold"`
-	Model       string             `json:"model"`
-
-	Partition int32 `json:"-"`
-	Offset    int64 `json:"-"`
+// Field is one named number of a row (a metric or a derived figure).
+type Field struct {
+	Name  string
+	Value float64
 }
 
-// DecodeEnriched parses an enriched record value. Fields it does not know
-// are ignored, so a newer pipeline can add fields before the archive learns
-// them.
+// EnrichedRow is one enriched record as the archive stores it, with the
+// Kafka position it came from. Tags and the attribute maps stay JSON text,
+// which is how the archive stores them.
+type EnrichedRow struct {
+	ID          string
+	DeviceID    string
+	TS          time.Time
+	IngestedAt  time.Time
+	Region      string
+	Site        string
+	DeviceModel string
+	Lat         *float64
+	Lon         *float64
+	Tags        []byte // JSON array, or nil
+	DeviceAttrs []byte // JSON object, or nil
+	Attrs       []byte // JSON object, or nil
+	Metrics     []Field
+	Derived     []Field
+	Label       string
+	Score       float64
+	Threshold   float64
+	Model       string
+
+	Partition int32
+	Offset    int64
+}
+
+// DecodeEnriched parses one enriched record value; see EnrichedDecoder.
 func DecodeEnriched(b []byte) (EnrichedRow, error) {
+	var d EnrichedDecoder
+	return d.Decode(b)
+}
+
+// EnrichedDecoder parses enriched record values in one pass over their
+// tokens: no reflection, no maps, field names interned, and (the records
+// are Vigil's own output) no duplicate-name or UTF-8 re-validation. Fields
+// it does not know are skipped, so a newer pipeline can add fields before
+// the archive learns them. Reuse one decoder for many records; it is not
+// safe for concurrent use.
+type EnrichedDecoder struct {
+	dec   *jsontext.Decoder
+	rd    bytes.Reader
+	names map[string]string
+}
+
+var trusted = []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
+
+// name reads a string token without allocating for names seen before.
+func (d *EnrichedDecoder) name() (string, error) {
+	v, err := d.dec.ReadValue()
+	if err != nil {
+		return "", err
+	}
+	if v.Kind() != '"' {
+		return "", fmt.Errorf("want a string, got %s", v.Kind())
+	}
+	raw := v[1 : len(v)-1]
+	if bytes.IndexByte(raw, '\\') >= 0 {
+		var s string
+		if err := json.Unmarshal(v, &s); err != nil {
+			return "", err
+		}
+		return s, nil
+	}
+	if s, ok := d.names[string(raw)]; ok {
+		return s, nil
+	}
+	s := string(raw)
+	if len(d.names) < 4096 {
+		d.names[s] = s
+	}
+	return s, nil
+}
+
+// Decode parses one record value.
+func (d *EnrichedDecoder) Decode(b []byte) (EnrichedRow, error) {
 	var r EnrichedRow
-	if err := json.Unmarshal(b, &r); err != nil {
-		return r, fmt.Errorf("enriched record: %w", err)
+	d.rd.Reset(b)
+	if d.dec == nil {
+		d.dec = jsontext.NewDecoder(&d.rd, trusted...)
+		d.names = map[string]string{}
+	} else {
+		d.dec.Reset(&d.rd, trusted...)
+	}
+	dec := d.dec
+	str := func() (string, error) {
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return "", err
+		}
+		if tok.Kind() != '"' {
+			return "", fmt.Errorf("want a string, got %s", tok.Kind())
+		}
+		return tok.String(), nil
+	}
+	num := func() (float64, error) {
+		v, err := dec.ReadValue()
+		if err != nil {
+			return 0, err
+		}
+		if v.Kind() != '0' {
+			return 0, fmt.Errorf("want a number, got %s", v.Kind())
+		}
+		return strconv.ParseFloat(unsafeString(v), 64)
+	}
+	tm := func() (time.Time, error) {
+		v, err := dec.ReadValue()
+		if err != nil {
+			return time.Time{}, err
+		}
+		if v.Kind() != '"' {
+			return time.Time{}, fmt.Errorf("want a time string, got %s", v.Kind())
+		}
+		return time.Parse(time.RFC3339Nano, unsafeString(v[1:len(v)-1]))
+	}
+	raw := func() ([]byte, error) {
+		v, err := dec.ReadValue()
+		if err != nil {
+			return nil, err
+		}
+		return bytes.Clone(v), nil
+	}
+	fields := func(dst *[]Field) error {
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return err
+		}
+		if tok.Kind() != '{' {
+			return fmt.Errorf("want an object, got %s", tok.Kind())
+		}
+		for dec.PeekKind() != '}' {
+			name, err := d.name()
+			if err != nil {
+				return err
+			}
+			v, err := num()
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			*dst = append(*dst, Field{name, v})
+		}
+		_, err = dec.ReadToken()
+		return err
+	}
+	tok, err := dec.ReadToken()
+	if err != nil || tok.Kind() != '{' {
+		return r, fmt.Errorf("enriched record is not a JSON object")
+	}
+	for dec.PeekKind() != '}' {
+		name, err := d.name()
+		if err != nil {
+			return r, fmt.Errorf("enriched record: %w", err)
+		}
+		switch name {
+		case "id":
+			r.ID, err = str()
+		case "device_id":
+			r.DeviceID, err = d.name()
+		case "ts":
+			r.TS, err = tm()
+		case "ingested_at":
+			r.IngestedAt, err = tm()
+		case "region":
+			r.Region, err = d.name()
+		case "site":
+			r.Site, err = d.name()
+		case "device_model":
+			r.DeviceModel, err = d.name()
+		case "lat", "lon":
+			var v float64
+			v, err = num()
+			if name == "lat" {
+				r.Lat = &v
+			} else {
+				r.Lon = &v
+			}
+		case "tags":
+			r.Tags, err = raw()
+		case "device_attrs":
+			r.DeviceAttrs, err = raw()
+		case "attrs":
+			r.Attrs, err = raw()
+		case "label":
+			r.Label, err = d.name()
+		case "metrics":
+			err = fields(&r.Metrics)
+		case "derived":
+			err = fields(&r.Derived)
+		case "score":
+			r.Score, err = num()
+		case "threshold":
+			r.Threshold, err = num()
+		case "model":
+			r.Model, err = d.name()
+		default:
+			err = dec.SkipValue()
+		}
+		if err != nil {
+			return r, fmt.Errorf("enriched record field %s: %w", name, err)
+		}
 	}
 	if r.ID == "" || r.DeviceID == "" || r.TS.IsZero() || r.IngestedAt.IsZero() {
 		return r, fmt.Errorf("enriched record lacks id, device_id, ts or ingested_at")
 	}
+	r.TS, r.IngestedAt = r.TS.UTC(), r.IngestedAt.UTC()
 	return r, nil
 }
+
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // Schema of the archive's Parquet files
 //
@@ -82,6 +262,31 @@ type fixedCol struct {
 	name string
 	kind colKind
 }
+
+// Indexes into fixedColNames, in fixedCols order.
+const (
+	cID = iota
+	cDevice
+	cTS
+	cIngested
+	cRegion
+	cSite
+	cDeviceModel
+	cLat
+	cLon
+	cTags
+	cDeviceAttrs
+	cAttrs
+	cLabel
+	cScore
+	cThreshold
+	cModel
+	cPartition
+	cOffset
+)
+
+var fixedColNames = [...]string{"id", "device_id", "ts", "ingested_at", "region", "site", "device_model", "lat", "lon",
+	"tags", "device_attrs", "attrs", "label", "score", "threshold", "model", "kafka_partition", "kafka_offset"}
 
 var fixedCols = []fixedCol{
 	{"id", kString}, {"device_id", kString}, {"ts", kTime}, {"ingested_at", kTime}, {"region", kString},
@@ -164,11 +369,11 @@ func (cs *columnSet) col(m map[string]string, prefix, name string) string {
 func WriteParquet(w io.Writer, rows []EnrichedRow) (int64, error) {
 	cs := newColumnSet()
 	for i := range rows {
-		for k := range rows[i].Metrics {
-			cs.col(cs.metric, "m_", k)
+		for _, f := range rows[i].Metrics {
+			cs.col(cs.metric, "m_", f.Name)
 		}
-		for k := range rows[i].Derived {
-			cs.col(cs.derived, "d_", k)
+		for _, f := range rows[i].Derived {
+			cs.col(cs.derived, "d_", f.Name)
 		}
 	}
 	group := parquet.Group{}
@@ -187,48 +392,92 @@ func WriteParquet(w io.Writer, rows []EnrichedRow) (int64, error) {
 		index[path[0]] = i
 	}
 	ncols := len(schema.Columns())
+	var fx [len(fixedColNames)]int
+	for i, name := range fixedColNames {
+		fx[i] = index[name]
+	}
+	metricIdx := make(map[string]int, len(cs.metric))
+	for name, c := range cs.metric {
+		metricIdx[name] = index[c]
+	}
+	derivedIdx := make(map[string]int, len(cs.derived))
+	for name, c := range cs.derived {
+		derivedIdx[name] = index[c]
+	}
+	dynamic := make([]int, 0, ncols) // indexes of the metric and derived columns
+	for _, j := range metricIdx {
+		dynamic = append(dynamic, j)
+	}
+	for _, j := range derivedIdx {
+		dynamic = append(dynamic, j)
+	}
 	cw := &countWriter{w: w}
 	pw := parquet.NewWriter(cw, schema, parquet.Compression(&zstd.Codec{Level: zstd.SpeedDefault}), parquet.MaxRowsPerRowGroup(256_000))
-	// metric and derived columns of a row, by index, reused across rows
-	dyn := make([]float64, ncols)
-	has := make([]bool, ncols)
-	batch := make([]parquet.Row, 0, 1024)
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		if _, err := pw.WriteRows(batch); err != nil {
-			return fmt.Errorf("write parquet rows: %w", err)
-		}
-		batch = batch[:0]
-		return nil
-	}
+	const batchRows = 1024
+	values := make([]parquet.Value, batchRows*ncols)
+	batch := make([]parquet.Row, 0, batchRows)
 	for i := range rows {
 		r := &rows[i]
-		for j := range has {
-			has[j] = false
+		k := len(batch)
+		row := parquet.Row(values[k*ncols : (k+1)*ncols : (k+1)*ncols])
+		for _, j := range dynamic {
+			row[j] = parquet.NullValue().Level(0, 0, j)
 		}
-		for k, v := range r.Metrics {
-			j := index[cs.metric[k]]
-			dyn[j], has[j] = v, true
+		for _, f := range r.Metrics {
+			j := metricIdx[f.Name]
+			row[j] = parquet.DoubleValue(f.Value).Level(0, 1, j)
 		}
-		for k, v := range r.Derived {
-			j := index[cs.derived[k]]
-			dyn[j], has[j] = v, true
+		for _, f := range r.Derived {
+			j := derivedIdx[f.Name]
+			row[j] = parquet.DoubleValue(f.Value).Level(0, 1, j)
 		}
-		row := make(parquet.Row, ncols)
-		for j, path := range schema.Columns() {
-			row[j] = fixedValue(r, path[0], j, dyn[j], has[j])
-		}
-		batch = append(batch, row)
-		if len(batch) == cap(batch) {
-			if err := flush(); err != nil {
-				return cw.n, err
+		str := func(c int, s string) { row[fx[c]] = parquet.ByteArrayValue(unsafeBytes(s)).Level(0, 0, fx[c]) }
+		optStr := func(c int, s string) {
+			if s == "" {
+				row[fx[c]] = parquet.NullValue().Level(0, 0, fx[c])
+			} else {
+				row[fx[c]] = parquet.ByteArrayValue(unsafeBytes(s)).Level(0, 1, fx[c])
 			}
 		}
-	}
-	if err := flush(); err != nil {
-		return cw.n, err
+		optRaw := func(c int, b []byte) {
+			if len(b) == 0 || string(b) == "null" {
+				row[fx[c]] = parquet.NullValue().Level(0, 0, fx[c])
+			} else {
+				row[fx[c]] = parquet.ByteArrayValue(b).Level(0, 1, fx[c])
+			}
+		}
+		optNum := func(c int, p *float64) {
+			if p == nil {
+				row[fx[c]] = parquet.NullValue().Level(0, 0, fx[c])
+			} else {
+				row[fx[c]] = parquet.DoubleValue(*p).Level(0, 1, fx[c])
+			}
+		}
+		str(cID, r.ID)
+		str(cDevice, r.DeviceID)
+		row[fx[cTS]] = parquet.Int64Value(r.TS.UnixMicro()).Level(0, 0, fx[cTS])
+		row[fx[cIngested]] = parquet.Int64Value(r.IngestedAt.UnixMicro()).Level(0, 0, fx[cIngested])
+		str(cRegion, r.Region)
+		optStr(cSite, r.Site)
+		optStr(cDeviceModel, r.DeviceModel)
+		optNum(cLat, r.Lat)
+		optNum(cLon, r.Lon)
+		optRaw(cTags, r.Tags)
+		optRaw(cDeviceAttrs, r.DeviceAttrs)
+		optRaw(cAttrs, r.Attrs)
+		optStr(cLabel, r.Label)
+		row[fx[cScore]] = parquet.DoubleValue(r.Score).Level(0, 0, fx[cScore])
+		row[fx[cThreshold]] = parquet.DoubleValue(r.Threshold).Level(0, 0, fx[cThreshold])
+		str(cModel, r.Model)
+		row[fx[cPartition]] = parquet.Int32Value(r.Partition).Level(0, 0, fx[cPartition])
+		row[fx[cOffset]] = parquet.Int64Value(r.Offset).Level(0, 0, fx[cOffset])
+		batch = append(batch, row)
+		if len(batch) == batchRows || i == len(rows)-1 {
+			if _, err := pw.WriteRows(batch); err != nil {
+				return cw.n, fmt.Errorf("write parquet rows: %w", err)
+			}
+			batch = batch[:0]
+		}
 	}
 	if err := pw.Close(); err != nil {
 		return cw.n, fmt.Errorf("close parquet writer: %w", err)
@@ -236,75 +485,9 @@ func WriteParquet(w io.Writer, rows []EnrichedRow) (int64, error) {
 	return cw.n, nil
 }
 
-func optString(s string, j int) parquet.Value {
-	if s == "" {
-		return parquet.NullValue().Level(0, 0, j)
-	}
-	return parquet.ByteArrayValue([]byte(s)).Level(0, 1, j)
-}
-
-func jsonText(v any, empty bool, j int) parquet.Value {
-	if empty {
-		return parquet.NullValue().Level(0, 0, j)
-	}
-	b, err := json.Marshal(v, json.Deterministic(true))
-	if err != nil {
-		return parquet.NullValue().Level(0, 0, j)
-	}
-	return parquet.ByteArrayValue(b).Level(0, 1, j)
-}
-
-func optDouble(p *float64, j int) parquet.Value {
-	if p == nil {
-		return parquet.NullValue().Level(0, 0, j)
-	}
-	return parquet.DoubleValue(*p).Level(0, 1, j)
-}
-
-func fixedValue(r *EnrichedRow, col string, j int, dyn float64, has bool) parquet.Value {
-	switch col {
-	case "id":
-		return parquet.ByteArrayValue([]byte(r.ID)).Level(0, 0, j)
-	case "device_id":
-		return parquet.ByteArrayValue([]byte(r.DeviceID)).Level(0, 0, j)
-	case "ts":
-		return parquet.Int64Value(r.TS.UnixMicro()).Level(0, 0, j)
-	case "ingested_at":
-		return parquet.Int64Value(r.IngestedAt.UnixMicro()).Level(0, 0, j)
-	case "region":
-		return parquet.ByteArrayValue([]byte(r.Region)).Level(0, 0, j)
-	case "site":
-		return optString(r.Site, j)
-	case "device_model":
-		return optString(r.DeviceModel, j)
-	case "lat":
-		return optDouble(r.Lat, j)
-	case "lon":
-		return optDouble(r.Lon, j)
-	case "tags":
-		return jsonText(r.Tags, len(r.Tags) == 0, j)
-	case "device_attrs":
-		return jsonText(r.DeviceAttrs, len(r.DeviceAttrs) == 0, j)
-	case "attrs":
-		return jsonText(r.Attrs, len(r.Attrs) == 0, j)
-	case "label":
-		return optString(r.Label, j)
-	case "score":
-		return parquet.DoubleValue(r.Score).Level(0, 0, j)
-	case "threshold":
-		return parquet.DoubleValue(r.Threshold).Level(0, 0, j)
-	case "model":
-		return parquet.ByteArrayValue([]byte(r.Model)).Level(0, 0, j)
-	case "kafka_partition":
-		return parquet.Int32Value(r.Partition).Level(0, 0, j)
-	case "kafka_offset":
-		return parquet.Int64Value(r.Offset).Level(0, 0, j)
-	}
-	if has {
-		return parquet.DoubleValue(dyn).Level(0, 1, j)
-	}
-	return parquet.NullValue().Level(0, 0, j)
-}
+// unsafeBytes views s as bytes without a copy; parquet-go copies values
+// into its pages in WriteRows, before the row's strings could go away.
+func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 type countWriter struct {
 	w io.Writer

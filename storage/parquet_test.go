@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+
 	_ "github.com/duckdb/duckdb-go/v2" // DuckDB reads the archive back
 )
 
@@ -18,13 +21,13 @@ func sampleRows(n int, start int64, metrics ...string) []EnrichedRow {
 	lat := 52.1
 	rows := make([]EnrichedRow, n)
 	for i := range rows {
-		m := map[string]float64{}
+		var m []Field
 		for k, name := range metrics {
-			m[name] = float64(i*10 + k)
+			m = append(m, Field{name, float64(i*10 + k)})
 		}
 		rows[i] = EnrichedRow{ID: fmt.Sprintf("r%d", start+int64(i)), DeviceID: fmt.Sprintf("d%d", i%3), TS: t0.Add(time.Duration(i) * time.Second),
 			IngestedAt: t0.Add(time.Duration(i) * time.Second), Region: "eu", Site: "s1", Lat: &lat, Lon: &lat,
-			Tags: []string{"a"}, Attrs: map[string]string{"mode": "auto"}, Metrics: m, Derived: map[string]float64{"temp.z": 1.5},
+			Tags: []byte(`["a"]`), Attrs: []byte(`{"mode":"auto"}`), Metrics: m, Derived: []Field{{"temp.z", 1.5}},
 			Score: 0.1, Threshold: 0.8, Model: "baseline-v1", Partition: 0, Offset: start + int64(i)}
 	}
 	return rows
@@ -90,5 +93,47 @@ func TestColumnNames(t *testing.T) {
 	}
 	if got := cs.col(cs.metric, "m_", "id"); got != "m_id" {
 		t.Fatalf("metric id: %q", got)
+	}
+}
+
+// enrichedJSON renders a row as the pipeline writes it on Kafka.
+func enrichedJSON(r EnrichedRow) []byte {
+	obj := map[string]any{"id": r.ID, "device_id": r.DeviceID, "ts": r.TS, "ingested_at": r.IngestedAt, "region": r.Region,
+		"site": r.Site, "score": r.Score, "threshold": r.Threshold, "model": r.Model, "lat": r.Lat, "lon": r.Lon}
+	m, d := map[string]float64{}, map[string]float64{}
+	for _, f := range r.Metrics {
+		m[f.Name] = f.Value
+	}
+	for _, f := range r.Derived {
+		d[f.Name] = f.Value
+	}
+	obj["metrics"], obj["derived"] = m, d
+	if r.Attrs != nil {
+		obj["attrs"] = jsontext.Value(r.Attrs)
+	}
+	if r.Tags != nil {
+		obj["tags"] = jsontext.Value(r.Tags)
+	}
+	b, err := json.Marshal(obj)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func TestDecodeEnrichedRoundTrip(t *testing.T) {
+	for _, r := range sampleRows(3, 7, "temp", "rpm") {
+		got, err := DecodeEnriched(enrichedJSON(r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.ID != r.ID || !got.TS.Equal(r.TS) || got.Site != "s1" || *got.Lat != *r.Lat || len(got.Metrics) != 2 || string(got.Attrs) != `{"mode":"auto"}` || string(got.Tags) != `["a"]` || got.Derived[0] != (Field{"temp.z", 1.5}) {
+			t.Fatalf("round trip: %+v vs %+v", got, r)
+		}
+	}
+	for _, bad := range []string{`[]`, `{"id":"x"}`, `{"id":1}`, `{"id":"x","device_id":"d","ts":"nope","ingested_at":"2026-01-01T00:00:00Z"}`, `{"metrics":{"a":"b"}}`} {
+		if _, err := DecodeEnriched([]byte(bad)); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
 	}
 }

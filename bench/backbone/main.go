@@ -39,10 +39,11 @@ import (
 func main() {
 	seconds := flag.Int("seconds", 10, "length of each load phase")
 	bin := flag.String("vigil", "", "vigil binary (default: go build it)")
+	archive := flag.Bool("archive", true, "run the archiver in the measured process (archive.enabled)")
 	posters := flag.Int("posters", 8, "concurrent HTTP posters")
 	batch := flag.Int("batch", 500, "readings per POST")
 	flag.Parse()
-	if err := run(*seconds, *bin, *posters, *batch); err != nil {
+	if err := run(*seconds, *bin, *posters, *batch, *archive); err != nil {
 		fmt.Fprintln(os.Stderr, "backbone:", err)
 		os.Exit(1)
 	}
@@ -59,7 +60,7 @@ func freeAddr() string {
 	return l.Addr().String()
 }
 
-func run(seconds int, bin string, posters, batch int) error {
+func run(seconds int, bin string, posters, batch int, archive bool) error {
 	dir, err := os.MkdirTemp("", "vigil-bench-")
 	if err != nil {
 		return err
@@ -74,7 +75,8 @@ func run(seconds int, bin string, posters, batch int) error {
 	httpAddr, kafkaAddr := freeAddr(), freeAddr()
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = append(os.Environ(), "VIGIL_DATA_DIR="+filepath.Join(dir, "data"), "VIGIL_HTTP_ADDR="+httpAddr,
-		"VIGIL_KAFKA_EMBEDDED_ADDR="+kafkaAddr, "VIGIL_ADMIN_TOKEN="+token, "VIGIL_LOG_LEVEL=warn")
+		"VIGIL_KAFKA_EMBEDDED_ADDR="+kafkaAddr, "VIGIL_ADMIN_TOKEN="+token, "VIGIL_LOG_LEVEL=warn",
+		fmt.Sprintf("VIGIL_ARCHIVE_ENABLED=%t", archive))
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
@@ -88,7 +90,7 @@ func run(seconds int, bin string, posters, batch int) error {
 	if err := waitReady(base); err != nil {
 		return fmt.Errorf("%w\n%s", err, logs.String())
 	}
-	fmt.Printf("machine: %d cores; vigil at %s, embedded Kafka at %s\n", numCPU(), base, kafkaAddr)
+	fmt.Printf("machine: %d cores; vigil at %s, embedded Kafka at %s; archiver in process: %t\n", numCPU(), base, kafkaAddr, archive)
 
 	base1, err := baseline(kafkaAddr, seconds)
 	if err != nil {
@@ -106,6 +108,18 @@ func run(seconds int, bin string, posters, batch int) error {
 	}
 	fmt.Printf("backbone  POST -> enriched committed:                   %8.0f readings/s  (%.2f of baseline)\n", thr, thr/base1)
 
+	if archive {
+		// Steady state: let the archiver take in the backlog of the
+		// throughput phase before latency is measured.
+		start := time.Now()
+		for time.Since(start) < 120*time.Second {
+			if metric(base, "vigil_archive_rows_total")+metric(base, "vigil_archive_pending_rows") >= metric(base, "vigil_pipeline_readings_total") {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		fmt.Printf("          archiver caught up with the backlog in %s\n", time.Since(start).Round(100*time.Millisecond))
+	}
 	p50, p99, n, rate, err := latency(base, kafkaAddr, gwKey, seconds, thr/2, batch)
 	if err != nil {
 		return fmt.Errorf("latency: %w", err)
