@@ -43,15 +43,52 @@ type Archiver struct {
 	dec   EnrichedDecoder
 }
 
-// file is a closed, not yet stored file of one partition.
+// file is one Parquet file of a partition: open (rows are encoded into
+// buf as they arrive) or closed and waiting for the store.
 type file struct {
-	rows       []EnrichedRow
+	buf        *bytes.Buffer
+	fw         *FileWriter
+	data       []byte // the whole file, once closed
+	encodeErr  error
+	rows       int
 	region     string
 	bucket     time.Time
 	first      int64
 	last       int64
 	maxIngest  time.Time
 	leaderEpoc int32
+}
+
+// derivedSuffixes are the pipeline's derived figures per metric: a file
+// gets a column for each, so rows of warming-up and warm devices share it.
+var derivedSuffixes = []string{".delta", ".rate", ".mean", ".std", ".z", ".vol", ".stuck"}
+
+func newFile(row *EnrichedRow, bucket time.Time, offset int64, epoch int32) *file {
+	metrics := make([]string, 0, len(row.Metrics))
+	derived := []string{"dt_s", "dt.z"}
+	for _, m := range row.Metrics {
+		metrics = append(metrics, m.Name)
+		for _, suf := range derivedSuffixes {
+			derived = append(derived, m.Name+suf)
+		}
+	}
+	for _, d := range row.Derived {
+		derived = append(derived, d.Name)
+	}
+	buf := &bytes.Buffer{}
+	return &file{buf: buf, fw: NewFileWriter(buf, metrics, dedupe(derived)), region: row.Region, bucket: bucket, first: offset, leaderEpoc: epoch}
+}
+
+func dedupe(names []string) []string {
+	seen := make(map[string]bool, len(names))
+	out := names[:0]
+	for _, n := range names {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // archPart is the archiver's state for one partition.
@@ -92,7 +129,7 @@ func NewArchiver(o ArchiverOptions) (*Archiver, error) {
 		bytes:       prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_archive_bytes_total", Help: "Bytes of Parquet stored."}),
 		failures:    prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_archive_store_failures_total", Help: "Failed object writes (retried with backoff)."}),
 		skipped:     prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_archive_already_stored_total", Help: "Files found already in the bucket at recovery and skipped."}),
-		put:         prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vigil_archive_put_seconds", Help: "Time to encode and store one object.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
+		put:         prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vigil_archive_put_seconds", Help: "Time to store one object (rows are encoded as they arrive).", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
 		up:          prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_archive_store_up", Help: "1 while the object store accepts writes, 0 during an outage."}),
 		pendingRows: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_archive_pending_rows", Help: "Rows held in memory, not yet stored."}),
 	}
@@ -146,10 +183,10 @@ func (a *Archiver) revoked(_ context.Context, _ *kgo.Client, m map[string][]int3
 func (ap *archPart) rowCount() int {
 	n := 0
 	if ap.open != nil {
-		n += len(ap.open.rows)
+		n += ap.open.rows
 	}
 	for _, f := range ap.pending {
-		n += len(f.rows)
+		n += f.rows
 	}
 	return n
 }
@@ -250,33 +287,42 @@ func (a *Archiver) add(ctx context.Context, ap *archPart, rec *kgo.Record) {
 		}
 		ap.needProbe = false
 	}
-	if f := ap.open; f != nil && (!f.bucket.Equal(bucket) || f.region != row.Region) {
+	if f := ap.open; f != nil && (!f.bucket.Equal(bucket) || f.region != row.Region || !f.fw.Fits(&row)) {
 		ap.closeOpen()
 	}
 	if ap.open == nil {
-		ap.open = &file{region: row.Region, bucket: bucket, first: rec.Offset, leaderEpoc: rec.LeaderEpoch}
+		ap.open = newFile(&row, bucket, rec.Offset, rec.LeaderEpoch)
 		ap.bytes = 0
 		ap.openedAt = time.Now()
 	}
 	f := ap.open
-	f.rows = append(f.rows, row)
+	if err := f.fw.Write(&row); err != nil && f.encodeErr == nil {
+		f.encodeErr = err
+	}
+	f.rows++
 	f.last = rec.Offset
 	f.leaderEpoc = rec.LeaderEpoch
 	if row.IngestedAt.After(f.maxIngest) {
 		f.maxIngest = row.IngestedAt
 	}
 	ap.bytes += int64(len(rec.Value))
-	if len(f.rows) >= a.cfg.MaxRecords || ap.bytes >= a.cfg.MaxBytes {
+	if f.rows >= a.cfg.MaxRecords || ap.bytes >= a.cfg.MaxBytes {
 		ap.closeOpen()
 		a.storePending(ctx, ap, false)
 	}
 }
 
 func (ap *archPart) closeOpen() {
-	if ap.open != nil {
-		ap.pending = append(ap.pending, ap.open)
-		ap.open = nil
+	f := ap.open
+	if f == nil {
+		return
 	}
+	if _, err := f.fw.Close(); err != nil && f.encodeErr == nil {
+		f.encodeErr = err
+	}
+	f.data, f.fw, f.buf = f.buf.Bytes(), nil, nil
+	ap.pending = append(ap.pending, f)
+	ap.open = nil
 }
 
 func (a *Archiver) listRetry(ctx context.Context, prefix string) ([]ObjectInfo, error) {
@@ -321,7 +367,7 @@ func (a *Archiver) storePending(ctx context.Context, ap *archPart, force bool) {
 				a.m.up.Set(0)
 			}
 			a.log.Error("archive write failed; partition paused, offsets not committed, retrying; ingest and alerting go on",
-				zap.String("store", a.o.Store.String()), zap.Int32("partition", ap.p), zap.Int("rows", len(f.rows)),
+				zap.String("store", a.o.Store.String()), zap.Int32("partition", ap.p), zap.Int("rows", f.rows),
 				zap.Duration("retry_in", ap.backoff), zap.Error(err))
 			return
 		}
@@ -348,13 +394,13 @@ func (a *Archiver) storePending(ctx context.Context, ap *archPart, force bool) {
 // name holds exactly these offsets (the name says so), so it counts as stored.
 func (a *Archiver) store(ctx context.Context, p int32, f *file) error {
 	start := time.Now()
-	var buf bytes.Buffer
-	n, err := WriteParquet(&buf, f.rows)
-	if err != nil {
-		return err
+	if f.encodeErr != nil {
+		// a bug, not an outage: the offsets stay uncommitted and the log says why
+		return fmt.Errorf("encode parquet for offsets %d-%d: %w", f.first, f.last, f.encodeErr)
 	}
+	n := int64(len(f.data))
 	key := ObjectKey(f.region, f.bucket, a.o.Topic, p, f.first, f.last)
-	_, err = a.o.Store.PutIfAbsent(ctx, key, bytes.NewReader(buf.Bytes()), n)
+	_, err := a.o.Store.PutIfAbsent(ctx, key, bytes.NewReader(f.data), n)
 	if errors.Is(err, ErrPrecondition) {
 		a.log.Info("object already stored (a retry after an unacknowledged write)", zap.String("key", key))
 		err = nil
@@ -363,10 +409,10 @@ func (a *Archiver) store(ctx context.Context, p int32, f *file) error {
 		return err
 	}
 	a.m.files.Inc()
-	a.m.rows.Add(float64(len(f.rows)))
+	a.m.rows.Add(float64(f.rows))
 	a.m.bytes.Add(float64(n))
-	a.m.put.Observe(time.Since(start).Seconds())
-	a.log.Debug("archived", zap.String("key", key), zap.Int("rows", len(f.rows)), zap.Int64("bytes", n))
+	a.m.put.Observe(time.Since(start).Seconds()) // the store's part: encoding happened as rows arrived
+	a.log.Debug("archived", zap.String("key", key), zap.Int("rows", f.rows), zap.Int64("bytes", n))
 	return nil
 }
 

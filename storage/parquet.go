@@ -364,17 +364,34 @@ func (cs *columnSet) col(m map[string]string, prefix, name string) string {
 	return c
 }
 
-// WriteParquet writes rows as one Parquet file to w and returns the number
-// of bytes written.
-func WriteParquet(w io.Writer, rows []EnrichedRow) (int64, error) {
+// FileWriter streams rows into one Parquet file whose metric and derived
+// columns are fixed when it is created. Rows are encoded as they are
+// written (the archiver spreads the work over the records' arrival instead
+// of encoding a whole file at once), and only compressed pages and the
+// current row group are held in memory.
+type FileWriter struct {
+	cw         *countWriter
+	pw         *parquet.Writer
+	ncols      int
+	fx         [len(fixedColNames)]int
+	metricIdx  map[string]int
+	derivedIdx map[string]int
+	dynamic    []int
+	values     []parquet.Value
+	batch      []parquet.Row
+	rows       int
+}
+
+const batchRows = 256
+
+// NewFileWriter starts a file with a column for each metric and derived name.
+func NewFileWriter(w io.Writer, metrics, derived []string) *FileWriter {
 	cs := newColumnSet()
-	for i := range rows {
-		for _, f := range rows[i].Metrics {
-			cs.col(cs.metric, "m_", f.Name)
-		}
-		for _, f := range rows[i].Derived {
-			cs.col(cs.derived, "d_", f.Name)
-		}
+	for _, m := range metrics {
+		cs.col(cs.metric, "m_", m)
+	}
+	for _, d := range derived {
+		cs.col(cs.derived, "d_", d)
 	}
 	group := parquet.Group{}
 	for _, c := range fixedCols {
@@ -391,102 +408,162 @@ func WriteParquet(w io.Writer, rows []EnrichedRow) (int64, error) {
 	for i, path := range schema.Columns() {
 		index[path[0]] = i
 	}
-	ncols := len(schema.Columns())
-	var fx [len(fixedColNames)]int
+	f := &FileWriter{ncols: len(schema.Columns()), metricIdx: make(map[string]int, len(cs.metric)), derivedIdx: make(map[string]int, len(cs.derived))}
 	for i, name := range fixedColNames {
-		fx[i] = index[name]
+		f.fx[i] = index[name]
 	}
-	metricIdx := make(map[string]int, len(cs.metric))
 	for name, c := range cs.metric {
-		metricIdx[name] = index[c]
+		f.metricIdx[name] = index[c]
+		f.dynamic = append(f.dynamic, index[c])
 	}
-	derivedIdx := make(map[string]int, len(cs.derived))
 	for name, c := range cs.derived {
-		derivedIdx[name] = index[c]
+		f.derivedIdx[name] = index[c]
+		f.dynamic = append(f.dynamic, index[c])
 	}
-	dynamic := make([]int, 0, ncols) // indexes of the metric and derived columns
-	for _, j := range metricIdx {
-		dynamic = append(dynamic, j)
-	}
-	for _, j := range derivedIdx {
-		dynamic = append(dynamic, j)
-	}
-	cw := &countWriter{w: w}
-	pw := parquet.NewWriter(cw, schema, parquet.Compression(&zstd.Codec{Level: zstd.SpeedDefault}), parquet.MaxRowsPerRowGroup(256_000))
-	const batchRows = 1024
-	values := make([]parquet.Value, batchRows*ncols)
-	batch := make([]parquet.Row, 0, batchRows)
-	for i := range rows {
-		r := &rows[i]
-		k := len(batch)
-		row := parquet.Row(values[k*ncols : (k+1)*ncols : (k+1)*ncols])
-		for _, j := range dynamic {
-			row[j] = parquet.NullValue().Level(0, 0, j)
-		}
-		for _, f := range r.Metrics {
-			j := metricIdx[f.Name]
-			row[j] = parquet.DoubleValue(f.Value).Level(0, 1, j)
-		}
-		for _, f := range r.Derived {
-			j := derivedIdx[f.Name]
-			row[j] = parquet.DoubleValue(f.Value).Level(0, 1, j)
-		}
-		str := func(c int, s string) { row[fx[c]] = parquet.ByteArrayValue(unsafeBytes(s)).Level(0, 0, fx[c]) }
-		optStr := func(c int, s string) {
-			if s == "" {
-				row[fx[c]] = parquet.NullValue().Level(0, 0, fx[c])
-			} else {
-				row[fx[c]] = parquet.ByteArrayValue(unsafeBytes(s)).Level(0, 1, fx[c])
-			}
-		}
-		optRaw := func(c int, b []byte) {
-			if len(b) == 0 || string(b) == "null" {
-				row[fx[c]] = parquet.NullValue().Level(0, 0, fx[c])
-			} else {
-				row[fx[c]] = parquet.ByteArrayValue(b).Level(0, 1, fx[c])
-			}
-		}
-		optNum := func(c int, p *float64) {
-			if p == nil {
-				row[fx[c]] = parquet.NullValue().Level(0, 0, fx[c])
-			} else {
-				row[fx[c]] = parquet.DoubleValue(*p).Level(0, 1, fx[c])
-			}
-		}
-		str(cID, r.ID)
-		str(cDevice, r.DeviceID)
-		row[fx[cTS]] = parquet.Int64Value(r.TS.UnixMicro()).Level(0, 0, fx[cTS])
-		row[fx[cIngested]] = parquet.Int64Value(r.IngestedAt.UnixMicro()).Level(0, 0, fx[cIngested])
-		str(cRegion, r.Region)
-		optStr(cSite, r.Site)
-		optStr(cDeviceModel, r.DeviceModel)
-		optNum(cLat, r.Lat)
-		optNum(cLon, r.Lon)
-		optRaw(cTags, r.Tags)
-		optRaw(cDeviceAttrs, r.DeviceAttrs)
-		optRaw(cAttrs, r.Attrs)
-		optStr(cLabel, r.Label)
-		row[fx[cScore]] = parquet.DoubleValue(r.Score).Level(0, 0, fx[cScore])
-		row[fx[cThreshold]] = parquet.DoubleValue(r.Threshold).Level(0, 0, fx[cThreshold])
-		str(cModel, r.Model)
-		row[fx[cPartition]] = parquet.Int32Value(r.Partition).Level(0, 0, fx[cPartition])
-		row[fx[cOffset]] = parquet.Int64Value(r.Offset).Level(0, 0, fx[cOffset])
-		batch = append(batch, row)
-		if len(batch) == batchRows || i == len(rows)-1 {
-			if _, err := pw.WriteRows(batch); err != nil {
-				return cw.n, fmt.Errorf("write parquet rows: %w", err)
-			}
-			batch = batch[:0]
-		}
-	}
-	if err := pw.Close(); err != nil {
-		return cw.n, fmt.Errorf("close parquet writer: %w", err)
-	}
-	return cw.n, nil
+	f.cw = &countWriter{w: w}
+	f.pw = parquet.NewWriter(f.cw, schema, parquet.Compression(&zstd.Codec{Level: zstd.SpeedDefault}), parquet.MaxRowsPerRowGroup(256_000))
+	f.values = make([]parquet.Value, batchRows*f.ncols)
+	f.batch = make([]parquet.Row, 0, batchRows)
+	return f
 }
 
-// unsafeBytes views s as bytes without a copy; parquet-go copies values
-// into its pages in WriteRows, before the row's strings could go away.
+// Rows is the number of rows written so far.
+func (f *FileWriter) Rows() int { return f.rows }
+
+// Fits reports whether every metric and derived name of r has a column.
+func (f *FileWriter) Fits(r *EnrichedRow) bool {
+	for _, m := range r.Metrics {
+		if _, ok := f.metricIdx[m.Name]; !ok {
+			return false
+		}
+	}
+	for _, d := range r.Derived {
+		if _, ok := f.derivedIdx[d.Name]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// Write adds one row; r must fit (see Fits). A name without a column is
+// dropped, so check Fits first.
+func (f *FileWriter) Write(r *EnrichedRow) error {
+	k := len(f.batch)
+	row := parquet.Row(f.values[k*f.ncols : (k+1)*f.ncols : (k+1)*f.ncols])
+	for _, j := range f.dynamic {
+		row[j] = parquet.NullValue().Level(0, 0, j)
+	}
+	for _, m := range r.Metrics {
+		if j, ok := f.metricIdx[m.Name]; ok {
+			row[j] = parquet.DoubleValue(m.Value).Level(0, 1, j)
+		}
+	}
+	for _, d := range r.Derived {
+		if j, ok := f.derivedIdx[d.Name]; ok {
+			row[j] = parquet.DoubleValue(d.Value).Level(0, 1, j)
+		}
+	}
+	fx := &f.fx
+	str := func(c int, s string) { row[fx[c]] = parquet.ByteArrayValue(unsafeBytes(s)).Level(0, 0, fx[c]) }
+	optStr := func(c int, s string) {
+		if s == "" {
+			row[fx[c]] = parquet.NullValue().Level(0, 0, fx[c])
+		} else {
+			row[fx[c]] = parquet.ByteArrayValue(unsafeBytes(s)).Level(0, 1, fx[c])
+		}
+	}
+	optRaw := func(c int, b []byte) {
+		if len(b) == 0 || string(b) == "null" {
+			row[fx[c]] = parquet.NullValue().Level(0, 0, fx[c])
+		} else {
+			row[fx[c]] = parquet.ByteArrayValue(b).Level(0, 1, fx[c])
+		}
+	}
+	optNum := func(c int, p *float64) {
+		if p == nil {
+			row[fx[c]] = parquet.NullValue().Level(0, 0, fx[c])
+		} else {
+			row[fx[c]] = parquet.DoubleValue(*p).Level(0, 1, fx[c])
+		}
+	}
+	str(cID, r.ID)
+	str(cDevice, r.DeviceID)
+	row[fx[cTS]] = parquet.Int64Value(r.TS.UnixMicro()).Level(0, 0, fx[cTS])
+	row[fx[cIngested]] = parquet.Int64Value(r.IngestedAt.UnixMicro()).Level(0, 0, fx[cIngested])
+	str(cRegion, r.Region)
+	optStr(cSite, r.Site)
+	optStr(cDeviceModel, r.DeviceModel)
+	optNum(cLat, r.Lat)
+	optNum(cLon, r.Lon)
+	optRaw(cTags, r.Tags)
+	optRaw(cDeviceAttrs, r.DeviceAttrs)
+	optRaw(cAttrs, r.Attrs)
+	optStr(cLabel, r.Label)
+	row[fx[cScore]] = parquet.DoubleValue(r.Score).Level(0, 0, fx[cScore])
+	row[fx[cThreshold]] = parquet.DoubleValue(r.Threshold).Level(0, 0, fx[cThreshold])
+	str(cModel, r.Model)
+	row[fx[cPartition]] = parquet.Int32Value(r.Partition).Level(0, 0, fx[cPartition])
+	row[fx[cOffset]] = parquet.Int64Value(r.Offset).Level(0, 0, fx[cOffset])
+	f.batch = append(f.batch, row)
+	f.rows++
+	if len(f.batch) == batchRows {
+		return f.flush()
+	}
+	return nil
+}
+
+func (f *FileWriter) flush() error {
+	if len(f.batch) == 0 {
+		return nil
+	}
+	if _, err := f.pw.WriteRows(f.batch); err != nil {
+		return fmt.Errorf("write parquet rows: %w", err)
+	}
+	f.batch = f.batch[:0]
+	return nil
+}
+
+// Close writes the file's footer and returns the file's size.
+func (f *FileWriter) Close() (int64, error) {
+	if err := f.flush(); err != nil {
+		return f.cw.n, err
+	}
+	if err := f.pw.Close(); err != nil {
+		return f.cw.n, fmt.Errorf("close parquet writer: %w", err)
+	}
+	return f.cw.n, nil
+}
+
+// WriteParquet writes rows as one Parquet file to w, with a column for
+// every metric and derived name any row has, and returns its size.
+func WriteParquet(w io.Writer, rows []EnrichedRow) (int64, error) {
+	var metrics, derived []string
+	seenM, seenD := map[string]bool{}, map[string]bool{}
+	for i := range rows {
+		for _, m := range rows[i].Metrics {
+			if !seenM[m.Name] {
+				seenM[m.Name] = true
+				metrics = append(metrics, m.Name)
+			}
+		}
+		for _, d := range rows[i].Derived {
+			if !seenD[d.Name] {
+				seenD[d.Name] = true
+				derived = append(derived, d.Name)
+			}
+		}
+	}
+	fw := NewFileWriter(w, metrics, derived)
+	for i := range rows {
+		if err := fw.Write(&rows[i]); err != nil {
+			return 0, err
+		}
+	}
+	return fw.Close()
+}
+
+// unsafeBytes views s as bytes without a copy; the value keeps the string
+// alive and parquet-go never writes into it.
 func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 type countWriter struct {
