@@ -371,7 +371,7 @@ func (cs *columnSet) col(m map[string]string, prefix, name string) string {
 // current row group are held in memory.
 type FileWriter struct {
 	cw         *countWriter
-	pw         *parquet.Writer
+	pw         *parquet.GenericWriter[any]
 	ncols      int
 	fx         [len(fixedColNames)]int
 	metricIdx  map[string]int
@@ -421,7 +421,7 @@ func NewFileWriter(w io.Writer, metrics, derived []string) *FileWriter {
 		f.dynamic = append(f.dynamic, index[c])
 	}
 	f.cw = &countWriter{w: w}
-	f.pw = parquet.NewWriter(f.cw, schema, parquet.Compression(&zstd.Codec{Level: zstd.SpeedDefault}), parquet.MaxRowsPerRowGroup(256_000))
+	f.pw = parquet.NewGenericWriter[any](f.cw, schema, parquet.Compression(&zstd.Codec{Level: zstd.SpeedDefault}), parquet.MaxRowsPerRowGroup(256_000))
 	f.values = make([]parquet.Value, batchRows*f.ncols)
 	f.batch = make([]parquet.Row, 0, batchRows)
 	return f
