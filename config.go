@@ -42,6 +42,7 @@ type Config struct {
 	Ingest   ingest.Config         `yaml:"ingest"`
 	Pipeline pipeline.Config       `yaml:"pipeline"`
 	Simulate simulate.Config       `yaml:"simulate"`
+	Console  web.ConsoleConfig     `yaml:"console"`
 	Log      struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"`
@@ -91,7 +92,7 @@ func (c Config) Validate() error {
 	sections := []struct {
 		name string
 		v    interface{ Validate() error }
-	}{{"http", c.HTTP}, {"kafka", c.Kafka}, {"storage", c.Storage}, {"archive", c.Archive}, {"ingest", c.Ingest}, {"pipeline", c.Pipeline}, {"simulate", c.Simulate}}
+	}{{"http", c.HTTP}, {"kafka", c.Kafka}, {"storage", c.Storage}, {"archive", c.Archive}, {"ingest", c.Ingest}, {"pipeline", c.Pipeline}, {"simulate", c.Simulate}, {"console", c.Console}}
 	for _, s := range sections {
 		if err := s.v.Validate(); err != nil {
 			return fmt.Errorf("%s.%w", s.name, err)

@@ -175,8 +175,17 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		_, _ = rand.Read(rb[:])
 		token = hex.EncodeToString(rb[:])
 	}
+	consoleDir := filepath.Join(cfg.Data.Dir, "console")
+	if err := os.MkdirAll(consoleDir, 0o755); err != nil {
+		return fmt.Errorf("data.dir: %w", err)
+	}
+	console := web.NewConsole(cfg.Console, store, consoleDir, log.Named("console"))
+	defer console.Close()
+	status := &web.StatusWriter{Region: cfg.Region, Store: store, Gatherer: reg, Interval: cfg.Console.StatusInterval, KafkaOpts: b.Opts(),
+		Topics: []string{cfg.Kafka.Topics.Raw, cfg.Kafka.Topics.Enriched, cfg.Kafka.Topics.Alerts, cfg.Kafka.Topics.DLQ}, Logger: log.Named("status")}
 	srv, err := web.New(web.Options{
 		Config: cfg.HTTP, AdminToken: token, Ingest: ing, Registry: registry, Alerts: alerts, Gatherer: reg, Logger: log.Named("web"),
+		Console: console, Store: store, Region: cfg.Region, KafkaOpts: b.Opts(), EnrichedTopic: cfg.Kafka.Topics.Enriched,
 		Ready: []web.Check{
 			{Name: "kafka", Fn: b.Ping},
 			{Name: "registry", Fn: chanReady(registry.Ready(), "device registry still loading")},
@@ -203,6 +212,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	g.Go(func() error { return alerts.Run(gctx) })
 	g.Go(func() error { return stream.Run(gctx) })
 	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error { return status.Run(gctx) })
 	if cfg.Archive.Enabled {
 		g.Go(func() error { return archiver.Run(gctx) })
 	}

@@ -200,6 +200,17 @@ func (s *AlertStore) Subscribe() (<-chan struct{}, func()) {
 	}
 }
 
+// Get returns one alert by id.
+func (s *AlertStore) Get(id string) (Alert, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	a, ok := s.byID[id]
+	if !ok {
+		return Alert{}, false
+	}
+	return *a, true
+}
+
 // Len is the number of alerts held.
 func (s *AlertStore) Len() int {
 	s.mu.RLock()

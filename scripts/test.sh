@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything Vigil's tests need, then runs them all:
 #   kcat (Debian)             - the alert test reads the alerts topic with it
+#   chromium (Debian)         - the status page is tested in headless Chromium
 #   golangci-lint (go install) - lint, with .golangci.yml
 #   MinIO server (go install)  - built once (about six minutes) and cached
 # Binaries built with go install are cached under ~/.cache/vigil/bin (or
@@ -15,6 +16,7 @@ export PATH="$BIN:$PATH"
 
 missing=()
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if ((${#missing[@]})); then
   echo "== installing ${missing[*]} from Debian"
   SUDO=""

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -16,10 +17,12 @@ import (
 	"github.com/go-json-experiment/json"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
 	"github.com/vigil/vigil/ingest"
 	"github.com/vigil/vigil/pipeline"
+	"github.com/vigil/vigil/storage"
 )
 
 //go:embed static/openapi.json
@@ -27,6 +30,9 @@ var openAPI []byte
 
 //go:embed static/index.html
 var indexHTML []byte
+
+//go:embed static/app.js
+var appJS []byte
 
 // Registry is what the admin API needs of the device registry.
 type Registry interface {
@@ -39,6 +45,7 @@ type Registry interface {
 // Alerts is what the API needs of the alert store.
 type Alerts interface {
 	Query(limit int, device string, since time.Time) []pipeline.Alert
+	Get(id string) (pipeline.Alert, bool)
 }
 
 // Check is one readiness check: nil when ready, else what is missing.
@@ -57,6 +64,14 @@ type Options struct {
 	Ready      []Check
 	Gatherer   prometheus.Gatherer
 	Logger     *zap.Logger
+	// Console is the SQL console; Store the shared bucket (notebooks,
+	// labels, site status); Region this region's name.
+	Console *Console
+	Store   storage.Store
+	Region  string
+	// KafkaOpts and EnrichedTopic let the page read a device's recent readings.
+	KafkaOpts     []kgo.Opt
+	EnrichedTopic string
 }
 
 // Server is Vigil's HTTP server.
@@ -65,6 +80,9 @@ type Server struct {
 	log *zap.Logger
 	srv *http.Server
 	ln  net.Listener
+
+	feedbackMu   sync.Mutex
+	feedbackSeen map[string]Feedback
 }
 
 // New builds the server and binds its listener, so the address is known
@@ -73,7 +91,7 @@ func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	s := &Server{o: o, log: o.Logger}
+	s := &Server{o: o, log: o.Logger, feedbackSeen: map[string]Feedback{}}
 	ln, err := net.Listen("tcp", o.Config.Addr)
 	if err != nil {
 		return nil, errors.New("listen on http.addr " + o.Config.Addr + ": " + err.Error() + "; choose another address with VIGIL_HTTP_ADDR")
@@ -125,10 +143,17 @@ func (s *Server) Router() http.Handler {
 	r.Get("/readyz", s.readyz)
 	r.Handle("/metrics", promhttp.HandlerFor(s.o.Gatherer, promhttp.HandlerOpts{}))
 	r.Method(http.MethodPost, "/v1/ingest", s.o.Ingest)
-	r.Get("/", func(w http.ResponseWriter, _ *http.Request) {
+	page := func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'")
+		// Everything is served from here: no CDN, and no inline script.
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:")
 		_, _ = w.Write(indexHTML)
+	}
+	r.Get("/", page)
+	r.Get("/report/{id}", page)
+	r.Get("/static/app.js", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+		_, _ = w.Write(appJS)
 	})
 	r.Get("/api/v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -140,6 +165,17 @@ func (s *Server) Router() http.Handler {
 		r.Get("/devices/{id}", s.getDevice)
 		r.Post("/gateways", s.registerGateway)
 		r.Get("/alerts", s.listAlerts)
+		r.Post("/alerts/{id}/feedback", s.feedback)
+		r.Get("/devices/{id}/readings", s.deviceReadings)
+		r.Get("/overview", s.overview)
+		r.Get("/sites", s.sites)
+		r.Post("/sql", s.sqlQuery)
+		r.Get("/sample", s.sampleStatus)
+		r.Post("/sample", s.sampleLoad)
+		r.Get("/notebooks", s.listNotebooks)
+		r.Get("/notebooks/{id}", s.getNotebook)
+		r.Put("/notebooks/{id}", s.putNotebook)
+		r.Delete("/notebooks/{id}", s.deleteNotebook)
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path+" (see /api/v1/openapi.json)")
@@ -206,8 +242,29 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) {
 		}
 		since = t
 	}
-	alerts := s.o.Alerts.Query(limit, q.Get("device"), since)
-	ingest.WriteJSON(w, http.StatusOK, map[string]any{"alerts": alerts})
+	site, severity := q.Get("site"), q.Get("severity")
+	all := s.o.Alerts.Query(10000, q.Get("device"), since)
+	type withFeedback struct {
+		pipeline.Alert
+		Feedback *Feedback `json:"feedback,omitzero"`
+	}
+	out := make([]withFeedback, 0, min(limit, len(all)))
+	s.feedbackMu.Lock()
+	for _, a := range all {
+		if len(out) >= limit {
+			break
+		}
+		if (site != "" && a.Site != site) || (severity != "" && a.Severity != severity) {
+			continue
+		}
+		x := withFeedback{Alert: a}
+		if fb, ok := s.feedbackSeen[a.AlertID]; ok {
+			x.Feedback = &fb
+		}
+		out = append(out, x)
+	}
+	s.feedbackMu.Unlock()
+	ingest.WriteJSON(w, http.StatusOK, map[string]any{"alerts": out})
 }
 
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {

@@ -1,0 +1,384 @@
+package web
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+	"go.uber.org/zap"
+
+	"github.com/vigil/vigil/storage"
+
+	_ "github.com/duckdb/duckdb-go/v2" // the SQL console's engine
+)
+
+// ConsoleConfig is the console section of config.yaml.
+type ConsoleConfig struct {
+	// SampleFraction is the share of archived rows "Load sample" pulls. Default 0.01.
+	SampleFraction float64 `yaml:"sample_fraction"`
+	// QueryTimeout bounds one query. Default 10s.
+	QueryTimeout time.Duration `yaml:"query_timeout"`
+	// MaxRows bounds the rows one query returns. Default 10000.
+	MaxRows int `yaml:"max_rows"`
+	// RefreshInterval is the status page's default refresh. Default 60s.
+	RefreshInterval time.Duration `yaml:"refresh_interval"`
+	// StatusInterval is how often this region writes sites/<region>/status.json. Default 5s.
+	StatusInterval time.Duration `yaml:"status_interval"`
+}
+
+// Validate checks the console section; errors name the key below "console.".
+func (c ConsoleConfig) Validate() error {
+	switch {
+	case !(c.SampleFraction > 0 && c.SampleFraction <= 1):
+		return fmt.Errorf("sample_fraction: must be above 0 and at most 1, got %g", c.SampleFraction)
+	case c.QueryTimeout < 100*time.Millisecond:
+		return fmt.Errorf("query_timeout: must be at least 100ms, got %s", c.QueryTimeout)
+	case c.MaxRows < 1:
+		return fmt.Errorf("max_rows: must be at least 1, got %d", c.MaxRows)
+	case c.RefreshInterval < time.Second:
+		return fmt.Errorf("refresh_interval: must be at least 1s, got %s", c.RefreshInterval)
+	case c.StatusInterval < time.Second:
+		return fmt.Errorf("status_interval: must be at least 1s, got %s", c.StatusInterval)
+	}
+	return nil
+}
+
+// SampleStatus is the progress of "Load sample".
+type SampleStatus struct {
+	State        string    `json:"state"` // empty, loading, ready, failed
+	Fraction     float64   `json:"fraction"`
+	From         time.Time `json:"from,omitzero"`
+	To           time.Time `json:"to,omitzero"`
+	ObjectsDone  int       `json:"objects_done"`
+	ObjectsTotal int       `json:"objects_total"`
+	BytesRead    int64     `json:"bytes_read"`
+	Rows         int64     `json:"rows"`
+	Error        string    `json:"error,omitzero"`
+	LoadedAt     time.Time `json:"loaded_at,omitzero"`
+}
+
+// Console is the SQL console: a sample of the archive of every region,
+// pulled from the bucket into an embedded DuckDB that is then locked (no
+// file or network access, configuration locked) and queried read-only.
+type Console struct {
+	cfg   ConsoleConfig
+	store storage.Store
+	dir   string
+	log   *zap.Logger
+
+	db      atomic.Pointer[sql.DB]
+	mu      sync.Mutex
+	status  SampleStatus
+	loading bool
+}
+
+// NewConsole builds a console whose downloads go under dir.
+func NewConsole(cfg ConsoleConfig, store storage.Store, dir string, log *zap.Logger) *Console {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Console{cfg: cfg, store: store, dir: dir, log: log, status: SampleStatus{State: "empty"}}
+}
+
+// Status returns the sample's load progress.
+func (c *Console) Status() SampleStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status
+}
+
+// Close closes the sample database.
+func (c *Console) Close() {
+	if db := c.db.Swap(nil); db != nil {
+		db.Close()
+	}
+}
+
+// objectHour parses dt and hr out of an archive object key.
+func objectHour(key string) (time.Time, bool) {
+	i := strings.Index(key, "/dt=")
+	j := strings.Index(key, "/hr=")
+	if i < 0 || j < 0 || j < i || len(key) < j+6 {
+		return time.Time{}, false
+	}
+	t, err := time.Parse("2006-01-02 15", key[i+4:i+14]+" "+key[j+4:j+6])
+	return t, err == nil
+}
+
+// StartLoad begins loading a sample of fraction of the archived rows whose
+// hour lies in [from, to] (zero: unbounded). It returns at once; Status
+// shows progress. A load already running is an error.
+func (c *Console) StartLoad(fraction float64, from, to time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.loading {
+		return errors.New("a sample is already loading")
+	}
+	if fraction == 0 {
+		fraction = c.cfg.SampleFraction
+	}
+	if !(fraction > 0 && fraction <= 1) {
+		return fmt.Errorf("fraction must be above 0 and at most 1, got %g", fraction)
+	}
+	c.loading = true
+	c.status = SampleStatus{State: "loading", Fraction: fraction, From: from, To: to}
+	go c.load(fraction, from, to)
+	return nil
+}
+
+func (c *Console) setStatus(f func(*SampleStatus)) {
+	c.mu.Lock()
+	f(&c.status)
+	c.mu.Unlock()
+}
+
+func (c *Console) load(fraction float64, from, to time.Time) {
+	err := c.doLoad(fraction, from, to)
+	c.mu.Lock()
+	c.loading = false
+	if err != nil {
+		c.status.State, c.status.Error = "failed", err.Error()
+		c.log.Error("sample load failed", zap.Error(err))
+	} else {
+		c.status.State, c.status.LoadedAt = "ready", time.Now().UTC()
+		c.log.Info("sample loaded", zap.Int64("rows", c.status.Rows), zap.Int("objects", c.status.ObjectsTotal))
+	}
+	c.mu.Unlock()
+}
+
+func (c *Console) doLoad(fraction float64, from, to time.Time) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	objs, err := c.store.List(ctx, "enriched/")
+	if err != nil {
+		return fmt.Errorf("list the archive in %s: %w", c.store, err)
+	}
+	var keys []storage.ObjectInfo
+	for _, o := range objs {
+		h, ok := objectHour(o.Key)
+		if !ok || !strings.HasSuffix(o.Key, ".parquet") {
+			continue
+		}
+		if (!from.IsZero() && h.Add(time.Hour).Before(from)) || (!to.IsZero() && h.After(to)) {
+			continue
+		}
+		keys = append(keys, o)
+	}
+	c.setStatus(func(s *SampleStatus) { s.ObjectsTotal = len(keys) })
+	dir, err := os.MkdirTemp(c.dir, "sample-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	var files []string
+	for i, o := range keys {
+		p := filepath.Join(dir, fmt.Sprintf("%06d.parquet", i))
+		n, err := c.download(ctx, o.Key, p)
+		if err != nil {
+			return err
+		}
+		files = append(files, p)
+		c.setStatus(func(s *SampleStatus) { s.ObjectsDone, s.BytesRead = i+1, s.BytesRead+n })
+	}
+	db, err := sql.Open("duckdb", "")
+	if err != nil {
+		return err
+	}
+	db.SetMaxOpenConns(1) // one connection: the locks below are per database, set once
+	conn := db
+	if len(files) == 0 {
+		_, err = conn.ExecContext(ctx, `CREATE TABLE enriched (id VARCHAR, device_id VARCHAR, ts TIMESTAMPTZ, ingested_at TIMESTAMPTZ, region VARCHAR, site VARCHAR, score DOUBLE, model VARCHAR)`)
+	} else {
+		list := make([]string, len(files))
+		for i, f := range files {
+			list[i] = "'" + strings.ReplaceAll(f, "'", "''") + "'"
+		}
+		q := fmt.Sprintf(`CREATE TABLE enriched AS SELECT * FROM read_parquet([%s], union_by_name = true)`, strings.Join(list, ","))
+		if fraction < 1 {
+			q += fmt.Sprintf(` USING SAMPLE %g PERCENT (bernoulli, 42)`, math.Round(fraction*1e6)/1e4)
+		}
+		_, err = conn.ExecContext(ctx, q)
+	}
+	if err == nil {
+		_, err = conn.ExecContext(ctx, `SET enable_external_access = false`)
+	}
+	if err == nil {
+		_, err = conn.ExecContext(ctx, `SET lock_configuration = true`)
+	}
+	var rows int64
+	if err == nil {
+		err = conn.QueryRowContext(ctx, `SELECT count(*) FROM enriched`).Scan(&rows)
+	}
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("build the sample: %w", err)
+	}
+	c.setStatus(func(s *SampleStatus) { s.Rows = rows })
+	if old := c.db.Swap(db); old != nil {
+		old.Close()
+	}
+	return nil
+}
+
+func (c *Console) download(ctx context.Context, key, path string) (int64, error) {
+	rc, _, err := c.store.Get(ctx, key)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", key, err)
+	}
+	defer rc.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(f, rc)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return n, fmt.Errorf("download %s: %w", key, err)
+	}
+	return n, nil
+}
+
+// QueryResult is the answer of POST /api/v1/sql.
+type QueryResult struct {
+	Columns   []string `json:"columns"`
+	Types     []string `json:"types"`
+	Rows      [][]any  `json:"rows"`
+	Truncated bool     `json:"truncated"`
+	ElapsedMS float64  `json:"elapsed_ms"`
+}
+
+// ErrNotReadOnly refuses a statement that is not a single query.
+var ErrNotReadOnly = errors.New("only one read-only query (SELECT, WITH, FROM, SUMMARIZE, DESCRIBE, SHOW, EXPLAIN, VALUES) is allowed")
+
+// ErrNoSample is returned before a sample was loaded.
+var ErrNoSample = errors.New(`no sample loaded yet: press "Load sample" (POST /api/v1/sample) first`)
+
+// checkReadOnly lets through exactly one statement that DuckDB's own
+// parser serializes as a SELECT (json_serialize_sql refuses anything else),
+// or one SUMMARIZE/DESCRIBE/SHOW. The sample database is also locked (no
+// file or network access, configuration locked), so even a statement that
+// slipped through could touch nothing but the sample.
+func checkReadOnly(ctx context.Context, db *sql.DB, q string) error {
+	q = strings.TrimSpace(q)
+	if q == "" {
+		return errors.New("empty query")
+	}
+	var js string
+	if err := db.QueryRowContext(ctx, `SELECT json_serialize_sql(?::VARCHAR)::VARCHAR`, q).Scan(&js); err != nil {
+		return fmt.Errorf("check query: %w", err)
+	}
+	var parsed struct {
+		Error        bool             `json:"error"`
+		ErrorMessage string           `json:"error_message"`
+		Statements   []jsontext.Value `json:"statements"`
+	}
+	if err := json.Unmarshal([]byte(js), &parsed, json.RejectUnknownMembers(false)); err != nil {
+		return fmt.Errorf("check query: %w", err)
+	}
+	if !parsed.Error && len(parsed.Statements) == 1 {
+		return nil
+	}
+	low := strings.ToLower(strings.TrimSuffix(q, ";"))
+	for _, p := range []string{"summarize ", "describe ", "show "} {
+		if strings.HasPrefix(low, p) && !strings.Contains(low, ";") {
+			return nil
+		}
+	}
+	if parsed.Error && strings.Contains(strings.ToLower(parsed.ErrorMessage), "syntax") {
+		return errors.New(parsed.ErrorMessage)
+	}
+	return ErrNotReadOnly
+}
+
+// Query runs one read-only statement against the sample, within the
+// configured time and row limits.
+func (c *Console) Query(ctx context.Context, q string) (*QueryResult, error) {
+	db := c.db.Load()
+	if db == nil {
+		return nil, ErrNoSample
+	}
+	if err := checkReadOnly(ctx, db, q); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.QueryTimeout)
+	defer cancel()
+	start := time.Now()
+	rows, err := db.QueryContext(ctx, q)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("query stopped after console.query_timeout (%s)", c.cfg.QueryTimeout)
+		}
+		return nil, err
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	ctypes, _ := rows.ColumnTypes()
+	res := &QueryResult{Columns: cols, Rows: [][]any{}}
+	for _, ct := range ctypes {
+		res.Types = append(res.Types, ct.DatabaseTypeName())
+	}
+	for rows.Next() {
+		if len(res.Rows) >= c.cfg.MaxRows {
+			res.Truncated = true
+			break
+		}
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		for i, v := range vals {
+			vals[i] = jsonSafe(v)
+		}
+		res.Rows = append(res.Rows, vals)
+	}
+	if err := rows.Err(); err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("query stopped after console.query_timeout (%s)", c.cfg.QueryTimeout)
+		}
+		return nil, err
+	}
+	res.ElapsedMS = float64(time.Since(start).Microseconds()) / 1000
+	return res, nil
+}
+
+// jsonSafe turns a DuckDB value into something JSON can carry.
+func jsonSafe(v any) any {
+	switch x := v.(type) {
+	case nil, bool, string, int64, int32, int16, int8, uint64, uint32, uint16, uint8, int:
+		return x
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return nil
+		}
+		return x
+	case float32:
+		return jsonSafe(float64(x))
+	case time.Time:
+		return x.UTC().Format(time.RFC3339Nano)
+	case []byte:
+		return string(x)
+	default:
+		b, err := json.Marshal(x)
+		if err != nil {
+			return fmt.Sprint(x)
+		}
+		return string(b)
+	}
+}

@@ -1,0 +1,217 @@
+package web
+
+import (
+	"context"
+	"net/http"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-json-experiment/json"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vigil/vigil/ingest"
+	"github.com/vigil/vigil/pipeline"
+)
+
+// Health is the pipeline's figures as the status page shows them.
+type Health struct {
+	IngestReadings   float64            `json:"ingest_readings"`
+	PipelineReadings float64            `json:"pipeline_readings"`
+	Batches          float64            `json:"batches"`
+	BatchMeanMS      float64            `json:"batch_mean_ms"`
+	PostToCommitMS   float64            `json:"post_to_commit_mean_ms"`
+	DLQ              float64            `json:"dlq"`
+	LagByPartition   map[string]float64 `json:"lag_by_partition"`
+	ArchiveRows      float64            `json:"archive_rows"`
+	ArchivePending   float64            `json:"archive_pending_rows"`
+	ArchiveStoreUp   float64            `json:"archive_store_up"`
+	Model            string             `json:"model"`
+	Lease            string             `json:"lease"`
+}
+
+// healthFrom reads the figures out of the process's metrics.
+func healthFrom(g prometheus.Gatherer) Health {
+	h := Health{LagByPartition: map[string]float64{}, Model: pipeline.BaselineName, Lease: "no trainer in this version"}
+	mfs, err := g.Gather()
+	if err != nil {
+		return h
+	}
+	val := func(m *dto.Metric) float64 {
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		case m.Gauge != nil:
+			return m.Gauge.GetValue()
+		}
+		return 0
+	}
+	for _, mf := range mfs {
+		ms := mf.GetMetric()
+		if len(ms) == 0 {
+			continue
+		}
+		switch mf.GetName() {
+		case "vigil_ingest_readings_total":
+			h.IngestReadings = val(ms[0])
+		case "vigil_pipeline_readings_total":
+			h.PipelineReadings = val(ms[0])
+		case "vigil_pipeline_batches_total":
+			h.Batches = val(ms[0])
+		case "vigil_pipeline_dlq_total":
+			h.DLQ = val(ms[0])
+		case "vigil_archive_rows_total":
+			h.ArchiveRows = val(ms[0])
+		case "vigil_archive_pending_rows":
+			h.ArchivePending = val(ms[0])
+		case "vigil_archive_store_up":
+			h.ArchiveStoreUp = val(ms[0])
+		case "vigil_pipeline_batch_seconds":
+			if hs := ms[0].GetHistogram(); hs.GetSampleCount() > 0 {
+				h.BatchMeanMS = 1000 * hs.GetSampleSum() / float64(hs.GetSampleCount())
+			}
+		case "vigil_pipeline_post_to_commit_seconds":
+			if hs := ms[0].GetHistogram(); hs.GetSampleCount() > 0 {
+				h.PostToCommitMS = 1000 * hs.GetSampleSum() / float64(hs.GetSampleCount())
+			}
+		case "vigil_pipeline_lag_records":
+			for _, m := range ms {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "partition" {
+						h.LagByPartition[l.GetValue()] = val(m)
+					}
+				}
+			}
+		}
+	}
+	return h
+}
+
+type bucketCount struct {
+	Key   string `json:"key"`
+	Count int    `json:"count"`
+}
+
+func (s *Server) overview(w http.ResponseWriter, _ *http.Request) {
+	alerts := s.o.Alerts.Query(10000, "", time.Time{})
+	byMinute, bySite, byKind := map[string]int{}, map[string]int{}, map[string]int{}
+	for _, a := range alerts {
+		if a.State != "open" && a.Readings == 0 {
+			continue
+		}
+		byMinute[a.DetectedAt.UTC().Truncate(time.Minute).Format(time.RFC3339)]++
+		site := a.Site
+		if site == "" {
+			site = "(none)"
+		}
+		bySite[site]++
+		byKind[a.Metric]++
+	}
+	list := func(m map[string]int, byKey bool) []bucketCount {
+		out := make([]bucketCount, 0, len(m))
+		for k, v := range m {
+			out = append(out, bucketCount{k, v})
+		}
+		sort.Slice(out, func(i, j int) bool {
+			if byKey {
+				return out[i].Key < out[j].Key
+			}
+			return out[i].Count > out[j].Count || out[i].Count == out[j].Count && out[i].Key < out[j].Key
+		})
+		return out
+	}
+	ingest.WriteJSON(w, http.StatusOK, map[string]any{
+		"region": s.o.Region, "refresh_seconds": int(s.o.Console.cfg.RefreshInterval.Seconds()),
+		"alerts_by_minute": list(byMinute, true), "alerts_by_site": list(bySite, false), "alerts_by_kind": list(byKind, false),
+		"health": healthFrom(s.o.Gatherer), "sample": s.o.Console.Status(),
+	})
+}
+
+// deviceReadings answers the recent enriched readings of one device, read
+// from the tail of every partition of the enriched topic.
+func (s *Server) deviceReadings(w http.ResponseWriter, r *http.Request) {
+	id := chi.URLParam(r, "id")
+	limit := 300
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 5000 {
+			writeErr(w, http.StatusBadRequest, "limit must be a whole number from 1 to 5000")
+			return
+		}
+		limit = n
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	out, err := s.tail(ctx, id, limit)
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, "read recent readings from Kafka: "+err.Error())
+		return
+	}
+	ingest.WriteJSON(w, http.StatusOK, map[string]any{"device_id": id, "readings": out})
+}
+
+func (s *Server) tail(ctx context.Context, device string, limit int) ([]jsonObject, error) {
+	admin, err := kgo.NewClient(s.o.KafkaOpts...)
+	if err != nil {
+		return nil, err
+	}
+	ends, err := kadm.NewClient(admin).ListEndOffsets(ctx, s.o.EnrichedTopic)
+	admin.Close()
+	if err != nil {
+		return nil, err
+	}
+	const window = 5000 // records read back per partition
+	from := map[int32]kgo.Offset{}
+	want := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			from[o.Partition] = kgo.NewOffset().At(max(0, o.Offset-window))
+			want[o.Partition] = o.Offset
+		}
+	})
+	var out []jsonObject
+	if len(from) == 0 {
+		return out, nil
+	}
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, s.o.KafkaOpts...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{s.o.EnrichedTopic: from}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(50*time.Millisecond))...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	done := map[int32]bool{}
+	for len(done) < len(want) && ctx.Err() == nil {
+		pctx, pcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		fs := cl.PollFetches(pctx)
+		pcancel()
+		if fs.NumRecords() == 0 {
+			break // read to the end
+		}
+		fs.EachRecord(func(rec *kgo.Record) {
+			if rec.Offset+1 >= want[rec.Partition] {
+				done[rec.Partition] = true
+			}
+			if string(rec.Key) != device {
+				return
+			}
+			var o jsonObject
+			if json.Unmarshal(rec.Value, &o) == nil {
+				out = append(out, o)
+			}
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return tsOf(out[i]) < tsOf(out[j]) })
+	if len(out) > limit {
+		out = out[len(out)-limit:]
+	}
+	return out, nil
+}
+
+type jsonObject = map[string]any
+
+func tsOf(o jsonObject) string { s, _ := o["ts"].(string); return s }
