@@ -143,6 +143,10 @@ type envField struct {
 
 func applyEnv(c *Config, environ []string) error {
 	keys := envKeys(c)
+	sections := map[string]bool{}
+	for k := range keys {
+		sections[strings.SplitN(strings.TrimPrefix(k, "VIGIL_"), "_", 2)[0]] = true
+	}
 	var unknown []string
 	for _, kv := range environ {
 		name, val, ok := strings.Cut(kv, "=")
@@ -151,7 +155,11 @@ func applyEnv(c *Config, environ []string) error {
 		}
 		f, ok := keys[name]
 		if !ok {
-			unknown = append(unknown, name)
+			// A typo under a known section is an error; other VIGIL_*
+			// variables (VIGIL_MINIO_BIN of the test script, say) are not ours.
+			if sections[strings.SplitN(strings.TrimPrefix(name, "VIGIL_"), "_", 2)[0]] {
+				unknown = append(unknown, name)
+			}
 			continue
 		}
 		if err := setField(f.v, val); err != nil {

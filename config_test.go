@@ -24,7 +24,7 @@ func TestDefaultsAreTheConfigFile(t *testing.T) {
 
 func TestEnvOverrides(t *testing.T) {
 	c, err := loadConfig("", []string{"VIGIL_REGION=eu-west", "VIGIL_KAFKA_BROKERS=a:9092, b:9092", "VIGIL_KAFKA_TOPICS_RAW=my.raw",
-		"VIGIL_PIPELINE_THRESHOLD=0.9", "VIGIL_PIPELINE_BATCH_MAX_WAIT=20ms", "VIGIL_KAFKA_TLS_ENABLED=true", "VIGIL_ADMIN_TOKEN=s3cret", "PATH=/bin"})
+		"VIGIL_PIPELINE_THRESHOLD=0.9", "VIGIL_PIPELINE_BATCH_MAX_WAIT=20ms", "VIGIL_KAFKA_TLS_ENABLED=true", "VIGIL_ADMIN_TOKEN=s3cret", "PATH=/bin", "VIGIL_MINIO_BIN=/x"})
 	if err != nil {
 		t.Fatal(err)
 	}
