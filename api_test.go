@@ -1,9 +1,13 @@
 package main
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-json-experiment/json"
 )
@@ -67,5 +71,82 @@ func TestAdminAPI(t *testing.T) {
 	}
 	if code, _, _ := s.do("GET", "/v1/ingest", "", "", nil); code != http.StatusMethodNotAllowed {
 		t.Fatalf("GET /v1/ingest: %d", code)
+	}
+}
+
+// The console's API: site status published to the bucket, operator
+// feedback stored under labels/, notebooks stored under notebooks/, SQL
+// refusals.
+func TestConsoleAPI(t *testing.T) {
+	s := newServer(t, t.TempDir(), "VIGIL_CONSOLE_STATUS_INTERVAL=1s", "VIGIL_REGION=eu-west")
+	s.startInProcess()
+	defer s.stop()
+	objects := s.dir + "/objects/"
+	waitFor(t, 10*time.Second, "sites/eu-west/status.json in the bucket", func() bool {
+		_, err := os.Stat(objects + "sites/eu-west/status.json")
+		return err == nil
+	})
+	code, b, _ := s.do("GET", "/api/v1/sites", s.token, "", nil)
+	if code != 200 || !strings.Contains(string(b), `"region":"eu-west"`) || !strings.Contains(string(b), `"topic_records"`) {
+		t.Fatalf("sites: %d %s", code, b)
+	}
+
+	key := s.registerDevice("fb-1", map[string]any{"site": "s"})
+	rng := rand.New(rand.NewPCG(3, 3))
+	start := time.Now().Add(-5 * time.Minute)
+	s.do("POST", "/v1/ingest", key, "application/json", readingsJSON("fb-1", start, 40, rng, func(int) float64 { return 10 + 0.1*rng.NormFloat64() }))
+	s.do("POST", "/v1/ingest", key, "application/json", []byte(fmt.Sprintf(`{"device_id":"fb-1","id":"x","ts":%q,"metrics":{"temp_c":40,"vibration":0.03}}`, start.Add(41*time.Second).Format(time.RFC3339Nano))))
+	var alertID string
+	waitFor(t, 10*time.Second, "an alert", func() bool {
+		a := s.alerts("fb-1")
+		if len(a.Alerts) > 0 {
+			alertID = a.Alerts[0].AlertID
+		}
+		return alertID != ""
+	})
+	for _, c := range []struct {
+		path, body string
+		status     int
+	}{
+		{"/api/v1/alerts/" + alertID + "/feedback", `{"label":"maybe"}`, 400},
+		{"/api/v1/alerts/nope/feedback", `{"label":"normal"}`, 404},
+		{"/api/v1/alerts/" + alertID + "/feedback", `{"label":"anomaly","note":"bearing <b>worn</b>"}`, 201},
+	} {
+		if code, b, _ := s.do("POST", c.path, s.token, "application/json", []byte(c.body)); code != c.status {
+			t.Fatalf("feedback %s %s: %d %s", c.path, c.body, code, b)
+		}
+	}
+	lb, err := os.ReadFile(objects + "labels/eu-west/" + alertID + ".json")
+	if err != nil || !strings.Contains(string(lb), `"label":"anomaly"`) || !strings.Contains(string(lb), `"message_id":"x"`) {
+		t.Fatalf("label in the bucket: %s %v", lb, err)
+	}
+	if _, b, _ := s.do("GET", "/api/v1/alerts?device=fb-1", s.token, "", nil); !strings.Contains(string(b), `"feedback":{`) {
+		t.Fatalf("alert list lacks the verdict: %s", b)
+	}
+
+	nb := `{"title":"Fleet","paragraphs":[{"sql":"SELECT 1","chart":"bar","refresh":30}]}`
+	if code, b, _ := s.do("PUT", "/api/v1/notebooks/fleet", s.token, "application/json", []byte(nb)); code != 200 {
+		t.Fatalf("put notebook: %d %s", code, b)
+	}
+	if code, _, _ := s.do("PUT", "/api/v1/notebooks/bad", s.token, "application/json", []byte(`{"paragraphs":[{"sql":"x","chart":"radar"}]}`)); code != 400 {
+		t.Fatalf("bad chart accepted: %d", code)
+	}
+	if _, err := os.Stat(objects + "notebooks/fleet.json"); err != nil {
+		t.Fatalf("notebook not in the bucket: %v", err)
+	}
+	if code, b, _ := s.do("GET", "/api/v1/notebooks", s.token, "", nil); code != 200 || !strings.Contains(string(b), `"id":"fleet"`) {
+		t.Fatalf("list notebooks: %d %s", code, b)
+	}
+	if code, b, _ := s.do("GET", "/api/v1/notebooks/fleet", s.token, "", nil); code != 200 || !strings.Contains(string(b), `"refresh":30`) {
+		t.Fatalf("get notebook: %d %s", code, b)
+	}
+	if code, _, _ := s.do("DELETE", "/api/v1/notebooks/fleet", s.token, "", nil); code != 204 {
+		t.Fatalf("delete notebook: %d", code)
+	}
+	if code, _, _ := s.do("GET", "/api/v1/notebooks/fleet", s.token, "", nil); code != 404 {
+		t.Fatalf("deleted notebook: %d", code)
+	}
+	if code, b, _ := s.do("POST", "/api/v1/sql", s.token, "application/json", []byte(`{"query":"SELECT 1"}`)); code != 409 || !strings.Contains(string(b), "Load sample") {
+		t.Fatalf("sql before a sample: %d %s", code, b)
 	}
 }

@@ -1,0 +1,144 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/vigil/vigil/storage"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// archive writes n rows in files of per rows into a local store, under
+// two regions, as the archiver names them.
+func archive(t testing.TB, n, per int) storage.Store {
+	t.Helper()
+	st, err := storage.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 1))
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	for f := 0; f*per < n; f++ {
+		rows := make([]storage.EnrichedRow, 0, per)
+		for i := f * per; i < min(n, (f+1)*per); i++ {
+			rows = append(rows, storage.EnrichedRow{ID: fmt.Sprintf("r%d", i), DeviceID: fmt.Sprintf("d%d", i%1000), TS: t0.Add(time.Duration(i) * time.Millisecond),
+				IngestedAt: t0.Add(time.Duration(i) * time.Millisecond), Region: []string{"eu", "us"}[f%2], Site: fmt.Sprintf("site-%d", i%10),
+				Metrics: []storage.Field{{Name: "temp_c", Value: 60 + rng.NormFloat64()}}, Score: rng.Float64(), Threshold: 0.8, Model: "baseline-v1", Offset: int64(i)})
+		}
+		var buf bytes.Buffer
+		if _, err := storage.WriteParquet(&buf, rows); err != nil {
+			t.Fatal(err)
+		}
+		key := storage.ObjectKey(rows[0].Region, t0, "vigil.enriched", 0, int64(f*per), int64(f*per+len(rows)-1))
+		if _, err := st.Put(context.Background(), key, &buf, int64(buf.Len())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st
+}
+
+func loaded(t testing.TB, st storage.Store, cfg ConsoleConfig, fraction float64) *Console {
+	t.Helper()
+	c := NewConsole(cfg, st, t.TempDir(), nil)
+	if err := c.StartLoad(fraction, time.Time{}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for c.Status().State == "loading" {
+		if time.Now().After(deadline) {
+			t.Fatal("sample did not load in 2 minutes")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s := c.Status(); s.State != "ready" {
+		t.Fatalf("sample: %+v", s)
+	}
+	return c
+}
+
+var testConsole = ConsoleConfig{SampleFraction: 0.01, QueryTimeout: 2 * time.Second, MaxRows: 50, RefreshInterval: time.Minute, StatusInterval: time.Second}
+
+func TestConsoleSampleAndSafety(t *testing.T) {
+	st := archive(t, 20_000, 5_000)
+	c := NewConsole(testConsole, st, t.TempDir(), nil)
+	if _, err := c.Query(context.Background(), "SELECT 1"); !errors.Is(err, ErrNoSample) {
+		t.Fatalf("query before a sample: %v", err)
+	}
+	c.Close()
+	c = loaded(t, st, testConsole, 1)
+	defer c.Close()
+	if s := c.Status(); s.Rows != 20_000 || s.ObjectsTotal != 4 || s.ObjectsDone != 4 || s.BytesRead == 0 {
+		t.Fatalf("full sample status %+v", s)
+	}
+	res, err := c.Query(context.Background(), "SELECT region, count(*) AS n FROM enriched GROUP BY region ORDER BY region")
+	if err != nil || len(res.Rows) != 2 || res.Rows[0][0] != "eu" || fmt.Sprint(res.Rows[0][1]) != "10000" {
+		t.Fatalf("grouped query over both regions: %+v %v", res, err)
+	}
+	if res, err := c.Query(context.Background(), "SUMMARIZE enriched"); err != nil || len(res.Rows) < 10 {
+		t.Fatalf("SUMMARIZE: %v", err)
+	}
+	if res, err := c.Query(context.Background(), "SELECT * FROM range(100)"); err != nil || len(res.Rows) != 50 || !res.Truncated {
+		t.Fatalf("row limit: %d rows, truncated %v, %v", len(res.Rows), res.Truncated, err)
+	}
+	if _, err := c.Query(context.Background(), "SELECT count(*) FROM range(100000000000) a, range(1000) b"); err == nil || !strings.Contains(err.Error(), "query_timeout") {
+		t.Fatalf("time limit: %v", err)
+	}
+	for _, q := range []string{
+		"INSERT INTO enriched (id) VALUES ('x')", "DELETE FROM enriched", "DROP TABLE enriched", "CREATE TABLE x AS SELECT 1",
+		"COPY enriched TO '/tmp/out.csv'", "ATTACH '/tmp/x.db'", "INSTALL httpfs", "LOAD httpfs", "SET threads = 1", "PRAGMA version",
+		"SELECT 1; DROP TABLE enriched", "UPDATE enriched SET score = 0",
+	} {
+		if _, err := c.Query(context.Background(), q); err == nil {
+			t.Errorf("%q was accepted", q)
+		}
+	}
+	for _, q := range []string{"SELECT * FROM read_csv('/etc/passwd')", "SELECT * FROM read_parquet('/etc/hostname')", "SELECT * FROM 'https://example.com/x.parquet'"} {
+		if _, err := c.Query(context.Background(), q); err == nil {
+			t.Errorf("%q read outside the sample", q)
+		}
+	}
+	if res, err := c.Query(context.Background(), "SELECT count(*) FROM enriched"); err != nil || fmt.Sprint(res.Rows[0][0]) != "20000" {
+		t.Fatalf("the sample changed: %+v %v", res, err)
+	}
+	// a 1 % sample of the same archive
+	c2 := loaded(t, st, testConsole, 0.01)
+	defer c2.Close()
+	if n := c2.Status().Rows; n < 100 || n > 320 {
+		t.Fatalf("1%% of 20000 rows gave %d", n)
+	}
+}
+
+// BenchmarkGroupedQuery: a grouped query over a sample of 1,000,000 rows
+// (the whole of a 1M-row archive loaded), the baseline being a plain
+// count(*) of the same table.
+func BenchmarkGroupedQuery(b *testing.B) {
+	st := archive(b, 1_000_000, 100_000)
+	cfg := testConsole
+	cfg.QueryTimeout = time.Minute
+	c := loaded(b, st, cfg, 1)
+	defer c.Close()
+	if n := c.Status().Rows; n != 1_000_000 {
+		b.Fatalf("sample holds %d rows", n)
+	}
+	for _, bc := range []struct{ name, q string }{
+		{"count", "SELECT count(*) FROM enriched"},
+		{"group-by-device", "SELECT device_id, site, count(*), avg(score), max(m_temp_c) FROM enriched GROUP BY device_id, site ORDER BY 3 DESC"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := c.Query(context.Background(), bc.q); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
