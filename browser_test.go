@@ -126,6 +126,16 @@ func TestStatusPageInBrowser(t *testing.T) {
 		t.Fatalf("device chart: %v", err)
 	}
 
+	// the overview: alert histograms and pipeline health
+	if err := chromedp.Run(ctx,
+		chromedp.Click(`#tabs button[data-tab="overview"]`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#h-time svg rect[height]`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#health span`, chromedp.ByQuery),
+		shot("6-overview.png"),
+	); err != nil {
+		t.Fatalf("overview: %v", err)
+	}
+
 	// 4. load a sample (all of it) and run a query as a bar chart
 	waitFor(t, 30*time.Second, "the readings in the archive", func() bool { return s.metric("vigil_archive_rows_total") >= 61 })
 	var status string
@@ -146,6 +156,18 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 	if !strings.Contains(status, "61 rows") {
 		t.Fatalf("sample status %q, want the 61 archived rows", status)
+	}
+	var statsRows int
+	if err := chromedp.Run(ctx,
+		chromedp.Click(`#q-stats`, chromedp.ByQuery),
+		chromedp.Poll(`document.querySelectorAll('#q-out tbody tr').length > 10`, nil, chromedp.WithPollingTimeout(10*time.Second)),
+		chromedp.Evaluate(`document.querySelectorAll('#q-out tbody tr').length`, &statsRows),
+		shot("7-statistics.png"),
+		chromedp.SetValue(`#q`, `SELECT device_id, count(*) AS readings FROM enriched GROUP BY device_id`, chromedp.ByQuery),
+		chromedp.Click(`#q-run`, chromedp.ByQuery),
+		chromedp.Poll(`document.querySelectorAll('#q-out tbody tr').length === 1`, nil, chromedp.WithPollingTimeout(10*time.Second)),
+	); err != nil {
+		t.Fatalf("statistics: %v", err)
 	}
 	var cell string
 	if err := chromedp.Run(ctx, chromedp.Text(`#q-out table tbody tr td:nth-child(2)`, &cell, chromedp.ByQuery)); err != nil || cell != "61" {

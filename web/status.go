@@ -51,14 +51,16 @@ func (w *StatusWriter) Run(ctx context.Context) error {
 	var last Health
 	lastAt := time.Now()
 	failing := false
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
 		}
 		h := healthFrom(w.Gatherer)
-		secs := time.Since(lastAt).Seconds()
+		secs := max(time.Since(lastAt).Seconds(), 0.001)
 		st := SiteStatus{Region: w.Region, UpdatedAt: time.Now().UTC(), Health: h, TopicSizes: map[string]int64{},
 			IngestRate: (h.IngestReadings - last.IngestReadings) / secs, PipelineRate: (h.PipelineReadings - last.PipelineReadings) / secs}
 		last, lastAt = h, time.Now()

@@ -27,7 +27,7 @@
   function isTime(v) { return typeof v === 'string' && /^\d{4}-\d\d-\d\dT/.test(v); }
   function label(v, time) { if (time) { return new Date(v).toISOString().slice(11, 19); } return fmt(v); }
   var W = 640, H = 260, P = 40;
-  function frame() { var s = svg('svg', { width: W, height: H, viewBox: '0 0 ' + W + ' ' + H, 'class': 'chart' }); s.appendChild(svg('rect', { x: 0, y: 0, width: W, height: H, fill: '#fff' })); return s; }
+  function frame() { var s = svg('svg', { width: '100%', viewBox: '0 0 ' + W + ' ' + H, preserveAspectRatio: 'xMinYMin meet', 'class': 'chart', style: 'max-width:' + W + 'px' }); s.appendChild(svg('rect', { x: 0, y: 0, width: W, height: H, fill: '#fff' })); return s; }
   function axes(s, xmin, xmax, ymin, ymax, xtime) {
     s.appendChild(svg('line', { x1: P, y1: H - P, x2: W - 10, y2: H - P, stroke: '#889' }));
     s.appendChild(svg('line', { x1: P, y1: 10, x2: P, y2: H - P, stroke: '#889' }));
