@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-json-experiment/json"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 type alertsAnswer struct {
@@ -109,6 +110,35 @@ func TestAlertWithinOneSecond(t *testing.T) {
 	t.Logf("post to alert: %s in the API, %s on the topic through kcat (kcat start-up included)", inAPI, onTopic)
 	if inAPI > time.Second || onTopic > time.Second {
 		t.Fatalf("alert took too long: API %s, kcat %s (want ≤ 1s)", inAPI, onTopic)
+	}
+
+	// A record on the raw topic that is not a reading goes to the dead-letter
+	// topic with the reason in a header, and the partition moves on.
+	prod, err := kgo.NewClient(kgo.SeedBrokers(s.kafka))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := prod.ProduceSync(ctx, &kgo.Record{Topic: "vigil.raw", Key: []byte("pump-17"), Value: []byte("not a reading")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	prod.Close()
+	after := fmt.Sprintf(`{"device_id":"pump-17","id":"after-poison","ts":%q,"metrics":{"temp_c":70,"vibration":0.03}}`, start.Add(62*time.Second).Format(time.RFC3339Nano))
+	if code, b, _ := s.do("POST", "/v1/ingest", key, "application/json", []byte(after)); code != http.StatusAccepted {
+		t.Fatalf("post after poison: %d %s", code, b)
+	}
+	waitFor(t, 10*time.Second, "the poison record in the DLQ and the next reading scored", func() bool {
+		return s.metric("vigil_pipeline_dlq_total") == 1 && s.metric("vigil_pipeline_readings_total") >= 62
+	})
+	dlq, err := exec.CommandContext(ctx, kcat, "-b", s.kafka, "-C", "-t", "vigil.dlq", "-o", "beginning", "-e", "-q", "-X", "fetch.wait.max.ms=5", "-f", "%h %s\n").CombinedOutput()
+	if err != nil || !strings.Contains(string(dlq), "reason=raw record is not a Vigil reading") || !strings.Contains(string(dlq), "not a reading") {
+		t.Fatalf("DLQ record: %v %s", err, dlq)
+	}
+
+	// The alert store is rebuilt from the alerts topic at start.
+	s.stop()
+	s.startInProcess()
+	if a := s.alerts("pump-17"); len(a.Alerts) != 1 || a.Alerts[0].MessageID != "outlier-1" {
+		t.Fatalf("after a restart the API shows %+v", a.Alerts)
 	}
 }
 

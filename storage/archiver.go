@@ -41,6 +41,8 @@ type Archiver struct {
 	cl    *kgo.Client
 	up    bool
 	dec   EnrichedDecoder
+
+	trimEvery time.Duration // how often archived records are dropped from the broker
 }
 
 // file is one Parquet file of a partition: open (rows are encoded into
@@ -141,7 +143,7 @@ func NewArchiver(o ArchiverOptions) (*Archiver, error) {
 		}
 	}
 	m.up.Set(1)
-	return &Archiver{o: o, cfg: o.Config, log: o.Logger, m: m, parts: map[int32]*archPart{}, up: true}, nil
+	return &Archiver{o: o, cfg: o.Config, log: o.Logger, m: m, parts: map[int32]*archPart{}, up: true, trimEvery: time.Minute}, nil
 }
 
 // ObjectKey is the contract name of an archive object.
@@ -250,7 +252,7 @@ func (a *Archiver) Run(ctx context.Context) error {
 		a.m.pendingRows.Set(float64(pending))
 		a.mu.Unlock()
 		cl.AllowRebalance()
-		if time.Since(lastTrim) > time.Minute {
+		if time.Since(lastTrim) > a.trimEvery {
 			a.trimBroker(ctx)
 			lastTrim = time.Now()
 		}

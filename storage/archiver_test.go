@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -59,11 +60,13 @@ func TestArchiverRecoversFromNames(t *testing.T) {
 	if _, err := store.PutIfAbsent(context.Background(), pre, &buf, int64(buf.Len())); err != nil {
 		t.Fatal(err)
 	}
-	cfg := ArchiveConfig{Group: "arch", MaxRecords: 100, MaxBytes: 1 << 30, RollInterval: time.Hour, FlushInterval: time.Hour, KeepArchived: time.Hour, MaxBackoff: time.Second}
+	// keep_archived 1ns: archived records are dropped from the broker at once
+	cfg := ArchiveConfig{Group: "arch", MaxRecords: 100, MaxBytes: 1 << 30, RollInterval: time.Hour, FlushInterval: time.Hour, KeepArchived: time.Nanosecond, MaxBackoff: time.Second}
 	a, err := NewArchiver(ArchiverOptions{Config: cfg, Topic: "enriched", ClientOpts: opts, Store: store})
 	if err != nil {
 		t.Fatal(err)
 	}
+	a.trimEvery = 50 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
@@ -85,6 +88,22 @@ func TestArchiverRecoversFromNames(t *testing.T) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// the broker drops what was archived (up to offset 220), never the rest
+	adm := kadm.NewClient(prod)
+	var logStart int64
+	for time.Now().Before(deadline) {
+		so, err := adm.ListStartOffsets(context.Background(), "enriched")
+		if err == nil {
+			so.Each(func(o kadm.ListedOffset) { logStart = o.Offset })
+		}
+		if logStart >= 220 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if logStart != 220 {
+		t.Fatalf("log start offset %d after archiving up to 219, want 220 (archived records dropped, unarchived kept)", logStart)
 	}
 	cancel()
 	if err := <-done; err != nil {
