@@ -1,0 +1,20 @@
+# Multi-stage build of the one binary. DuckDB is linked in through cgo, so
+# the build stage needs gcc and the runtime a glibc base.
+# (No Docker engine runs on the development machines; this file is not
+# exercised by the tests.)
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=1 go build -trimpath -ldflags "-s -w" -o /out/vigil .
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/vigil /usr/local/bin/vigil
+WORKDIR /var/lib/vigil
+EXPOSE 8080 9092
+# The embedded broker listens on loopback by default; expose it with
+# VIGIL_KAFKA_EMBEDDED_ADDR=0.0.0.0:9092 if tools outside the container need it.
+ENTRYPOINT ["vigil"]
+CMD ["serve"]
