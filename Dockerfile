@@ -13,8 +13,8 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/vigil /usr/local/bin/vigil
 WORKDIR /var/lib/vigil
-EXPOSE 8080 9092
-# The embedded broker listens on loopback by default; expose it with
-# VIGIL_KAFKA_EMBEDDED_ADDR=0.0.0.0:9092 if tools outside the container need it.
+EXPOSE 8080
+# The embedded broker listens on the container's loopback; use external
+# Kafka (VIGIL_KAFKA_BROKERS) when tools outside the container must read it.
 ENTRYPOINT ["vigil"]
 CMD ["serve"]
