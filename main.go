@@ -50,6 +50,8 @@ func main() {
 const usage = `usage:
   vigil serve [--config config.yaml] [--check-config] [--simulate]
   vigil simulate --url http://127.0.0.1:8080 --token ADMIN_TOKEN [--config config.yaml] [--duration 0]
+  vigil eval --data ../shared/data/skab [--url http://host:8080 --token T --kafka host:9092] [--warmup 400]
+  vigil eval --csv FILE --labels FILE
   vigil version`
 
 func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
@@ -61,6 +63,8 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		return serve(ctx, args[1:], environ, stdout, stderr)
 	case "simulate":
 		return simulateCmd(ctx, args[1:], environ, stdout, stderr)
+	case "eval":
+		return evalCmd(ctx, args[1:], environ, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "vigil", versionString())
 		return nil
