@@ -107,7 +107,9 @@ func startEmbedded(ctx context.Context, environ []string, stderr io.Writer, o *e
 	go func() { done <- run(sctx, []string{"serve"}, env, io.Discard, stderr) }()
 	stop := func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			fmt.Fprintln(stderr, "eval: the embedded Vigil stopped with", err)
+		}
 		os.RemoveAll(dir)
 	}
 	deadline := time.Now().Add(60 * time.Second)
