@@ -36,8 +36,8 @@ type LeaseRecord struct {
 	RenewedAt time.Time `json:"renewed_at"`
 }
 
-// ErrNoConditionalWrites: the store does not honour create-only or
-// if-match writes, so a lease on it could have two holders.
+// ErrNoConditionalWrites is returned when the store does not honour
+// create-only or if-match writes, so a lease on it could have two holders.
 var ErrNoConditionalWrites = errors.New("the object store does not honour conditional writes (If-None-Match / If-Match); refusing to lead")
 
 // Lease is one process's view of the trainer lease. A challenger takes
@@ -77,15 +77,23 @@ func CheckConditionalWrites(ctx context.Context, s storage.Store) error {
 		return fmt.Errorf("probe conditional writes on %s: %w", s, err)
 	}
 	if _, err := s.PutIfAbsent(ctx, key, bytes.NewReader([]byte("2")), 1); !errors.Is(err, storage.ErrPrecondition) {
-		return fmt.Errorf("%w: a second create-only write of %s answered %v", ErrNoConditionalWrites, key, err)
+		return fmt.Errorf("%w: a second create-only write of %s answered %w", ErrNoConditionalWrites, key, errOrOK(err))
 	}
 	if _, err := s.PutIfMatch(ctx, key, bytes.NewReader([]byte("3")), 1, etag+"x"); !errors.Is(err, storage.ErrPrecondition) {
-		return fmt.Errorf("%w: an if-match write with a wrong ETag answered %v", ErrNoConditionalWrites, err)
+		return fmt.Errorf("%w: an if-match write with a wrong ETag answered %w", ErrNoConditionalWrites, errOrOK(err))
 	}
 	if _, err := s.PutIfMatch(ctx, key, bytes.NewReader([]byte("4")), 1, etag); err != nil {
-		return fmt.Errorf("%w: an if-match write with the right ETag failed: %v", ErrNoConditionalWrites, err)
+		return fmt.Errorf("%w: an if-match write with the right ETag failed: %w", ErrNoConditionalWrites, err)
 	}
 	return nil
+}
+
+// errOrOK names a nil error "success" in messages.
+func errOrOK(err error) error {
+	if err == nil {
+		return errors.New("success")
+	}
+	return err
 }
 
 // Leading reports whether this process held the lease at its last Tick,

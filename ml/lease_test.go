@@ -101,7 +101,7 @@ func TestLeaseOneLeader(t *testing.T) {
 				c.t = c.t.Add(2 * time.Second)
 			}
 			tickAll(first)
-			var next int = -1
+			next := -1
 			for i, l := range ls {
 				if ok, e := l.Leading(); ok && i != first {
 					if next >= 0 || e != 2 {
