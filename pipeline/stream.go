@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-json-experiment/json"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
@@ -349,8 +350,102 @@ func (s *Stream) warm(ctx context.Context, p int32, upTo int64) *partition {
 			s.log.Info("partition state restored", zap.Int32("partition", p), zap.Int64("from", from), zap.Int64("to", upTo), zap.Int("readings", n), zap.Int("devices", len(part.Devices)))
 		}
 	}
+	if n, err := s.seedDedup(ctx, p, part); err != nil {
+		s.log.Warn("could not read back recent enriched ids; a reading committed just before a crash could be enriched twice", zap.Int32("partition", p), zap.Error(err))
+	} else if n > 0 {
+		s.log.Debug("dedup seeded from the enriched topic", zap.Int32("partition", p), zap.Int("ids", n))
+	}
 	part.Next = upTo
 	return part
+}
+
+// seedDedup adds to the partition's dedup sets the ids of the most recent
+// committed enriched records of its devices. The processor dedups by id,
+// but after a crash the broker may hold a committed batch whose consumed
+// offsets it did not keep (the embedded broker persists the transaction
+// markers and the group's offsets separately); the batch is then consumed
+// again, and only the output itself says it was already written.
+func (s *Stream) seedDedup(ctx context.Context, p int32, part *partition) (int, error) {
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, s.o.ClientOpts...), kgo.FetchMaxWait(100*time.Millisecond))...)
+	if err != nil {
+		return 0, err
+	}
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListEndOffsets(ctx, s.o.Topics.Enriched, s.o.Topics.Raw)
+	cl.Close()
+	if err != nil {
+		return 0, err
+	}
+	// Raw and enriched records are keyed by device id with the same
+	// partitioner: with equal partition counts, raw partition p's devices
+	// are all in enriched partition p; otherwise read every partition.
+	rawParts, enrParts := 0, 0
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Topic == s.o.Topics.Raw {
+			rawParts++
+		} else {
+			enrParts++
+		}
+	})
+	from := map[int32]kgo.Offset{}
+	want := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Topic != s.o.Topics.Enriched || o.Offset == 0 || (rawParts == enrParts && o.Partition != p) {
+			return
+		}
+		from[o.Partition] = kgo.NewOffset().At(max(0, o.Offset-s.cfg.RestoreLookback))
+		want[o.Partition] = o.Offset
+	})
+	if len(from) == 0 {
+		return 0, nil
+	}
+	rd, err := kgo.NewClient(append(append([]kgo.Opt{}, s.o.ClientOpts...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{s.o.Topics.Enriched: from}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(100*time.Millisecond))...)
+	if err != nil {
+		return 0, err
+	}
+	defer rd.Close()
+	n := 0
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		fs := rd.PollFetches(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return n, ctx.Err()
+		}
+		if fs.NumRecords() == 0 {
+			return n, nil // read up to the last stable offset
+		}
+		done := true
+		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
+			for _, rec := range fp.Records {
+				var e struct {
+					ID       string `json:"id"`
+					DeviceID string `json:"device_id"`
+				}
+				if json.Unmarshal(rec.Value, &e) != nil || e.ID == "" {
+					continue
+				}
+				if rawParts != enrParts && part.Devices[e.DeviceID] == nil {
+					continue // another partition's device
+				}
+				ds := part.Devices[e.DeviceID]
+				if ds == nil {
+					ds = newDeviceState()
+					part.Devices[e.DeviceID] = ds
+				}
+				ds.seen(e.ID, s.cfg.DedupWindow)
+				n++
+			}
+			if len(fp.Records) > 0 && fp.Records[len(fp.Records)-1].Offset+1 < want[fp.Partition] {
+				done = false
+			}
+		})
+		if done {
+			return n, nil
+		}
+	}
 }
 
 func (s *Stream) replay(ctx context.Context, p int32, from, upTo int64, part *partition) (int, error) {

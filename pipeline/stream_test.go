@@ -1,0 +1,118 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/go-json-experiment/json"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vigil/vigil/ingest"
+)
+
+// After a crash the broker can hold a committed batch whose consumed
+// offsets it lost, so the batch is consumed again. Simulated here by
+// rewinding the group to offset 0 and dropping the state snapshots: the
+// restarted stream must not write any reading to the enriched topic twice.
+func TestStreamDedupAfterOffsetRegression(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "raw", "enriched", "alerts", "dlq"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	opts := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	const n = 400
+	for i := 0; i < n; i++ {
+		r := ingest.Reading{ID: fmt.Sprintf("m%d", i), DeviceID: fmt.Sprintf("d%d", i%7), TS: t0.Add(time.Duration(i) * time.Second),
+			Metrics: []ingest.Metric{{Name: "v", Value: float64(i % 10)}}, Region: "eu", IngestedAt: t0}
+		if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "raw", Key: []byte(r.DeviceID), Value: r.AppendJSON(nil)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() (total int, ids map[string]int) {
+		rd, err := kgo.NewClient(append(opts, kgo.ConsumeTopics("enriched"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rd.Close()
+		ids = map[string]int{}
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			fs := rd.PollFetches(ctx)
+			cancel()
+			if fs.NumRecords() == 0 {
+				return total, ids
+			}
+			fs.EachRecord(func(r *kgo.Record) {
+				var e struct {
+					ID string `json:"id"`
+				}
+				_ = json.Unmarshal(r.Value, &e)
+				ids[e.ID]++
+				total++
+			})
+		}
+	}
+	cfg := testCfg()
+	cfg.RestoreLookback = 1000
+	cfg.DedupWindow = 256 // the default: ~57 readings a device here
+	run := func() {
+		st, err := NewStream(StreamOptions{Config: cfg, Region: "eu", Topics: Topics{Raw: "raw", Enriched: "enriched", Alerts: "alerts", DLQ: "dlq"},
+			ClientOpts: opts, StateDir: t.TempDir()}) // a fresh dir: no snapshot
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- st.Run(ctx) }()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if total, _ := count(); total >= n {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the stream did not process the readings")
+			}
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	run()
+	// the "crash": the group's offsets go back to 0
+	adm := kadm.NewClient(cl)
+	offs := kadm.Offsets{}
+	offs.Add(kadm.Offset{Topic: "raw", Partition: 0, At: 0, LeaderEpoch: -1})
+	offs.Add(kadm.Offset{Topic: "raw", Partition: 1, At: 0, LeaderEpoch: -1})
+	var resp kadm.OffsetResponses
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		resp, err = adm.CommitOffsets(context.Background(), cfg.Group, offs)
+		if err == nil && resp.Error() == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rewind the group: %v %v", err, resp.Error())
+		}
+		time.Sleep(100 * time.Millisecond) // the old member is still leaving the group
+	}
+	run()
+	total, ids := count()
+	for id, k := range ids {
+		if k > 1 {
+			t.Fatalf("%s enriched %d times (%d records for %d ids)", id, k, total, len(ids))
+		}
+	}
+	if len(ids) != n || total != n {
+		t.Fatalf("%d records for %d ids, want %d", total, len(ids), n)
+	}
+}
