@@ -220,13 +220,21 @@ func (d *DeviceState) observe(p *params, r *ingest.Reading, o *Observation) {
 		a := math.Max(p.alpha, 1/float64(ms.N+1))
 		diff := m.Value - ms.Mean
 		dev2 := diff * diff
+		outlier := false
 		if mo.Warm {
 			lim := 4 * std
+			outlier = math.Abs(diff) > lim
 			diff = math.Max(-lim, math.Min(lim, diff))
 		}
-		if ms.N == 0 {
+		switch {
+		case ms.N == 0:
 			ms.Mean = m.Value
-		} else {
+		case outlier:
+			// an outlier moves the mean a little (a lasting shift is
+			// learnt) but does not widen the variance: a slow drift must
+			// not teach the baseline to accept it
+			ms.Mean += a * diff
+		default:
 			incr := a * diff
 			ms.Mean += incr
 			ms.Var = (1 - a) * (ms.Var + diff*incr)
