@@ -17,6 +17,8 @@ import (
 
 	"github.com/go-json-experiment/json"
 	"go.uber.org/goleak"
+
+	"github.com/vigil/vigil/internal/testminio"
 )
 
 var vigilBin string // built once by TestMain for the tests that run vigil as a process
@@ -35,7 +37,7 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	if code == 0 {
-		if err := goleak.Find(goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"), goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"), goleak.IgnoreTopFunction("internal/poll.runtime_pollWait")); err != nil {
+		if err := goleak.Find(testminio.LeakOptions()...); err != nil {
 			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
 			code = 1
 		}

@@ -109,15 +109,23 @@ func (l *Local) finish(path string) (string, error) {
 	return etagOf(fi), nil
 }
 
+// stage checks key and writes r into a temporary file beside the object's
+// path; the caller renames or links it into place, or removes it.
+func (l *Local) stage(key string, r io.Reader, size int64) (path, tmp string, err error) {
+	if path, err = l.path(key); err != nil {
+		return "", "", err
+	}
+	if tmp, err = l.writeTemp(path, r, size); err != nil {
+		return "", "", fmt.Errorf("put %s: %w", key, err)
+	}
+	return path, tmp, nil
+}
+
 // Put implements Store.
 func (l *Local) Put(_ context.Context, key string, r io.Reader, size int64) (string, error) {
-	path, err := l.path(key)
+	path, tmp, err := l.stage(key, r, size)
 	if err != nil {
 		return "", err
-	}
-	tmp, err := l.writeTemp(path, r, size)
-	if err != nil {
-		return "", fmt.Errorf("put %s: %w", key, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
@@ -129,13 +137,9 @@ func (l *Local) Put(_ context.Context, key string, r io.Reader, size int64) (str
 // PutIfAbsent implements Store: the temporary file is hard-linked to the
 // key, which fails atomically when the key exists.
 func (l *Local) PutIfAbsent(_ context.Context, key string, r io.Reader, size int64) (string, error) {
-	path, err := l.path(key)
+	path, tmp, err := l.stage(key, r, size)
 	if err != nil {
 		return "", err
-	}
-	tmp, err := l.writeTemp(path, r, size)
-	if err != nil {
-		return "", fmt.Errorf("put %s: %w", key, err)
 	}
 	defer os.Remove(tmp)
 	if err := os.Link(tmp, path); err != nil {
@@ -149,13 +153,9 @@ func (l *Local) PutIfAbsent(_ context.Context, key string, r io.Reader, size int
 
 // PutIfMatch implements Store, under an exclusive lock on <dir>/.lock.
 func (l *Local) PutIfMatch(_ context.Context, key string, r io.Reader, size int64, etag string) (string, error) {
-	path, err := l.path(key)
+	path, tmp, err := l.stage(key, r, size)
 	if err != nil {
 		return "", err
-	}
-	tmp, err := l.writeTemp(path, r, size)
-	if err != nil {
-		return "", fmt.Errorf("put %s: %w", key, err)
 	}
 	defer os.Remove(tmp)
 	unlock, err := l.lock()

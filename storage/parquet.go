@@ -263,7 +263,7 @@ type fixedCol struct {
 	kind colKind
 }
 
-// Indexes into fixedColNames, in fixedCols order.
+// Indexes into fixedCols, in its order (cOffset is the last).
 const (
 	cID = iota
 	cDevice
@@ -284,9 +284,6 @@ const (
 	cPartition
 	cOffset
 )
-
-var fixedColNames = [...]string{"id", "device_id", "ts", "ingested_at", "region", "site", "device_model", "lat", "lon",
-	"tags", "device_attrs", "attrs", "label", "score", "threshold", "model", "kafka_partition", "kafka_offset"}
 
 var fixedCols = []fixedCol{
 	{"id", kString}, {"device_id", kString}, {"ts", kTime}, {"ingested_at", kTime}, {"region", kString},
@@ -373,7 +370,7 @@ type FileWriter struct {
 	cw         *countWriter
 	pw         *parquet.GenericWriter[any]
 	ncols      int
-	fx         [len(fixedColNames)]int
+	fx         [cOffset + 1]int
 	metricIdx  map[string]int
 	derivedIdx map[string]int
 	dynamic    []int
@@ -409,8 +406,8 @@ func NewFileWriter(w io.Writer, metrics, derived []string) *FileWriter {
 		index[path[0]] = i
 	}
 	f := &FileWriter{ncols: len(schema.Columns()), metricIdx: make(map[string]int, len(cs.metric)), derivedIdx: make(map[string]int, len(cs.derived))}
-	for i, name := range fixedColNames {
-		f.fx[i] = index[name]
+	for i, c := range fixedCols {
+		f.fx[i] = index[c.name]
 	}
 	for name, c := range cs.metric {
 		f.metricIdx[name] = index[c]

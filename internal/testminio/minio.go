@@ -14,7 +14,16 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
+
+// LeakOptions are the goleak options of packages whose tests use MinIO:
+// the HTTP client's idle keep-alive connections outlive a test by design.
+func LeakOptions() []goleak.Option {
+	return []goleak.Option{goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"), goleak.IgnoreTopFunction("internal/poll.runtime_pollWait")}
+}
 
 // Server is a running MinIO.
 type Server struct {
