@@ -17,6 +17,7 @@ import (
 
 	"github.com/vigil/vigil/bus"
 	"github.com/vigil/vigil/ingest"
+	"github.com/vigil/vigil/ml"
 	"github.com/vigil/vigil/pipeline"
 	"github.com/vigil/vigil/simulate"
 	"github.com/vigil/vigil/storage"
@@ -41,6 +42,7 @@ type Config struct {
 	Archive  storage.ArchiveConfig `yaml:"archive"`
 	Ingest   ingest.Config         `yaml:"ingest"`
 	Pipeline pipeline.Config       `yaml:"pipeline"`
+	Models   ml.Config             `yaml:"models"`
 	Simulate simulate.Config       `yaml:"simulate"`
 	Console  web.ConsoleConfig     `yaml:"console"`
 	Log      struct {
@@ -92,7 +94,7 @@ func (c Config) Validate() error {
 	sections := []struct {
 		name string
 		v    interface{ Validate() error }
-	}{{"http", c.HTTP}, {"kafka", c.Kafka}, {"storage", c.Storage}, {"archive", c.Archive}, {"ingest", c.Ingest}, {"pipeline", c.Pipeline}, {"simulate", c.Simulate}, {"console", c.Console}}
+	}{{"http", c.HTTP}, {"kafka", c.Kafka}, {"storage", c.Storage}, {"archive", c.Archive}, {"ingest", c.Ingest}, {"pipeline", c.Pipeline}, {"models", c.Models}, {"simulate", c.Simulate}, {"console", c.Console}}
 	for _, s := range sections {
 		if err := s.v.Validate(); err != nil {
 			return fmt.Errorf("%s.%w", s.name, err)

@@ -28,6 +28,7 @@ import (
 
 	"github.com/vigil/vigil/bus"
 	"github.com/vigil/vigil/ingest"
+	"github.com/vigil/vigil/ml"
 	"github.com/vigil/vigil/pipeline"
 	"github.com/vigil/vigil/simulate"
 	"github.com/vigil/vigil/storage"
@@ -173,6 +174,15 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
+	holder := cfg.Models.Holder
+	if holder == "" {
+		host, _ := os.Hostname()
+		var hb [3]byte
+		_, _ = rand.Read(hb[:])
+		holder = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(hb[:]))
+	}
+	models := ml.NewService(ml.ServiceOptions{Config: cfg.Models, Store: store, Target: stream.Processor(),
+		Threshold: cfg.Pipeline.Threshold, Buckets: cfg.Pipeline.AttrBuckets, Log: log.Named("models")}, cfg.Region+"/"+holder)
 	token := cfg.Admin.Token
 	if token == "" {
 		var rb [16]byte
@@ -185,11 +195,12 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	}
 	console := web.NewConsole(cfg.Console, store, consoleDir, log.Named("console"))
 	defer console.Close()
-	status := &web.StatusWriter{Region: cfg.Region, Store: store, Gatherer: reg, Interval: cfg.Console.StatusInterval, KafkaOpts: b.Opts(),
+	status := &web.StatusWriter{Region: cfg.Region, Store: store, Models: models, Gatherer: reg, Interval: cfg.Console.StatusInterval, KafkaOpts: b.Opts(),
 		Topics: []string{cfg.Kafka.Topics.Raw, cfg.Kafka.Topics.Enriched, cfg.Kafka.Topics.Alerts, cfg.Kafka.Topics.DLQ}, Logger: log.Named("status")}
 	srv, err := web.New(web.Options{
 		Config: cfg.HTTP, AdminToken: token, Ingest: ing, Registry: registry, Alerts: alerts, Gatherer: reg, Logger: log.Named("web"),
 		Console: console, Store: store, Region: cfg.Region, KafkaOpts: b.Opts(), EnrichedTopic: cfg.Kafka.Topics.Enriched,
+		Models: models,
 		Ready: []web.Check{
 			{Name: "kafka", Fn: b.Ping},
 			{Name: "registry", Fn: chanReady(registry.Ready(), "device registry still loading")},
@@ -217,6 +228,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	g.Go(func() error { return stream.Run(gctx) })
 	g.Go(func() error { return srv.Run(gctx) })
 	g.Go(func() error { return status.Run(gctx) })
+	g.Go(func() error { return models.Run(gctx) })
 	if cfg.Archive.Enabled {
 		g.Go(func() error { return archiver.Run(gctx) })
 	}

@@ -19,6 +19,7 @@ type metrics struct {
 	postToDone  prometheus.Histogram
 	lag         *prometheus.GaugeVec
 	restored    prometheus.Counter
+	swaps       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -38,11 +39,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "From ingest acknowledgement time to the commit of the enriched record.", Buckets: lat}),
 		lag:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vigil_pipeline_lag_records", Help: "Raw records not yet processed, per partition."}, []string{"partition"}),
 		restored: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_pipeline_restored_readings_total", Help: "Raw readings replayed to rebuild per-device state."}),
+		swaps:    prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_pipeline_model_swaps_total", Help: "Times a new scorer (model or shadow) took over between micro-batches."}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.batchTime, m.readings, m.duplicates, m.dlq, m.alerts, m.aborts, m.postToAlert, m.postToDone, m.lag, m.restored} {
+	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.batchTime, m.readings, m.duplicates, m.dlq, m.alerts, m.aborts, m.postToAlert, m.postToDone, m.lag, m.restored, m.swaps} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register pipeline metrics: %w", err)
 		}

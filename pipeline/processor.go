@@ -26,20 +26,25 @@ func newPartition() *partition { return &partition{Devices: map[string]*DeviceSt
 // Processor enriches, scores and alerts one reading at a time. It owns no
 // Kafka client: the stream feeds it and writes its output, and the restore
 // path replays readings through it without output. Step must be called from
-// one goroutine; SetScorer may be called from any.
+// one goroutine; SetScorers may be called from any, and takes effect at the
+// next BeginBatch, so a micro-batch is scored by one model throughout.
 type Processor struct {
 	cfg     Config
 	p       params
 	region  string
 	devices DeviceLookup
-	scorer  atomic.Pointer[scorerBox]
+	pending atomic.Pointer[scorerBox]
+	active  scorerBox
 	now     func() time.Time
 
-	obs     Observation
-	reasons []Reason
+	obs           Observation
+	reasons       []Reason
+	shadowReasons []Reason
 }
 
-type scorerBox struct{ s Scorer }
+// scorerBox is the scorer in charge and an optional shadow, scored beside
+// it and recorded in the enriched record, raising nothing.
+type scorerBox struct{ s, shadow Scorer }
 
 // NewProcessor builds a processor; a nil scorer means the baseline detector.
 func NewProcessor(cfg Config, region string, devices DeviceLookup, scorer Scorer) *Processor {
@@ -47,15 +52,42 @@ func NewProcessor(cfg Config, region string, devices DeviceLookup, scorer Scorer
 		scorer = Baseline{}
 	}
 	pr := &Processor{cfg: cfg, p: newParams(cfg), region: region, devices: devices, now: time.Now}
-	pr.scorer.Store(&scorerBox{scorer})
+	pr.active = scorerBox{s: scorer}
+	pr.pending.Store(&pr.active)
 	return pr
 }
 
-// SetScorer swaps the scorer; the next reading is scored by it.
-func (pr *Processor) SetScorer(s Scorer) { pr.scorer.Store(&scorerBox{s}) }
+// SetScorers hands over the scorer and the shadow (nil: none); the next
+// BeginBatch puts them in charge.
+func (pr *Processor) SetScorers(s, shadow Scorer) {
+	if s == nil {
+		s = Baseline{}
+	}
+	pr.pending.Store(&scorerBox{s: s, shadow: shadow})
+}
 
-// Scorer returns the current scorer.
-func (pr *Processor) Scorer() Scorer { return pr.scorer.Load().s }
+// SetScorer swaps the scorer (no shadow) at the next BeginBatch.
+func (pr *Processor) SetScorer(s Scorer) { pr.SetScorers(s, nil) }
+
+// Scorers returns the scorer and shadow most recently handed over.
+func (pr *Processor) Scorers() (Scorer, Scorer) {
+	b := pr.pending.Load()
+	return b.s, b.shadow
+}
+
+// Scorer returns the scorer most recently handed over.
+func (pr *Processor) Scorer() Scorer { return pr.pending.Load().s }
+
+// BeginBatch puts the scorers last handed over in charge; the stream calls
+// it between micro-batches. It reports whether they changed.
+func (pr *Processor) BeginBatch() bool {
+	b := pr.pending.Load()
+	if *b == pr.active {
+		return false
+	}
+	pr.active = *b
+	return true
+}
 
 // StepResult is what one reading produced.
 type StepResult struct {
@@ -95,7 +127,7 @@ func (pr *Processor) Step(part *partition, r *ingest.Reading, emit bool, buf []b
 	o := &pr.obs
 	o.Device = dev
 	ds.observe(&pr.p, r, o)
-	sc := pr.scorer.Load().s
+	sc := pr.active.s
 	score, reasons := sc.Score(o, pr.reasons)
 	pr.reasons = reasons
 	res.Score = score
@@ -126,7 +158,14 @@ func (pr *Processor) Step(part *partition, r *ingest.Reading, emit bool, buf []b
 		}
 	}
 	if emit {
-		buf = appendEnriched(buf, o, pr.region, score, sc.Name(), pr.cfg.Threshold)
+		var sh *shadowScore
+		if pr.active.shadow != nil {
+			var ss shadowScore
+			ss.score, pr.shadowReasons = pr.active.shadow.Score(o, pr.shadowReasons)
+			ss.model = pr.active.shadow.Name()
+			sh = &ss
+		}
+		buf = appendEnriched(buf, o, pr.region, score, sc.Name(), pr.cfg.Threshold, sh)
 	}
 	return buf
 }

@@ -55,7 +55,13 @@ func appendTime(b []byte, t time.Time) []byte {
 }
 
 // appendEnriched appends the enriched record of o, scored with score by model.
-func appendEnriched(b []byte, o *Observation, region string, score float64, model string, threshold float64) []byte {
+// shadowScore is the shadow model's score of a reading.
+type shadowScore struct {
+	model string
+	score float64
+}
+
+func appendEnriched(b []byte, o *Observation, region string, score float64, model string, threshold float64, shadow *shadowScore) []byte {
 	r := o.Reading
 	b = append(b, `{"id":`...)
 	b = appendStr(b, r.ID)
@@ -174,5 +180,11 @@ func appendEnriched(b []byte, o *Observation, region string, score float64, mode
 	b = ingest.AppendFloat(b, threshold)
 	b = append(b, `,"model":`...)
 	b = appendStr(b, model)
+	if shadow != nil {
+		b = append(b, `,"shadow_model":`...)
+		b = appendStr(b, shadow.model)
+		b = append(b, `,"shadow_score":`...)
+		b = ingest.AppendFloat(b, shadow.score)
+	}
 	return append(b, '}')
 }

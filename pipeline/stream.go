@@ -179,6 +179,16 @@ func (s *Stream) runSession(ctx context.Context) error {
 		if err := sess.Begin(); err != nil {
 			return fmt.Errorf("begin transaction: %w", err)
 		}
+		// a new model takes over between micro-batches, never inside one
+		if s.proc.BeginBatch() {
+			sc, sh := s.proc.active.s, s.proc.active.shadow
+			f := []zap.Field{zap.String("model", sc.Name())}
+			if sh != nil {
+				f = append(f, zap.String("shadow", sh.Name()))
+			}
+			s.log.Info("scoring with a new model", f...)
+			s.m.swaps.Inc()
+		}
 		// The context for the work and the commit is detached from ctx: a
 		// shutdown lets the batch in flight commit.
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)

@@ -24,6 +24,9 @@ type Config struct {
 	UseSSL bool `yaml:"use_ssl"`
 	// Region is the S3 region name. Default "" (the store's default).
 	Region string `yaml:"region"`
+	// Dir is the local directory store (no endpoint); "" means
+	// data.dir/objects. Processes on one machine may share it.
+	Dir string `yaml:"dir"`
 }
 
 // Validate checks the storage section; errors name the key below "storage.".

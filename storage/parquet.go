@@ -44,6 +44,10 @@ type EnrichedRow struct {
 	Score       float64
 	Threshold   float64
 	Model       string
+	// ShadowModel and ShadowScore are set while a candidate model runs in
+	// shadow beside Model.
+	ShadowModel string
+	ShadowScore *float64
 
 	Partition int32
 	Offset    int64
@@ -216,6 +220,12 @@ func (d *EnrichedDecoder) Decode(b []byte) (EnrichedRow, error) {
 			r.Threshold, err = num()
 		case "model":
 			r.Model, err = d.name()
+		case "shadow_model":
+			r.ShadowModel, err = d.name()
+		case "shadow_score":
+			var v float64
+			v, err = num()
+			r.ShadowScore = &v
 		default:
 			err = dec.SkipValue()
 		}
@@ -281,6 +291,8 @@ const (
 	cScore
 	cThreshold
 	cModel
+	cShadowModel
+	cShadowScore
 	cPartition
 	cOffset
 )
@@ -290,6 +302,7 @@ var fixedCols = []fixedCol{
 	{"site", kOptString}, {"device_model", kOptString}, {"lat", kOptDouble}, {"lon", kOptDouble},
 	{"tags", kOptString}, {"device_attrs", kOptString}, {"attrs", kOptString}, {"label", kOptString},
 	{"score", kDouble}, {"threshold", kDouble}, {"model", kString},
+	{"shadow_model", kOptString}, {"shadow_score", kOptDouble},
 	{"kafka_partition", kInt32}, {"kafka_offset", kInt64},
 }
 
@@ -499,6 +512,8 @@ func (f *FileWriter) Write(r *EnrichedRow) error {
 	row[fx[cScore]] = parquet.DoubleValue(r.Score).Level(0, 0, fx[cScore])
 	row[fx[cThreshold]] = parquet.DoubleValue(r.Threshold).Level(0, 0, fx[cThreshold])
 	str(cModel, r.Model)
+	optStr(cShadowModel, r.ShadowModel)
+	optNum(cShadowScore, r.ShadowScore)
 	row[fx[cPartition]] = parquet.Int32Value(r.Partition).Level(0, 0, fx[cPartition])
 	row[fx[cOffset]] = parquet.Int64Value(r.Offset).Level(0, 0, fx[cOffset])
 	f.batch = append(f.batch, row)

@@ -158,6 +158,9 @@ func (s *S3) Delete(ctx context.Context, key string) error {
 // the local directory store under dataDir/objects.
 func Open(ctx context.Context, cfg Config, dataDir string) (Store, error) {
 	if cfg.Endpoint == "" {
+		if cfg.Dir != "" {
+			return NewLocal(cfg.Dir)
+		}
 		return NewLocal(dataDir + "/objects")
 	}
 	return NewS3(ctx, cfg)

@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sort"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vigil/vigil/ingest"
+	"github.com/vigil/vigil/ml"
 	"github.com/vigil/vigil/pipeline"
 )
 
@@ -35,8 +37,27 @@ type Health struct {
 }
 
 // healthFrom reads the figures out of the process's metrics.
-func healthFrom(g prometheus.Gatherer) Health {
-	h := Health{LagByPartition: map[string]float64{}, Model: pipeline.BaselineName, Lease: "no trainer in this version"}
+func healthFrom(g prometheus.Gatherer, models *ml.Service) Health {
+	h := Health{LagByPartition: map[string]float64{}, Model: pipeline.BaselineName, Lease: "models service not running"}
+	if models != nil {
+		st, l := models.Status(), models.Lease()
+		h.Model = st.Running
+		if st.RunningShadow != "" {
+			h.Model += " (shadow " + st.RunningShadow + ")"
+		}
+		switch {
+		case st.LeaseError != "":
+			h.Lease = "not a candidate: " + st.LeaseError
+		case st.Leading:
+			h.Lease = fmt.Sprintf("held by this process (epoch %d)", st.Epoch)
+		case l.Holder != "":
+			h.Lease = fmt.Sprintf("held by %s (epoch %d)", l.Holder, l.Epoch)
+		case !st.Candidate:
+			h.Lease = "this process does not train (models.train: false)"
+		default:
+			h.Lease = "no holder yet"
+		}
+	}
 	mfs, err := g.Gather()
 	if err != nil {
 		return h
@@ -127,7 +148,7 @@ func (s *Server) overview(w http.ResponseWriter, _ *http.Request) {
 	ingest.WriteJSON(w, http.StatusOK, map[string]any{
 		"region": s.o.Region, "refresh_seconds": int(s.o.Console.cfg.RefreshInterval.Seconds()),
 		"alerts_by_minute": list(byMinute, true), "alerts_by_site": list(bySite, false), "alerts_by_kind": list(byKind, false),
-		"health": healthFrom(s.o.Gatherer), "sample": s.o.Console.Status(),
+		"health": healthFrom(s.o.Gatherer, s.o.Models), "sample": s.o.Console.Status(),
 	})
 }
 

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vigil/vigil/ingest"
+	"github.com/vigil/vigil/ml"
 	"github.com/vigil/vigil/pipeline"
 	"github.com/vigil/vigil/storage"
 )
@@ -72,6 +73,8 @@ type Options struct {
 	// KafkaOpts and EnrichedTopic let the page read a device's recent readings.
 	KafkaOpts     []kgo.Opt
 	EnrichedTopic string
+	// Models is the models service (registry, lease); nil disables /models.
+	Models *ml.Service
 }
 
 // Server is Vigil's HTTP server.
@@ -176,6 +179,13 @@ func (s *Server) Router() http.Handler {
 		r.Get("/notebooks/{id}", s.getNotebook)
 		r.Put("/notebooks/{id}", s.putNotebook)
 		r.Delete("/notebooks/{id}", s.deleteNotebook)
+		r.Get("/models", s.listModels)
+		r.Get("/models/{version}", s.getModel)
+		r.Post("/models/train", s.trainModel)
+		r.Post("/models/{version}/promote", s.promoteModel)
+		r.Post("/models/{version}/shadow", s.shadowModel)
+		r.Post("/models/rollback", s.rollbackModel)
+		r.Get("/lease", s.getLease)
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path+" (see /api/v1/openapi.json)")

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
+	"github.com/vigil/vigil/ml"
 	"github.com/vigil/vigil/storage"
 )
 
@@ -29,6 +30,7 @@ type SiteStatus struct {
 type StatusWriter struct {
 	Region    string
 	Store     storage.Store
+	Models    *ml.Service // nil: no models service
 	Gatherer  prometheus.Gatherer
 	Interval  time.Duration
 	KafkaOpts []kgo.Opt
@@ -59,7 +61,7 @@ func (w *StatusWriter) Run(ctx context.Context) error {
 			case <-t.C:
 			}
 		}
-		h := healthFrom(w.Gatherer)
+		h := healthFrom(w.Gatherer, w.Models)
 		secs := max(time.Since(lastAt).Seconds(), 0.001)
 		st := SiteStatus{Region: w.Region, UpdatedAt: time.Now().UTC(), Health: h, TopicSizes: map[string]int64{},
 			IngestRate: (h.IngestReadings - last.IngestReadings) / secs, PipelineRate: (h.PipelineReadings - last.PipelineReadings) / secs}
