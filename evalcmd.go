@@ -30,6 +30,7 @@ func evalCmd(ctx context.Context, args, environ []string, stdout, stderr io.Writ
 	token := fs.String("token", "", "its admin token (or VIGIL_ADMIN_TOKEN)")
 	kafka := fs.String("kafka", "127.0.0.1:9092", "its Kafka brokers, comma-separated (with --url)")
 	warmup := fs.Int("warmup", 400, "leading rows of each file not scored (SKAB's rule: 400)")
+	sendLabels := fs.Bool("send-labels", false, "stamp each reading's label field from the data set (training data for the supervised models; the detector never reads it)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -50,7 +51,7 @@ func evalCmd(ctx context.Context, args, environ []string, stdout, stderr io.Writ
 	default:
 		return errors.New("eval needs --data DIR (SKAB) or --csv FILE --labels FILE")
 	}
-	opts := eval.Options{URL: strings.TrimRight(*url, "/"), AdminToken: *token, Kafka: strings.Split(*kafka, ","), Warmup: *warmup,
+	opts := eval.Options{URL: strings.TrimRight(*url, "/"), AdminToken: *token, Kafka: strings.Split(*kafka, ","), Warmup: *warmup, SendLabels: *sendLabels,
 		Progress: func(s string) { fmt.Fprintln(stderr, "eval:", s) }}
 	if opts.AdminToken == "" {
 		for _, kv := range environ {

@@ -106,6 +106,8 @@ func newServer(t testing.TB, dir string, extraEnv ...string) *server {
 	s.env = append([]string{
 		"VIGIL_DATA_DIR=" + dir, "VIGIL_HTTP_ADDR=" + httpAddr, "VIGIL_KAFKA_EMBEDDED_ADDR=" + kafkaAddr,
 		"VIGIL_ADMIN_TOKEN=" + s.token, "VIGIL_KAFKA_PARTITIONS=4", "VIGIL_LOG_LEVEL=info",
+		// the trainer trains only when a test asks (POST /api/v1/models/train)
+		"VIGIL_MODELS_MIN_NEW_ROWS=1000000000",
 	}, extraEnv...)
 	return s
 }

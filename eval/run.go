@@ -24,6 +24,10 @@ type Options struct {
 	Enriched   string   // enriched topic; default vigil.enriched
 	Warmup     int      // leading rows of each file that are not scored; SKAB: 400
 	Prefix     string   // device id prefix of this run; default "eval-<unix>-"
+	// SendLabels stamps each reading's label field ("anomaly"/"normal")
+	// from the data set, so the archive can train the supervised models.
+	// The detector never reads it.
+	SendLabels bool
 	Progress   func(string)
 }
 
@@ -84,7 +88,15 @@ func Run(ctx context.Context, o Options, data []Series) (*Report, error) {
 				if j > start {
 					b.WriteByte(',')
 				}
-				fmt.Fprintf(&b, `{"device_id":%q,"id":"%s-%d","ts":%q,"metrics":{`, devices[i], devices[i], j, r.TS.Format(time.RFC3339Nano))
+				fmt.Fprintf(&b, `{"device_id":%q,"id":"%s-%d","ts":%q,`, devices[i], devices[i], j, r.TS.Format(time.RFC3339Nano))
+				if o.SendLabels {
+					if r.Anomaly {
+						b.WriteString(`"label":"anomaly",`)
+					} else {
+						b.WriteString(`"label":"normal",`)
+					}
+				}
+				b.WriteString(`"metrics":{`)
 				for k, m := range r.Metrics {
 					if k > 0 {
 						b.WriteByte(',')

@@ -66,13 +66,12 @@ const ArchivePrefix = "enriched/"
 
 // rawRow is a row before the metric set is chosen.
 type rawRow struct {
-	ts     time.Time
-	label  int8
-	id     string
-	vals   map[int][perMetric]float64 // by metric index
-	dt     [2]float64
-	attrs  []string // "name=value"
-	seqKey uint64
+	ts    time.Time
+	label int8
+	id    string
+	vals  map[int][perMetric]float64 // by metric index
+	dt    [2]float64
+	attrs []string // "name=value"
 }
 
 // LoadArchive reads the enriched archive of every region from the store:
@@ -285,7 +284,7 @@ func (l *loader) object(ctx context.Context, st storage.Store, o storage.ObjectI
 			for _, row := range buf[:k] {
 				l.add(row, roles)
 			}
-			if err == io.EOF || k == 0 && err == nil {
+			if errors.Is(err, io.EOF) || k == 0 && err == nil {
 				break
 			}
 			if err != nil {

@@ -116,17 +116,19 @@ func (f *Forest) WriteTo(w io.Writer) (int64, error) {
 	bw := bufio.NewWriterSize(cw, 64<<10)
 	le := binary.LittleEndian
 	var b [24]byte
-	bw.Write(forestMagic[:])
-	bw.WriteByte(byte(len(f.Kind)))
-	bw.WriteString(f.Kind)
+	// bufio.Writer keeps its first error and returns it from every later
+	// call and from Flush, so checking the last write and Flush is enough
+	_, _ = bw.Write(forestMagic[:])
+	_ = bw.WriteByte(byte(len(f.Kind)))
+	_, _ = bw.WriteString(f.Kind)
 	le.PutUint32(b[0:], uint32(f.NFeat))
 	le.PutUint64(b[4:], math.Float64bits(f.Norm))
 	le.PutUint32(b[12:], uint32(len(f.Roots)))
 	le.PutUint32(b[16:], uint32(len(f.Node)))
-	bw.Write(b[:20])
+	_, _ = bw.Write(b[:20])
 	for _, r := range f.Roots {
 		le.PutUint32(b[:], uint32(r))
-		bw.Write(b[:4])
+		_, _ = bw.Write(b[:4])
 	}
 	for _, nd := range f.Node {
 		le.PutUint32(b[0:], uint32(nd.Feat))

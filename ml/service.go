@@ -109,11 +109,10 @@ type Service struct {
 	log   *zap.Logger
 	kick  chan struct{}
 
-	mu        sync.Mutex
-	st        Status
-	loaded    map[string]*ModelScorer
-	lastEtag  string
-	cancelRun context.CancelFunc
+	mu       sync.Mutex
+	st       Status
+	loaded   map[string]*ModelScorer
+	lastEtag string
 }
 
 // Status is this process's view of models and the lease, for the API.
