@@ -296,7 +296,7 @@ func TestTrainOnSKAB(t *testing.T) {
 		total += len(s.Rows)
 	}
 	s := newServer(t, t.TempDir(), "VIGIL_ARCHIVE_FLUSH_INTERVAL=1s", "VIGIL_MODELS_PROMOTE=manual", "VIGIL_MODELS_MIN_NEW_ROWS=1000000000",
-		"VIGIL_MODELS_LEASE_TTL=2s", "VIGIL_MODELS_SUPERVISED_ROWS=2000")
+		"VIGIL_MODELS_LEASE_TTL=2s", "VIGIL_MODELS_SUPERVISED_ROWS=1200", "VIGIL_MODELS_MAX_ROWS=12000")
 	s.startInProcess()
 	defer s.stop()
 	if _, err := eval.Run(context.Background(), eval.Options{URL: s.httpURL, AdminToken: s.token, Kafka: []string{s.kafka}, Warmup: 400, SendLabels: true}, series); err != nil {
@@ -309,7 +309,7 @@ func TestTrainOnSKAB(t *testing.T) {
 	var models struct {
 		Models []ml.ModelMeta `json:"models"`
 	}
-	waitFor(t, 180*time.Second, "a model trained on SKAB", func() bool {
+	waitFor(t, 300*time.Second, "a model trained on SKAB", func() bool {
 		code, b, _ := s.do("GET", "/api/v1/models", s.token, "", nil)
 		return code == 200 && json.Unmarshal(b, &models, json.RejectUnknownMembers(false)) == nil && len(models.Models) > 0
 	})

@@ -140,7 +140,10 @@ func Run(ctx context.Context, o Options, data []Series) (*Report, error) {
 			if !ok {
 				return nil, fmt.Errorf("no score for row %d of %s", j, s.Name)
 			}
-			p := Point{TS: s.Rows[j].TS, Truth: s.Rows[j].Anomaly, Flagged: sc.score >= sc.threshold}
+			// a reading is flagged when the pipeline counts it in an open
+			// incident: it opened one (score >= threshold) or kept one going
+			// (the hysteresis band)
+			p := Point{TS: s.Rows[j].TS, Truth: s.Rows[j].Anomaly, Flagged: sc.incident != "" || sc.score >= sc.threshold}
 			fr.Counts.Add(p)
 			pts = append(pts, p)
 		}
@@ -160,7 +163,12 @@ func Run(ctx context.Context, o Options, data []Series) (*Report, error) {
 	return rep, nil
 }
 
-type scored struct{ score, threshold float64 }
+// scored is what the pipeline said about one reading: its score and the
+// incident (alert) it belongs to, if any.
+type scored struct {
+	score, threshold float64
+	incident         string
+}
 
 // readScores reads the enriched topic from the start (read committed) until
 // every reading of this run has its score.
@@ -189,9 +197,10 @@ func readScores(ctx context.Context, o Options, want int, say func(string, ...an
 				ID        string  `json:"id"`
 				Score     float64 `json:"score"`
 				Threshold float64 `json:"threshold"`
+				Incident  string  `json:"incident"`
 			}
 			if json.Unmarshal(r.Value, &e) == nil {
-				out[e.ID] = scored{e.Score, e.Threshold}
+				out[e.ID] = scored{e.Score, e.Threshold, e.Incident}
 			}
 		})
 		if time.Since(lastSay) > 5*time.Second {

@@ -57,7 +57,7 @@ func BenchmarkEnrichedEncode(b *testing.B) {
 	var buf []byte
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = appendEnriched(buf[:0], o, "eu", 0.1, BaselineName, 0.8, nil)
+		buf = appendEnriched(buf[:0], o, "eu", 0.1, BaselineName, 0.8, nil, "")
 	}
 }
 

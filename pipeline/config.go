@@ -41,6 +41,20 @@ type Config struct {
 	AlertStoreSize int `yaml:"alert_store_size"`
 	// AttrBuckets is the width of the hashed one-hot encoding of attrs. Default 32.
 	AttrBuckets int `yaml:"attr_buckets"`
+	// MVWarmup is how many readings of a device fit its multivariate model
+	// (0 turns the multivariate detector off). Default 400.
+	MVWarmup int `yaml:"mv_warmup"`
+	// MVSmooth is the rolling-mean window of each metric, in readings. Default 10.
+	MVSmooth int `yaml:"mv_smooth"`
+	// MVThreshold is the weighted root-mean-square robust z of the smoothed
+	// metrics that scores as z = 6 (0.8). Default 2.9.
+	MVThreshold float64 `yaml:"mv_threshold"`
+	// MVSpike is the jump of one metric from its recent mean, in units of
+	// its short-term noise, that scores as z = 6 (0.8). Default 8.
+	MVSpike float64 `yaml:"mv_spike"`
+	// MVRefit refits the model on the normal readings every this many
+	// readings (0: never). Default 20000.
+	MVRefit int `yaml:"mv_refit"`
 }
 
 // Validate checks the pipeline section; errors name the key below "pipeline.".
@@ -70,6 +84,16 @@ func (c Config) Validate() error {
 		return fmt.Errorf("alert_store_size: must be at least 1, got %d", c.AlertStoreSize)
 	case c.AttrBuckets < 1 || c.AttrBuckets > 4096:
 		return fmt.Errorf("attr_buckets: must be between 1 and 4096, got %d", c.AttrBuckets)
+	case c.MVWarmup != 0 && (c.MVWarmup < 20 || c.MVWarmup > 100000):
+		return fmt.Errorf("mv_warmup: must be 0 (off) or between 20 and 100000, got %d", c.MVWarmup)
+	case c.MVSmooth < 1 || c.MVSmooth > 1000 || c.MVWarmup > 0 && c.MVSmooth*2 > c.MVWarmup:
+		return fmt.Errorf("mv_smooth: must be between 1 and half of mv_warmup, got %d", c.MVSmooth)
+	case !(c.MVThreshold > 0):
+		return fmt.Errorf("mv_threshold: must be positive, got %g", c.MVThreshold)
+	case !(c.MVSpike > 0):
+		return fmt.Errorf("mv_spike: must be positive, got %g", c.MVSpike)
+	case c.MVRefit < 0:
+		return fmt.Errorf("mv_refit: must not be negative, got %d", c.MVRefit)
 	}
 	return nil
 }

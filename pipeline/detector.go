@@ -26,6 +26,10 @@ type Scorer interface {
 	Score(o *Observation, reasons []Reason) (float64, []Reason)
 }
 
+// MultivariateFeature names the multivariate detector's figure in reasons
+// (and its incidents).
+const MultivariateFeature = "multivariate"
+
 // BaselineName is the model name of the streaming baseline detector.
 const BaselineName = "baseline-v1"
 
@@ -59,12 +63,23 @@ func (Baseline) Score(o *Observation, reasons []Reason) (float64, []Reason) {
 		if !m.Warm {
 			continue
 		}
-		add(m.Name, ".z", m.Z)
-		add(m.Name, ".vol", m.VolZ)
+		// Once the device's multivariate model is fitted it judges level and
+		// volatility (jointly, smoothed, drift-aware); the per-metric
+		// z-scores stay in the record but score only on a device without one.
+		if !o.MV.Warm {
+			add(m.Name, ".z", m.Z)
+			add(m.Name, ".vol", m.VolZ)
+		}
 		add(m.Name, ".stuck", m.StuckZ)
 	}
 	if o.DtZ > 0 {
 		add("dt", ".z", o.DtZ)
+	}
+	if o.MV.Warm {
+		add(MultivariateFeature, "", o.MV.Z)
+		if o.MV.Spike != "" {
+			add(o.MV.Spike, ".spike", o.MV.SpikeZ)
+		}
 	}
 	for _, a := range o.Attrs {
 		if a.Z > 0 {

@@ -131,16 +131,23 @@ func (pr *Processor) Step(part *partition, r *ingest.Reading, emit bool, buf []b
 	score, reasons := sc.Score(o, pr.reasons)
 	pr.reasons = reasons
 	res.Score = score
+	incident := ""
 	if len(reasons) > 0 && score >= pr.cfg.Threshold*0.8 {
 		metric := metricOf(reasons[0].Feature)
-		if inc := ds.Incidents[metric]; inc != nil {
-			// hysteresis: an open incident goes on above 80% of the threshold
+		inc := ds.Incidents[metric]
+		switch {
+		case inc != nil && (inc.Active || score >= pr.cfg.Threshold):
+			// hysteresis: an incident goes on while its readings stay above
+			// 80% of the threshold; once they dropped below, it takes the
+			// threshold again to resume it (same alert, until it closes)
+			incident = inc.AlertID
+			inc.Active = true
 			inc.Readings++
 			inc.LastTS = r.TS
 			if score > inc.MaxScore {
 				inc.MaxScore = score
 			}
-		} else if score >= pr.cfg.Threshold {
+		case inc == nil && score >= pr.cfg.Threshold:
 			a := Alert{
 				AlertID: alertID(r.DeviceID, r.ID, metric), DeviceID: r.DeviceID, Region: pr.region,
 				TS: r.TS, DetectedAt: pr.now().UTC(), IngestedAt: r.IngestedAt,
@@ -151,10 +158,16 @@ func (pr *Processor) Step(part *partition, r *ingest.Reading, emit bool, buf []b
 			if dev != nil {
 				a.Site = dev.Site
 			}
-			ds.Incidents[metric] = &Incident{AlertID: a.AlertID, Metric: metric, OpenedTS: r.TS, LastTS: r.TS, Readings: 1, MaxScore: score, First: a}
+			ds.Incidents[metric] = &Incident{AlertID: a.AlertID, Metric: metric, OpenedTS: r.TS, LastTS: r.TS, Readings: 1, MaxScore: score, First: a, Active: true}
+			incident = a.AlertID
 			if emit {
 				res.Alerts = append(res.Alerts, a)
 			}
+		}
+	}
+	for _, inc := range ds.Incidents {
+		if inc.AlertID != incident {
+			inc.Active = false
 		}
 	}
 	if emit {
@@ -165,7 +178,7 @@ func (pr *Processor) Step(part *partition, r *ingest.Reading, emit bool, buf []b
 			ss.model = pr.active.shadow.Name()
 			sh = &ss
 		}
-		buf = appendEnriched(buf, o, pr.region, score, sc.Name(), pr.cfg.Threshold, sh)
+		buf = appendEnriched(buf, o, pr.region, score, sc.Name(), pr.cfg.Threshold, sh, incident)
 	}
 	return buf
 }

@@ -61,7 +61,7 @@ type shadowScore struct {
 	score float64
 }
 
-func appendEnriched(b []byte, o *Observation, region string, score float64, model string, threshold float64, shadow *shadowScore) []byte {
+func appendEnriched(b []byte, o *Observation, region string, score float64, model string, threshold float64, shadow *shadowScore, incident string) []byte {
 	r := o.Reading
 	b = append(b, `{"id":`...)
 	b = appendStr(b, r.ID)
@@ -174,12 +174,19 @@ func appendEnriched(b []byte, o *Observation, region string, score float64, mode
 			field(m.Name, ".stuck", m.StuckZ)
 		}
 	}
+	if o.MV.Warm {
+		field(MultivariateFeature, "", o.MV.Z)
+	}
 	b = append(b, `},"score":`...)
 	b = ingest.AppendFloat(b, score)
 	b = append(b, `,"threshold":`...)
 	b = ingest.AppendFloat(b, threshold)
 	b = append(b, `,"model":`...)
 	b = appendStr(b, model)
+	if incident != "" {
+		b = append(b, `,"incident":`...)
+		b = appendStr(b, incident)
+	}
 	if shadow != nil {
 		b = append(b, `,"shadow_model":`...)
 		b = appendStr(b, shadow.model)

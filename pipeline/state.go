@@ -35,6 +35,7 @@ type Incident struct {
 	Readings int
 	MaxScore float64
 	First    Alert // the alert as raised, updated when the incident closes
+	Active   bool  // the device's latest reading belonged to it
 }
 
 // DeviceState is everything the pipeline remembers about one device.
@@ -49,6 +50,7 @@ type DeviceState struct {
 	IDs       []string // ring of recent message ids
 	IDPos     int
 	Incidents map[string]*Incident
+	MV        *MVState // the multivariate detector (nil until two metrics are seen)
 
 	idSet map[string]struct{} // index of IDs, rebuilt after a snapshot load
 }
@@ -110,6 +112,7 @@ type Observation struct {
 	DtZ     float64 // how unusual that gap is (positive: longer than usual)
 	Metrics []MetricObs
 	Attrs   []AttrObs
+	MV      MVObs // the multivariate detector's view
 }
 
 // params are the baseline constants derived from Config.
@@ -119,11 +122,13 @@ type params struct {
 	repAlpha   float64 // repeat probability
 	dtAlpha    float64
 	warmup     int64
+	mv         mvParams
 }
 
 func newParams(c Config) params {
 	hl := func(h float64) float64 { return 1 - math.Pow(2, -1/h) }
-	return params{alpha: hl(c.HalfLife), shortAlpha: hl(8), repAlpha: hl(100), dtAlpha: hl(50), warmup: int64(c.WarmupReadings)}
+	return params{alpha: hl(c.HalfLife), shortAlpha: hl(8), repAlpha: hl(100), dtAlpha: hl(50), warmup: int64(c.WarmupReadings),
+		mv: mvParams{warmup: c.MVWarmup, smooth: c.MVSmooth, threshold: c.MVThreshold, refit: c.MVRefit, drift: 3, spike: c.MVSpike}}
 }
 
 const (
@@ -271,7 +276,10 @@ func (d *DeviceState) observe(p *params, r *ingest.Reading, o *Observation) {
 		o.Attrs = append(o.Attrs, ao)
 	}
 	if inOrder {
+		d.mvObserve(&p.mv, o.Metrics, &o.MV)
 		d.LastTS = r.TS
+	} else {
+		o.MV = MVObs{}
 	}
 	d.N++
 }

@@ -48,6 +48,8 @@ type EnrichedRow struct {
 	// shadow beside Model.
 	ShadowModel string
 	ShadowScore *float64
+	// Incident is the alert id of the incident the reading belongs to.
+	Incident string
 
 	Partition int32
 	Offset    int64
@@ -220,6 +222,8 @@ func (d *EnrichedDecoder) Decode(b []byte) (EnrichedRow, error) {
 			r.Threshold, err = num()
 		case "model":
 			r.Model, err = d.name()
+		case "incident":
+			r.Incident, err = d.name()
 		case "shadow_model":
 			r.ShadowModel, err = d.name()
 		case "shadow_score":
@@ -293,6 +297,7 @@ const (
 	cModel
 	cShadowModel
 	cShadowScore
+	cIncident
 	cPartition
 	cOffset
 )
@@ -302,7 +307,7 @@ var fixedCols = []fixedCol{
 	{"site", kOptString}, {"device_model", kOptString}, {"lat", kOptDouble}, {"lon", kOptDouble},
 	{"tags", kOptString}, {"device_attrs", kOptString}, {"attrs", kOptString}, {"label", kOptString},
 	{"score", kDouble}, {"threshold", kDouble}, {"model", kString},
-	{"shadow_model", kOptString}, {"shadow_score", kOptDouble},
+	{"shadow_model", kOptString}, {"shadow_score", kOptDouble}, {"incident", kOptString},
 	{"kafka_partition", kInt32}, {"kafka_offset", kInt64},
 }
 
@@ -514,6 +519,7 @@ func (f *FileWriter) Write(r *EnrichedRow) error {
 	str(cModel, r.Model)
 	optStr(cShadowModel, r.ShadowModel)
 	optNum(cShadowScore, r.ShadowScore)
+	optStr(cIncident, r.Incident)
 	row[fx[cPartition]] = parquet.Int32Value(r.Partition).Level(0, 0, fx[cPartition])
 	row[fx[cOffset]] = parquet.Int64Value(r.Offset).Level(0, 0, fx[cOffset])
 	f.batch = append(f.batch, row)

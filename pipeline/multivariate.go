@@ -1,0 +1,265 @@
+package pipeline
+
+import (
+	"math"
+	"slices"
+	"sort"
+)
+
+// The multivariate detector of one device: a relationship between a
+// device's metrics often breaks before any single metric looks odd, and a
+// small shift of several metrics at once is stronger evidence than one
+// large shift. It works in three steps, all causal:
+//
+//  1. Each metric is smoothed by a rolling mean of its last mv_smooth
+//     readings (noise averages out; a lasting shift does not).
+//  2. After mv_warmup readings the device's normal is fitted: per metric,
+//     the median and the MAD (robust to outliers in the warm-up) of the
+//     smoothed values, and a weight. The weight is R^-3, where R is the
+//     metric's warm-up standard deviation divided by its short-term noise
+//     (the standard deviation of consecutive differences / sqrt 2): a
+//     metric that wandered far beyond its noise during the warm-up (a
+//     temperature still heating up) is trending, and its distance from the
+//     warm-up is weak evidence; a stationary metric (R near 1) keeps full
+//     weight. A metric that did not move at all gets weight 0 (the
+//     per-metric baseline watches it).
+//  3. Each reading's score is the weighted root mean square of the robust
+//     z-scores of the smoothed metrics, scaled so that mv_threshold maps to
+//     z = 6 (score 0.8, the default alert threshold). Beside it, the
+//     largest jump of one metric from its recent mean in units of its
+//     short-term noise catches one-reading spikes the smoothing hides
+//     (mv_spike maps to z = 6). Both are immune to slow drift.
+//
+// The model is refitted every mv_refit readings on the readings that were
+// not anomalous, so it follows a device whose normal changes slowly.
+// Parameters were chosen on SKAB (see README, "Detection quality").
+
+// MVState is the multivariate detector's state for one device. Fields are
+// exported for the snapshot encoding.
+type MVState struct {
+	Names []string // metrics, sorted; fixed by the first reading with two or more
+
+	Ring   [][]float64 // last Smooth raw values per metric
+	Pos    []int
+	Filled []int
+	Sum    []float64
+
+	// fit accumulators: smoothed values, and raw sums for the trend ratio
+	Buf       [][]float64
+	SX, SXX   []float64
+	SDD       []float64
+	Last      []float64
+	HasLast   []bool
+	NX, ND    []int
+	Collected int // readings folded into the accumulators
+
+	Fitted   bool
+	Med      []float64
+	Scale    []float64
+	Weight   []float64
+	Noise    []float64 // short-term noise: sd of consecutive differences / sqrt 2
+	SinceFit int
+}
+
+// mvParams are the detector's constants.
+type mvParams struct {
+	warmup    int
+	smooth    int
+	threshold float64 // weighted rms z that maps to z = 6
+	refit     int     // 0: never
+	drift     float64 // exponent of the trend ratio in the weights
+	spike     float64 // jump from the recent mean, in noise units, that maps to z = 6
+}
+
+// MVObs is what the detector says about one reading.
+type MVObs struct {
+	Warm bool
+	Z    float64 // z-like figure: 6 at mv_threshold
+	// Top is the metric that contributes most, with its robust z.
+	Top  string
+	TopZ float64
+	// Spike is the metric that jumped most from its recent mean, in units of
+	// its short-term noise (a one-reading spike the smoothing would hide),
+	// scaled so that mv_spike maps to z = 6.
+	Spike  string
+	SpikeZ float64
+	m      *MVState
+}
+
+// drift is 1/R of the named metric (1 when unknown).
+func (o MVObs) drift(name string) float64 {
+	if o.m == nil {
+		return 1
+	}
+	j, ok := slices.BinarySearch(o.m.Names, name)
+	if !ok || o.m.Weight[j] == 0 {
+		return 1
+	}
+	return math.Min(1, math.Pow(o.m.Weight[j], 1/3.0))
+}
+
+func newMVState(names []string, smooth int) *MVState {
+	n := len(names)
+	m := &MVState{Names: names, Ring: make([][]float64, n), Pos: make([]int, n), Filled: make([]int, n), Sum: make([]float64, n)}
+	for i := range m.Ring {
+		m.Ring[i] = make([]float64, smooth)
+	}
+	m.resetFit(n)
+	return m
+}
+
+func (m *MVState) resetFit(n int) {
+	m.Buf = make([][]float64, n)
+	m.SX, m.SXX, m.SDD = make([]float64, n), make([]float64, n), make([]float64, n)
+	m.Last, m.HasLast = make([]float64, n), make([]bool, n)
+	m.NX, m.ND = make([]int, n), make([]int, n)
+	m.Collected = 0
+}
+
+// mvObserve folds the reading's metrics into the device's detector and
+// scores them with the model fitted so far.
+func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, out *MVObs) {
+	*out = MVObs{}
+	if p.warmup <= 0 || len(metrics) < 2 {
+		return
+	}
+	m := d.MV
+	if m == nil || !m.Fitted && !sameNames(m.Names, metrics) {
+		names := make([]string, len(metrics))
+		for i := range metrics {
+			names[i] = metrics[i].Name
+		}
+		sort.Strings(names)
+		names = slices.Compact(names)
+		if len(names) < 2 {
+			return
+		}
+		m = newMVState(names, p.smooth)
+		d.MV = m
+	}
+	// 1. roll the smoothing windows of the metrics this reading carries
+	present := 0
+	for i := range metrics {
+		j, ok := slices.BinarySearch(m.Names, metrics[i].Name)
+		if !ok {
+			continue
+		}
+		present++
+		v := metrics[i].Value
+		if m.Fitted && m.Weight[j] > 0 && m.Filled[j] > 0 {
+			sz := clampZ((v - m.Sum[j]/float64(m.Filled[j])) / m.Noise[j] * 6 / p.spike)
+			if math.Abs(sz) > math.Abs(out.SpikeZ) {
+				out.Spike, out.SpikeZ = m.Names[j], sz
+			}
+		}
+		if m.Filled[j] == p.smooth {
+			m.Sum[j] -= m.Ring[j][m.Pos[j]]
+		} else {
+			m.Filled[j]++
+		}
+		m.Ring[j][m.Pos[j]] = v
+		m.Pos[j] = (m.Pos[j] + 1) % p.smooth
+		m.Sum[j] += v
+		// raw sums for the trend ratio
+		if !m.Fitted || m.SinceFit >= p.refit && p.refit > 0 {
+			m.SX[j] += v
+			m.SXX[j] += v * v
+			m.NX[j]++
+			if m.HasLast[j] {
+				dd := v - m.Last[j]
+				m.SDD[j] += dd * dd
+				m.ND[j]++
+			}
+			m.Last[j], m.HasLast[j] = v, true
+		}
+	}
+	if present == 0 {
+		return
+	}
+	// 2. score with the fitted model
+	if m.Fitted {
+		var ss, ws, best float64
+		for j := range m.Names {
+			if m.Weight[j] == 0 || m.Filled[j] == 0 {
+				continue
+			}
+			z := (m.Sum[j]/float64(m.Filled[j]) - m.Med[j]) / m.Scale[j]
+			c := m.Weight[j] * z * z
+			ss += c
+			ws += m.Weight[j]
+			if c > best {
+				best, out.Top, out.TopZ = c, m.Names[j], clampZ(z)
+			}
+		}
+		if ws > 0 {
+			out.Warm, out.m = true, m
+			out.Z = clampZ(math.Sqrt(ss/ws) * 6 / p.threshold)
+		}
+		m.SinceFit++
+	}
+	// 3. collect (normal readings only, once the model exists) and fit
+	collecting := !m.Fitted || p.refit > 0 && m.SinceFit >= p.refit
+	if !collecting || m.Fitted && out.Z >= 3 {
+		return
+	}
+	m.Collected++
+	for j := range m.Names {
+		if m.Filled[j] == p.smooth {
+			m.Buf[j] = append(m.Buf[j], m.Sum[j]/float64(p.smooth))
+		}
+	}
+	if m.Collected >= p.warmup {
+		m.fit(p)
+	}
+}
+
+func sameNames(names []string, metrics []MetricObs) bool {
+	if len(metrics) != len(names) {
+		return false
+	}
+	for i := range metrics {
+		if _, ok := slices.BinarySearch(names, metrics[i].Name); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// fit sets the per-metric medians, scales and weights from the
+// accumulators and starts the next collection.
+func (m *MVState) fit(p *mvParams) {
+	n := len(m.Names)
+	med, scale, weight, noises := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
+	usable := 0
+	for j := 0; j < n; j++ {
+		if len(m.Buf[j]) < 10 || m.NX[j] < 10 || m.ND[j] < 10 {
+			continue
+		}
+		b := append([]float64(nil), m.Buf[j]...)
+		sort.Float64s(b)
+		md := b[len(b)/2]
+		for i := range b {
+			b[i] = math.Abs(b[i] - md)
+		}
+		sort.Float64s(b)
+		mad := 1.4826 * b[len(b)/2]
+		nx := float64(m.NX[j])
+		mean := m.SX[j] / nx
+		varRaw := math.Max(m.SXX[j]/nx-mean*mean, 0)
+		noise := math.Sqrt(m.SDD[j] / float64(m.ND[j]) / 2)
+		if mad <= 1e-12*(1+math.Abs(md)) || varRaw <= 0 || noise <= 0 {
+			continue // did not move: the per-metric baseline watches it
+		}
+		r := math.Sqrt(varRaw) / noise
+		med[j], scale[j], weight[j], noises[j] = md, mad, math.Pow(r, -p.drift), noise
+		usable++
+	}
+	m.resetFit(n)
+	m.SinceFit = 0
+	if usable < 2 && !m.Fitted {
+		return // collect again
+	}
+	if usable >= 2 {
+		m.Med, m.Scale, m.Weight, m.Noise, m.Fitted = med, scale, weight, noises, true
+	}
+}
