@@ -83,19 +83,6 @@ type MVObs struct {
 	// scaled so that mv_spike maps to z = 6.
 	Spike  string
 	SpikeZ float64
-	m      *MVState
-}
-
-// drift is 1/R of the named metric (1 when unknown).
-func (o MVObs) drift(name string) float64 {
-	if o.m == nil {
-		return 1
-	}
-	j, ok := slices.BinarySearch(o.m.Names, name)
-	if !ok || o.m.Weight[j] == 0 {
-		return 1
-	}
-	return math.Min(1, math.Pow(o.m.Weight[j], 1/3.0))
 }
 
 func newMVState(names []string, smooth int) *MVState {
@@ -192,7 +179,7 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, out *MVObs) {
 			}
 		}
 		if ws > 0 {
-			out.Warm, out.m = true, m
+			out.Warm = true
 			out.Z = clampZ(math.Sqrt(ss/ws) * 6 / p.threshold)
 		}
 		m.SinceFit++
