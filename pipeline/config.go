@@ -47,7 +47,7 @@ type Config struct {
 	// MVSmooth is the rolling-mean window of each metric, in readings. Default 10.
 	MVSmooth int `yaml:"mv_smooth"`
 	// MVThreshold is the weighted root-mean-square robust z of the smoothed
-	// metrics that scores as z = 6 (0.8). Default 2.9.
+	// metrics (common mode removed) that scores as z = 6 (0.8). Default 2.7.
 	MVThreshold float64 `yaml:"mv_threshold"`
 	// MVSpike is the jump of one metric from its recent mean, in units of
 	// its short-term noise, that scores as z = 6 (0.8). Default 8.

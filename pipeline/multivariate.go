@@ -24,8 +24,14 @@ import (
 //     weight. A metric that did not move at all gets weight 0 (the
 //     per-metric baseline watches it).
 //  3. Each reading's score is the weighted root mean square of the robust
-//     z-scores of the smoothed metrics, scaled so that mv_threshold maps to
-//     z = 6 (score 0.8, the default alert threshold). Beside it, the
+//     z-scores of the smoothed metrics after removing their weighted mean
+//     (the common mode), scaled so that mv_threshold maps to z = 6 (score
+//     0.8, the default alert threshold). What is left is a change in the
+//     relationship between the metrics: when load or the time of day moves
+//     every metric of a device together, nothing is left, but when one
+//     metric leaves the others, it shows. (A shift of every metric by the
+//     same number of standard deviations is, by design, not seen here; a
+//     sudden one is seen as a spike.) Beside it, the
 //     largest jump of one metric from its recent mean in units of its
 //     short-term noise catches one-reading spikes the smoothing hides
 //     (mv_spike maps to z = 6). Both are immune to slow drift.
@@ -59,6 +65,8 @@ type MVState struct {
 	Weight   []float64
 	Noise    []float64 // short-term noise: sd of consecutive differences / sqrt 2
 	SinceFit int
+
+	zs []float64 // scratch
 }
 
 // mvParams are the detector's constants.
@@ -165,15 +173,28 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, out *MVObs) {
 	}
 	// 2. score with the fitted model
 	if m.Fitted {
-		var ss, ws, best float64
+		var ss, ws, best, zsum float64
+		zs := m.zs[:0]
 		for j := range m.Names {
-			if m.Weight[j] == 0 || m.Filled[j] == 0 {
+			z := 0.0
+			if m.Weight[j] > 0 && m.Filled[j] > 0 {
+				z = (m.Sum[j]/float64(m.Filled[j]) - m.Med[j]) / m.Scale[j]
+				zsum += m.Weight[j] * z
+				ws += m.Weight[j]
+			}
+			zs = append(zs, z)
+		}
+		m.zs = zs
+		cm := 0.0
+		if ws > 0 {
+			cm = zsum / ws // the weighted common mode
+		}
+		for j, z := range zs {
+			if m.Weight[j] == 0 {
 				continue
 			}
-			z := (m.Sum[j]/float64(m.Filled[j]) - m.Med[j]) / m.Scale[j]
-			c := m.Weight[j] * z * z
+			c := m.Weight[j] * (z - cm) * (z - cm)
 			ss += c
-			ws += m.Weight[j]
 			if c > best {
 				best, out.Top, out.TopZ = c, m.Names[j], clampZ(z)
 			}

@@ -31,9 +31,7 @@ func skabCounts(t testing.TB, cfg Config, perFile func(name string, c eval.Count
 	}
 	var tot eval.Counts
 	for _, s := range series {
-		pr := NewProcessor(cfg, "eval", nil, nil)
-		part := newPartition()
-		var res StepResult
+		off := NewOffline(cfg, "eval", nil)
 		var c eval.Counts
 		reasons := map[string]int{}
 		dev := strings.TrimSuffix(strings.ReplaceAll(s.Name, "/", "-"), ".csv")
@@ -42,7 +40,7 @@ func skabCounts(t testing.TB, cfg Config, perFile func(name string, c eval.Count
 			for _, m := range row.Metrics {
 				r.Metrics = append(r.Metrics, ingest.Metric{Name: m.Name, Value: m.Value})
 			}
-			buf := pr.Step(part, &r, true, nil, &res)
+			buf, _ := off.Step(&r)
 			if i < 400 {
 				continue
 			}
@@ -53,8 +51,8 @@ func skabCounts(t testing.TB, cfg Config, perFile func(name string, c eval.Count
 				t.Fatal(err)
 			}
 			flagged := e.Incident != ""
-			if flagged && !row.Anomaly && len(pr.reasons) > 0 {
-				reasons[pr.reasons[0].Feature]++
+			if flagged && !row.Anomaly && len(off.pr.reasons) > 0 {
+				reasons[off.pr.reasons[0].Feature]++
 			}
 			c.Add(eval.Point{Truth: row.Anomaly, Flagged: flagged})
 		}
@@ -70,7 +68,7 @@ func skabCfg() Config {
 	c := testCfg()
 	c.IncidentQuiet = 5 * time.Minute
 	c.DedupWindow = 256
-	c.MVWarmup, c.MVSmooth, c.MVThreshold, c.MVSpike, c.MVRefit = 400, 10, 2.9, 8, 20000
+	c.MVWarmup, c.MVSmooth, c.MVThreshold, c.MVSpike, c.MVRefit = 400, 10, 2.7, 8, 20000
 	return c
 }
 
@@ -78,8 +76,9 @@ func TestSKABDebug(t *testing.T) {
 	if os.Getenv("SKAB_DEBUG") == "" {
 		t.Skip("set SKAB_DEBUG=1")
 	}
+	cfgX := skabCfg()
 
-	tot := skabCounts(t, skabCfg(), func(name string, c eval.Counts, reasons map[string]int) {
+	tot := skabCounts(t, cfgX, func(name string, c eval.Counts, reasons map[string]int) {
 		type kv struct {
 			k string
 			v int
@@ -103,13 +102,14 @@ func TestSKABSensitivity(t *testing.T) {
 	if os.Getenv("SKAB_DEBUG") == "" {
 		t.Skip("set SKAB_DEBUG=1")
 	}
+
 	for _, v := range []struct {
 		name string
 		set  func(c *Config)
 	}{
 		{"defaults", func(*Config) {}},
-		{"mv_threshold 2.7", func(c *Config) { c.MVThreshold = 2.7 }},
-		{"mv_threshold 3.1", func(c *Config) { c.MVThreshold = 3.1 }},
+		{"mv_threshold 2.5", func(c *Config) { c.MVThreshold = 2.5 }},
+		{"mv_threshold 2.9", func(c *Config) { c.MVThreshold = 2.9 }},
 		{"mv_smooth 8", func(c *Config) { c.MVSmooth = 8 }},
 		{"mv_smooth 12", func(c *Config) { c.MVSmooth = 12 }},
 		{"mv_spike 6", func(c *Config) { c.MVSpike = 6 }},

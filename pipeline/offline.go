@@ -1,0 +1,27 @@
+package pipeline
+
+import (
+	"github.com/vigil/vigil/ingest"
+)
+
+// Offline runs the stream's processor without Kafka, one reading at a
+// time, in one goroutine: the same enrichment, scoring and incidents as the
+// stream. Tests and measuring tools use it to replay data fast.
+type Offline struct {
+	pr   *Processor
+	part *partition
+	res  StepResult
+	buf  []byte
+}
+
+// NewOffline builds an offline processor with the baseline scorer.
+func NewOffline(cfg Config, region string, devices DeviceLookup) *Offline {
+	return &Offline{pr: NewProcessor(cfg, region, devices, nil), part: newPartition()}
+}
+
+// Step processes r and returns its enriched record (valid until the next
+// call) and what it produced.
+func (o *Offline) Step(r *ingest.Reading) ([]byte, *StepResult) {
+	o.buf = o.pr.Step(o.part, r, true, o.buf[:0], &o.res)
+	return o.buf, &o.res
+}
