@@ -6,12 +6,15 @@ import (
 	"github.com/vigil/vigil/pipeline"
 )
 
-// ModelScorer scores readings with a trained model: the reading's feature
-// vector (see Features) through the compiled forest, its raw score mapped
-// so that the model's calibrated threshold lands on the pipeline's alert
-// threshold. The streaming baseline's strongest figures are kept as the
-// reasons, so an alert still says which metric moved; when none stands out
-// the model itself is the reason ("model.iforest").
+// ModelScorer scores readings with a trained model beside the streaming
+// detectors: the reading's feature vector (see Features) goes through the
+// compiled forest, and its raw score is mapped so that the model's
+// calibrated threshold lands on the pipeline's alert threshold. The
+// reading's score is the larger of that and the streaming detectors' score
+// (per-device baselines, multivariate, spikes, gaps), so a trained model
+// adds what it learnt from the whole fleet's history without losing what
+// the per-device detectors see. The reasons say which: the streaming
+// detectors' strongest figures, or the model itself ("model.iforest").
 type ModelScorer struct {
 	meta  ModelMeta
 	f     *Forest
@@ -55,11 +58,18 @@ func calibrate(raw, t, T float64) float64 {
 
 // Score implements pipeline.Scorer.
 func (s *ModelScorer) Score(o *pipeline.Observation, reasons []pipeline.Reason) (float64, []pipeline.Reason) {
-	_, reasons = pipeline.Baseline{}.Score(o, reasons)
+	base, reasons := pipeline.Baseline{}.Score(o, reasons)
 	raw := s.Raw(o)
 	score := math.Round(calibrate(raw, s.meta.Threshold, s.thr)*1000) / 1000
-	if len(reasons) == 0 && score > 0 {
-		reasons = append(reasons, pipeline.Reason{Feature: s.label, Value: math.Round(raw*1000) / 1000, Contribution: 1})
+	if score <= base {
+		return base, reasons
+	}
+	// the model sees more than the streaming detectors: it leads the reasons
+	reasons = append(reasons, pipeline.Reason{})
+	copy(reasons[1:], reasons)
+	reasons[0] = pipeline.Reason{Feature: s.label, Value: math.Round(raw*1000) / 1000, Contribution: 1}
+	for i := 1; i < len(reasons); i++ {
+		reasons[i].Contribution = 0
 	}
 	return score, reasons
 }

@@ -7,6 +7,7 @@ package pipeline
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -55,6 +56,65 @@ type Config struct {
 	// MVRefit refits the model on the normal readings every this many
 	// readings (0: never). Default 20000.
 	MVRefit int `yaml:"mv_refit"`
+	// Groups tune the detectors for sets of devices; a device belongs to
+	// the first group that matches it, else it uses the settings above.
+	Groups []Group `yaml:"groups"`
+}
+
+// Group is a set of devices with their own detector settings. A device
+// matches when every match field that is set matches; a setting left out
+// (zero) keeps the pipeline-wide value.
+type Group struct {
+	Name string `yaml:"name"`
+	// Match fields.
+	DevicePrefix string `yaml:"device_prefix"`
+	Site         string `yaml:"site"`
+	Model        string `yaml:"model"` // the device's registered model
+	// Settings.
+	Threshold      float64       `yaml:"threshold"`
+	WarmupReadings int           `yaml:"warmup_readings"`
+	HalfLife       float64       `yaml:"half_life"`
+	IncidentQuiet  time.Duration `yaml:"incident_quiet"`
+	MVWarmup       *int          `yaml:"mv_warmup"` // 0 turns the multivariate detector off for the group
+	MVSmooth       int           `yaml:"mv_smooth"`
+	MVThreshold    float64       `yaml:"mv_threshold"`
+	MVSpike        float64       `yaml:"mv_spike"`
+}
+
+// matches reports whether a device belongs to g.
+func (g *Group) matches(deviceID, site, model string) bool {
+	return (g.DevicePrefix == "" || strings.HasPrefix(deviceID, g.DevicePrefix)) &&
+		(g.Site == "" || g.Site == site) && (g.Model == "" || g.Model == model)
+}
+
+// apply returns c with g's settings.
+func (g *Group) apply(c Config) Config {
+	if g.Threshold != 0 {
+		c.Threshold = g.Threshold
+	}
+	if g.WarmupReadings != 0 {
+		c.WarmupReadings = g.WarmupReadings
+	}
+	if g.HalfLife != 0 {
+		c.HalfLife = g.HalfLife
+	}
+	if g.IncidentQuiet != 0 {
+		c.IncidentQuiet = g.IncidentQuiet
+	}
+	if g.MVWarmup != nil {
+		c.MVWarmup = *g.MVWarmup
+	}
+	if g.MVSmooth != 0 {
+		c.MVSmooth = g.MVSmooth
+	}
+	if g.MVThreshold != 0 {
+		c.MVThreshold = g.MVThreshold
+	}
+	if g.MVSpike != 0 {
+		c.MVSpike = g.MVSpike
+	}
+	c.Groups = nil
+	return c
 }
 
 // Validate checks the pipeline section; errors name the key below "pipeline.".
@@ -94,6 +154,20 @@ func (c Config) Validate() error {
 		return fmt.Errorf("mv_spike: must be positive, got %g", c.MVSpike)
 	case c.MVRefit < 0:
 		return fmt.Errorf("mv_refit: must not be negative, got %d", c.MVRefit)
+	}
+	names := map[string]bool{}
+	for i := range c.Groups {
+		g := &c.Groups[i]
+		if g.Name == "" || names[g.Name] {
+			return fmt.Errorf("groups[%d]: needs a unique name, got %q", i, g.Name)
+		}
+		names[g.Name] = true
+		if g.DevicePrefix == "" && g.Site == "" && g.Model == "" {
+			return fmt.Errorf("groups[%d] (%s): set at least one of device_prefix, site, model", i, g.Name)
+		}
+		if err := g.apply(c).Validate(); err != nil {
+			return fmt.Errorf("groups[%d] (%s).%w", i, g.Name, err)
+		}
 	}
 	return nil
 }

@@ -30,7 +30,7 @@ func newPartition() *partition { return &partition{Devices: map[string]*DeviceSt
 // next BeginBatch, so a micro-batch is scored by one model throughout.
 type Processor struct {
 	cfg     Config
-	p       params
+	groups  []group // pipeline.groups, then the pipeline-wide settings last
 	region  string
 	devices DeviceLookup
 	pending atomic.Pointer[scorerBox]
@@ -42,6 +42,27 @@ type Processor struct {
 	shadowReasons []Reason
 }
 
+// group is one set of detector settings with its derived constants.
+type group struct {
+	match *Group // nil: every device
+	cfg   Config
+	p     params
+}
+
+// groupOf picks the settings of a device: its group's, or the defaults.
+func (pr *Processor) groupOf(deviceID string, dev *ingest.Device) *group {
+	var site, model string
+	if dev != nil {
+		site, model = dev.Site, dev.Model
+	}
+	for i := range pr.groups {
+		if g := &pr.groups[i]; g.match == nil || g.match.matches(deviceID, site, model) {
+			return g
+		}
+	}
+	return &pr.groups[len(pr.groups)-1]
+}
+
 // scorerBox is the scorer in charge and an optional shadow, scored beside
 // it and recorded in the enriched record, raising nothing.
 type scorerBox struct{ s, shadow Scorer }
@@ -51,7 +72,13 @@ func NewProcessor(cfg Config, region string, devices DeviceLookup, scorer Scorer
 	if scorer == nil {
 		scorer = Baseline{}
 	}
-	pr := &Processor{cfg: cfg, p: newParams(cfg), region: region, devices: devices, now: time.Now}
+	pr := &Processor{cfg: cfg, region: region, devices: devices, now: time.Now}
+	for i := range cfg.Groups {
+		g := &cfg.Groups[i]
+		gc := g.apply(cfg)
+		pr.groups = append(pr.groups, group{match: g, cfg: gc, p: newParams(gc)})
+	}
+	pr.groups = append(pr.groups, group{cfg: cfg, p: newParams(cfg)})
 	pr.active = scorerBox{s: scorer}
 	pr.pending.Store(&pr.active)
 	return pr
@@ -113,9 +140,11 @@ func (pr *Processor) Step(part *partition, r *ingest.Reading, emit bool, buf []b
 	if pr.devices != nil {
 		dev, _ = pr.devices.Device(r.DeviceID)
 	}
+	g := pr.groupOf(r.DeviceID, dev)
+	thr := g.cfg.Threshold
 	// Close incidents that have been quiet for long enough (event time).
 	for metric, inc := range ds.Incidents {
-		if r.TS.Sub(inc.LastTS) > pr.cfg.IncidentQuiet {
+		if r.TS.Sub(inc.LastTS) > g.cfg.IncidentQuiet {
 			delete(ds.Incidents, metric)
 			if emit {
 				a := inc.First
@@ -126,17 +155,17 @@ func (pr *Processor) Step(part *partition, r *ingest.Reading, emit bool, buf []b
 	}
 	o := &pr.obs
 	o.Device = dev
-	ds.observe(&pr.p, r, o)
+	ds.observe(&g.p, r, o)
 	sc := pr.active.s
 	score, reasons := sc.Score(o, pr.reasons)
 	pr.reasons = reasons
 	res.Score = score
 	incident := ""
-	if len(reasons) > 0 && score >= pr.cfg.Threshold*0.8 {
+	if len(reasons) > 0 && score >= thr*0.8 {
 		metric := metricOf(reasons[0].Feature)
 		inc := ds.Incidents[metric]
 		switch {
-		case inc != nil && (inc.Active || score >= pr.cfg.Threshold):
+		case inc != nil && (inc.Active || score >= thr):
 			// hysteresis: an incident goes on while its readings stay above
 			// 80% of the threshold; once they dropped below, it takes the
 			// threshold again to resume it (same alert, until it closes)
@@ -147,11 +176,11 @@ func (pr *Processor) Step(part *partition, r *ingest.Reading, emit bool, buf []b
 			if score > inc.MaxScore {
 				inc.MaxScore = score
 			}
-		case inc == nil && score >= pr.cfg.Threshold:
+		case inc == nil && score >= thr:
 			a := Alert{
 				AlertID: alertID(r.DeviceID, r.ID, metric), DeviceID: r.DeviceID, Region: pr.region,
 				TS: r.TS, DetectedAt: pr.now().UTC(), IngestedAt: r.IngestedAt,
-				Score: score, Threshold: pr.cfg.Threshold, Severity: Severity(score), Model: sc.Name(),
+				Score: score, Threshold: thr, Severity: Severity(score), Model: sc.Name(),
 				MessageID: r.ID, Metric: metric, Reasons: append([]Reason(nil), reasons...),
 				State: "open", Readings: 1, LastTS: r.TS, MaxScore: score,
 			}
@@ -178,7 +207,7 @@ func (pr *Processor) Step(part *partition, r *ingest.Reading, emit bool, buf []b
 			ss.model = pr.active.shadow.Name()
 			sh = &ss
 		}
-		buf = appendEnriched(buf, o, pr.region, score, sc.Name(), pr.cfg.Threshold, sh, incident)
+		buf = appendEnriched(buf, o, pr.region, score, sc.Name(), thr, sh, incident)
 	}
 	return buf
 }

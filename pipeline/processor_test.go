@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,7 +20,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func testCfg() Config {
 	return Config{Group: "g", BatchMaxReadings: 100, BatchMaxWait: time.Millisecond, Threshold: 0.8, WarmupReadings: 20,
 		HalfLife: 500, IncidentQuiet: time.Minute, DedupWindow: 8, SnapshotInterval: time.Second, RestoreLookback: 1000,
-		AlertStoreSize: 100, AttrBuckets: 8}
+		AlertStoreSize: 100, AttrBuckets: 8, MVSmooth: 10, MVThreshold: 2.7, MVSpike: 8}
 }
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -267,5 +268,48 @@ func TestFeaturizer(t *testing.T) {
 	}
 	if same {
 		t.Log("auto and manual hash to the same slot (possible with 8 slots); vectors otherwise equal")
+	}
+}
+
+// Devices of a group get its settings: the same jump alerts on a device
+// with the default threshold and not on one of a group that raised it.
+func TestGroupsTuneDevices(t *testing.T) {
+	cfg := testCfg()
+	cfg.Groups = []Group{{Name: "lenient", DevicePrefix: "quiet-", Threshold: 0.99}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	off := NewOffline(cfg, "eu", nil)
+	alerts := map[string]int{}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, dev := range []string{"loud-1", "quiet-1"} {
+		for i := 0; i < 200; i++ {
+			v := 20 + rng.NormFloat64()
+			if i == 150 {
+				v += 7 // z about 7: score about 0.89
+			}
+			r := reading(dev, i, v)
+			_, res := off.Step(&r)
+			for _, a := range res.Alerts {
+				if a.State == "open" {
+					alerts[dev]++
+					if a.Threshold != map[string]float64{"loud-1": 0.8, "quiet-1": 0.99}[dev] {
+						t.Errorf("%s alert threshold %g", dev, a.Threshold)
+					}
+				}
+			}
+		}
+	}
+	if alerts["loud-1"] != 1 || alerts["quiet-1"] != 0 {
+		t.Fatalf("alerts %v: want one on loud-1 and none on quiet-1", alerts)
+	}
+	// a bad group setting is refused with its name and key
+	cfg.Groups = []Group{{Name: "bad", Site: "x", MVSmooth: 5000}}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "groups[0] (bad).mv_smooth") {
+		t.Fatalf("bad group: %v", err)
+	}
+	cfg.Groups = []Group{{Name: "all"}}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "device_prefix, site, model") {
+		t.Fatalf("group matching everything: %v", err)
 	}
 }

@@ -1,0 +1,67 @@
+package pipeline
+
+import (
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/vigil/vigil/ingest"
+)
+
+// Three metrics that move together with a slow shared load: the load's
+// swings (larger than any the warm-up saw) raise nothing, one metric
+// leaving the others does (as a multivariate alert), and so does a
+// one-reading spike (as a spike of that metric).
+func TestMultivariateRelationshipAndSpike(t *testing.T) {
+	cfg := testCfg()
+	cfg.MVWarmup = 400
+	off := NewOffline(cfg, "eu", nil)
+	rng := rand.New(rand.NewPCG(5, 5))
+	load := 0.0
+	type hit struct {
+		i       int
+		feature string
+	}
+	var hits []hit
+	for i := 0; i < 3000; i++ {
+		load = 0.995*load + math.Sqrt(1-0.995*0.995)*rng.NormFloat64()
+		a := 50 + 2*load + 0.2*rng.NormFloat64()
+		b := 10 + 1*load + 0.1*rng.NormFloat64()
+		c := 7 + 0.5*load + 0.05*rng.NormFloat64()
+		if i >= 2000 && i < 2300 {
+			// b leaves a and c, ramping in and out over 50 readings (no
+			// jump): 4 units, 6 of b's warm-up spreads
+			b -= 4 * math.Min(1, math.Min(float64(i-2000), float64(2300-i))/50)
+		}
+		if i == 2600 {
+			c += 1.5 // a one-reading spike of 30 noise-sd
+		}
+		r := ingest.Reading{ID: strconv.Itoa(i), DeviceID: "pump", TS: t0.Add(secs(i)),
+			Metrics: []ingest.Metric{{Name: "a", Value: a}, {Name: "b", Value: b}, {Name: "c", Value: c}}}
+		_, res := off.Step(&r)
+		for _, al := range res.Alerts {
+			if al.State == "open" {
+				hits = append(hits, hit{i, al.Reasons[0].Feature})
+			}
+		}
+	}
+	var early, rel, spike int
+	for _, h := range hits {
+		switch {
+		case h.i < 2000:
+			early++
+			t.Logf("alert before the break at %d: %s", h.i, h.feature)
+		case h.i < 2300 && h.feature == MultivariateFeature:
+			rel++
+		case h.i == 2600 && h.feature == "c.spike":
+			spike++
+		}
+	}
+	if early != 0 || rel != 1 || spike != 1 {
+		t.Fatalf("alerts %v: want none from the load, one multivariate for the break, one c.spike", hits)
+	}
+}
+
+func secs(i int) time.Duration { return time.Duration(i) * time.Second }
