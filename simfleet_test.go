@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"strings"
 	"sort"
 	"testing"
 	"time"
@@ -16,7 +17,8 @@ import (
 // built-in configuration, then scores the alerts against the injected
 // anomalies exactly as a live `vigil serve --simulate` run is scored.
 func replayFleet(t testing.TB, sc simulate.Config, span time.Duration) simulate.Report {
-	cfg, err := loadConfig("", nil)
+	// SIM_ENV="VIGIL_PIPELINE_MV_REFIT=5000 ..." measures other settings
+	cfg, err := loadConfig("", strings.Fields(os.Getenv("SIM_ENV")))
 
 	if err != nil {
 		t.Fatal(err)

@@ -54,7 +54,7 @@ type Config struct {
 	// its short-term noise, that scores as z = 6 (0.8). Default 8.
 	MVSpike float64 `yaml:"mv_spike"`
 	// MVRefit refits the model on the normal readings every this many
-	// readings (0: never). Default 20000.
+	// readings (0: never). Default 3600.
 	MVRefit int `yaml:"mv_refit"`
 	// Groups tune the detectors for sets of devices; a device belongs to
 	// the first group that matches it, else it uses the settings above.

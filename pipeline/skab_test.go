@@ -68,7 +68,7 @@ func skabCfg() Config {
 	c := testCfg()
 	c.IncidentQuiet = 5 * time.Minute
 	c.DedupWindow = 256
-	c.MVWarmup, c.MVSmooth, c.MVThreshold, c.MVSpike, c.MVRefit = 400, 10, 2.7, 8, 20000
+	c.MVWarmup, c.MVSmooth, c.MVThreshold, c.MVSpike, c.MVRefit = 400, 10, 2.7, 8, 3600
 	return c
 }
 
