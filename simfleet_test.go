@@ -2,8 +2,8 @@ package main
 
 import (
 	"os"
-	"strings"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 

@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"hash/fnv"
 	"math"
 	"sort"
 	"strings"
@@ -119,65 +118,4 @@ func metricOf(feature string) string {
 		return feature[:i]
 	}
 	return feature
-}
-
-// Featurizer turns an observation into the fixed-width numeric vector that
-// trained models read: metric values and derived figures as they are, attrs
-// one-hot encoded by hashing "name=value" into Buckets slots.
-type Featurizer struct {
-	Metrics []string // the metrics, in vector order
-	Buckets int
-}
-
-// Names lists the feature names of the vector, in order.
-func (f Featurizer) Names() []string {
-	out := make([]string, 0, len(f.Metrics)*4+2+f.Buckets)
-	for _, m := range f.Metrics {
-		out = append(out, m, m+".delta", m+".z", m+".vol")
-	}
-	out = append(out, "dt_s", "dt.z")
-	for i := 0; i < f.Buckets; i++ {
-		out = append(out, "attr_hash_"+itoa(i))
-	}
-	return out
-}
-
-// Vector appends o's features to dst. A metric missing from the reading
-// yields zeros.
-func (f Featurizer) Vector(o *Observation, dst []float64) []float64 {
-	for _, name := range f.Metrics {
-		var found *MetricObs
-		for i := range o.Metrics {
-			if o.Metrics[i].Name == name {
-				found = &o.Metrics[i]
-				break
-			}
-		}
-		if found == nil {
-			dst = append(dst, 0, 0, 0, 0)
-			continue
-		}
-		dst = append(dst, found.Value, found.Delta, found.Z, found.VolZ)
-	}
-	dst = append(dst, o.DtS, o.DtZ)
-	start := len(dst)
-	for i := 0; i < f.Buckets; i++ {
-		dst = append(dst, 0)
-	}
-	for _, a := range o.Attrs {
-		h := fnv.New32a()
-		_, _ = h.Write([]byte(a.Name))
-		_, _ = h.Write([]byte{'='})
-		_, _ = h.Write([]byte(a.Value))
-		dst[start+int(h.Sum32()%uint32(f.Buckets))] = 1
-	}
-	return dst
-}
-
-func itoa(i int) string {
-	const digits = "0123456789"
-	if i < 10 {
-		return digits[i : i+1]
-	}
-	return itoa(i/10) + digits[i%10:i%10+1]
 }

@@ -234,42 +234,6 @@ func TestBaselineFaultKinds(t *testing.T) {
 
 // The featurizer's vector: metric values and derived figures as they are,
 // zeros for a metric the reading lacks, attrs one-hot by hashing.
-func TestFeaturizer(t *testing.T) {
-	f := Featurizer{Metrics: []string{"temp", "rpm"}, Buckets: 8}
-	names := f.Names()
-	if len(names) != 2*4+2+8 || names[0] != "temp" || names[2] != "temp.z" || names[8] != "dt_s" || names[10] != "attr_hash_0" {
-		t.Fatalf("names %v", names)
-	}
-	o := &Observation{HasDt: true, DtS: 2, DtZ: 0.5,
-		Metrics: []MetricObs{{Name: "temp", Value: 51, Delta: 1, Z: 1.5, VolZ: 0.2}},
-		Attrs:   []AttrObs{{Name: "mode", Value: "auto"}}}
-	v := f.Vector(o, nil)
-	if len(v) != len(names) {
-		t.Fatalf("vector of %d for %d names", len(v), len(names))
-	}
-	want := []float64{51, 1, 1.5, 0.2, 0, 0, 0, 0, 2, 0.5}
-	for i, w := range want {
-		if v[i] != w {
-			t.Fatalf("v[%d] = %g, want %g (%v)", i, v[i], w, v)
-		}
-	}
-	ones := 0
-	for _, x := range v[10:] {
-		ones += int(x)
-	}
-	if ones != 1 {
-		t.Fatalf("one attr should set one hash slot, got %d", ones)
-	}
-	o.Attrs[0].Value = "manual"
-	v2 := f.Vector(o, nil)
-	same := true
-	for i := 10; i < len(v); i++ {
-		same = same && v[i] == v2[i]
-	}
-	if same {
-		t.Log("auto and manual hash to the same slot (possible with 8 slots); vectors otherwise equal")
-	}
-}
 
 // Devices of a group get its settings: the same jump alerts on a device
 // with the default threshold and not on one of a group that raised it.
