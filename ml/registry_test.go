@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil/vigil/internal/testutil"
 	"github.com/vigil/vigil/pipeline"
 	"github.com/vigil/vigil/storage"
 )
@@ -367,13 +368,4 @@ func TestServiceRunsOneTrainerAndSwaps(t *testing.T) {
 	}
 }
 
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+var waitFor = testutil.WaitFor
