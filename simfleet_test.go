@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"strconv"
 	"sort"
 	"strings"
 	"testing"
@@ -71,9 +72,19 @@ func TestSimulatedFleetDetection(t *testing.T) {
 	if os.Getenv("SIM_LONG") != "" {
 		sc.Devices, span = 1000, 6*time.Hour
 	}
+	// SIM_DEVICES, SIM_EVERY, SIM_SPAN reproduce a live run's settings
+	if v := os.Getenv("SIM_DEVICES"); v != "" {
+		sc.Devices, _ = strconv.Atoi(v)
+	}
+	if v := os.Getenv("SIM_EVERY"); v != "" {
+		sc.AnomalyEvery, _ = time.ParseDuration(v)
+	}
+	if v := os.Getenv("SIM_SPAN"); v != "" {
+		span, _ = time.ParseDuration(v)
+	}
 	rep := replayFleet(t, sc, span)
 	t.Logf("\n%s", rep.String())
-	if rep.Injected < 500 {
+	if rep.Injected < 100 {
 		t.Fatalf("only %d anomalies injected", rep.Injected)
 	}
 	if got := float64(rep.Alerted) / float64(rep.Injected); got < 0.95 {
