@@ -2,8 +2,8 @@ package main
 
 import (
 	"os"
-	"strconv"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
