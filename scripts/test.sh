@@ -48,7 +48,8 @@ echo "== go vet"
 go vet ./...
 echo "== golangci-lint"
 golangci-lint run ./...
-echo "== fuzz the ingest decoder (15 s)"
+echo "== fuzz the ingest decoder (15 s) and the model reader (10 s)"
 go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime 15s ./ingest/
+go test -run '^$' -fuzz '^FuzzReadForest$' -fuzztime 10s ./ml/
 echo "== go test -race (every test, goleak on)"
 go test -race -count=1 -timeout 25m ./...
