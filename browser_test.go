@@ -174,9 +174,32 @@ func TestStatusPageInBrowser(t *testing.T) {
 		t.Fatalf("query result cell %q (%v), want 61", cell, err)
 	}
 
+	// 6. the models tab: train on the archive, see the model in shadow with
+	// its cross-validation, promote it, and this process runs it
+	var version, selfText string
+	if err := chromedp.Run(ctx,
+		chromedp.Click(`#tabs button[data-tab="models"]`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#m-self span`, chromedp.ByQuery),
+		chromedp.Click(`#m-train`, chromedp.ByQuery),
+		chromedp.Poll(`document.querySelectorAll('#m-rows tr').length > 0 && document.querySelector('#m-rows tr td:nth-child(2)').textContent === 'shadow'`, nil, chromedp.WithPollingTimeout(60*time.Second)),
+		chromedp.Text(`#m-rows tr td:nth-child(1)`, &version, chromedp.ByQuery),
+		chromedp.Click(`#m-rows tr td:last-child button`, chromedp.ByQuery), // CV
+		chromedp.WaitVisible(`#m-cv table td`, chromedp.ByQuery),
+		shot("8-models.png"),
+		chromedp.Click(`#m-rows tr td:last-child button:nth-child(2)`, chromedp.ByQuery), // Promote
+		chromedp.Poll(`document.querySelector('#m-rows tr td:nth-child(2)').textContent === 'current'`, nil, chromedp.WithPollingTimeout(10*time.Second)),
+		chromedp.Text(`#m-self`, &selfText, chromedp.ByQuery),
+	); err != nil {
+		t.Fatalf("models tab: %v", err)
+	}
+	if !strings.HasPrefix(version, "m") || !strings.Contains(selfText, version) {
+		t.Fatalf("models tab: version %q, this process shows %q", version, selfText)
+	}
+
 	// 5. save the query as a notebook paragraph and open the report view
 	var title string
 	if err := chromedp.Run(ctx,
+		chromedp.Click(`#tabs button[data-tab="sql"]`, chromedp.ByQuery),
 		chromedp.SetValue(`#nb-id`, "fleet", chromedp.ByQuery),
 		chromedp.Click(`#nb-add`, chromedp.ByQuery),
 		chromedp.Poll(`document.getElementById('q-status').textContent.indexOf('saved') >= 0`, nil, chromedp.WithPollingTimeout(10*time.Second)),

@@ -253,6 +253,56 @@
       .catch(function (e) { $('q-status').textContent = 'Error: ' + e.message; });
   }
 
+  // ---- models ----
+  function cvSummary(m) {
+    var w = (m.cv || []).filter(function (c) { return c.model === m.winner && JSON.stringify(c.params) === JSON.stringify(m.params); })[0];
+    if (!w) { return ''; }
+    return m.calibration === 'best_f1' ? 'F1 ' + fmt(w.mean_f1) : 'alert-rate error ' + fmt(w.mean_rate_error);
+  }
+  function showCV(m) {
+    $('m-cv-card').hidden = false;
+    $('m-cv-title').textContent = 'Cross-validation of ' + m.version + ' (' + (m.calibration || '') + ')';
+    var rows = [];
+    (m.cv || []).forEach(function (c) {
+      (c.folds || []).forEach(function (f) {
+        rows.push([c.model, JSON.stringify(c.params), f.fold, f.train_rows, f.test_rows, f.threshold, f.alert_rate, f.precision || '', f.recall || '', f.f1 || '', c.seconds]);
+      });
+    });
+    table($('m-cv'), { columns: ['model', 'params', 'fold', 'train rows', 'test rows', 'threshold', 'alert rate', 'precision', 'recall', 'F1', 'seconds'], rows: rows });
+  }
+  function loadModels() {
+    return api('GET', '/api/v1/models').then(function (d) {
+      var me = d.this_process, cur = d.current, kv = $('m-self');
+      clear(kv);
+      [['running', me.running], ['shadow', me.running_shadow || '—'], ['models/current', cur.version + (cur.shadow ? ' (shadow ' + cur.shadow + ')' : '')],
+        ['fence (epoch)', cur.fence], ['this process', me.holder + (me.leading ? ' — the trainer, epoch ' + me.epoch : (me.candidate ? ' — candidate' : ' — not a candidate'))],
+        ['training', me.training ? 'now' : 'last trained ' + (me.last_trained_model || '—')], ['problems', me.lease_error || me.swap_error || me.last_training_error || 'none']]
+        .forEach(function (p) { kv.appendChild(el('span', p[0], 'muted')); kv.appendChild(el('span', fmt(p[1]))); });
+      var tb = $('m-rows');
+      clear(tb);
+      d.models.forEach(function (m) {
+        var tr = el('tr');
+        var state = m.version === cur.version ? 'current' : (m.version === cur.shadow ? 'shadow' : (m.epoch < cur.fence ? 'fenced' : ''));
+        [m.version, state, (m.created_at || '').slice(0, 19).replace('T', ' '), m.epoch, m.winner, JSON.stringify(m.params), cvSummary(m), fmt(m.threshold),
+          (m.data || {}).rows_used, ((m.data || {}).regions || []).join(' ')].forEach(function (v) { tr.appendChild(el('td', v)); });
+        var td = el('td');
+        var cv = el('button', 'CV'); cv.addEventListener('click', function () { showCV(m); }); td.appendChild(cv);
+        if (state !== 'current') {
+          [['promote', 'Promote'], ['shadow', 'Shadow']].forEach(function (a) {
+            var b = el('button', a[1]);
+            b.addEventListener('click', function () {
+              api('POST', '/api/v1/models/' + encodeURIComponent(m.version) + '/' + a[0]).then(function () { $('m-status').textContent = a[1] + 'd ' + m.version; return loadModels(); })
+                .catch(function (e) { $('m-status').textContent = 'Error: ' + e.message; });
+            });
+            td.appendChild(b);
+          });
+        }
+        tr.appendChild(td);
+        tb.appendChild(tr);
+      });
+    });
+  }
+
   // ---- tabs, refresh ----
   var current = 'alerts', timer = null;
   function show(tab) {
@@ -262,7 +312,7 @@
     refresh();
   }
   function refresh() {
-    var p = current === 'alerts' ? loadAlerts() : current === 'overview' ? loadOverview() : current === 'notebooks' ? loadNotebooks() : current === 'sql' ? sampleStatus() : Promise.resolve();
+    var p = current === 'alerts' ? loadAlerts() : current === 'overview' ? loadOverview() : current === 'notebooks' ? loadNotebooks() : current === 'sql' ? sampleStatus() : current === 'models' ? loadModels() : Promise.resolve();
     if (current !== 'overview' && !refreshSet) { api('GET', '/api/v1/overview').then(function (d) { $('region').textContent = 'region ' + d.region; if (!refreshSet) { refreshSet = true; setRefresh(d.refresh_seconds); } }).catch(function () {}); }
     return p.then(function () { $('updated').textContent = 'updated ' + new Date().toLocaleTimeString(); }).catch(function (e) { $('updated').textContent = e.message; });
   }
@@ -297,5 +347,13 @@
   $('q-run').addEventListener('click', function () { $('q-status').className = 'muted'; run($('q').value, $('q-chart').value, $('q-out'), $('q-chart-out'), $('q-status')); });
   $('q-stats').addEventListener('click', function () { $('q-status').className = 'muted'; run('SUMMARIZE enriched', 'table', $('q-out'), $('q-chart-out'), $('q-status')); });
   $('nb-add').addEventListener('click', addParagraph);
+  $('m-train').addEventListener('click', function () {
+    api('POST', '/api/v1/models/train').then(function (d) { $('m-status').textContent = 'training requested (trainer: ' + (d.trainer || 'none yet') + ')'; })
+      .catch(function (e) { $('m-status').textContent = 'Error: ' + e.message; });
+  });
+  $('m-rollback').addEventListener('click', function () {
+    api('POST', '/api/v1/models/rollback').then(function (c) { $('m-status').textContent = 'rolled back to ' + c.version; return loadModels(); })
+      .catch(function (e) { $('m-status').textContent = 'Error: ' + e.message; });
+  });
   show('alerts');
 })();
