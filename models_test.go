@@ -336,3 +336,41 @@ func TestTrainOnSKAB(t *testing.T) {
 	t.Logf("winner %s %v, threshold %.4f, %d rows (%d labelled, %d anomalies), %d trees, %d nodes, %d bytes, %.1f s",
 		m.Winner, m.Params, m.Threshold, m.Data.Rows, m.Data.Labelled, m.Data.Anomalies, m.Trees, m.Nodes, m.ModelBytes, m.TrainSecs)
 }
+
+// The models API refuses what it cannot do, naming the problem.
+func TestModelsAPIErrors(t *testing.T) {
+	s := newServer(t, t.TempDir())
+	s.startInProcess()
+	defer s.stop()
+	for _, c := range []struct {
+		method, path, body string
+		code               int
+		msg                string
+	}{
+		{"POST", "/api/v1/models/no-such-model/promote", "", 404, "no such model"},
+		{"POST", "/api/v1/models/bad%2Fname/promote", "", 400, "not a model version"},
+		{"POST", "/api/v1/models/no-such-model/shadow", "", 404, "no such model"},
+		{"POST", "/api/v1/models/rollback", "", 400, "nothing to roll back to"},
+		{"POST", "/api/v1/models/rollback", `{"version":"gone"}`, 404, "no such model"},
+		{"POST", "/api/v1/models/rollback", `{"version":`, 400, ""},
+		{"GET", "/api/v1/models/no-such-model", "", 404, "no such model"},
+	} {
+		ct := ""
+		if c.body != "" {
+			ct = "application/json"
+		}
+		code, b, _ := s.do(c.method, c.path, s.token, ct, []byte(c.body))
+		if code != c.code || !strings.Contains(string(b), c.msg) || !strings.Contains(string(b), `"error"`) {
+			t.Errorf("%s %s %s: %d %s; want %d with %q", c.method, c.path, c.body, code, b, c.code, c.msg)
+		}
+	}
+	code, b, _ := s.do("GET", "/api/v1/models", s.token, "", nil)
+	if code != 200 || !strings.Contains(string(b), `"models":[]`) || !strings.Contains(string(b), `"version":"baseline-v1"`) {
+		t.Fatalf("empty registry: %d %s", code, b)
+	}
+	v, ok := s.lease()
+	waitFor(t, 10*time.Second, "this process to lead", func() bool { v, ok = s.lease(); return ok && v.ThisProcess.Leading })
+	if v.Lease.Epoch != 1 || v.ThisProcess.LeaseError != "" {
+		t.Fatalf("lease %+v", v)
+	}
+}

@@ -83,9 +83,16 @@ func NewVersion(e int64, now time.Time) string {
 	return fmt.Sprintf("m%s-e%d-%s", now.UTC().Format("20060102T150405"), e, hex.EncodeToString(b[:]))
 }
 
+// validVersion: 1-100 letters, digits, '.', '_' or '-', and not a dot path.
 func validVersion(v string) bool {
-	if v == "" || len(v) > 100 || strings.ContainsAny(v, "/\\ ") || v == "." || v == ".." {
+	if v == "" || len(v) > 100 || v == "." || v == ".." {
 		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
 	}
 	return true
 }
@@ -125,7 +132,7 @@ func (r *Registry) Save(ctx context.Context, meta ModelMeta, f *Forest) (ModelMe
 func (r *Registry) Meta(ctx context.Context, version string) (ModelMeta, error) {
 	var m ModelMeta
 	if !validVersion(version) {
-		return m, fmt.Errorf("%q is not a model version", version)
+		return m, fmt.Errorf("%q is not a model version (1-100 letters, digits, '.', '_', '-')", version)
 	}
 	if err := r.getJSON(ctx, ModelsPrefix+version+"/meta.json", &m, nil); err != nil {
 		return m, err
