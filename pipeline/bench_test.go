@@ -98,3 +98,40 @@ func BenchmarkEnrichedEncodeReflect(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkStepDetectors is the hot path with the built-in detectors on a
+// steady fleet (200 devices of four metrics, each past its warm-up), with
+// the multivariate detector off (the baseline of this pair) and on.
+func BenchmarkStepDetectors(b *testing.B) {
+	for _, mv := range []int{0, 400} {
+		name := "multivariate-off"
+		if mv > 0 {
+			name = "multivariate-on"
+		}
+		b.Run(name, func(b *testing.B) {
+			cfg := testCfg()
+			cfg.MVWarmup = mv
+			rs := benchReadings(1000, 200)
+			pr := NewProcessor(cfg, "eu", nil, nil)
+			part := newPartition()
+			var res StepResult
+			var buf []byte
+			step := func(i int) {
+				r := rs[i%len(rs)]
+				r.ID = strconv.Itoa(i)
+				r.TS = t0.Add(time.Duration(i) * time.Millisecond)
+				buf = pr.Step(part, &r, true, buf[:0], &res)
+			}
+			for i := 0; i < 200*500; i++ { // every device warm
+				step(i)
+			}
+			b.ReportAllocs()
+			i := 200 * 500
+			for b.Loop() {
+				step(i)
+				i++
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "readings/s")
+		})
+	}
+}
