@@ -369,3 +369,26 @@ func TestServiceRunsOneTrainerAndSwaps(t *testing.T) {
 }
 
 var waitFor = testutil.WaitFor
+
+// A process that does not run for the lease still reports who holds it.
+func TestServiceNonCandidateSeesLease(t *testing.T) {
+	st, err := storage.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig()
+	leader := NewService(ServiceOptions{Config: cfg, Store: st, Target: &recorder{}, Threshold: 0.8}, "leader")
+	cfg.Train = false
+	watcher := NewService(ServiceOptions{Config: cfg, Store: st, Target: &recorder{}, Threshold: 0.8}, "watcher")
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, s := range []*Service{leader, watcher} {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = s.Run(ctx) }()
+	}
+	defer func() { cancel(); wg.Wait() }()
+	waitFor(t, 10*time.Second, "the watcher to see the leader", func() bool { return watcher.Lease().Holder == "leader" })
+	if st := watcher.Status(); st.Leading || st.Candidate {
+		t.Fatalf("watcher status %+v", st)
+	}
+}

@@ -113,6 +113,7 @@ type Service struct {
 	st       Status
 	loaded   map[string]*ModelScorer
 	lastEtag string
+	peeked   LeaseRecord // the lease as read by a process that does not run for it
 }
 
 // Status is this process's view of models and the lease, for the API.
@@ -157,7 +158,30 @@ func (s *Service) Status() Status {
 }
 
 // Lease returns the lease record as last read.
-func (s *Service) Lease() LeaseRecord { return s.lease.Record() }
+func (s *Service) Lease() LeaseRecord {
+	if !s.o.Config.Train {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.peeked
+	}
+	return s.lease.Record()
+}
+
+// peekLease reads the lease without taking part (models.train: false), so
+// this process can still say who trains.
+func (s *Service) peekLease(ctx context.Context) {
+	rc, _, err := s.o.Store.Get(ctx, LeaseKey)
+	if err != nil {
+		return
+	}
+	defer rc.Close()
+	var rec LeaseRecord
+	if json.UnmarshalRead(rc, &rec) == nil {
+		s.mu.Lock()
+		s.peeked = rec
+		s.mu.Unlock()
+	}
+}
 
 // Run polls the registry and, when this process is a candidate, runs for
 // the trainer lease, until ctx ends; then it releases the lease.
@@ -178,6 +202,9 @@ func (s *Service) watch(ctx context.Context) {
 	defer t.Stop()
 	for {
 		s.poll(ctx)
+		if !s.o.Config.Train {
+			s.peekLease(ctx)
+		}
 		select {
 		case <-ctx.Done():
 			return
