@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +19,9 @@ import (
 	"github.com/vigil/vigil/storage"
 )
 
+// leaseClient gives up on a process that does not answer (a stopped one).
+var leaseClient = &http.Client{Timeout: 2 * time.Second}
+
 // leaseView is GET /api/v1/lease.
 type leaseView struct {
 	Lease       ml.LeaseRecord `json:"lease"`
@@ -28,7 +32,7 @@ func (s *server) lease() (leaseView, bool) {
 	var v leaseView
 	req, _ := http.NewRequest("GET", s.httpURL+"/api/v1/lease", nil)
 	req.Header.Set("Authorization", "Bearer "+s.token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := leaseClient.Do(req)
 	if err != nil {
 		return v, false
 	}
@@ -274,6 +278,40 @@ func TestModelsThreeProcesses(t *testing.T) {
 				cur, _, err := (&ml.Registry{Store: st}).Current(context.Background())
 				return err == nil && cur.Fence == nextEpoch
 			})
+
+			// SIGSTOP the new trainer (a paused process, not a dead one): the
+			// last process takes over; SIGCONT: the paused one finds its
+			// renewal refused and steps down, and one trainer remains
+			paused := next
+			if err := paused.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, bound+2*time.Second, "a trainer while the old one is paused", func() bool {
+				s, e, n := leader()
+				return n == 1 && s != paused && e == nextEpoch+1
+			})
+			if err := paused.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 2*ttl, "the resumed old trainer to step down", func() bool {
+				return strings.Contains(paused.logs.String(), "no longer the trainer")
+			})
+			for i := 0; i < 3; i++ {
+				time.Sleep(ttl / 3)
+				if s, e, n := leader(); n != 1 || s == paused || e != nextEpoch+1 {
+					t.Fatalf("after the paused trainer resumed: %d leaders, epoch %d", n, e)
+				}
+			}
+			waitFor(t, 5*time.Second, "the registry fenced at the newest epoch", func() bool {
+				cur, _, err := (&ml.Registry{Store: st}).Current(context.Background())
+				return err == nil && cur.Fence == nextEpoch+1
+			})
+			// the epoch-1 model can no longer be promoted, by anyone
+			now, _, _ := leader()
+			if code, b, _ := now.do("POST", "/api/v1/models/"+m.Version+"/promote", now.token, "", nil); code != http.StatusConflict || !strings.Contains(string(b), "fenced") {
+				t.Fatalf("promote of the epoch-%d model after the fence rose to %d: %d %s", m.Epoch, nextEpoch+1, code, b)
+			}
+			t.Logf("paused trainer replaced at epoch %d; after SIGCONT it stepped down; the epoch-%d model is refused (409)", nextEpoch+1, m.Epoch)
 		})
 	}
 }
