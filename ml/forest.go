@@ -8,6 +8,8 @@ import (
 	"io"
 	"math"
 	"strconv"
+
+	"github.com/vigil/vigil/storage"
 )
 
 // Forest is a trained tree ensemble compiled to one flat array of nodes
@@ -112,7 +114,7 @@ var forestMagic = [8]byte{'V', 'G', 'L', 'F', 'R', 'S', 'T', '1'}
 
 // WriteTo writes the forest's binary form.
 func (f *Forest) WriteTo(w io.Writer) (int64, error) {
-	cw := &countWriter{w: w}
+	cw := &storage.CountingWriter{W: w}
 	bw := bufio.NewWriterSize(cw, 64<<10)
 	le := binary.LittleEndian
 	var b [24]byte
@@ -136,22 +138,11 @@ func (f *Forest) WriteTo(w io.Writer) (int64, error) {
 		le.PutUint32(b[12:], uint32(nd.Left))
 		le.PutUint32(b[16:], uint32(nd.Right))
 		if _, err := bw.Write(b[:20]); err != nil {
-			return cw.n, err
+			return cw.N, err
 		}
 	}
 	err := bw.Flush()
-	return cw.n, err
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
+	return cw.N, err
 }
 
 // maxForestNodes bounds what ReadForest accepts (about 1.4 GB of arrays).

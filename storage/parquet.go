@@ -385,7 +385,7 @@ func (cs *columnSet) col(m map[string]string, prefix, name string) string {
 // of encoding a whole file at once), and only compressed pages and the
 // current row group are held in memory.
 type FileWriter struct {
-	cw         *countWriter
+	cw         *CountingWriter
 	pw         *parquet.GenericWriter[any]
 	ncols      int
 	fx         [cOffset + 1]int
@@ -435,7 +435,7 @@ func NewFileWriter(w io.Writer, metrics, derived []string) *FileWriter {
 		f.derivedIdx[name] = index[c]
 		f.dynamic = append(f.dynamic, index[c])
 	}
-	f.cw = &countWriter{w: w}
+	f.cw = &CountingWriter{W: w}
 	f.pw = parquet.NewGenericWriter[any](f.cw, schema, parquet.Compression(&zstd.Codec{Level: zstd.SpeedDefault}), parquet.MaxRowsPerRowGroup(256_000))
 	f.values = make([]parquet.Value, batchRows*f.ncols)
 	f.batch = make([]parquet.Row, 0, batchRows)
@@ -544,12 +544,12 @@ func (f *FileWriter) flush() error {
 // Close writes the file's footer and returns the file's size.
 func (f *FileWriter) Close() (int64, error) {
 	if err := f.flush(); err != nil {
-		return f.cw.n, err
+		return f.cw.N, err
 	}
 	if err := f.pw.Close(); err != nil {
-		return f.cw.n, fmt.Errorf("close parquet writer: %w", err)
+		return f.cw.N, fmt.Errorf("close parquet writer: %w", err)
 	}
-	return f.cw.n, nil
+	return f.cw.N, nil
 }
 
 // WriteParquet writes rows as one Parquet file to w, with a column for
@@ -584,13 +584,14 @@ func WriteParquet(w io.Writer, rows []EnrichedRow) (int64, error) {
 // alive and parquet-go never writes into it.
 func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
-type countWriter struct {
-	w io.Writer
-	n int64
+// CountingWriter passes writes to W and counts the bytes written in N.
+type CountingWriter struct {
+	W io.Writer
+	N int64
 }
 
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
+func (c *CountingWriter) Write(p []byte) (int, error) {
+	n, err := c.W.Write(p)
+	c.N += int64(n)
 	return n, err
 }
