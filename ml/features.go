@@ -2,6 +2,7 @@ package ml
 
 import (
 	"hash/fnv"
+	"strconv"
 
 	"github.com/vigil/vigil/pipeline"
 	"github.com/vigil/vigil/storage"
@@ -35,7 +36,7 @@ func (f Features) Names() []string {
 	}
 	out = append(out, "dt_s", "dt.z")
 	for i := 0; i < f.Buckets; i++ {
-		out = append(out, "attr_hash_"+itoa(i))
+		out = append(out, "attr_hash_"+strconv.Itoa(i))
 	}
 	return out
 }

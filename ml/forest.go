@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"strconv"
 
 	"github.com/vigil/vigil/storage"
 )
@@ -227,5 +226,3 @@ func (f *Forest) check() error {
 	}
 	return nil
 }
-
-func itoa(i int) string { return strconv.Itoa(i) }

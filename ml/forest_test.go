@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"testing"
+
+	"github.com/sjwhitworth/golearn/base"
 )
 
 // synth makes n rows of d features: normal rows around 0, and every 20th
@@ -27,7 +30,7 @@ func synth(n, d int, seed uint64) ([][]float64, []bool, []string) {
 	}
 	names := make([]string, d)
 	for j := range names {
-		names[j] = "f" + itoa(j)
+		names[j] = "f" + strconv.Itoa(j)
 	}
 	return x, y, names
 }
@@ -131,4 +134,15 @@ func FuzzReadForest(f *testing.F) {
 		// leaf values are whatever the file says: only a panic is a failure
 		_ = got.Score(make([]float64, got.NFeat))
 	})
+}
+
+// predictClasses runs a golearn classifier's Predict and reports, per row,
+// whether it predicted the anomaly class.
+func predictClasses(pred base.FixedDataGrid) []bool {
+	_, rows := pred.Size()
+	out := make([]bool, rows)
+	for i := range out {
+		out[i] = base.GetClass(pred, i) == classAnomaly
+	}
+	return out
 }

@@ -263,14 +263,3 @@ func predictScores(pred base.FixedDataGrid) []float64 {
 	}
 	return out
 }
-
-// predictClasses runs a golearn classifier's Predict and reports, per row,
-// whether it predicted the anomaly class.
-func predictClasses(pred base.FixedDataGrid) []bool {
-	_, rows := pred.Size()
-	out := make([]bool, rows)
-	for i := range out {
-		out[i] = base.GetClass(pred, i) == classAnomaly
-	}
-	return out
-}

@@ -114,6 +114,7 @@ type Service struct {
 	loaded   map[string]*ModelScorer
 	lastEtag string
 	peeked   LeaseRecord // the lease as read by a process that does not run for it
+	listedAt time.Time   // last archive listing for the schedule (lead goroutine only)
 }
 
 // Status is this process's view of models and the lease, for the API.
@@ -406,9 +407,11 @@ func (s *Service) due(ctx context.Context, lastModel time.Time) string {
 	if _, err := s.o.Store.Stat(ctx, RequestKey); err == nil {
 		return "requested"
 	}
-	if time.Since(lastModel) < s.o.Config.TrainInterval {
+	if time.Since(lastModel) < s.o.Config.TrainInterval || time.Since(s.listedAt) < time.Minute {
 		return ""
 	}
+	// listing the archive grows with it: at most once a minute, not every tick
+	s.listedAt = time.Now()
 	objs, err := s.o.Store.List(ctx, ArchivePrefix)
 	if err != nil {
 		return ""

@@ -83,9 +83,6 @@ type mvParams struct {
 type MVObs struct {
 	Warm bool
 	Z    float64 // z-like figure: 6 at mv_threshold
-	// Top is the metric that contributes most, with its robust z.
-	Top  string
-	TopZ float64
 	// Spike is the metric that jumped most from its recent mean, in units of
 	// its short-term noise (a one-reading spike the smoothing would hide),
 	// scaled so that mv_spike maps to z = 6.
@@ -173,7 +170,7 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, out *MVObs) {
 	}
 	// 2. score with the fitted model
 	if m.Fitted {
-		var ss, ws, best, zsum float64
+		var ss, ws, zsum float64
 		zs := m.zs[:0]
 		for j := range m.Names {
 			z := 0.0
@@ -193,11 +190,7 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, out *MVObs) {
 			if m.Weight[j] == 0 {
 				continue
 			}
-			c := m.Weight[j] * (z - cm) * (z - cm)
-			ss += c
-			if c > best {
-				best, out.Top, out.TopZ = c, m.Names[j], clampZ(z)
-			}
+			ss += m.Weight[j] * (z - cm) * (z - cm)
 		}
 		if ws > 0 {
 			out.Warm = true

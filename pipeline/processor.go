@@ -96,15 +96,6 @@ func (pr *Processor) SetScorers(s, shadow Scorer) {
 // SetScorer swaps the scorer (no shadow) at the next BeginBatch.
 func (pr *Processor) SetScorer(s Scorer) { pr.SetScorers(s, nil) }
 
-// Scorers returns the scorer and shadow most recently handed over.
-func (pr *Processor) Scorers() (Scorer, Scorer) {
-	b := pr.pending.Load()
-	return b.s, b.shadow
-}
-
-// Scorer returns the scorer most recently handed over.
-func (pr *Processor) Scorer() Scorer { return pr.pending.Load().s }
-
 // BeginBatch puts the scorers last handed over in charge; the stream calls
 // it between micro-batches. It reports whether they changed.
 func (pr *Processor) BeginBatch() bool {
