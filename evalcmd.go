@@ -24,6 +24,7 @@ func evalCmd(ctx context.Context, args, environ []string, stdout, stderr io.Writ
 	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	data := fs.String("data", "", "a SKAB data set folder (;-separated CSV files with anomaly columns)")
+	nabDir := fs.String("nab", "", "a NAB-format data set folder (data/**/*.csv of timestamp,value and labels/windows.json), scored by NAB's method")
 	csvPath := fs.String("csv", "", "a plain timestamp,value[,...] CSV (with --labels)")
 	labels := fs.String("labels", "", "labels of --csv: timestamp,label lines (1 = anomalous)")
 	url := fs.String("url", "", "a running Vigil (default: start one in this process)")
@@ -42,6 +43,15 @@ func evalCmd(ctx context.Context, args, environ []string, stdout, stderr io.Writ
 			return err
 		}
 		series = s
+	case *nabDir != "":
+		s, err := eval.LoadNAB(*nabDir)
+		if err != nil {
+			return err
+		}
+		series = s
+		if !flagSet(fs, "warmup") {
+			*warmup = 0 // NAB's probation period is applied by its scorer
+		}
 	case *csvPath != "" && *labels != "":
 		s, err := eval.LoadPlain(*csvPath, *labels)
 		if err != nil {
@@ -49,7 +59,7 @@ func evalCmd(ctx context.Context, args, environ []string, stdout, stderr io.Writ
 		}
 		series = []eval.Series{*s}
 	default:
-		return errors.New("eval needs --data DIR (SKAB) or --csv FILE --labels FILE")
+		return errors.New("eval needs --data DIR (SKAB), --nab DIR (NAB) or --csv FILE --labels FILE")
 	}
 	opts := eval.Options{URL: strings.TrimRight(*url, "/"), AdminToken: *token, Kafka: strings.Split(*kafka, ","), Warmup: *warmup, SendLabels: *sendLabels,
 		Progress: func(s string) { fmt.Fprintln(stderr, "eval:", s) }}
@@ -134,4 +144,10 @@ func startEmbedded(ctx context.Context, environ []string, stderr io.Writer, o *e
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -28,6 +28,9 @@ type Row struct {
 type Series struct {
 	Name string // file path relative to the data set
 	Rows []Row
+	// Windows are the labelled anomaly windows as row indexes (NAB data
+	// sets; empty for SKAB, whose rows carry their labels).
+	Windows []Window
 }
 
 // metricName makes a column header a valid metric name ("Volume Flow
@@ -129,11 +132,13 @@ func loadDelimited(path string, sep rune, labelsPath string) (*Series, error) {
 	}
 	_ = cpCol
 	var labels map[string]bool
-	if labelsPath != "" {
+	switch {
+	case labelsPath == "-": // labelled elsewhere (NAB's windows)
+	case labelsPath != "":
 		if labels, err = loadLabels(labelsPath); err != nil {
 			return nil, err
 		}
-	} else if anomalyCol < 0 {
+	case anomalyCol < 0:
 		return nil, nil // an unlabelled file
 	}
 	s := &Series{Name: path}

@@ -49,6 +49,9 @@ type Report struct {
 	Delays     []time.Duration
 	Alerts     int
 	DeviceDays float64
+	// NABTable is NAB's score of the alerts, per series and for every
+	// profile, when the data set is in NAB's format (its series have windows).
+	NABTable *NABTable
 }
 
 // Run replays every series through the ingest API (each a device, rows in
@@ -132,6 +135,25 @@ func Run(ctx context.Context, o Options, data []Series) (*Report, error) {
 	}
 	rep := &Report{}
 	var windowed []Windowed
+	nab := false
+	detections := make([][]int, len(data))
+	for i, s := range data {
+		if s.Windows != nil {
+			nab = true
+		}
+		// NAB: a detection is a reading that raised an alert (opened an incident)
+		incidents := make([]string, len(s.Rows))
+		for j := range s.Rows {
+			if sc, ok := scores[fmt.Sprintf("%s-%d", devices[i], j)]; ok {
+				incidents[j] = sc.incident
+			}
+		}
+		detections[i] = NABDetections(incidents)
+	}
+	if nab {
+		t := ScoreNABSet(data, detections)
+		rep.NABTable = &t
+	}
 	for i, s := range data {
 		fr := FileResult{Name: s.Name, Device: devices[i], Alerts: perDevice[devices[i]]}
 		var pts []Point
@@ -270,17 +292,21 @@ func Quantile(d []time.Duration, q float64) time.Duration {
 // String prints the report as a table, per file and in total.
 func (r *Report) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-22s %6s %6s %6s %6s %7s %8s\n", "file", "F1", "FAR%", "MAR%", "NAB", "alerts", "delay")
+	fmt.Fprintf(&b, "%-58s %6s %6s %6s %6s %7s %8s\n", "file", "F1", "FAR%", "MAR%", "NAB", "alerts", "delay")
 	for _, f := range r.Files {
 		d := "-"
 		if len(f.Windowed.Delays) > 0 {
 			d = f.Windowed.Delays[0].String()
 		}
-		fmt.Fprintf(&b, "%-22s %6.3f %6.2f %6.2f %6.1f %7d %8s\n", f.Name, f.Counts.F1(), 100*f.Counts.FAR(), 100*f.Counts.MAR(), NABScore([]Windowed{f.Windowed}), f.Alerts, d)
+		fmt.Fprintf(&b, "%-58s %6.3f %6.2f %6.2f %6.1f %7d %8s\n", f.Name, f.Counts.F1(), 100*f.Counts.FAR(), 100*f.Counts.MAR(), NABScore([]Windowed{f.Windowed}), f.Alerts, d)
 	}
 	perDay := 0.0
 	if r.DeviceDays > 0 {
 		perDay = float64(r.Alerts) / r.DeviceDays
+	}
+	if r.NABTable != nil {
+		b.WriteString("\nNAB's scoring of the alerts (a detection is a reading that opened an incident):\n")
+		b.WriteString(r.NABTable.String())
 	}
 	fmt.Fprintf(&b, "TOTAL  F1 %.3f  FAR %.2f%%  MAR %.2f%%  NAB %.1f  detection delay p50 %s  alerts %d (%.1f per device-day)  [TP %d FP %d FN %d TN %d]\n",
 		r.Total.F1(), 100*r.Total.FAR(), 100*r.Total.MAR(), r.NAB, Quantile(r.Delays, 0.5), r.Alerts, perDay, r.Total.TP, r.Total.FP, r.Total.FN, r.Total.TN)

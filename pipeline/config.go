@@ -29,6 +29,20 @@ type Config struct {
 	// IncidentQuiet closes an incident after this much event time without
 	// an anomalous reading. Default 5m.
 	IncidentQuiet time.Duration `yaml:"incident_quiet"`
+	// IncidentQuietReadings is how many readings of the device without an
+	// anomalous one an incident also waits before it closes (both must
+	// pass), so a device that reports every few minutes does not open a
+	// new incident at every other reading of one event. Default 150.
+	IncidentQuietReadings int `yaml:"incident_quiet_readings"`
+	// AlertBudget is the number of false alerts per device-day the
+	// per-metric detector is calibrated to: a score of 0.8 is a reading as
+	// unlikely as that, on every metric. Default 5.
+	AlertBudget float64 `yaml:"alert_budget"`
+	// AcceptAfter is how long (event time) a metric's anomalous run lasts
+	// before it is accepted as the new normal: its incident closes as
+	// accepted and its baseline restarts from the new values. 0 never
+	// accepts. Default 2h.
+	AcceptAfter time.Duration `yaml:"accept_after"`
 	// DedupWindow is how many recent message ids per device are remembered
 	// to drop re-sent readings. Default 256.
 	DedupWindow int `yaml:"dedup_window"`
@@ -134,6 +148,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("half_life: must be at least 2 readings, got %g", c.HalfLife)
 	case c.IncidentQuiet <= 0:
 		return fmt.Errorf("incident_quiet: must be positive, got %s", c.IncidentQuiet)
+	case c.IncidentQuietReadings < 0:
+		return fmt.Errorf("incident_quiet_readings: must not be negative, got %d", c.IncidentQuietReadings)
+	case !(c.AlertBudget > 0 && c.AlertBudget <= 100):
+		return fmt.Errorf("alert_budget: must be more than 0 and at most 100 false alerts per device-day, got %g", c.AlertBudget)
+	case c.AcceptAfter < 0:
+		return fmt.Errorf("accept_after: must not be negative (0 never accepts), got %s", c.AcceptAfter)
 	case c.DedupWindow < 1:
 		return fmt.Errorf("dedup_window: must be at least 1, got %d", c.DedupWindow)
 	case c.SnapshotInterval < time.Second:
@@ -170,4 +190,14 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// Default is the pipeline section at its built-in defaults; config.yaml
+// mirrors it (a test checks that they agree).
+func Default() Config {
+	return Config{Group: "stream", BatchMaxReadings: 5000, BatchMaxWait: 5 * time.Millisecond, Threshold: 0.8,
+		WarmupReadings: 20, HalfLife: 500, IncidentQuiet: 5 * time.Minute, IncidentQuietReadings: 150,
+		AlertBudget: 5, AcceptAfter: 2 * time.Hour, DedupWindow: 256,
+		SnapshotInterval: 30 * time.Second, RestoreLookback: 200000, AlertStoreSize: 10000, AttrBuckets: 32,
+		MVWarmup: 400, MVSmooth: 10, MVThreshold: 2.7, MVSpike: 8, MVRefit: 3600}
 }

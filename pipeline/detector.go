@@ -3,14 +3,27 @@ package pipeline
 import (
 	"math"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 )
 
-// Reason is one feature that drove a score.
+// Reason is one feature that drove a score. Detector names what fired:
+// level, cycle, tail, regime, multivariate, spike, stuck, gap or attr.
+// Where the detector forecasts a value, Expected is its forecast, Low and
+// High the band of usual values around it, Observed the value seen, and
+// Text says it in words ("expected 40-55 at this hour, got 210").
 type Reason struct {
 	Feature      string  `json:"feature"`
 	Value        float64 `json:"value"`
 	Contribution float64 `json:"contribution"`
+	Detector     string  `json:"detector,omitzero"`
+	Score        float64 `json:"score,omitzero"`
+	Observed     float64 `json:"observed,omitzero"`
+	Expected     float64 `json:"expected,omitzero"`
+	Low          float64 `json:"low,omitzero"`
+	High         float64 `json:"high,omitzero"`
+	Text         string  `json:"text,omitzero"`
 }
 
 // Scorer turns an observation into a score in [0, 1] and the features that
@@ -52,55 +65,103 @@ func ScoreOfZ(z float64) float64 {
 // Score implements Scorer.
 func (Baseline) Score(o *Observation, reasons []Reason) (float64, []Reason) {
 	reasons = reasons[:0]
-	add := func(name, suffix string, z float64) {
-		if math.Abs(z) >= 2 {
-			reasons = append(reasons, Reason{Feature: name + suffix, Value: round3(z)})
+	minScore := ScoreOfZ(2)
+	add := func(name, suffix, detector string, z float64) {
+		if sc := ScoreOfZ(z); sc >= minScore {
+			reasons = append(reasons, Reason{Feature: name + suffix, Value: round3(z), Detector: detector, Score: sc})
 		}
 	}
 	for i := range o.Metrics {
 		m := &o.Metrics[i]
-		if !m.Warm {
-			continue
-		}
 		// Once the device's multivariate model is fitted it judges level and
 		// volatility (jointly, smoothed, drift-aware); the per-metric
-		// z-scores stay in the record but score only on a device without one.
-		if !o.MV.Warm {
-			add(m.Name, ".z", m.Z)
-			add(m.Name, ".vol", m.VolZ)
+		// detector scores only on a device without one.
+		if u := &m.UV; !o.MV.Warm && u.Warm {
+			if sc := scoreOfL(u.PointL, u.AlertL); sc >= minScore {
+				det := "tail"
+				if u.Kind == "cycle" {
+					det = "cycle"
+				}
+				reasons = append(reasons, Reason{Feature: m.Name + "." + det, Value: round3(u.S), Detector: det, Score: sc,
+					Observed: m.Value, Expected: round6(u.Expected), Low: round6(u.Low), High: round6(u.High),
+					Text: explain(det, m.Value, u.Low, u.High, o.Reading.TS)})
+			}
+			if sc := scoreOfL(u.LevelL, u.AlertL); sc >= minScore {
+				reasons = append(reasons, Reason{Feature: m.Name + ".level", Value: round3(u.LevelS), Detector: "level", Score: sc,
+					Observed: m.Value, Expected: round6(u.Expected), Low: round6(u.Low), High: round6(u.High),
+					Text: explain(u.Kind, m.Value, u.Low, u.High, o.Reading.TS)})
+			}
+			if sc := scoreOfL(u.RegimeL, u.AlertL); sc >= minScore {
+				reasons = append(reasons, Reason{Feature: m.Name + ".regime", Value: round3(u.S), Detector: "regime", Score: sc,
+					Observed: m.Value, Expected: round6(u.Expected), Low: round6(u.Low), High: round6(u.High),
+					Text: "the recent readings move more than usual (" + explain(u.Kind, m.Value, u.Low, u.High, o.Reading.TS) + ")"})
+			}
 		}
-		add(m.Name, ".stuck", m.StuckZ)
+		if m.Warm {
+			add(m.Name, ".stuck", "stuck", m.StuckZ)
+		}
 	}
-	if o.DtZ > 0 {
-		add("dt", ".z", o.DtZ)
+	if o.DtZ > 0 && o.GapAL > 0 {
+		if sc := scoreOfL(o.GapL, o.GapAL); sc >= minScore {
+			reasons = append(reasons, Reason{Feature: "dt.gap", Value: round3(o.DtS), Detector: "gap", Score: sc,
+				Text: "no reading for " + time.Duration(o.DtS*float64(time.Second)).Round(time.Second).String()})
+		}
 	}
 	if o.MV.Warm {
-		add(MultivariateFeature, "", o.MV.Z)
+		add(MultivariateFeature, "", "multivariate", o.MV.Z)
 		if o.MV.Spike != "" {
-			add(o.MV.Spike, ".spike", o.MV.SpikeZ)
+			add(o.MV.Spike, ".spike", "spike", o.MV.SpikeZ)
 		}
 	}
 	for _, a := range o.Attrs {
 		if a.Z > 0 {
-			add("attrs."+a.Name, "="+a.Value, a.Z)
+			add("attrs."+a.Name, "="+a.Value, "attr", a.Z)
 		}
 	}
 	if len(reasons) == 0 {
 		return 0, reasons
 	}
-	sort.Slice(reasons, func(i, j int) bool { return math.Abs(reasons[i].Value) > math.Abs(reasons[j].Value) })
+	sort.Slice(reasons, func(i, j int) bool { return reasons[i].Score > reasons[j].Score })
 	if len(reasons) > 3 {
 		reasons = reasons[:3]
 	}
 	var sum float64
 	for _, r := range reasons {
-		sum += r.Value * r.Value
+		sum += r.Score
 	}
 	for i := range reasons {
-		reasons[i].Contribution = round3(reasons[i].Value * reasons[i].Value / sum)
+		reasons[i].Contribution = round3(reasons[i].Score / sum)
+		reasons[i].Score = round3(reasons[i].Score)
 	}
-	return round3(ScoreOfZ(reasons[0].Value)), reasons
+	return reasons[0].Score, reasons
 }
+
+// scoreOfL maps a tail probability p = e^-l to a score calibrated by the
+// alert budget: 1 - 5^-(l/alertL) reaches 0.8 at p = e^-alertL.
+func scoreOfL(l, alertL float64) float64 {
+	if l <= 0 || alertL <= 0 {
+		return 0
+	}
+	return 1 - math.Pow(5, -l/alertL)
+}
+
+func round6(v float64) float64 {
+	if v == 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0
+	}
+	return float64(float32(v))
+}
+
+// explain says what a forecasting detector saw, in words.
+func explain(detector string, v, lo, hi float64, ts time.Time) string {
+	when := ""
+	if detector == "cycle" {
+		when = " at " + ts.UTC().Format("15:04") + " " + ts.UTC().Weekday().String()[:3]
+	}
+	return "expected " + fmtNum(lo) + " to " + fmtNum(hi) + when + ", got " + fmtNum(v)
+}
+
+func fmtNum(v float64) string { return strconv.FormatFloat(v, 'g', 4, 64) }
 
 func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
 

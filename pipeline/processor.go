@@ -135,7 +135,7 @@ func (pr *Processor) Step(part *partition, r *ingest.Reading, emit bool, buf []b
 	thr := g.cfg.Threshold
 	// Close incidents that have been quiet for long enough (event time).
 	for metric, inc := range ds.Incidents {
-		if r.TS.Sub(inc.LastTS) > g.cfg.IncidentQuiet {
+		if r.TS.Sub(inc.LastTS) > g.cfg.IncidentQuiet && inc.Quiet >= g.cfg.IncidentQuietReadings {
 			delete(ds.Incidents, metric)
 			if emit {
 				a := inc.First
@@ -188,6 +188,27 @@ func (pr *Processor) Step(part *partition, r *ingest.Reading, emit bool, buf []b
 	for _, inc := range ds.Incidents {
 		if inc.AlertID != incident {
 			inc.Active = false
+			inc.Quiet++
+		} else {
+			inc.Quiet = 0
+		}
+	}
+	// A metric whose anomalous run lasted pipeline.accept_after has a new
+	// normal: its incident closes as accepted.
+	for i := range o.Metrics {
+		if !o.Metrics[i].UV.Accepted {
+			continue
+		}
+		if inc := ds.Incidents[o.Metrics[i].Name]; inc != nil {
+			delete(ds.Incidents, inc.Metric)
+			if inc.AlertID == incident {
+				incident = ""
+			}
+			if emit {
+				a := inc.First
+				a.State, a.Readings, a.LastTS, a.MaxScore, a.Accepted = "closed", inc.Readings, inc.LastTS, inc.MaxScore, true
+				res.Alerts = append(res.Alerts, a)
+			}
 		}
 	}
 	if emit {

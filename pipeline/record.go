@@ -30,6 +30,9 @@ type Alert struct {
 	Readings   int       `json:"readings"`
 	LastTS     time.Time `json:"last_ts"`
 	MaxScore   float64   `json:"max_score"`
+	// Accepted is set on the closing update of an incident whose change
+	// lasted pipeline.accept_after: it was accepted as the new normal.
+	Accepted bool `json:"accepted,omitzero"`
 }
 
 // Severity names a score band: high from 0.95, medium from 0.88, else low.

@@ -65,10 +65,13 @@ func skabCounts(t testing.TB, cfg Config, perFile func(name string, c eval.Count
 }
 
 func skabCfg() Config {
-	c := testCfg()
-	c.IncidentQuiet = 5 * time.Minute
-	c.DedupWindow = 256
-	c.MVWarmup, c.MVSmooth, c.MVThreshold, c.MVSpike, c.MVRefit = 400, 10, 2.7, 8, 3600
+	c := Default()
+	if v := os.Getenv("NAB_BUDGET"); v != "" {
+		fmt.Sscan(v, &c.AlertBudget)
+	}
+	if v := os.Getenv("NAB_QUIETN"); v != "" {
+		fmt.Sscan(v, &c.IncidentQuietReadings)
+	}
 	return c
 }
 

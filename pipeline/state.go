@@ -10,13 +10,14 @@ import (
 // MetricState is the streaming baseline of one metric of one device.
 // Fields are exported for the snapshot encoding.
 type MetricState struct {
-	N        int64   // readings seen
-	Mean     float64 // exponentially weighted mean (winsorized updates once warm)
-	Var      float64 // exponentially weighted variance
-	ShortVar float64 // fast EW mean of squared deviation from Mean (volatility)
-	Last     float64 // previous value
-	Run      int     // how many readings in a row repeated Last exactly
-	RepeatP  float64 // EW probability that a reading repeats the previous one
+	N        int64    // readings seen
+	Mean     float64  // exponentially weighted mean (winsorized updates once warm)
+	Var      float64  // exponentially weighted variance
+	ShortVar float64  // fast EW mean of squared deviation from Mean (volatility)
+	Last     float64  // previous value
+	Run      int      // how many readings in a row repeated Last exactly
+	RepeatP  float64  // EW probability that a reading repeats the previous one
+	UV       *UVState // the per-metric detector
 }
 
 // AttrState counts the values of one attr of one device.
@@ -36,6 +37,7 @@ type Incident struct {
 	MaxScore float64
 	First    Alert // the alert as raised, updated when the incident closes
 	Active   bool  // the device's latest reading belonged to it
+	Quiet    int   // readings of the device since its latest anomalous one
 }
 
 // DeviceState is everything the pipeline remembers about one device.
@@ -50,7 +52,8 @@ type DeviceState struct {
 	IDs       []string // ring of recent message ids
 	IDPos     int
 	Incidents map[string]*Incident
-	MV        *MVState // the multivariate detector (nil until two metrics are seen)
+	MV        *MVState  // the multivariate detector (nil until two metrics are seen)
+	Gap       *GapState // calibration of the gaps between readings
 
 	idSet map[string]struct{} // index of IDs, rebuilt after a snapshot load
 }
@@ -95,6 +98,7 @@ type MetricObs struct {
 	Z       float64 // (value - mean) / std
 	VolZ    float64 // how far short-term volatility exceeds the baseline's
 	StuckZ  float64 // how unlikely the current run of repeated values is
+	UV      UVObs   // the per-metric detector's view
 }
 
 // AttrObs is what enrichment derives for one attr.
@@ -110,6 +114,8 @@ type Observation struct {
 	HasDt   bool
 	DtS     float64 // seconds since the device's previous reading (event time)
 	DtZ     float64 // how unusual that gap is (positive: longer than usual)
+	GapL    float64 // -ln of the probability of a gap at least this long, from the device's own gaps
+	GapAL   float64 // -ln of the gap detector's alert probability
 	Metrics []MetricObs
 	Attrs   []AttrObs
 	MV      MVObs // the multivariate detector's view
@@ -123,11 +129,13 @@ type params struct {
 	dtAlpha    float64
 	warmup     int64
 	mv         mvParams
+	uv         uvParams
 }
 
 func newParams(c Config) params {
 	hl := func(h float64) float64 { return 1 - math.Pow(2, -1/h) }
 	return params{alpha: hl(c.HalfLife), shortAlpha: hl(8), repAlpha: hl(100), dtAlpha: hl(50), warmup: int64(c.WarmupReadings),
+		uv: uvParams{warmup: int64(c.WarmupReadings), slowAlpha: hl(c.HalfLife), budget: c.AlertBudget, acceptAfter: c.AcceptAfter},
 		mv: mvParams{warmup: c.MVWarmup, smooth: c.MVSmooth, threshold: c.MVThreshold, refit: c.MVRefit, drift: 3, spike: c.MVSpike}}
 }
 
@@ -156,7 +164,7 @@ func (d *DeviceState) observe(p *params, r *ingest.Reading, o *Observation) {
 	o.Reading = r
 	o.Metrics = o.Metrics[:0]
 	o.Attrs = o.Attrs[:0]
-	o.HasDt, o.DtS, o.DtZ = false, 0, 0
+	o.HasDt, o.DtS, o.DtZ, o.GapL, o.GapAL = false, 0, 0, 0, 0
 	inOrder := d.N == 0 || r.TS.After(d.LastTS)
 	if d.N > 0 && inOrder {
 		dt := r.TS.Sub(d.LastTS).Seconds()
@@ -165,6 +173,13 @@ func (d *DeviceState) observe(p *params, r *ingest.Reading, o *Observation) {
 		if d.DtN >= 10 {
 			std := math.Max(math.Sqrt(d.LogDtVar), 0.25)
 			o.DtZ = clampZ((ld - d.LogDtMean) / std)
+			if d.Gap == nil {
+				d.Gap = &GapState{HistW: 1, Hist: uvPriorHist}
+			}
+			ratio := dt / math.Exp(d.LogDtMean)
+			o.GapL, _ = tailL(&d.Gap.Hist, ratio)
+			o.GapAL = -math.Log(math.Max(1e-12, math.Min(0.01, p.uv.budget*uvBudgetK/(86400/math.Exp(d.LogDtMean)))))
+			d.Gap.add(ratio)
 		}
 		a := math.Max(p.dtAlpha, 1/float64(d.DtN+1))
 		diff := ld - d.LogDtMean
@@ -177,6 +192,10 @@ func (d *DeviceState) observe(p *params, r *ingest.Reading, o *Observation) {
 		d.LogDtMean += incr
 		d.LogDtVar = (1 - a) * (d.LogDtVar + diff*incr)
 		d.DtN++
+	}
+	rpd := 1440.0 // readings per day, until the device's gaps are known
+	if d.DtN >= 2 {
+		rpd = 86400 / math.Exp(d.LogDtMean)
 	}
 	for _, m := range r.Metrics {
 		ms := d.Metrics[m.Name]
@@ -249,6 +268,12 @@ func (d *DeviceState) observe(p *params, r *ingest.Reading, o *Observation) {
 		} else {
 			ms.ShortVar += p.shortAlpha * (dev2 - ms.ShortVar)
 		}
+		if inOrder {
+			if ms.UV == nil {
+				ms.UV = newUVState()
+			}
+			ms.UV.observe(&p.uv, m.Value, r.TS, rpd, &mo.UV)
+		}
 		ms.Last = m.Value
 		ms.N++
 		o.Metrics = append(o.Metrics, mo)
@@ -282,4 +307,23 @@ func (d *DeviceState) observe(p *params, r *ingest.Reading, o *Observation) {
 		o.MV = MVObs{}
 	}
 	d.N++
+}
+
+// GapState is the decayed histogram of a device's gaps between readings,
+// in units of its usual gap: a device that always reported regularly
+// alarms at a gap a device with a ragged history shows every day.
+type GapState struct {
+	Hist  [uvBins]float32
+	HistW float32
+}
+
+func (g *GapState) add(ratio float64) {
+	g.HistW *= uvHistGrow
+	if g.HistW > 1e30 {
+		for b := range g.Hist {
+			g.Hist[b] /= g.HistW
+		}
+		g.HistW = 1
+	}
+	histAdd(&g.Hist, ratio, g.HistW)
 }

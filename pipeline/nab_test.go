@@ -1,0 +1,103 @@
+package pipeline
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-json-experiment/json"
+
+	"github.com/vigil/vigil/eval"
+	"github.com/vigil/vigil/ingest"
+)
+
+// nabRun replays every series of the NAB development set through an
+// offline Processor with cfg (one device per file, one metric "value", the
+// file's timestamps as event time) and scores the alerts it raised (the
+// readings that opened an incident) by NAB's method, as `vigil eval --nab`
+// does through the real ingest API and Kafka. It is the fast loop for
+// detector work. reasons, when not nil, counts the leading reason of each
+// false detection.
+func nabRun(t testing.TB, cfg Config, reasons map[string]int) eval.NABTable {
+	dir := filepath.Join("..", "..", "shared", "data", "nab-dev")
+	if _, err := os.Stat(dir); err != nil {
+		t.Skipf("NAB dev set not at %s", dir)
+	}
+	data, err := eval.LoadNAB(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dets := make([][]int, len(data))
+	for k, s := range data {
+		off := NewOffline(cfg, "eval", nil)
+		dev := strings.TrimSuffix(strings.ReplaceAll(s.Name, "/", "-"), ".csv")
+		incidents := make([]string, len(s.Rows))
+		for i, row := range s.Rows {
+			r := ingest.Reading{ID: fmt.Sprint(i), DeviceID: dev, TS: row.TS, IngestedAt: time.Now()}
+			for _, m := range row.Metrics {
+				r.Metrics = append(r.Metrics, ingest.Metric{Name: m.Name, Value: m.Value})
+			}
+			buf, res := off.Step(&r)
+			var e struct {
+				Incident string `json:"incident"`
+			}
+			if err := json.Unmarshal(buf, &e, json.RejectUnknownMembers(false)); err != nil {
+				t.Fatal(err)
+			}
+			incidents[i] = e.Incident
+			if f := os.Getenv("NAB_SERIES"); f != "" && strings.Contains(s.Name, f) && os.Getenv("NAB_TRACE") != "" && i%6 == 0 {
+				u := off.pr.obs.Metrics[0].UV
+				us := off.part.Devices[dev].Metrics["value"].UV
+				t.Logf("err %v spread %.3g", us.Err, us.Spread)
+				t.Logf("%5d %s %v v=%.4g exp=%.4g kind=%s s=%.3g pL=%.2f lS=%.3g lL=%.2f rL=%.2f aL=%.2f score %.3f", i, row.TS.Format("01-02 15:04"), row.Anomaly, row.Metrics[0].Value, u.Expected, u.Kind, u.S, u.PointL, u.LevelS, u.LevelL, u.RegimeL, u.AlertL, res.Score)
+			}
+			if f := os.Getenv("NAB_SERIES"); f != "" && strings.Contains(s.Name, f) {
+				for _, a := range res.Alerts {
+					r0 := a.Reasons[0]
+					t.Logf("%5d %s %v %-6s acc=%v score %.3f %s %s=%.3g %s", i, row.TS.Format("01-02 15:04"), row.Anomaly, a.State, a.Accepted, a.Score, a.Metric, r0.Feature, r0.Value, r0.Text)
+				}
+			}
+			if reasons != nil && !row.Anomaly && i >= eval.NABProbation(len(s.Rows)) {
+				for _, a := range res.Alerts {
+					if a.State == "open" && len(a.Reasons) > 0 {
+						reasons[a.Reasons[0].Feature[strings.LastIndexByte(a.Reasons[0].Feature, '.')+1:]]++
+					}
+				}
+			}
+		}
+		dets[k] = eval.NABDetections(incidents)
+	}
+	return eval.ScoreNABSet(data, dets)
+}
+
+// TestNABDebug prints the NAB table of the defaults (set NAB_DEBUG=1).
+func TestNABDebug(t *testing.T) {
+	if os.Getenv("NAB_DEBUG") == "" {
+		t.Skip("set NAB_DEBUG=1")
+	}
+	reasons := map[string]int{}
+	cfg := Default()
+	if v := os.Getenv("NAB_BUDGET"); v != "" {
+		fmt.Sscan(v, &cfg.AlertBudget)
+	}
+	if v := os.Getenv("NAB_ACCEPT"); v != "" {
+		cfg.AcceptAfter, _ = time.ParseDuration(v)
+	}
+	if v := os.Getenv("NAB_QUIETN"); v != "" {
+		fmt.Sscan(v, &cfg.IncidentQuietReadings)
+	}
+	tab := nabRun(t, cfg, reasons)
+	t.Logf("\n%s", tab)
+	var keys []string
+	for k := range reasons {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		t.Logf("false detections led by %s: %d", k, reasons[k])
+	}
+}

@@ -1,0 +1,481 @@
+package pipeline
+
+import (
+	"math"
+	"slices"
+	"time"
+)
+
+// The per-metric detector: what a single metric of a device says on its
+// own, for series that are not stationary noise around a set point (server
+// and traffic metrics, counts, prices, latencies, temperatures of machines
+// that cycle). It works in four steps, all causal and O(1) per reading:
+//
+//  1. Expected value. Four forecasters run side by side: a slow level (an
+//     EW mean, half_life readings), a fast level (EW, 8 readings), a daily
+//     profile (48 half-hour bins of the deviation from the slow level) and
+//     a weekly one (168 hourly bins). Each keeps the EW mean absolute error
+//     of its forecasts; the one with the smallest error is used, so a
+//     metric with a daily or weekly pattern is judged against its profile
+//     once the profile has seen three days (three weeks), a wandering
+//     metric against its recent level, a stationary one against its long
+//     mean. The choice is per device and metric, from its own history.
+//  2. Nonconformity: s = |value - expected| / that forecaster's mean
+//     absolute error.
+//  3. Tail probability. s is placed in the device-metric's own decayed
+//     histogram of past s (48 log-spaced bins, a Gaussian prior of 30
+//     readings): below its 99th percentile the probability of an s at
+//     least as large is read off the histogram; above it, it is
+//     extrapolated by the power law through the 95th and 99th percentiles
+//     (a Pareto tail, whose index the histogram measures: heavy-tailed
+//     and count-like metrics get a slow tail and need a far larger s to
+//     alarm than Gaussian ones). A second figure, the regime, is the same
+//     probability for the short-term (EW, 6 readings) mean of s: a change
+//     of volatility or of the rate of spikes shows there before any single
+//     reading is extreme.
+//  4. Calibration. A probability p becomes the score 1 - 5^-(ln p / ln
+//     p_alert), where p_alert = alert_budget / (readings per day of the
+//     device) / 2 detectors: the score reaches 0.8 (the default threshold)
+//     where the detector expects alert_budget false alerts per device-day,
+//     on every metric, whatever its distribution and sampling rate.
+//
+// A run of anomalous readings freezes the forecasters and histograms (an
+// anomaly must not teach the baseline to accept it). When the run lasts
+// accept_after of event time, the change is taken as the new normal: the
+// levels restart from the run's recent values, and the processor closes
+// the incident as accepted. A fault that ends sooner never gets there.
+
+// uvBins is the size of the nonconformity histograms: 3 bins an octave
+// from s = 2^-4 to 2^20.
+const (
+	uvBins       = 72
+	uvBinsPerOct = 3
+	uvMinLog2    = -4
+	uvRing       = 16
+	uvDayBins    = 48
+	uvWeekBins   = 168
+	uvPrior      = 30.0
+	uvHistHL     = 3000.0 // half-life of the histograms, readings
+	uvErrHL      = 300.0  // half-life of the forecasters' errors, readings
+	uvFastHL     = 8.0
+	uvRegimeHL   = 6.0
+)
+
+// uvBudgetK turns an alert budget into a probability per reading: alerts
+// are rarer than alarming readings (an incident covers many), measured on
+// clean synthetic series by TestCalibration.
+const uvBudgetK = 1.0
+
+// Forecasters.
+const (
+	fcSlow = iota
+	fcFast
+	fcDay
+	fcWeek
+	nForecasters
+)
+
+// UVState is the per-metric detector's state. Fields are exported for the
+// snapshot encoding.
+type UVState struct {
+	N        int64
+	FirstTS  time.Time
+	Slow     float64
+	Fast     float64
+	Err      [nForecasters]float64 // EW mean absolute error of each forecaster
+	ErrN     [nForecasters]int32   // forecasts scored
+	Spread   float64               // EW mean absolute deviation from Slow (a floor for the scales)
+	Day      []float32             // value per half hour of day, interpolated (NaN: unseen)
+	Week     []float32             // per hour of week
+	Hist     [uvBins]float32       // decayed histogram of log2 s
+	RHist    [uvBins]float32       // of the regime figure
+	LHist    [uvBins]float32       // of the level figure
+	HistW    float32               // weight of the next histogram increment (grows; rescaled)
+	Regime   float64               // EW mean of s
+	Ring     [uvRing]float64       // last values
+	RingN    int32
+	RunN     int32     // readings of the current anomalous run
+	RunQuiet int32     // normal readings in a row within the run
+	RunStart time.Time // event time of the run's first reading
+}
+
+// UVObs is what the per-metric detector says about one reading.
+type UVObs struct {
+	Warm     bool
+	Kind     string  // the forecaster used: "level" or "cycle"
+	Expected float64 // the forecast
+	Low      float64 // the band of usual values around it (95 %)
+	High     float64
+	S        float64 // nonconformity
+	PointL   float64 // -ln p of the reading
+	RegimeL  float64 // -ln p of the short-term mean of s
+	LevelS   float64 // |value - slow level| / spread
+	LevelL   float64 // -ln p of LevelS
+	AlertL   float64 // -ln p_alert
+	Heavy    bool    // the metric's tail is heavier than Gaussian (Pareto index < 3)
+	Accepted bool    // a lasting change was accepted as the new normal with this reading
+}
+
+// uvParams are the detector's constants.
+type uvParams struct {
+	warmup      int64
+	slowAlpha   float64
+	budget      float64 // false alerts per device-day
+	acceptAfter time.Duration
+}
+
+var (
+	uvPriorHist [uvBins]float32 // Gaussian prior of s (|z| over its mean)
+	uvAlpha     = func(hl float64) float64 { return 1 - math.Pow(2, -1/hl) }
+	uvHistGrow  = float32(1 / (1 - uvAlpha(uvHistHL)))
+	uvErrAlpha  = uvAlpha(uvErrHL)
+	uvFastAlpha = uvAlpha(uvFastHL)
+	uvRegAlpha  = uvAlpha(uvRegimeHL)
+)
+
+func init() {
+	// s of a Gaussian is |z| / E|z| = |z| / sqrt(2/pi)
+	c := math.Sqrt(2 / math.Pi)
+	cdf := func(s float64) float64 { return math.Erf(s * c / math.Sqrt2) } // P(|z| <= s·c)
+	for b := 0; b < uvBins; b++ {
+		lo, hi := uvBinEdge(b), uvBinEdge(b+1)
+		if b == 0 {
+			lo = 0
+		}
+		uvPriorHist[b] = float32(uvPrior * (cdf(hi) - cdf(lo)))
+	}
+}
+
+func uvBinEdge(b int) float64 { return math.Exp2(float64(b)/uvBinsPerOct + uvMinLog2) }
+
+// uvBin is the bin of s and the fraction of the bin below s.
+func uvBin(s float64) (int, float64) {
+	if s <= 0 {
+		return 0, 0
+	}
+	x := (math.Log2(s) - uvMinLog2) * uvBinsPerOct
+	switch {
+	case x < 0:
+		return 0, 0
+	case x >= uvBins:
+		return uvBins - 1, 1
+	}
+	b := int(x)
+	return b, x - float64(b)
+}
+
+func newUVState() *UVState {
+	u := &UVState{HistW: 1}
+	u.Hist, u.RHist, u.LHist = uvPriorHist, uvPriorHist, uvPriorHist
+	return u
+}
+
+// add folds s into h with weight w.
+func histAdd(h *[uvBins]float32, s float64, w float32) {
+	b, _ := uvBin(s)
+	h[b] += w
+}
+
+// tailL is -ln of the probability of a figure at least s under h, with a
+// Pareto tail beyond the 99th percentile; heavy reports a tail index below 3.
+func tailL(h *[uvBins]float32, s float64) (l float64, heavy bool) {
+	var tot float64
+	for _, v := range h {
+		tot += float64(v)
+	}
+	if tot <= 0 {
+		return 0, false
+	}
+	// quantiles from the top
+	q := func(surv float64) float64 {
+		acc := 0.0
+		for b := uvBins - 1; b >= 0; b-- {
+			m := float64(h[b]) / tot
+			if acc+m >= surv {
+				f := (surv - acc) / m // fraction of the bin above the quantile
+				return math.Exp2((float64(b+1)-f)/uvBinsPerOct + uvMinLog2)
+			}
+			acc += m
+		}
+		return uvBinEdge(0)
+	}
+	s95, s99 := q(0.05), q(0.01)
+	a := 8.0
+	if s99 > s95 {
+		a = math.Max(1, math.Min(8, math.Log(5)/math.Log(s99/s95)))
+	}
+	heavy = a < 3
+	if s > s99 {
+		return -math.Log(0.01) + a*math.Log(s/s99), heavy
+	}
+	b, frac := uvBin(s)
+	above := float64(h[b]) * (1 - frac)
+	for k := b + 1; k < uvBins; k++ {
+		above += float64(h[k])
+	}
+	return -math.Log(math.Max(above/tot, 0.01)), heavy
+}
+
+// band95 is the 95th percentile of s under h.
+func band95(h *[uvBins]float32) float64 {
+	var tot float64
+	for _, v := range h {
+		tot += float64(v)
+	}
+	acc := 0.0
+	for b := uvBins - 1; b >= 0; b-- {
+		m := float64(h[b]) / tot
+		if acc+m >= 0.05 {
+			f := (0.05 - acc) / m
+			return math.Exp2((float64(b+1)-f)/uvBinsPerOct + uvMinLog2)
+		}
+		acc += m
+	}
+	return uvBinEdge(0)
+}
+
+// dayPos is the position of ts in the daily profile, in bins: bin b's
+// value is the value at b + 0.5.
+func dayPos(ts time.Time) float64 {
+	s := ts.Unix() % 86400
+	if s < 0 {
+		s += 86400
+	}
+	return float64(s)/1800 + float64(ts.Nanosecond())/1800e9
+}
+
+// weekPos is the position of ts in the weekly profile (hours from Monday
+// 00:00 UTC; Unix time 0 was a Thursday).
+func weekPos(ts time.Time) float64 {
+	s := (ts.Unix() + 3*86400) % (7 * 86400)
+	if s < 0 {
+		s += 7 * 86400
+	}
+	return float64(s) / 3600
+}
+
+// profileBins are the two bins around position pos and the weight of the second.
+func profileBins(n int, pos float64) (int, int, float64) {
+	x := pos - 0.5
+	b := int(math.Floor(x))
+	f := x - float64(b)
+	return (b%n + n) % n, ((b+1)%n + n) % n, f
+}
+
+func profileAt(prof []float32, pos float64) (float64, bool) {
+	a, b, f := profileBins(len(prof), pos)
+	va, vb := float64(prof[a]), float64(prof[b])
+	switch {
+	case math.IsNaN(va) && math.IsNaN(vb):
+		return 0, false
+	case math.IsNaN(va):
+		return vb, true
+	case math.IsNaN(vb):
+		return va, true
+	}
+	return va + f*(vb-va), true
+}
+
+// profileLearn moves the two bins around pos toward x, each by its share.
+func profileLearn(prof []float32, pos, x, alpha float64) {
+	a, b, f := profileBins(len(prof), pos)
+	updBin(&prof[a], x, alpha*(1-f))
+	updBin(&prof[b], x, alpha*f)
+}
+
+// forecast is forecaster f's expected value at ts (ok false while it cannot
+// forecast).
+func (u *UVState) forecast(f int, ts time.Time) (float64, bool) {
+	switch f {
+	case fcSlow:
+		return u.Slow, true
+	case fcFast:
+		return u.Fast, true
+	case fcDay:
+		if u.Day == nil || ts.Sub(u.FirstTS) < 3*24*time.Hour {
+			return 0, false
+		}
+		return profileAt(u.Day, dayPos(ts))
+	case fcWeek:
+		if u.Week == nil || ts.Sub(u.FirstTS) < 21*24*time.Hour {
+			return 0, false
+		}
+		return profileAt(u.Week, weekPos(ts))
+	}
+	return 0, false
+}
+
+// observe scores value x at event time ts (rpd: the device's readings per
+// day) and folds it into the state.
+func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *UVObs) {
+	*o = UVObs{}
+	if u.N == 0 {
+		u.FirstTS, u.Slow, u.Fast = ts, x, x
+	}
+	// 1. pick the forecaster with the smallest error
+	best, bestErr, bestE := -1, math.Inf(1), 0.0
+	var fc [nForecasters]float64
+	var fok [nForecasters]bool
+	for f := 0; f < nForecasters; f++ {
+		fc[f], fok[f] = u.forecast(f, ts)
+		if !fok[f] || u.ErrN[f] < 20 {
+			continue
+		}
+		e := u.Err[f]
+		if f >= fcDay {
+			e = e*1.1 + 1e-3*u.Spread // a profile must clearly beat the levels
+		}
+		if e < bestErr {
+			best, bestErr, bestE = f, e, fc[f]
+		}
+	}
+	warm := u.N >= p.warmup && best >= 0
+	scale := 0.0
+	if best >= 0 {
+		scale = math.Max(u.Err[best], 0.05*u.Spread+1e-9*(1+math.Abs(bestE)))
+	}
+	s := 0.0
+	if warm {
+		s = math.Abs(x-bestE) / scale
+		pAlert := p.budget * uvBudgetK / math.Max(rpd, 1) / 3
+		pAlert = math.Max(1e-12, math.Min(pAlert, 0.01))
+		o.Warm, o.Expected, o.S, o.AlertL = true, bestE, s, -math.Log(pAlert)
+		o.Kind = "level"
+		if best >= fcDay {
+			o.Kind = "cycle"
+		}
+		o.PointL, o.Heavy = tailL(&u.Hist, s)
+		reg := u.Regime + uvRegAlpha*(math.Min(s, 16)-u.Regime)
+		o.RegimeL, _ = tailL(&u.RHist, reg)
+		o.LevelS = math.Abs(x-u.Slow) / math.Max(u.Spread, 1e-9*(1+math.Abs(u.Slow)))
+		o.LevelL, _ = tailL(&u.LHist, o.LevelS)
+		w := band95(&u.Hist) * scale
+		o.Low, o.High = bestE-w, bestE+w
+	}
+	// 2. the anomalous run: freeze while in it, accept when it lasts
+	maxL := math.Max(o.PointL, math.Max(o.RegimeL, o.LevelL))
+	alerting := warm && maxL >= o.AlertL
+	elevated := warm && maxL >= 0.5*o.AlertL
+	if alerting || u.RunN > 0 && elevated {
+		if u.RunN == 0 {
+			u.RunStart = ts
+		}
+		u.RunN++
+		u.RunQuiet = 0
+	} else if u.RunN > 0 {
+		u.RunQuiet++
+		if u.RunQuiet >= 3 {
+			u.RunN, u.RunQuiet = 0, 0
+		}
+	}
+	u.Ring[u.RingN%uvRing] = x
+	u.RingN++
+	if u.RunN > 0 && p.acceptAfter > 0 && u.RunN >= 6 && ts.Sub(u.RunStart) >= p.acceptAfter {
+		u.accept()
+		o.Accepted = true
+		u.N++
+		return
+	}
+	// 3. learn: the forecasters' errors and the profiles always (a
+	// profile bin is visited once a day or week, and a pattern that recurs
+	// must be learnt even while it still alarms), the levels and the
+	// histograms only outside anomalous runs
+	for f := 0; f < nForecasters; f++ {
+		if !fok[f] {
+			continue
+		}
+		e := math.Abs(x - fc[f])
+		if u.ErrN[f] >= 20 {
+			// winsorized: one outlier must not widen it
+			e = math.Min(e, 5*math.Max(u.Err[f], 0.05*u.Spread))
+		}
+		a := math.Max(uvErrAlpha, 1/float64(u.ErrN[f]+1))
+		u.Err[f] += a * (e - u.Err[f])
+		u.ErrN[f]++
+	}
+	if u.N >= p.warmup {
+		if u.Day == nil {
+			u.Day, u.Week = nanSlice(uvDayBins), nanSlice(uvWeekBins)
+		}
+		// each bin moves by about a third per day (week) it is seen
+		profileLearn(u.Day, dayPos(ts), x, 1-math.Pow(0.7, uvDayBins/math.Max(rpd, 1)))
+		profileLearn(u.Week, weekPos(ts), x, 1-math.Pow(0.6, uvDayBins/2/math.Max(rpd, 1)))
+	}
+	// the histograms learn every reading: what keeps recurring is normal
+	if warm {
+		u.HistW *= uvHistGrow
+		if u.HistW > 1e30 {
+			for b := range u.Hist {
+				u.Hist[b] /= u.HistW
+				u.RHist[b] /= u.HistW
+				u.LHist[b] /= u.HistW
+			}
+			u.HistW = 1
+		}
+		histAdd(&u.Hist, s, u.HistW)
+		u.Regime += uvRegAlpha * (math.Min(s, 16) - u.Regime)
+		histAdd(&u.RHist, u.Regime, u.HistW)
+		histAdd(&u.LHist, o.LevelS, u.HistW)
+	}
+	if u.RunN > 0 {
+		u.N++
+		return // frozen
+	}
+	u.Spread += math.Max(p.slowAlpha, 1/float64(u.N+1)) * (math.Abs(x-u.Slow) - u.Spread)
+	// winsorized level updates
+	dev := x - u.Slow
+	if best >= 0 && u.ErrN[fcSlow] >= 20 {
+		lim := 4 * u.Err[fcSlow]
+		dev = math.Max(-lim, math.Min(lim, dev))
+	}
+	u.Slow += math.Max(p.slowAlpha, 1/float64(u.N+1)) * dev
+	df := x - u.Fast
+	if best >= 0 && u.ErrN[fcFast] >= 20 {
+		lim := 4 * u.Err[fcFast]
+		df = math.Max(-lim, math.Min(lim, df))
+	}
+	u.Fast += uvFastAlpha * df
+	u.N++
+}
+
+func nanSlice(n int) []float32 {
+	s := make([]float32, n)
+	for i := range s {
+		s[i] = float32(math.NaN())
+	}
+	return s
+}
+
+func updBin(b *float32, d, alpha float64) {
+	if math.IsNaN(float64(*b)) {
+		*b = float32(d)
+		return
+	}
+	*b += float32(alpha * (d - float64(*b)))
+}
+
+// accept takes the current run as the new normal: the levels restart from
+// its recent values and the errors from their spread.
+func (u *UVState) accept() {
+	n := int(min(u.RingN, uvRing, u.RunN))
+	vals := make([]float64, 0, uvRing)
+	for i := 0; i < n; i++ {
+		vals = append(vals, u.Ring[(int(u.RingN)-1-i+uvRing)%uvRing])
+	}
+	slices.Sort(vals)
+	med := vals[len(vals)/2]
+	var mad float64
+	for _, v := range vals {
+		mad += math.Abs(v - med)
+	}
+	mad /= float64(len(vals))
+	// the metric has shown it can move this far: its spread (the floor of
+	// every scale) takes the step into account
+	u.Spread = math.Max(u.Spread, math.Max(mad, math.Abs(med-u.Slow)/4))
+	u.Slow, u.Fast = med, med
+	for f := range u.Err {
+		u.Err[f] = math.Max(u.Err[f], math.Max(mad, 0.05*u.Spread))
+	}
+	u.RunN, u.RunQuiet = 0, 0
+	u.Regime = 1
+}
