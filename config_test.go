@@ -5,9 +5,12 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vigil/vigil/pipeline"
 )
 
 func TestDefaultsAreTheConfigFile(t *testing.T) {
@@ -108,5 +111,19 @@ func TestVersionCommand(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"frobnicate"}, nil, &out, &out); err == nil || !strings.Contains(err.Error(), "unknown command") {
 		t.Fatalf("unknown command: %v", err)
+	}
+}
+
+// The built-in config.yaml's pipeline section is pipeline.Default().
+func TestPipelineDefaultsMirrorConfigYAML(t *testing.T) {
+	c, err := loadConfig("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Pipeline.Groups) == 0 {
+		c.Pipeline.Groups = nil // "groups: []"
+	}
+	if !reflect.DeepEqual(c.Pipeline, pipeline.Default()) {
+		t.Fatalf("config.yaml pipeline section %+v\ndiffers from pipeline.Default() %+v", c.Pipeline, pipeline.Default())
 	}
 }

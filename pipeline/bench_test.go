@@ -134,3 +134,49 @@ func BenchmarkStepDetectors(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkStepUnivariate is the hot path on a fleet of single-metric
+// devices (the multivariate detector does not apply), without the
+// per-metric detector (the baseline of this pair) and with it; it reports
+// the detector's state per device and metric.
+func BenchmarkStepUnivariate(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		name := "per-metric-off"
+		if on {
+			name = "per-metric-on"
+		}
+		b.Run(name, func(b *testing.B) {
+			cfg := testCfg()
+			rng := rand.New(rand.NewPCG(2, 2))
+			pr := NewProcessor(cfg, "eu", nil, nil)
+			for i := range pr.groups {
+				pr.groups[i].p.uv.off = !on
+			}
+			part := newPartition()
+			var res StepResult
+			var buf []byte
+			ids := make([]string, 200)
+			for d := range ids {
+				ids[d] = "d" + strconv.Itoa(d)
+			}
+			step := func(i int) {
+				r := ingest.Reading{ID: strconv.Itoa(i), DeviceID: ids[i%200], TS: t0.Add(time.Duration(i) * 300 * time.Millisecond),
+					Metrics: []ingest.Metric{{Name: "requests", Value: 100 + 10*rng.NormFloat64()}}, IngestedAt: t0}
+				buf = pr.Step(part, &r, true, buf[:0], &res)
+			}
+			for i := 0; i < 200*500; i++ { // every device warm, profiles allocated
+				step(i)
+			}
+			b.ReportAllocs()
+			i := 200 * 500
+			for b.Loop() {
+				step(i)
+				i++
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "readings/s")
+			if on {
+				b.ReportMetric(float64(uvStateBytes()), "state-B/metric")
+			}
+		})
+	}
+}

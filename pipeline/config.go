@@ -36,7 +36,7 @@ type Config struct {
 	IncidentQuietReadings int `yaml:"incident_quiet_readings"`
 	// AlertBudget is the number of false alerts per device-day the
 	// per-metric detector is calibrated to: a score of 0.8 is a reading as
-	// unlikely as that, on every metric. Default 5.
+	// unlikely as that, on every metric. Default 0.6.
 	AlertBudget float64 `yaml:"alert_budget"`
 	// AcceptAfter is how long (event time) a metric's anomalous run lasts
 	// before it is accepted as the new normal: its incident closes as
@@ -197,7 +197,7 @@ func (c Config) Validate() error {
 func Default() Config {
 	return Config{Group: "stream", BatchMaxReadings: 5000, BatchMaxWait: 5 * time.Millisecond, Threshold: 0.8,
 		WarmupReadings: 20, HalfLife: 500, IncidentQuiet: 5 * time.Minute, IncidentQuietReadings: 150,
-		AlertBudget: 5, AcceptAfter: 2 * time.Hour, DedupWindow: 256,
+		AlertBudget: 0.6, AcceptAfter: 2 * time.Hour, DedupWindow: 256,
 		SnapshotInterval: 30 * time.Second, RestoreLookback: 200000, AlertStoreSize: 10000, AttrBuckets: 32,
 		MVWarmup: 400, MVSmooth: 10, MVThreshold: 2.7, MVSpike: 8, MVRefit: 3600}
 }

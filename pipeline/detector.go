@@ -1,8 +1,9 @@
 package pipeline
 
 import (
+	"cmp"
 	"math"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -83,18 +84,15 @@ func (Baseline) Score(o *Observation, reasons []Reason) (float64, []Reason) {
 					det = "cycle"
 				}
 				reasons = append(reasons, Reason{Feature: m.Name + "." + det, Value: round3(u.S), Detector: det, Score: sc,
-					Observed: m.Value, Expected: round6(u.Expected), Low: round6(u.Low), High: round6(u.High),
-					Text: explain(det, m.Value, u.Low, u.High, o.Reading.TS)})
+					Observed: m.Value, Expected: round6(u.Expected), Low: round6(u.Low), High: round6(u.High)})
 			}
 			if sc := scoreOfL(u.LevelL, u.AlertL); sc >= minScore {
 				reasons = append(reasons, Reason{Feature: m.Name + ".level", Value: round3(u.LevelS), Detector: "level", Score: sc,
-					Observed: m.Value, Expected: round6(u.Expected), Low: round6(u.Low), High: round6(u.High),
-					Text: explain(u.Kind, m.Value, u.Low, u.High, o.Reading.TS)})
+					Observed: m.Value, Expected: round6(u.Expected), Low: round6(u.Low), High: round6(u.High)})
 			}
 			if sc := scoreOfL(u.RegimeL, u.AlertL); sc >= minScore {
 				reasons = append(reasons, Reason{Feature: m.Name + ".regime", Value: round3(u.S), Detector: "regime", Score: sc,
-					Observed: m.Value, Expected: round6(u.Expected), Low: round6(u.Low), High: round6(u.High),
-					Text: "the recent readings move more than usual (" + explain(u.Kind, m.Value, u.Low, u.High, o.Reading.TS) + ")"})
+					Observed: m.Value, Expected: round6(u.Expected), Low: round6(u.Low), High: round6(u.High)})
 			}
 		}
 		if m.Warm {
@@ -103,8 +101,7 @@ func (Baseline) Score(o *Observation, reasons []Reason) (float64, []Reason) {
 	}
 	if o.DtZ > 0 && o.GapAL > 0 {
 		if sc := scoreOfL(o.GapL, o.GapAL); sc >= minScore {
-			reasons = append(reasons, Reason{Feature: "dt.gap", Value: round3(o.DtS), Detector: "gap", Score: sc,
-				Text: "no reading for " + time.Duration(o.DtS*float64(time.Second)).Round(time.Second).String()})
+			reasons = append(reasons, Reason{Feature: "dt.gap", Value: round3(o.DtS), Detector: "gap", Score: sc})
 		}
 	}
 	if o.MV.Warm {
@@ -121,7 +118,7 @@ func (Baseline) Score(o *Observation, reasons []Reason) (float64, []Reason) {
 	if len(reasons) == 0 {
 		return 0, reasons
 	}
-	sort.Slice(reasons, func(i, j int) bool { return reasons[i].Score > reasons[j].Score })
+	slices.SortStableFunc(reasons, func(a, b Reason) int { return cmp.Compare(b.Score, a.Score) })
 	if len(reasons) > 3 {
 		reasons = reasons[:3]
 	}
@@ -152,13 +149,33 @@ func round6(v float64) float64 {
 	return float64(float32(v))
 }
 
-// explain says what a forecasting detector saw, in words.
-func explain(detector string, v, lo, hi float64, ts time.Time) string {
-	when := ""
-	if detector == "cycle" {
-		when = " at " + ts.UTC().Format("15:04") + " " + ts.UTC().Weekday().String()[:3]
+// Describe fills each reason's Text: what its detector saw, in words
+// ("expected 40 to 55 at 14:00 Tue, got 210"). It runs when an alert is
+// raised, not for every reading.
+func Describe(reasons []Reason, ts time.Time) {
+	for i := range reasons {
+		r := &reasons[i]
+		band := "expected " + fmtNum(r.Low) + " to " + fmtNum(r.High)
+		got := ", got " + fmtNum(r.Observed)
+		switch r.Detector {
+		case "cycle":
+			r.Text = band + " at " + ts.UTC().Format("15:04") + " " + ts.UTC().Weekday().String()[:3] + got
+		case "tail", "level":
+			r.Text = band + got
+		case "regime":
+			r.Text = "the recent readings move more than usual (" + band + got + ")"
+		case "gap":
+			r.Text = "no reading for " + time.Duration(r.Value*float64(time.Second)).Round(time.Second).String()
+		case "stuck":
+			r.Text = "the same value repeats for longer than usual"
+		case "multivariate":
+			r.Text = "the metrics moved apart from their usual relationship"
+		case "spike":
+			r.Text = "one metric jumped far from its recent mean"
+		case "attr":
+			r.Text = "an attribute took a rare value"
+		}
 	}
-	return "expected " + fmtNum(lo) + " to " + fmtNum(hi) + when + ", got " + fmtNum(v)
 }
 
 func fmtNum(v float64) string { return strconv.FormatFloat(v, 'g', 4, 64) }

@@ -111,13 +111,14 @@ func (pr *Processor) BeginBatch() bool {
 type StepResult struct {
 	Duplicate bool
 	Score     float64
+	Incident  string  // the alert id of the incident the reading belongs to ("" if none)
 	Alerts    []Alert // opened or closed incidents
 }
 
 // Step folds r into the partition state and, when emit is set, appends the
 // enriched record to buf. It returns the grown buffer and what happened.
 func (pr *Processor) Step(part *partition, r *ingest.Reading, emit bool, buf []byte, res *StepResult) []byte {
-	res.Duplicate, res.Score, res.Alerts = false, 0, res.Alerts[:0]
+	res.Duplicate, res.Score, res.Incident, res.Alerts = false, 0, "", res.Alerts[:0]
 	ds := part.Devices[r.DeviceID]
 	if ds == nil {
 		ds = newDeviceState()
@@ -172,7 +173,7 @@ func (pr *Processor) Step(part *partition, r *ingest.Reading, emit bool, buf []b
 				AlertID: alertID(r.DeviceID, r.ID, metric), DeviceID: r.DeviceID, Region: pr.region,
 				TS: r.TS, DetectedAt: pr.now().UTC(), IngestedAt: r.IngestedAt,
 				Score: score, Threshold: thr, Severity: Severity(score), Model: sc.Name(),
-				MessageID: r.ID, Metric: metric, Reasons: append([]Reason(nil), reasons...),
+				MessageID: r.ID, Metric: metric, Reasons: describedCopy(reasons, r.TS),
 				State: "open", Readings: 1, LastTS: r.TS, MaxScore: score,
 			}
 			if dev != nil {
@@ -211,6 +212,7 @@ func (pr *Processor) Step(part *partition, r *ingest.Reading, emit bool, buf []b
 			}
 		}
 	}
+	res.Incident = incident
 	if emit {
 		var sh *shadowScore
 		if pr.active.shadow != nil {
@@ -232,4 +234,10 @@ func alertID(device, msg, metric string) string {
 	h.Write([]byte{0})
 	h.Write([]byte(metric))
 	return "a-" + hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+func describedCopy(reasons []Reason, ts time.Time) []Reason {
+	out := append([]Reason(nil), reasons...)
+	Describe(out, ts)
+	return out
 }

@@ -21,7 +21,7 @@ func testCfg() Config {
 	return Config{Group: "g", BatchMaxReadings: 100, BatchMaxWait: time.Millisecond, Threshold: 0.8, WarmupReadings: 20,
 		HalfLife: 500, IncidentQuiet: time.Minute, DedupWindow: 8, SnapshotInterval: time.Second, RestoreLookback: 1000,
 		AlertStoreSize: 100, AttrBuckets: 8, MVSmooth: 10, MVThreshold: 2.7, MVSpike: 8,
-		IncidentQuietReadings: 12, AlertBudget: 5, AcceptAfter: 2 * time.Hour}
+		IncidentQuietReadings: 12, AlertBudget: 0.6, AcceptAfter: 2 * time.Hour}
 }
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -82,7 +82,7 @@ func TestDetectAndIncident(t *testing.T) {
 		opened[0].Reasons[0].Expected < 49 || opened[0].Reasons[0].Expected > 51 || opened[0].Reasons[0].Observed < 61 || opened[0].Reasons[0].Text == "" {
 		t.Fatalf("want one open alert on temp, got %+v", opened)
 	}
-	if !bytes.Contains(buf, []byte(`"score":0.`+strconv.Itoa(int(res.Score*1000))[:1])) || res.Score < 0.8 {
+	if !bytes.Contains(buf, []byte(`"score":0.`+strconv.Itoa(int(res.Score * 1000))[:1])) || res.Score < 0.8 {
 		t.Fatalf("enriched record lacks the score: %s", buf)
 	}
 	// quiet: normal readings for longer than incident_quiet close it

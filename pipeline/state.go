@@ -174,10 +174,10 @@ func (d *DeviceState) observe(p *params, r *ingest.Reading, o *Observation) {
 			std := math.Max(math.Sqrt(d.LogDtVar), 0.25)
 			o.DtZ = clampZ((ld - d.LogDtMean) / std)
 			if d.Gap == nil {
-				d.Gap = &GapState{HistW: 1, Hist: uvPriorHist}
+				d.Gap = &GapState{HistW: 1, Hist: newUVHist()}
 			}
 			ratio := dt / math.Exp(d.LogDtMean)
-			o.GapL, _ = tailL(&d.Gap.Hist, ratio)
+			o.GapL, _ = d.Gap.Hist.l(ratio)
 			o.GapAL = -math.Log(math.Max(1e-12, math.Min(0.01, p.uv.budget*uvBudgetK/(86400/math.Exp(d.LogDtMean)))))
 			d.Gap.add(ratio)
 		}
@@ -268,7 +268,9 @@ func (d *DeviceState) observe(p *params, r *ingest.Reading, o *Observation) {
 		} else {
 			ms.ShortVar += p.shortAlpha * (dev2 - ms.ShortVar)
 		}
-		if inOrder {
+		// a device whose multivariate model is fitted is judged by it; its
+		// per-metric detectors wait (and cost nothing) meanwhile
+		if inOrder && !p.uv.off && (d.MV == nil || !d.MV.Fitted) {
 			if ms.UV == nil {
 				ms.UV = newUVState()
 			}
@@ -313,17 +315,15 @@ func (d *DeviceState) observe(p *params, r *ingest.Reading, o *Observation) {
 // in units of its usual gap: a device that always reported regularly
 // alarms at a gap a device with a ragged history shows every day.
 type GapState struct {
-	Hist  [uvBins]float32
+	Hist  uvHist
 	HistW float32
 }
 
 func (g *GapState) add(ratio float64) {
 	g.HistW *= uvHistGrow
 	if g.HistW > 1e30 {
-		for b := range g.Hist {
-			g.Hist[b] /= g.HistW
-		}
+		g.Hist.scale(g.HistW)
 		g.HistW = 1
 	}
-	histAdd(&g.Hist, ratio, g.HistW)
+	g.Hist.add(ratio, g.HistW)
 }

@@ -4,6 +4,7 @@ import (
 	"math"
 	"slices"
 	"time"
+	"unsafe"
 )
 
 // The per-metric detector: what a single metric of a device says on its
@@ -45,13 +46,13 @@ import (
 // levels restart from the run's recent values, and the processor closes
 // the incident as accepted. A fault that ends sooner never gets there.
 
-// uvBins is the size of the nonconformity histograms: 3 bins an octave
+// uvBins is the size of the nonconformity histograms: 2 bins an octave
 // from s = 2^-4 to 2^20.
 const (
 	uvBins       = 72
 	uvBinsPerOct = 3
 	uvMinLog2    = -4
-	uvRing       = 16
+	uvRing       = 8
 	uvDayBins    = 48
 	uvWeekBins   = 168
 	uvPrior      = 30.0
@@ -62,9 +63,11 @@ const (
 )
 
 // uvBudgetK turns an alert budget into a probability per reading: alerts
-// are rarer than alarming readings (an incident covers many), measured on
-// clean synthetic series by TestCalibration.
-const uvBudgetK = 1.0
+// are rarer than alarming readings (an incident covers many readings, and
+// closes only after incident_quiet_readings), so the probability per
+// reading is budget·K/readings-per-day. K is measured on clean synthetic
+// series of several shapes and rates (TestCalibration logs the figures).
+const uvBudgetK = 8.3
 
 // Forecasters.
 const (
@@ -87,12 +90,15 @@ type UVState struct {
 	Spread   float64               // EW mean absolute deviation from Slow (a floor for the scales)
 	Day      []float32             // value per half hour of day, interpolated (NaN: unseen)
 	Week     []float32             // per hour of week
-	Hist     [uvBins]float32       // decayed histogram of log2 s
-	RHist    [uvBins]float32       // of the regime figure
-	LHist    [uvBins]float32       // of the level figure
-	HistW    float32               // weight of the next histogram increment (grows; rescaled)
-	Regime   float64               // EW mean of s
-	Ring     [uvRing]float64       // last values
+	ProfRPD  float32               // readings per day the profile rates were computed for
+	DayA     float32               // the profiles' learning rates per reading
+	WeekA    float32
+	Hist     uvHist          // decayed histogram of s
+	RHist    uvHist          // of the regime figure
+	LHist    uvHist          // of the level figure
+	HistW    float32         // weight of the next histogram increment (grows; rescaled)
+	Regime   float64         // EW mean of s
+	Ring     [uvRing]float32 // last values
 	RingN    int32
 	RunN     int32     // readings of the current anomalous run
 	RunQuiet int32     // normal readings in a row within the run
@@ -122,6 +128,7 @@ type uvParams struct {
 	slowAlpha   float64
 	budget      float64 // false alerts per device-day
 	acceptAfter time.Duration
+	off         bool // benchmarks: the step without this detector
 }
 
 var (
@@ -166,32 +173,44 @@ func uvBin(s float64) (int, float64) {
 
 func newUVState() *UVState {
 	u := &UVState{HistW: 1}
-	u.Hist, u.RHist, u.LHist = uvPriorHist, uvPriorHist, uvPriorHist
+	u.Hist, u.RHist, u.LHist = newUVHist(), newUVHist(), newUVHist()
 	return u
 }
 
-// add folds s into h with weight w.
-func histAdd(h *[uvBins]float32, s float64, w float32) {
-	b, _ := uvBin(s)
-	h[b] += w
+// uvHist is a decayed histogram of a nonconformity figure with its
+// cached quantiles (refreshed every 32 additions: the hot path reads
+// three numbers, not the bins).
+type uvHist struct {
+	Bins          [uvBins]float32
+	S50, S95, S99 float32 // quantiles
+	A             float32 // Pareto index of the tail beyond S99
+	Stale         int32   // additions since the quantiles were computed
 }
 
-// tailL is -ln of the probability of a figure at least s under h, with a
-// Pareto tail beyond the 99th percentile; heavy reports a tail index below 3.
-func tailL(h *[uvBins]float32, s float64) (l float64, heavy bool) {
+func newUVHist() uvHist { return uvHist{Bins: uvPriorHist, Stale: 1 << 20} }
+
+func (h *uvHist) add(s float64, w float32) {
+	b, _ := uvBin(s)
+	h.Bins[b] += w
+	h.Stale++
+}
+
+func (h *uvHist) scale(f float32) {
+	for b := range h.Bins {
+		h.Bins[b] /= f
+	}
+}
+
+func (h *uvHist) refresh() {
 	var tot float64
-	for _, v := range h {
+	for _, v := range h.Bins {
 		tot += float64(v)
 	}
-	if tot <= 0 {
-		return 0, false
-	}
-	// quantiles from the top
 	q := func(surv float64) float64 {
 		acc := 0.0
 		for b := uvBins - 1; b >= 0; b-- {
-			m := float64(h[b]) / tot
-			if acc+m >= surv {
+			m := float64(h.Bins[b]) / tot
+			if m > 0 && acc+m >= surv {
 				f := (surv - acc) / m // fraction of the bin above the quantile
 				return math.Exp2((float64(b+1)-f)/uvBinsPerOct + uvMinLog2)
 			}
@@ -199,39 +218,45 @@ func tailL(h *[uvBins]float32, s float64) (l float64, heavy bool) {
 		}
 		return uvBinEdge(0)
 	}
-	s95, s99 := q(0.05), q(0.01)
+	s50, s95, s99 := q(0.5), q(0.05), q(0.01)
 	a := 8.0
 	if s99 > s95 {
 		a = math.Max(1, math.Min(8, math.Log(5)/math.Log(s99/s95)))
 	}
-	heavy = a < 3
-	if s > s99 {
-		return -math.Log(0.01) + a*math.Log(s/s99), heavy
-	}
-	b, frac := uvBin(s)
-	above := float64(h[b]) * (1 - frac)
-	for k := b + 1; k < uvBins; k++ {
-		above += float64(h[k])
-	}
-	return -math.Log(math.Max(above/tot, 0.01)), heavy
+	h.S50, h.S95, h.S99, h.A, h.Stale = float32(s50), float32(s95), float32(s99), float32(a), 0
 }
 
-// band95 is the 95th percentile of s under h.
-func band95(h *[uvBins]float32) float64 {
-	var tot float64
-	for _, v := range h {
-		tot += float64(v)
+var (
+	uvLn2, uvLn20, uvLn100 = math.Log(2), math.Log(20), math.Log(100)
+)
+
+// l is -ln of the probability of a figure at least s: read off the
+// quantiles (log-linear between the median, the 95th and the 99th
+// percentile), and beyond the 99th by the Pareto tail through the 95th and
+// 99th. heavy reports a tail index below 3.
+func (h *uvHist) l(s float64) (l float64, heavy bool) {
+	if h.Stale >= 32 {
+		h.refresh()
 	}
-	acc := 0.0
-	for b := uvBins - 1; b >= 0; b-- {
-		m := float64(h[b]) / tot
-		if acc+m >= 0.05 {
-			f := (0.05 - acc) / m
-			return math.Exp2((float64(b+1)-f)/uvBinsPerOct + uvMinLog2)
+	s50, s95, s99, a := float64(h.S50), float64(h.S95), float64(h.S99), float64(h.A)
+	heavy = a < 3
+	interp := func(s, s0, l0, s1, l1 float64) float64 {
+		if s1 <= s0 {
+			return l1
 		}
-		acc += m
+		return l0 + (l1-l0)*math.Log(s/s0)/math.Log(s1/s0)
 	}
-	return uvBinEdge(0)
+	switch {
+	case s <= 0:
+		return 0, heavy
+	case s <= s50:
+		return uvLn2 * s / s50, heavy
+	case s <= s95:
+		return interp(s, s50, uvLn2, s95, uvLn20), heavy
+	case s <= s99:
+		return interp(s, s95, uvLn20, s99, uvLn100), heavy
+	}
+	return uvLn100 + a*math.Log(s/s99), heavy
 }
 
 // dayPos is the position of ts in the daily profile, in bins: bin b's
@@ -344,12 +369,12 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 		if best >= fcDay {
 			o.Kind = "cycle"
 		}
-		o.PointL, o.Heavy = tailL(&u.Hist, s)
+		o.PointL, o.Heavy = u.Hist.l(s)
 		reg := u.Regime + uvRegAlpha*(math.Min(s, 16)-u.Regime)
-		o.RegimeL, _ = tailL(&u.RHist, reg)
+		o.RegimeL, _ = u.RHist.l(reg)
 		o.LevelS = math.Abs(x-u.Slow) / math.Max(u.Spread, 1e-9*(1+math.Abs(u.Slow)))
-		o.LevelL, _ = tailL(&u.LHist, o.LevelS)
-		w := band95(&u.Hist) * scale
+		o.LevelL, _ = u.LHist.l(o.LevelS)
+		w := float64(u.Hist.S95) * scale
 		o.Low, o.High = bestE-w, bestE+w
 	}
 	// 2. the anomalous run: freeze while in it, accept when it lasts
@@ -368,7 +393,7 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 			u.RunN, u.RunQuiet = 0, 0
 		}
 	}
-	u.Ring[u.RingN%uvRing] = x
+	u.Ring[u.RingN%uvRing] = float32(x)
 	u.RingN++
 	if u.RunN > 0 && p.acceptAfter > 0 && u.RunN >= 6 && ts.Sub(u.RunStart) >= p.acceptAfter {
 		u.accept()
@@ -398,24 +423,27 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 			u.Day, u.Week = nanSlice(uvDayBins), nanSlice(uvWeekBins)
 		}
 		// each bin moves by about a third per day (week) it is seen
-		profileLearn(u.Day, dayPos(ts), x, 1-math.Pow(0.7, uvDayBins/math.Max(rpd, 1)))
-		profileLearn(u.Week, weekPos(ts), x, 1-math.Pow(0.6, uvDayBins/2/math.Max(rpd, 1)))
+		if r := float32(rpd); r != u.ProfRPD {
+			u.ProfRPD = r
+			u.DayA = float32(1 - math.Pow(0.7, uvDayBins/math.Max(rpd, 1)))
+			u.WeekA = float32(1 - math.Pow(0.6, uvDayBins/2/math.Max(rpd, 1)))
+		}
+		profileLearn(u.Day, dayPos(ts), x, float64(u.DayA))
+		profileLearn(u.Week, weekPos(ts), x, float64(u.WeekA))
 	}
 	// the histograms learn every reading: what keeps recurring is normal
 	if warm {
 		u.HistW *= uvHistGrow
 		if u.HistW > 1e30 {
-			for b := range u.Hist {
-				u.Hist[b] /= u.HistW
-				u.RHist[b] /= u.HistW
-				u.LHist[b] /= u.HistW
-			}
+			u.Hist.scale(u.HistW)
+			u.RHist.scale(u.HistW)
+			u.LHist.scale(u.HistW)
 			u.HistW = 1
 		}
-		histAdd(&u.Hist, s, u.HistW)
+		u.Hist.add(s, u.HistW)
 		u.Regime += uvRegAlpha * (math.Min(s, 16) - u.Regime)
-		histAdd(&u.RHist, u.Regime, u.HistW)
-		histAdd(&u.LHist, o.LevelS, u.HistW)
+		u.RHist.add(u.Regime, u.HistW)
+		u.LHist.add(o.LevelS, u.HistW)
 	}
 	if u.RunN > 0 {
 		u.N++
@@ -460,7 +488,7 @@ func (u *UVState) accept() {
 	n := int(min(u.RingN, uvRing, u.RunN))
 	vals := make([]float64, 0, uvRing)
 	for i := 0; i < n; i++ {
-		vals = append(vals, u.Ring[(int(u.RingN)-1-i+uvRing)%uvRing])
+		vals = append(vals, float64(u.Ring[(int(u.RingN)-1-i+uvRing)%uvRing]))
 	}
 	slices.Sort(vals)
 	med := vals[len(vals)/2]
@@ -478,4 +506,10 @@ func (u *UVState) accept() {
 	}
 	u.RunN, u.RunQuiet = 0, 0
 	u.Regime = 1
+}
+
+// uvStateBytes is the memory of one metric's detector state once its
+// profiles exist.
+func uvStateBytes() int {
+	return int(unsafe.Sizeof(UVState{})) + 4*(uvDayBins+uvWeekBins)
 }

@@ -1,0 +1,207 @@
+package pipeline
+
+import (
+	"math"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/vigil/vigil/ingest"
+)
+
+// uvRun feeds one metric of one device, every step, through a Processor at
+// the built-in defaults and returns what each reading produced.
+type uvStep struct {
+	ts       time.Time
+	score    float64
+	incident string
+	alerts   []Alert
+}
+
+func uvRun(t *testing.T, n int, step time.Duration, gen func(i int, ts time.Time) float64) []uvStep {
+	t.Helper()
+	off := NewOffline(Default(), "r", nil)
+	out := make([]uvStep, n)
+	ts := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC) // a Monday
+	for i := 0; i < n; i++ {
+		r := ingest.Reading{ID: strconv.Itoa(i), DeviceID: "d", TS: ts, IngestedAt: ts,
+			Metrics: []ingest.Metric{{Name: "m", Value: gen(i, ts)}}}
+		_, res := off.Step(&r)
+		out[i] = uvStep{ts: ts, score: res.Score, incident: res.Incident, alerts: append([]Alert(nil), res.Alerts...)}
+		ts = ts.Add(step)
+	}
+	return out
+}
+
+func opened(steps []uvStep, from, to int) (n int, first *Alert) {
+	for i := from; i < to && i < len(steps); i++ {
+		for k := range steps[i].alerts {
+			if a := &steps[i].alerts[k]; a.State == "open" {
+				if first == nil {
+					first = a
+				}
+				n++
+			}
+		}
+	}
+	return n, first
+}
+
+// A lasting level shift raises one alert, is accepted as the new normal
+// after accept_after (the incident closes with accepted set), and the
+// device stays silent on its new level.
+func TestPersistentShiftAlertsOnceThenLearns(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	const shift = 2000
+	steps := uvRun(t, 5000, 5*time.Minute, func(i int, _ time.Time) float64 {
+		if i >= shift {
+			return 80 + 2*rng.NormFloat64()
+		}
+		return 50 + 2*rng.NormFloat64()
+	})
+	n, a := opened(steps, shift, shift+36)
+	if n != 1 || a.TS != steps[shift].ts {
+		t.Fatalf("want exactly one alert in the 3 hours from the shift, at its first reading; got %d (first %+v)", n, a)
+	}
+	accepted := -1
+	for i := shift; i < len(steps); i++ {
+		for _, x := range steps[i].alerts {
+			if x.State == "closed" && x.Accepted && x.AlertID == a.AlertID {
+				accepted = i
+			}
+		}
+	}
+	if accepted < 0 {
+		t.Fatal("the shift was never accepted as the new normal")
+	}
+	took := steps[accepted].ts.Sub(steps[shift].ts)
+	if took < 2*time.Hour || took > 3*time.Hour {
+		t.Fatalf("incident accepted as the new normal at reading %d (%s after the shift), want 2h-3h after", accepted, took)
+	}
+	// on the new level it is as quiet as on the old: the same rate of
+	// (false) alerts per day, within the budget
+	before, _ := opened(steps, 300, shift)
+	after, _ := opened(steps, accepted+1, len(steps))
+	days := func(n int) float64 { return float64(n) / 288 }
+	b := Default().AlertBudget
+	if float64(after)/days(len(steps)-accepted-1) > 2*b || float64(before)/days(shift-300) > 2*b {
+		t.Fatalf("alerts per day before the shift %.2f, after its acceptance %.2f; budget %g", float64(before)/days(shift-300), float64(after)/days(len(steps)-accepted-1), b)
+	}
+	flagged := 0
+	for i := accepted + 1; i < len(steps); i++ {
+		if steps[i].incident != "" {
+			flagged++
+		}
+	}
+	if flagged > (len(steps)-accepted)/50 {
+		t.Fatalf("%d of %d readings after acceptance flagged: the new level was not learnt", flagged, len(steps)-accepted-1)
+	}
+}
+
+// A fault that ends before accept_after is alerted on every one of its
+// readings and is not learnt: the same fault later alerts again.
+func TestTemporaryFaultAlertsWholeLength(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 4))
+	inFault := func(i int) bool { return i >= 2000 && i < 2018 || i >= 3500 && i < 3518 } // 90 min each
+	steps := uvRun(t, 4000, 5*time.Minute, func(i int, _ time.Time) float64 {
+		if inFault(i) {
+			return 70 + 2*rng.NormFloat64()
+		}
+		return 50 + 2*rng.NormFloat64()
+	})
+	for _, from := range []int{2000, 3500} {
+		for i := from; i < from+18; i++ {
+			if steps[i].incident == "" {
+				t.Fatalf("fault reading %d (%d into the fault) is not flagged (score %.3f)", i, i-from, steps[i].score)
+			}
+		}
+		if n, _ := opened(steps, from, from+18); n != 1 {
+			t.Fatalf("fault at %d: %d alerts, want 1", from, n)
+		}
+	}
+}
+
+// A daily cycle raises nothing once learnt; the day's peak value at the
+// hour of its trough raises an alert that names the cycle and what was
+// expected at that hour.
+func TestDailyCycleAndOffHourPeak(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	const day = 288            // 5-minute readings
+	peakAt := 10*day + day/4*3 // day 10, 18:00: the trough of the cycle
+	steps := uvRun(t, 12*day, 5*time.Minute, func(i int, ts time.Time) float64 {
+		h := float64(ts.Hour()) + float64(ts.Minute())/60
+		v := 50 + 20*math.Sin(2*math.Pi*h/24) + rng.NormFloat64()
+		if i >= peakAt && i < peakAt+3 {
+			v = 70 + rng.NormFloat64() // the 06:00 peak, 12 hours late
+		}
+		return v
+	})
+	// the cycle itself: no more than the budget's false alerts per day
+	if n, a := opened(steps, 4*day, peakAt); float64(n)/6.75 > 2*Default().AlertBudget {
+		t.Fatalf("%d alerts on the plain cycle in 6.75 days, first %+v", n, a)
+	}
+	n, a := opened(steps, peakAt, peakAt+3)
+	if n != 1 {
+		t.Fatalf("off-hour peak: %d alerts, want 1", n)
+	}
+	r := a.Reasons[0]
+	if r.Detector != "cycle" || r.Expected > 40 || r.Observed < 65 || r.Text == "" {
+		t.Fatalf("off-hour peak reason %+v: want the cycle detector, expected about 30 at 18:00, observed about 70", r)
+	}
+	t.Logf("off-hour peak: %s", r.Text)
+}
+
+// Pareto-tailed counts (a request counter) stay within the alert budget.
+func TestParetoCountsWithinBudget(t *testing.T) {
+	rng := rand.New(rand.NewPCG(6, 6))
+	const days = 60
+	steps := uvRun(t, days*288, 5*time.Minute, func(int, time.Time) float64 {
+		return math.Floor(10 / math.Pow(1-rng.Float64(), 1/1.5)) // Pareto, index 1.5
+	})
+	n, _ := opened(steps, 288, len(steps))
+	perDay := float64(n) / (days - 1)
+	t.Logf("Pareto counts: %d alerts in %d days (%.2f per day, budget %g)", n, days-1, perDay, Default().AlertBudget)
+	if perDay > 1.5*Default().AlertBudget {
+		t.Fatalf("%.2f alerts per day, over the budget of %g", perDay, Default().AlertBudget)
+	}
+}
+
+// Calibration: on clean series of different shapes and rates, the false
+// alerts per device-day stay at or under the budget, and lowering the
+// budget lowers them.
+func TestCalibration(t *testing.T) {
+	shapes := []struct {
+		name string
+		gen  func(rng *rand.Rand) float64
+	}{
+		{"gaussian", func(rng *rand.Rand) float64 { return 100 + 5*rng.NormFloat64() }},
+		{"laplace", func(rng *rand.Rand) float64 { return 100 + 5*rng.ExpFloat64()*float64(1-2*rng.IntN(2)) }},
+		{"lognormal", func(rng *rand.Rand) float64 { return math.Exp(3 + rng.NormFloat64()) }},
+		{"poisson-ish", func(rng *rand.Rand) float64 { return math.Round(4 + 2*rng.NormFloat64()*rng.Float64()) }},
+	}
+	var rates []float64
+	for _, step := range []time.Duration{time.Minute, 5 * time.Minute} {
+		for _, sh := range shapes {
+			rng := rand.New(rand.NewPCG(7, 7))
+			n := int(20 * 24 * time.Hour / step)
+			steps := uvRun(t, n, step, func(int, time.Time) float64 { return sh.gen(rng) })
+			perDay := float64(mustOpened(steps, n/10)) / 18
+			t.Logf("%-12s every %-4s %.2f false alerts per device-day (budget %g)", sh.name, step, perDay, Default().AlertBudget)
+			if b := Default().AlertBudget; perDay > 2*b {
+				t.Errorf("%s every %s: %.2f false alerts per day, budget %g", sh.name, step, perDay, b)
+			}
+			rates = append(rates, perDay)
+		}
+	}
+	sort.Float64s(rates)
+	if med, b := (rates[3]+rates[4])/2, Default().AlertBudget; med < b/3 || med > 1.5*b {
+		t.Errorf("median false alerts per day %.2f, want within [%.2f, %.2f] of the budget %g", med, b/3, 1.5*b, b)
+	}
+}
+
+func mustOpened(steps []uvStep, from int) int {
+	n, _ := opened(steps, from, len(steps))
+	return n
+}
