@@ -109,7 +109,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	); err != nil {
 		t.Fatalf("alert on the page: %v", err)
 	}
-	if !strings.Contains(rowText, "pump-9") || !strings.Contains(rowText, "temp_c.z") {
+	if !strings.Contains(rowText, "pump-9") || !strings.Contains(rowText, "temp_c.") {
 		t.Fatalf("alert row: %q", rowText)
 	}
 	if siteText != evil || pwned {

@@ -30,6 +30,8 @@ type alertsAnswer struct {
 			Feature      string  `json:"feature"`
 			Value        float64 `json:"value"`
 			Contribution float64 `json:"contribution"`
+			Detector     string  `json:"detector"`
+			Text         string  `json:"text"`
 		} `json:"reasons"`
 	} `json:"alerts"`
 }
@@ -92,8 +94,8 @@ func TestAlertWithinOneSecond(t *testing.T) {
 		if al.MessageID != "outlier-1" || al.Score < 0.8 || al.Model != "baseline-v1" || al.State != "open" || al.Site != "plant-<b>1</b>" {
 			t.Fatalf("unexpected alert %+v", al)
 		}
-		if len(al.Reasons) == 0 || al.Reasons[0].Feature != "temp_c.z" || al.Reasons[0].Value < 6 {
-			t.Fatalf("alert reasons do not name temp_c.z: %+v", al.Reasons)
+		if len(al.Reasons) == 0 || !strings.HasPrefix(al.Reasons[0].Feature, "temp_c.") || al.Reasons[0].Text == "" || al.Reasons[0].Detector == "" {
+			t.Fatalf("alert reasons do not name temp_c with a detector and an explanation: %+v", al.Reasons)
 		}
 		return true
 	})
