@@ -12,7 +12,6 @@ import (
 	"github.com/go-json-experiment/json"
 
 	"github.com/vigil/vigil/eval"
-	"github.com/vigil/vigil/ingest"
 )
 
 // nabRun replays every series of the NAB development set through an
@@ -33,15 +32,9 @@ func nabRun(t testing.TB, cfg Config, reasons map[string]int) eval.NABTable {
 	}
 	dets := make([][]int, len(data))
 	for k, s := range data {
-		off := NewOffline(cfg, "eval", nil)
 		dev := strings.TrimSuffix(strings.ReplaceAll(s.Name, "/", "-"), ".csv")
 		incidents := make([]string, len(s.Rows))
-		for i, row := range s.Rows {
-			r := ingest.Reading{ID: fmt.Sprint(i), DeviceID: dev, TS: row.TS, IngestedAt: time.Now()}
-			for _, m := range row.Metrics {
-				r.Metrics = append(r.Metrics, ingest.Metric{Name: m.Name, Value: m.Value})
-			}
-			buf, res := off.Step(&r)
+		replaySeries(t, cfg, s, func(off *Offline, i int, row eval.Row, buf []byte, res *StepResult) {
 			var e struct {
 				Incident string `json:"incident"`
 			}
@@ -68,7 +61,7 @@ func nabRun(t testing.TB, cfg Config, reasons map[string]int) eval.NABTable {
 					}
 				}
 			}
-		}
+		})
 		dets[k] = eval.NABDetections(incidents)
 	}
 	return eval.ScoreNABSet(data, dets)

@@ -31,18 +31,11 @@ func skabCounts(t testing.TB, cfg Config, perFile func(name string, c eval.Count
 	}
 	var tot eval.Counts
 	for _, s := range series {
-		off := NewOffline(cfg, "eval", nil)
 		var c eval.Counts
 		reasons := map[string]int{}
-		dev := strings.TrimSuffix(strings.ReplaceAll(s.Name, "/", "-"), ".csv")
-		for i, row := range s.Rows {
-			r := ingest.Reading{ID: fmt.Sprint(i), DeviceID: dev, TS: row.TS, IngestedAt: time.Now()}
-			for _, m := range row.Metrics {
-				r.Metrics = append(r.Metrics, ingest.Metric{Name: m.Name, Value: m.Value})
-			}
-			buf, _ := off.Step(&r)
+		replaySeries(t, cfg, s, func(off *Offline, i int, row eval.Row, buf []byte, _ *StepResult) {
 			if i < 400 {
-				continue
+				return
 			}
 			var e struct {
 				Incident string `json:"incident"`
@@ -55,7 +48,7 @@ func skabCounts(t testing.TB, cfg Config, perFile func(name string, c eval.Count
 				reasons[off.pr.reasons[0].Feature]++
 			}
 			c.Add(eval.Point{Truth: row.Anomaly, Flagged: flagged})
-		}
+		})
 		if perFile != nil {
 			perFile(s.Name, c, reasons)
 		}
@@ -124,5 +117,21 @@ func TestSKABSensitivity(t *testing.T) {
 		v.set(&c)
 		tot := skabCounts(t, c, nil)
 		t.Logf("%-18s F1 %.3f FAR %5.2f%% MAR %5.2f%%", v.name, tot.F1(), 100*tot.FAR(), 100*tot.MAR())
+	}
+}
+
+// replaySeries runs a labelled series through an offline Processor with
+// cfg, one device per file (named after it), the file's timestamps as
+// event time, and hands each reading's output to fn.
+func replaySeries(t testing.TB, cfg Config, s eval.Series, fn func(off *Offline, i int, row eval.Row, buf []byte, res *StepResult)) {
+	off := NewOffline(cfg, "eval", nil)
+	dev := strings.TrimSuffix(strings.ReplaceAll(s.Name, "/", "-"), ".csv")
+	for i, row := range s.Rows {
+		r := ingest.Reading{ID: fmt.Sprint(i), DeviceID: dev, TS: row.TS, IngestedAt: time.Now()}
+		for _, m := range row.Metrics {
+			r.Metrics = append(r.Metrics, ingest.Metric{Name: m.Name, Value: m.Value})
+		}
+		buf, res := off.Step(&r)
+		fn(off, i, row, buf, res)
 	}
 }

@@ -177,7 +177,7 @@ func (d *DeviceState) observe(p *params, r *ingest.Reading, o *Observation) {
 				d.Gap = &GapState{HistW: 1, Hist: newUVHist()}
 			}
 			ratio := dt / math.Exp(d.LogDtMean)
-			o.GapL, _ = d.Gap.Hist.l(ratio)
+			o.GapL = d.Gap.Hist.l(ratio)
 			o.GapAL = -math.Log(math.Max(1e-12, math.Min(0.01, p.uv.budget*uvBudgetK/(86400/math.Exp(d.LogDtMean)))))
 			d.Gap.add(ratio)
 		}

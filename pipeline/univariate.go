@@ -118,7 +118,6 @@ type UVObs struct {
 	LevelS   float64 // |value - slow level| / spread
 	LevelL   float64 // -ln p of LevelS
 	AlertL   float64 // -ln p_alert
-	Heavy    bool    // the metric's tail is heavier than Gaussian (Pareto index < 3)
 	Accepted bool    // a lasting change was accepted as the new normal with this reading
 }
 
@@ -233,13 +232,12 @@ var (
 // l is -ln of the probability of a figure at least s: read off the
 // quantiles (log-linear between the median, the 95th and the 99th
 // percentile), and beyond the 99th by the Pareto tail through the 95th and
-// 99th. heavy reports a tail index below 3.
-func (h *uvHist) l(s float64) (l float64, heavy bool) {
+// 99th.
+func (h *uvHist) l(s float64) float64 {
 	if h.Stale >= 32 {
 		h.refresh()
 	}
 	s50, s95, s99, a := float64(h.S50), float64(h.S95), float64(h.S99), float64(h.A)
-	heavy = a < 3
 	interp := func(s, s0, l0, s1, l1 float64) float64 {
 		if s1 <= s0 {
 			return l1
@@ -248,15 +246,15 @@ func (h *uvHist) l(s float64) (l float64, heavy bool) {
 	}
 	switch {
 	case s <= 0:
-		return 0, heavy
+		return 0
 	case s <= s50:
-		return uvLn2 * s / s50, heavy
+		return uvLn2 * s / s50
 	case s <= s95:
-		return interp(s, s50, uvLn2, s95, uvLn20), heavy
+		return interp(s, s50, uvLn2, s95, uvLn20)
 	case s <= s99:
-		return interp(s, s95, uvLn20, s99, uvLn100), heavy
+		return interp(s, s95, uvLn20, s99, uvLn100)
 	}
-	return uvLn100 + a*math.Log(s/s99), heavy
+	return uvLn100 + a*math.Log(s/s99)
 }
 
 // dayPos is the position of ts in the daily profile, in bins: bin b's
@@ -369,11 +367,11 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 		if best >= fcDay {
 			o.Kind = "cycle"
 		}
-		o.PointL, o.Heavy = u.Hist.l(s)
+		o.PointL = u.Hist.l(s)
 		reg := u.Regime + uvRegAlpha*(math.Min(s, 16)-u.Regime)
-		o.RegimeL, _ = u.RHist.l(reg)
+		o.RegimeL = u.RHist.l(reg)
 		o.LevelS = math.Abs(x-u.Slow) / math.Max(u.Spread, 1e-9*(1+math.Abs(u.Slow)))
-		o.LevelL, _ = u.LHist.l(o.LevelS)
+		o.LevelL = u.LHist.l(o.LevelS)
 		w := float64(u.Hist.S95) * scale
 		o.Low, o.High = bestE-w, bestE+w
 	}
