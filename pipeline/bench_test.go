@@ -110,7 +110,7 @@ func BenchmarkStepDetectors(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			cfg := testCfg()
 			cfg.MVWarmup = mv
-			rs := benchReadings(1000, 200)
+			rs := benchReadings(200*600, 200) // distinct readings: a device whose readings repeat never fits
 			pr := NewProcessor(cfg, "eu", nil, nil)
 			part := newPartition()
 			var res StepResult
