@@ -80,6 +80,9 @@ func TestNABDebug(t *testing.T) {
 	if v := os.Getenv("NAB_ACCEPT"); v != "" {
 		cfg.AcceptAfter, _ = time.ParseDuration(v)
 	}
+	if v := os.Getenv("NAB_THR"); v != "" {
+		fmt.Sscan(v, &cfg.Threshold)
+	}
 	if v := os.Getenv("NAB_QUIETN"); v != "" {
 		fmt.Sscan(v, &cfg.IncidentQuietReadings)
 	}
