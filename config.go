@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"bytes"
 	_ "embed" // config.yaml holds the built-in defaults
 	"errors"
@@ -85,7 +87,7 @@ func decodeStrict(b []byte, c *Config) error {
 
 // Validate checks every section; the error names the key.
 func (c Config) Validate() error {
-	if !ingest.ValidName(c.Region) {
+	if !contract.ValidName(c.Region) {
 		return fmt.Errorf("region: %q must be 1-128 letters, digits or ._:-", c.Region)
 	}
 	if c.Data.Dir == "" {

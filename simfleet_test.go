@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"os"
 	"sort"
 	"strconv"
@@ -8,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vigil/vigil/ingest"
 	"github.com/vigil/vigil/pipeline"
 	"github.com/vigil/vigil/simulate"
 )
@@ -31,7 +32,7 @@ func replayFleet(t testing.TB, sc simulate.Config, span time.Duration) simulate.
 	var names []string
 	fleet.Replay(start, span, func(m map[string]any) {
 		ts, _ := time.Parse(time.RFC3339Nano, m["ts"].(string))
-		r := ingest.Reading{ID: m["id"].(string), DeviceID: m["device_id"].(string), TS: ts, IngestedAt: ts}
+		r := contract.Reading{ID: m["id"].(string), DeviceID: m["device_id"].(string), TS: ts, IngestedAt: ts}
 		metrics := m["metrics"].(map[string]float64)
 		names = names[:0]
 		for k := range metrics {
@@ -39,10 +40,10 @@ func replayFleet(t testing.TB, sc simulate.Config, span time.Duration) simulate.
 		}
 		sort.Strings(names) // the order JSON gives them on the real path
 		for _, k := range names {
-			r.Metrics = append(r.Metrics, ingest.Metric{Name: k, Value: metrics[k]})
+			r.Metrics = append(r.Metrics, contract.Metric{Name: k, Value: metrics[k]})
 		}
 		for k, v := range m["attrs"].(map[string]string) {
-			r.Attrs = append(r.Attrs, ingest.Attr{Name: k, Value: v})
+			r.Attrs = append(r.Attrs, contract.Attr{Name: k, Value: v})
 		}
 		_, res := off.Step(&r)
 		for _, a := range res.Alerts {

@@ -1,6 +1,8 @@
 package ingest
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -49,9 +51,9 @@ type Decoder struct {
 // Decode parses a whole request body: one JSON object, a JSON array of
 // objects, or (ndjson) one object per line. It returns every reading, or
 // a RequestError naming every bad reading; never a mix.
-func (d *Decoder) Decode(body []byte, ndjson bool, now time.Time) ([]Reading, *RequestError) {
+func (d *Decoder) Decode(body []byte, ndjson bool, now time.Time) ([]contract.Reading, *RequestError) {
 	var (
-		out     []Reading
+		out     []contract.Reading
 		details []Detail
 		extra   int
 	)
@@ -185,16 +187,16 @@ func fieldErrf(format string, a ...any) error { return &fieldError{fmt.Sprintf(f
 // used to hash the reading's bytes into an id when the client sent none.
 // A syntax error is returned as is (the caller stops); a field error after
 // the object has been fully consumed.
-func (d *Decoder) readOne(dec *jsontext.Decoder, body []byte, now time.Time) (Reading, error) {
+func (d *Decoder) readOne(dec *jsontext.Decoder, body []byte, now time.Time) (contract.Reading, error) {
 	start := dec.InputOffset()
 	if k := dec.PeekKind(); k != '{' {
 		if err := dec.SkipValue(); err != nil {
-			return Reading{}, err
+			return contract.Reading{}, err
 		}
-		return Reading{}, fieldErrf("a reading must be a JSON object, got %s", kindName(k))
+		return contract.Reading{}, fieldErrf("a reading must be a JSON object, got %s", contract.KindName(k))
 	}
 	var (
-		r      Reading
+		r      contract.Reading
 		first  error
 		hasDev bool
 		hasTS  bool
@@ -205,7 +207,7 @@ func (d *Decoder) readOne(dec *jsontext.Decoder, body []byte, now time.Time) (Re
 			first = err
 		}
 	}
-	err := readObject(dec, func(name string) error {
+	err := contract.ReadObject(dec, func(name string) error {
 		switch name {
 		case "device_id":
 			s, err := readString(dec, name)
@@ -215,7 +217,7 @@ func (d *Decoder) readOne(dec *jsontext.Decoder, body []byte, now time.Time) (Re
 			hasDev = true
 			if s == nil {
 				fail(fieldErrf("device_id must be a string"))
-			} else if !validDeviceID(*s) {
+			} else if !contract.ValidName(*s) {
 				fail(fieldErrf("device_id %q must be 1-128 letters, digits or ._:-", truncate(*s)))
 			} else {
 				r.DeviceID = *s
@@ -255,24 +257,24 @@ func (d *Decoder) readOne(dec *jsontext.Decoder, body []byte, now time.Time) (Re
 		case "metrics":
 			hasMet = true
 			if k := dec.PeekKind(); k != '{' {
-				fail(fieldErrf("metrics must be an object of numbers, got %s", kindName(k)))
+				fail(fieldErrf("metrics must be an object of numbers, got %s", contract.KindName(k)))
 				return dec.SkipValue()
 			}
-			return readObject(dec, func(m string) error {
+			return contract.ReadObject(dec, func(m string) error {
 				tok, err := dec.ReadToken()
 				if err != nil {
 					return err
 				}
 				if tok.Kind() == '{' || tok.Kind() == '[' {
-					fail(fieldErrf("metrics.%s must be a number, got %s", truncate(m), kindName(tok.Kind())))
+					fail(fieldErrf("metrics.%s must be a number, got %s", truncate(m), contract.KindName(tok.Kind())))
 					return skipRest(dec, tok.Kind())
 				}
-				if !validName(m) {
+				if !contract.ValidName(m) {
 					fail(fieldErrf("metric name %q must be 1-128 letters, digits or ._:-", truncate(m)))
 					return nil
 				}
 				if tok.Kind() != '0' {
-					fail(fieldErrf("metrics.%s must be a finite number, got %s", m, kindName(tok.Kind())))
+					fail(fieldErrf("metrics.%s must be a finite number, got %s", m, contract.KindName(tok.Kind())))
 					return nil
 				}
 				v, perr := strconv.ParseFloat(tok.String(), 64)
@@ -284,15 +286,15 @@ func (d *Decoder) readOne(dec *jsontext.Decoder, body []byte, now time.Time) (Re
 					fail(fieldErrf("more than %d metrics (ingest.max_metrics)", d.MaxMetrics))
 					return nil
 				}
-				r.Metrics = append(r.Metrics, Metric{m, v})
+				r.Metrics = append(r.Metrics, contract.Metric{Name: m, Value: v})
 				return nil
 			})
 		case "attrs":
 			if k := dec.PeekKind(); k != '{' {
-				fail(fieldErrf("attrs must be an object of strings, got %s", kindName(k)))
+				fail(fieldErrf("attrs must be an object of strings, got %s", contract.KindName(k)))
 				return dec.SkipValue()
 			}
-			return readObject(dec, func(a string) error {
+			return contract.ReadObject(dec, func(a string) error {
 				tok, err := dec.ReadToken()
 				if err != nil {
 					return err
@@ -306,13 +308,13 @@ func (d *Decoder) readOne(dec *jsontext.Decoder, body []byte, now time.Time) (Re
 				case 't', 'f':
 					v = strconv.FormatBool(tok.Bool())
 				case '{', '[':
-					fail(fieldErrf("attrs.%s must be a string, number or boolean, got %s", truncate(a), kindName(tok.Kind())))
+					fail(fieldErrf("attrs.%s must be a string, number or boolean, got %s", truncate(a), contract.KindName(tok.Kind())))
 					return skipRest(dec, tok.Kind())
 				default:
 					fail(fieldErrf("attrs.%s must be a string, number or boolean, got null", truncate(a)))
 					return nil
 				}
-				if !validName(a) {
+				if !contract.ValidName(a) {
 					fail(fieldErrf("attr name %q must be 1-128 letters, digits or ._:-", truncate(a)))
 					return nil
 				}
@@ -324,7 +326,7 @@ func (d *Decoder) readOne(dec *jsontext.Decoder, body []byte, now time.Time) (Re
 					fail(fieldErrf("more than %d attrs (ingest.max_metrics)", d.MaxMetrics))
 					return nil
 				}
-				r.Attrs = append(r.Attrs, Attr{a, v})
+				r.Attrs = append(r.Attrs, contract.Attr{Name: a, Value: v})
 				return nil
 			})
 		default:
@@ -334,17 +336,17 @@ func (d *Decoder) readOne(dec *jsontext.Decoder, body []byte, now time.Time) (Re
 		return nil
 	})
 	if err != nil {
-		return Reading{}, fmt.Errorf("invalid JSON: %s", cleanErr(err))
+		return contract.Reading{}, fmt.Errorf("invalid JSON: %s", cleanErr(err))
 	}
 	switch {
 	case first != nil:
-		return Reading{}, first
+		return contract.Reading{}, first
 	case !hasDev:
-		return Reading{}, fieldErrf("device_id is required")
+		return contract.Reading{}, fieldErrf("device_id is required")
 	case !hasTS:
-		return Reading{}, fieldErrf("ts is required (RFC 3339 string or Unix epoch milliseconds)")
+		return contract.Reading{}, fieldErrf("ts is required (RFC 3339 string or Unix epoch milliseconds)")
 	case !hasMet || len(r.Metrics) == 0:
-		return Reading{}, fieldErrf("metrics must hold at least one number")
+		return contract.Reading{}, fieldErrf("metrics must hold at least one number")
 	}
 	if r.ID == "" {
 		// A retry of the same bytes gets the same id, so it is stored once.
@@ -419,7 +421,7 @@ func (d *Decoder) readTS(dec *jsontext.Decoder, now time.Time) (time.Time, error
 		if err := dec.SkipValue(); err != nil {
 			return ts, err
 		}
-		return ts, fieldErrf("ts must be an RFC 3339 string or Unix epoch milliseconds, got %s", kindName(k))
+		return ts, fieldErrf("ts must be an RFC 3339 string or Unix epoch milliseconds, got %s", contract.KindName(k))
 	}
 	if ts.Year() < 1970 || ts.After(maxTS) {
 		return ts, fieldErrf("ts %s is outside 1970-9999", ts.Format(time.RFC3339))
@@ -429,29 +431,6 @@ func (d *Decoder) readTS(dec *jsontext.Decoder, now time.Time) (time.Time, error
 			ts.Format(time.RFC3339Nano), ts.Sub(now).Round(time.Millisecond), d.FutureMargin)
 	}
 	return ts, nil
-}
-
-func validDeviceID(s string) bool { return validName(s) }
-
-// ValidName reports whether s is 1-128 letters, digits or ._:- (the rule for
-// device, gateway, metric and attr names).
-func ValidName(s string) bool { return validName(s) }
-
-// validName reports whether s is 1-128 letters, digits or ._:- (device ids,
-// metric and attr names).
-func validName(s string) bool {
-	if len(s) == 0 || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == ':', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 func validMessageID(s string) bool {

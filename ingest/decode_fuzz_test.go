@@ -1,6 +1,8 @@
 package ingest
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"math"
 	"net/http"
 	"testing"
@@ -48,24 +50,24 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("%d readings accepted", len(rs))
 		}
 		for _, r := range rs {
-			if !validName(r.DeviceID) || r.ID == "" || !utf8.ValidString(r.ID) || r.TS.IsZero() || r.TS.After(now.Add(d.FutureMargin)) {
+			if !contract.ValidName(r.DeviceID) || r.ID == "" || !utf8.ValidString(r.ID) || r.TS.IsZero() || r.TS.After(now.Add(d.FutureMargin)) {
 				t.Fatalf("invalid reading accepted: %+v", r)
 			}
 			if len(r.Metrics) == 0 || len(r.Metrics) > d.MaxMetrics {
 				t.Fatalf("metrics count %d accepted", len(r.Metrics))
 			}
 			for _, m := range r.Metrics {
-				if math.IsNaN(m.Value) || math.IsInf(m.Value, 0) || !validName(m.Name) {
+				if math.IsNaN(m.Value) || math.IsInf(m.Value, 0) || !contract.ValidName(m.Name) {
 					t.Fatalf("bad metric accepted: %+v", m)
 				}
 			}
 			for _, a := range r.Attrs {
-				if !validName(a.Name) || !utf8.ValidString(a.Value) {
+				if !contract.ValidName(a.Name) || !utf8.ValidString(a.Value) {
 					t.Fatalf("bad attr accepted: %+v", a)
 				}
 			}
 			// what ingest writes, the pipeline reads back identically
-			back, err := DecodeRaw(r.AppendJSON(nil))
+			back, err := contract.DecodeRaw(r.AppendJSON(nil))
 			if err != nil {
 				t.Fatalf("raw encoding of an accepted reading does not decode: %v", err)
 			}
@@ -88,8 +90,8 @@ func FuzzDecodeRaw(f *testing.F) {
 	f.Add([]byte(`{"id":"x"}`))
 	f.Add([]byte(`garbage`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := DecodeRaw(b)
-		if err == nil && (r.ID == "" || !validName(r.DeviceID) || len(r.Metrics) == 0) {
+		r, err := contract.DecodeRaw(b)
+		if err == nil && (r.ID == "" || !contract.ValidName(r.DeviceID) || len(r.Metrics) == 0) {
 			t.Fatalf("invalid raw record accepted: %+v", r)
 		}
 	})

@@ -1,6 +1,10 @@
 package ingest
 
 import (
+	"github.com/vigil/vigil/internal/httpx"
+
+	"github.com/vigil/vigil/contract"
+
 	"context"
 	"errors"
 	"fmt"
@@ -12,7 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-json-experiment/json"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
@@ -92,18 +95,7 @@ func (h *Handler) refuse(w http.ResponseWriter, e *RequestError) {
 		w.Header().Set("Retry-After", strconv.Itoa(int(h.cfg.RetryAfter/time.Second)))
 	}
 	h.requests.WithLabelValues(strconv.Itoa(e.Status)).Inc()
-	WriteJSON(w, e.Status, e)
-}
-
-// WriteJSON writes v as a JSON answer with the given status.
-func WriteJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		status, b = http.StatusInternalServerError, []byte(`{"error":"encode answer failed"}`)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	httpx.WriteJSON(w, e.Status, e)
 }
 
 // ServeHTTP authenticates, decodes and produces one request. It answers 202
@@ -170,7 +162,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.readings.Add(float64(len(readings)))
 	h.requests.WithLabelValues("202").Inc()
-	WriteJSON(w, http.StatusAccepted, map[string]int{"accepted": len(readings)})
+	httpx.WriteJSON(w, http.StatusAccepted, map[string]int{"accepted": len(readings)})
 }
 
 func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (*[]byte, *RequestError) {
@@ -202,7 +194,7 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (*[]byte, *Re
 	return bp, nil
 }
 
-func (h *Handler) produceAll(ctx context.Context, readings []Reading) error {
+func (h *Handler) produceAll(ctx context.Context, readings []contract.Reading) error {
 	ingested := h.now().UTC()
 	start := time.Now()
 	var (

@@ -1,6 +1,8 @@
 package ingest
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"bytes"
 	"context"
 	"io"
@@ -55,11 +57,11 @@ func newRig(t *testing.T, cfg Config) *rig {
 	r := &rig{cluster: c, reg: reg, cancel: cancel, done: make(chan struct{})}
 	go func() { _ = reg.Run(ctx); close(r.done) }()
 	<-reg.Ready()
-	r.devKey, err = reg.RegisterDevice(ctx, Device{DeviceID: "dev-1", Site: "s1"})
+	r.devKey, err = reg.RegisterDevice(ctx, contract.Device{DeviceID: "dev-1", Site: "s1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.gwKey, err = reg.RegisterGateway(ctx, Gateway{GatewayID: "gw", Devices: []string{"dev-2"}, DevicePrefixes: []string{"line-a."}})
+	r.gwKey, err = reg.RegisterGateway(ctx, contract.Gateway{GatewayID: "gw", Devices: []string{"dev-2"}, DevicePrefixes: []string{"line-a."}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +198,7 @@ func TestRefusals(t *testing.T) {
 		t.Fatalf("raw topic holds %d records, want exactly the 2 accepted ones", len(recs))
 	}
 	for _, rec := range recs {
-		rd, err := DecodeRaw(rec.Value)
+		rd, err := contract.DecodeRaw(rec.Value)
 		if err != nil {
 			t.Fatalf("raw record does not decode: %v: %s", err, rec.Value)
 		}

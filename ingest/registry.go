@@ -1,13 +1,14 @@
 package ingest
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -18,34 +19,25 @@ import (
 	"go.uber.org/zap"
 )
 
-// Device is a registered device and its attributes, as the pipeline joins them.
-type Device struct {
-	DeviceID  string            `json:"device_id"`
-	Site      string            `json:"site,omitzero"`
-	Model     string            `json:"model,omitzero"`
-	Lat       *float64          `json:"lat,omitzero"`
-	Lon       *float64          `json:"lon,omitzero"`
-	Tags      []string          `json:"tags,omitzero"`
-	Attrs     map[string]string `json:"attrs,omitzero"`
-	KeyHash   string            `json:"key_hash,omitzero"`
-	CreatedAt time.Time         `json:"created_at"`
+// deviceRecord is a device as the registry topic stores it: the public
+// view and its key hash.
+type deviceRecord struct {
+	contract.Device
+	KeyHash string `json:"key_hash,omitzero"`
 }
 
-// Gateway is a key allowed to post for a set of devices: the listed ids and
-// any id starting with one of the prefixes.
-type Gateway struct {
-	GatewayID      string    `json:"gateway_id"`
-	Devices        []string  `json:"devices,omitzero"`
-	DevicePrefixes []string  `json:"device_prefixes,omitzero"`
-	KeyHash        string    `json:"key_hash"`
-	CreatedAt      time.Time `json:"created_at"`
+// gatewayRecord is a gateway as the registry topic stores it.
+type gatewayRecord struct {
+	contract.Gateway
+	KeyHash string `json:"key_hash"`
 }
 
 // Principal is who a key belongs to.
 type Principal struct {
-	Device  *Device
-	Gateway *Gateway
+	Device  *contract.Device
+	Gateway *contract.Gateway
 	devices map[string]struct{}
+	keyHash string
 }
 
 // Allows reports whether the principal may post readings of deviceID.
@@ -73,14 +65,14 @@ func (p *Principal) Name() string {
 }
 
 // ErrExists is returned by Register for an id already registered.
-var ErrExists = errors.New("already registered")
+var ErrExists = contract.ErrExists
 
 // registryEntry is the value of a record on the devices topic. The key is
 // "device/<id>" or "gateway/<id>"; the topic is compacted, so the latest
 // entry of each key is the registry.
 type registryEntry struct {
-	Device  *Device  `json:"device,omitzero"`
-	Gateway *Gateway `json:"gateway,omitzero"`
+	Device  *deviceRecord  `json:"device,omitzero"`
+	Gateway *gatewayRecord `json:"gateway,omitzero"`
 }
 
 // Registry is the durable device and gateway registry: a compacted Kafka
@@ -92,8 +84,8 @@ type Registry struct {
 	log   *zap.Logger
 
 	mu       sync.RWMutex
-	devices  map[string]*Device
-	gateways map[string]*Gateway
+	devices  map[string]*deviceRecord
+	gateways map[string]*gatewayRecord
 	byKey    map[string]*Principal
 	regMu    sync.Mutex // serialises registrations of this process
 
@@ -119,7 +111,7 @@ func NewRegistry(topic string, opts []kgo.Opt, log *zap.Logger) (*Registry, erro
 	}
 	return &Registry{
 		topic: topic, cl: cl, log: log,
-		devices: map[string]*Device{}, gateways: map[string]*Gateway{}, byKey: map[string]*Principal{},
+		devices: map[string]*deviceRecord{}, gateways: map[string]*gatewayRecord{}, byKey: map[string]*Principal{},
 		ready: make(chan struct{}),
 	}, nil
 }
@@ -207,7 +199,7 @@ func (r *Registry) put(e registryEntry) {
 			delete(r.byKey, old.KeyHash)
 		}
 		r.devices[e.Device.DeviceID] = e.Device
-		r.byKey[e.Device.KeyHash] = &Principal{Device: e.Device}
+		r.byKey[e.Device.KeyHash] = &Principal{Device: &e.Device.Device, keyHash: e.Device.KeyHash}
 	case e.Gateway != nil:
 		if old, ok := r.gateways[e.Gateway.GatewayID]; ok {
 			delete(r.byKey, old.KeyHash)
@@ -217,7 +209,7 @@ func (r *Registry) put(e registryEntry) {
 			set[d] = struct{}{}
 		}
 		r.gateways[e.Gateway.GatewayID] = e.Gateway
-		r.byKey[e.Gateway.KeyHash] = &Principal{Gateway: e.Gateway, devices: set}
+		r.byKey[e.Gateway.KeyHash] = &Principal{Gateway: &e.Gateway.Gateway, devices: set, keyHash: e.Gateway.KeyHash}
 	}
 }
 
@@ -229,11 +221,14 @@ func (r *Registry) Len() int {
 }
 
 // Device returns a registered device.
-func (r *Registry) Device(id string) (*Device, bool) {
+func (r *Registry) Device(id string) (*contract.Device, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	d, ok := r.devices[id]
-	return d, ok
+	if !ok {
+		return nil, false
+	}
+	return &d.Device, true
 }
 
 // Authenticate returns the principal of a key, or nil.
@@ -247,32 +242,25 @@ func (r *Registry) Authenticate(key string) *Principal {
 	}
 	// The map lookup already matched; compare again in constant time so the
 	// answer's timing says nothing about near-misses.
-	want := p.keyHash()
+	want := p.keyHash
 	if subtle.ConstantTimeCompare([]byte(want), []byte(h)) != 1 {
 		return nil
 	}
 	return p
 }
 
-func (p *Principal) keyHash() string {
-	if p.Device != nil {
-		return p.Device.KeyHash
-	}
-	return p.Gateway.KeyHash
-}
-
 // RegisterDevice stores a new device and returns its key, which is shown
 // only here: the registry keeps its hash. It fails with ErrExists for an id
 // already registered, and with the produce error when Kafka does not
 // acknowledge the entry.
-func (r *Registry) RegisterDevice(ctx context.Context, d Device) (string, error) {
+func (r *Registry) RegisterDevice(ctx context.Context, dev contract.Device) (string, error) {
 	r.regMu.Lock()
 	defer r.regMu.Unlock()
-	if _, ok := r.Device(d.DeviceID); ok {
-		return "", fmt.Errorf("device %s: %w", d.DeviceID, ErrExists)
+	if _, ok := r.Device(dev.DeviceID); ok {
+		return "", fmt.Errorf("device %s: %w", dev.DeviceID, ErrExists)
 	}
 	key := newKey()
-	d.KeyHash = hashKey(key)
+	d := deviceRecord{Device: dev, KeyHash: hashKey(key)}
 	d.CreatedAt = time.Now().UTC()
 	e := registryEntry{Device: &d}
 	if err := r.write(ctx, "device/"+d.DeviceID, e); err != nil {
@@ -283,17 +271,17 @@ func (r *Registry) RegisterDevice(ctx context.Context, d Device) (string, error)
 }
 
 // RegisterGateway stores a new gateway and returns its key (shown once).
-func (r *Registry) RegisterGateway(ctx context.Context, g Gateway) (string, error) {
+func (r *Registry) RegisterGateway(ctx context.Context, gw contract.Gateway) (string, error) {
 	r.regMu.Lock()
 	defer r.regMu.Unlock()
 	r.mu.RLock()
-	_, exists := r.gateways[g.GatewayID]
+	_, exists := r.gateways[gw.GatewayID]
 	r.mu.RUnlock()
 	if exists {
-		return "", fmt.Errorf("gateway %s: %w", g.GatewayID, ErrExists)
+		return "", fmt.Errorf("gateway %s: %w", gw.GatewayID, ErrExists)
 	}
 	key := newKey()
-	g.KeyHash = hashKey(key)
+	g := gatewayRecord{Gateway: gw, KeyHash: hashKey(key)}
 	g.CreatedAt = time.Now().UTC()
 	e := registryEntry{Gateway: &g}
 	if err := r.write(ctx, "gateway/"+g.GatewayID, e); err != nil {

@@ -1,23 +1,23 @@
 package pipeline
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"math/rand/v2"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/go-json-experiment/json"
-
-	"github.com/vigil/vigil/ingest"
 )
 
-func benchReadings(n, devices int) []ingest.Reading {
+func benchReadings(n, devices int) []contract.Reading {
 	rng := rand.New(rand.NewPCG(1, 1))
-	rs := make([]ingest.Reading, n)
+	rs := make([]contract.Reading, n)
 	for i := range rs {
-		rs[i] = ingest.Reading{ID: "m" + strconv.Itoa(i), DeviceID: "d" + strconv.Itoa(i%devices), TS: t0.Add(time.Duration(i) * time.Millisecond),
-			Metrics:    []ingest.Metric{{Name: "temp_c", Value: 60 + rng.NormFloat64()}, {Name: "current_a", Value: 5 + rng.NormFloat64()}, {Name: "vibration", Value: 0.03}, {Name: "pressure_bar", Value: 3}},
-			Attrs:      []ingest.Attr{{Name: "status", Value: "auto"}},
+		rs[i] = contract.Reading{ID: "m" + strconv.Itoa(i), DeviceID: "d" + strconv.Itoa(i%devices), TS: t0.Add(time.Duration(i) * time.Millisecond),
+			Metrics:    []contract.Metric{{Name: "temp_c", Value: 60 + rng.NormFloat64()}, {Name: "current_a", Value: 5 + rng.NormFloat64()}, {Name: "vibration", Value: 0.03}, {Name: "pressure_bar", Value: 3}},
+			Attrs:      []contract.Attr{{Name: "status", Value: "auto"}},
 			IngestedAt: t0, Region: "eu"}
 	}
 	return rs
@@ -160,8 +160,8 @@ func BenchmarkStepUnivariate(b *testing.B) {
 				ids[d] = "d" + strconv.Itoa(d)
 			}
 			step := func(i int) {
-				r := ingest.Reading{ID: strconv.Itoa(i), DeviceID: ids[i%200], TS: t0.Add(time.Duration(i) * 300 * time.Millisecond),
-					Metrics: []ingest.Metric{{Name: "requests", Value: 100 + 10*rng.NormFloat64()}}, IngestedAt: t0}
+				r := contract.Reading{ID: strconv.Itoa(i), DeviceID: ids[i%200], TS: t0.Add(time.Duration(i) * 300 * time.Millisecond),
+					Metrics: []contract.Metric{{Name: "requests", Value: 100 + 10*rng.NormFloat64()}}, IngestedAt: t0}
 				buf = pr.Step(part, &r, true, buf[:0], &res)
 			}
 			for i := 0; i < 200*500; i++ { // every device warm, profiles allocated

@@ -1,13 +1,13 @@
 package pipeline
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"math"
 	"math/rand/v2"
 	"strconv"
 	"testing"
 	"time"
-
-	"github.com/vigil/vigil/ingest"
 )
 
 // Three metrics that move together with a slow shared load: the load's
@@ -38,8 +38,8 @@ func TestMultivariateRelationshipAndSpike(t *testing.T) {
 		if i == 2600 {
 			c += 1.5 // a one-reading spike of 30 noise-sd
 		}
-		r := ingest.Reading{ID: strconv.Itoa(i), DeviceID: "pump", TS: t0.Add(secs(i)),
-			Metrics: []ingest.Metric{{Name: "a", Value: a}, {Name: "b", Value: b}, {Name: "c", Value: c}}}
+		r := contract.Reading{ID: strconv.Itoa(i), DeviceID: "pump", TS: t0.Add(secs(i)),
+			Metrics: []contract.Metric{{Name: "a", Value: a}, {Name: "b", Value: b}, {Name: "c", Value: c}}}
 		_, res := off.Step(&r)
 		for _, al := range res.Alerts {
 			if al.State == "open" {

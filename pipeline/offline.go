@@ -1,7 +1,7 @@
 package pipeline
 
 import (
-	"github.com/vigil/vigil/ingest"
+	"github.com/vigil/vigil/contract"
 )
 
 // Offline runs the stream's processor without Kafka, one reading at a
@@ -21,7 +21,7 @@ func NewOffline(cfg Config, region string, devices DeviceLookup) *Offline {
 
 // Step processes r and returns its enriched record (valid until the next
 // call) and what it produced.
-func (o *Offline) Step(r *ingest.Reading) ([]byte, *StepResult) {
+func (o *Offline) Step(r *contract.Reading) ([]byte, *StepResult) {
 	o.buf = o.pr.Step(o.part, r, true, o.buf[:0], &o.res)
 	return o.buf, &o.res
 }

@@ -1,17 +1,17 @@
 package pipeline
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"crypto/sha256"
 	"encoding/hex"
 	"sync/atomic"
 	"time"
-
-	"github.com/vigil/vigil/ingest"
 )
 
 // DeviceLookup finds a registered device; the registry of ingest fills it.
 type DeviceLookup interface {
-	Device(id string) (*ingest.Device, bool)
+	Device(id string) (*contract.Device, bool)
 }
 
 // partition is the state of one raw-topic partition: the devices whose
@@ -50,7 +50,7 @@ type group struct {
 }
 
 // groupOf picks the settings of a device: its group's, or the defaults.
-func (pr *Processor) groupOf(deviceID string, dev *ingest.Device) *group {
+func (pr *Processor) groupOf(deviceID string, dev *contract.Device) *group {
 	var site, model string
 	if dev != nil {
 		site, model = dev.Site, dev.Model
@@ -117,7 +117,7 @@ type StepResult struct {
 
 // Step folds r into the partition state and, when emit is set, appends the
 // enriched record to buf. It returns the grown buffer and what happened.
-func (pr *Processor) Step(part *partition, r *ingest.Reading, emit bool, buf []byte, res *StepResult) []byte {
+func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf []byte, res *StepResult) []byte {
 	res.Duplicate, res.Score, res.Incident, res.Alerts = false, 0, "", res.Alerts[:0]
 	ds := part.Devices[r.DeviceID]
 	if ds == nil {
@@ -128,7 +128,7 @@ func (pr *Processor) Step(part *partition, r *ingest.Reading, emit bool, buf []b
 		res.Duplicate = true
 		return buf
 	}
-	var dev *ingest.Device
+	var dev *contract.Device
 	if pr.devices != nil {
 		dev, _ = pr.devices.Device(r.DeviceID)
 	}

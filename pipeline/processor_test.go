@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"bytes"
 	"encoding/gob"
 	"math"
@@ -11,8 +13,6 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-
-	"github.com/vigil/vigil/ingest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -26,9 +26,9 @@ func testCfg() Config {
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-func reading(dev string, i int, v float64) ingest.Reading {
-	return ingest.Reading{ID: dev + "-" + strconv.Itoa(i), DeviceID: dev, TS: t0.Add(time.Duration(i) * time.Second),
-		Metrics: []ingest.Metric{{Name: "temp", Value: v}}, Attrs: []ingest.Attr{{Name: "mode", Value: "auto"}}, IngestedAt: t0}
+func reading(dev string, i int, v float64) contract.Reading {
+	return contract.Reading{ID: dev + "-" + strconv.Itoa(i), DeviceID: dev, TS: t0.Add(time.Duration(i) * time.Second),
+		Metrics: []contract.Metric{{Name: "temp", Value: v}}, Attrs: []contract.Attr{{Name: "mode", Value: "auto"}}, IngestedAt: t0}
 }
 
 func TestScoreOfZ(t *testing.T) {
@@ -126,7 +126,7 @@ func TestDedupByID(t *testing.T) {
 // uninterrupted run: the scores after the restore are identical.
 func TestSnapshotReplayDeterministic(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 3))
-	var rs []ingest.Reading
+	var rs []contract.Reading
 	for i := 0; i < 3000; i++ {
 		v := 20 + rng.NormFloat64()
 		if i%700 == 699 {
@@ -219,7 +219,7 @@ func TestBaselineFaultKinds(t *testing.T) {
 			for i := 0; i < 700; i++ {
 				v, dt := c.gen(i, rng)
 				ts = ts.Add(dt)
-				r := ingest.Reading{ID: strconv.Itoa(i), DeviceID: "d", TS: ts, Metrics: []ingest.Metric{{Name: "m", Value: v}}}
+				r := contract.Reading{ID: strconv.Itoa(i), DeviceID: "d", TS: ts, Metrics: []contract.Metric{{Name: "m", Value: v}}}
 				pr.Step(part, &r, true, nil, &res)
 				for _, a := range res.Alerts {
 					if a.State == "open" && alertAt < 0 {

@@ -1,11 +1,12 @@
 package pipeline
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"strconv"
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
-	"github.com/vigil/vigil/ingest"
 )
 
 // Alert is the value of a record on the alerts topic. An incident raises
@@ -91,9 +92,9 @@ func appendEnriched(b []byte, o *Observation, region string, score float64, mode
 		}
 		if d.Lat != nil && d.Lon != nil {
 			b = append(b, `,"lat":`...)
-			b = ingest.AppendFloat(b, *d.Lat)
+			b = contract.AppendFloat(b, *d.Lat)
 			b = append(b, `,"lon":`...)
-			b = ingest.AppendFloat(b, *d.Lon)
+			b = contract.AppendFloat(b, *d.Lon)
 		}
 		if len(d.Tags) > 0 {
 			b = append(b, `,"tags":[`...)
@@ -127,7 +128,7 @@ func appendEnriched(b []byte, o *Observation, region string, score float64, mode
 		}
 		b = appendStr(b, m.Name)
 		b = append(b, ':')
-		b = ingest.AppendFloat(b, m.Value)
+		b = contract.AppendFloat(b, m.Value)
 	}
 	b = append(b, '}')
 	if len(r.Attrs) > 0 {
@@ -181,9 +182,9 @@ func appendEnriched(b []byte, o *Observation, region string, score float64, mode
 		field(MultivariateFeature, "", o.MV.Z)
 	}
 	b = append(b, `},"score":`...)
-	b = ingest.AppendFloat(b, score)
+	b = contract.AppendFloat(b, score)
 	b = append(b, `,"threshold":`...)
-	b = ingest.AppendFloat(b, threshold)
+	b = contract.AppendFloat(b, threshold)
 	b = append(b, `,"model":`...)
 	b = appendStr(b, model)
 	if incident != "" {
@@ -194,7 +195,7 @@ func appendEnriched(b []byte, o *Observation, region string, score float64, mode
 		b = append(b, `,"shadow_model":`...)
 		b = appendStr(b, shadow.model)
 		b = append(b, `,"shadow_score":`...)
-		b = ingest.AppendFloat(b, shadow.score)
+		b = contract.AppendFloat(b, shadow.score)
 	}
 	return append(b, '}')
 }

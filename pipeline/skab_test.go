@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,7 +14,6 @@ import (
 	"github.com/go-json-experiment/json"
 
 	"github.com/vigil/vigil/eval"
-	"github.com/vigil/vigil/ingest"
 )
 
 // skabCounts runs every SKAB file through a Processor with cfg, one device
@@ -127,9 +128,9 @@ func replaySeries(t testing.TB, cfg Config, s eval.Series, fn func(off *Offline,
 	off := NewOffline(cfg, "eval", nil)
 	dev := strings.TrimSuffix(strings.ReplaceAll(s.Name, "/", "-"), ".csv")
 	for i, row := range s.Rows {
-		r := ingest.Reading{ID: fmt.Sprint(i), DeviceID: dev, TS: row.TS, IngestedAt: time.Now()}
+		r := contract.Reading{ID: fmt.Sprint(i), DeviceID: dev, TS: row.TS, IngestedAt: time.Now()}
 		for _, m := range row.Metrics {
-			r.Metrics = append(r.Metrics, ingest.Metric{Name: m.Name, Value: m.Value})
+			r.Metrics = append(r.Metrics, contract.Metric{Name: m.Name, Value: m.Value})
 		}
 		buf, res := off.Step(&r)
 		fn(off, i, row, buf, res)

@@ -1,10 +1,10 @@
 package pipeline
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"math"
 	"time"
-
-	"github.com/vigil/vigil/ingest"
 )
 
 // MetricState is the streaming baseline of one metric of one device.
@@ -109,8 +109,8 @@ type AttrObs struct {
 
 // Observation is one reading with its enrichment: the scorer's input.
 type Observation struct {
-	Reading *ingest.Reading
-	Device  *ingest.Device // nil for a device missing from the registry
+	Reading *contract.Reading
+	Device  *contract.Device // nil for a device missing from the registry
 	HasDt   bool
 	DtS     float64 // seconds since the device's previous reading (event time)
 	DtZ     float64 // how unusual that gap is (positive: longer than usual)
@@ -160,7 +160,7 @@ func clampZ(z float64) float64 {
 // observe derives o from the device state before r, then folds r into the
 // state. It is deterministic: replaying the same readings rebuilds the same
 // state, which is how state is restored after a crash or rebalance.
-func (d *DeviceState) observe(p *params, r *ingest.Reading, o *Observation) {
+func (d *DeviceState) observe(p *params, r *contract.Reading, o *Observation) {
 	o.Reading = r
 	o.Metrics = o.Metrics[:0]
 	o.Attrs = o.Attrs[:0]

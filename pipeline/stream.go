@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -15,8 +17,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
-
-	"github.com/vigil/vigil/ingest"
 )
 
 // Topics are the topics the stream reads and writes.
@@ -210,7 +210,7 @@ func (s *Stream) runSession(ctx context.Context) error {
 				s.parts[fp.Partition] = part
 			}
 			for _, rec := range fp.Records {
-				r, err := ingest.DecodeRaw(rec.Value)
+				r, err := contract.DecodeRaw(rec.Value)
 				if err != nil {
 					nDLQ++
 					sess.Produce(wctx, dlqRecord(s.o.Topics.DLQ, rec, err), e.Promise())
@@ -489,7 +489,7 @@ func (s *Stream) replay(ctx context.Context, p int32, from, upTo int64, part *pa
 				done = true
 				return
 			}
-			if r, err := ingest.DecodeRaw(rec.Value); err == nil {
+			if r, err := contract.DecodeRaw(rec.Value); err == nil {
 				s.proc.Step(part, &r, false, nil, &res)
 				n++
 			}

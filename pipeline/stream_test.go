@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"context"
 	"fmt"
 	"testing"
@@ -10,8 +12,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/vigil/vigil/ingest"
 )
 
 // After a crash the broker can hold a committed batch whose consumed
@@ -32,8 +32,8 @@ func TestStreamDedupAfterOffsetRegression(t *testing.T) {
 	defer cl.Close()
 	const n = 400
 	for i := 0; i < n; i++ {
-		r := ingest.Reading{ID: fmt.Sprintf("m%d", i), DeviceID: fmt.Sprintf("d%d", i%7), TS: t0.Add(time.Duration(i) * time.Second),
-			Metrics: []ingest.Metric{{Name: "v", Value: float64(i % 10)}}, Region: "eu", IngestedAt: t0}
+		r := contract.Reading{ID: fmt.Sprintf("m%d", i), DeviceID: fmt.Sprintf("d%d", i%7), TS: t0.Add(time.Duration(i) * time.Second),
+			Metrics: []contract.Metric{{Name: "v", Value: float64(i % 10)}}, Region: "eu", IngestedAt: t0}
 		if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "raw", Key: []byte(r.DeviceID), Value: r.AppendJSON(nil)}).FirstErr(); err != nil {
 			t.Fatal(err)
 		}

@@ -1,14 +1,14 @@
 package pipeline
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"math"
 	"math/rand/v2"
 	"sort"
 	"strconv"
 	"testing"
 	"time"
-
-	"github.com/vigil/vigil/ingest"
 )
 
 // uvRun feeds one metric of one device, every step, through a Processor at
@@ -26,8 +26,8 @@ func uvRun(t *testing.T, n int, step time.Duration, gen func(i int, ts time.Time
 	out := make([]uvStep, n)
 	ts := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC) // a Monday
 	for i := 0; i < n; i++ {
-		r := ingest.Reading{ID: strconv.Itoa(i), DeviceID: "d", TS: ts, IngestedAt: ts,
-			Metrics: []ingest.Metric{{Name: "m", Value: gen(i, ts)}}}
+		r := contract.Reading{ID: strconv.Itoa(i), DeviceID: "d", TS: ts, IngestedAt: ts,
+			Metrics: []contract.Metric{{Name: "m", Value: gen(i, ts)}}}
 		_, res := off.Step(&r)
 		out[i] = uvStep{ts: ts, score: res.Score, incident: res.Incident, alerts: append([]Alert(nil), res.Alerts...)}
 		ts = ts.Add(step)

@@ -1,6 +1,10 @@
 package web
 
 import (
+	"github.com/vigil/vigil/internal/httpx"
+
+	"github.com/vigil/vigil/contract"
+
 	"bytes"
 	"context"
 	"errors"
@@ -16,7 +20,6 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 	"go.uber.org/zap"
 
-	"github.com/vigil/vigil/ingest"
 	"github.com/vigil/vigil/storage"
 )
 
@@ -34,12 +37,12 @@ func (s *Server) sqlQuery(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		writeErr(w, http.StatusBadRequest, err.Error())
 	default:
-		ingest.WriteJSON(w, http.StatusOK, res)
+		httpx.WriteJSON(w, http.StatusOK, res)
 	}
 }
 
 func (s *Server) sampleStatus(w http.ResponseWriter, _ *http.Request) {
-	ingest.WriteJSON(w, http.StatusOK, s.o.Console.Status())
+	httpx.WriteJSON(w, http.StatusOK, s.o.Console.Status())
 }
 
 func (s *Server) sampleLoad(w http.ResponseWriter, r *http.Request) {
@@ -55,7 +58,7 @@ func (s *Server) sampleLoad(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusConflict, err.Error())
 		return
 	}
-	ingest.WriteJSON(w, http.StatusAccepted, s.o.Console.Status())
+	httpx.WriteJSON(w, http.StatusAccepted, s.o.Console.Status())
 }
 
 // Paragraph is one query of a notebook.
@@ -79,7 +82,7 @@ var charts = map[string]bool{"table": true, "bar": true, "line": true, "pie": tr
 
 func (s *Server) putNotebook(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
-	if !ingest.ValidName(id) {
+	if !contract.ValidName(id) {
 		writeErr(w, http.StatusBadRequest, "notebook id must be 1-128 letters, digits or ._:-")
 		return
 	}
@@ -111,12 +114,12 @@ func (s *Server) putNotebook(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusServiceUnavailable, "could not store the notebook: "+err.Error())
 		return
 	}
-	ingest.WriteJSON(w, http.StatusOK, nb)
+	httpx.WriteJSON(w, http.StatusOK, nb)
 }
 
 func (s *Server) getNotebook(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
-	if !ingest.ValidName(id) {
+	if !contract.ValidName(id) {
 		writeErr(w, http.StatusBadRequest, "bad notebook id")
 		return
 	}
@@ -129,7 +132,7 @@ func (s *Server) getNotebook(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	ingest.WriteJSON(w, http.StatusOK, nb)
+	httpx.WriteJSON(w, http.StatusOK, nb)
 }
 
 func (s *Server) loadNotebook(ctx context.Context, id string) (*Notebook, error) {
@@ -156,12 +159,12 @@ func (s *Server) listNotebooks(w http.ResponseWriter, r *http.Request) {
 		id := strings.TrimSuffix(strings.TrimPrefix(o.Key, "notebooks/"), ".json")
 		out = append(out, map[string]any{"id": id, "updated_at": o.Modified.UTC()})
 	}
-	ingest.WriteJSON(w, http.StatusOK, map[string]any{"notebooks": out})
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"notebooks": out})
 }
 
 func (s *Server) deleteNotebook(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
-	if !ingest.ValidName(id) {
+	if !contract.ValidName(id) {
 		writeErr(w, http.StatusBadRequest, "bad notebook id")
 		return
 	}
@@ -217,7 +220,7 @@ func (s *Server) feedback(w http.ResponseWriter, r *http.Request) {
 	s.feedbackMu.Lock()
 	s.feedbackSeen[a.AlertID] = fb
 	s.feedbackMu.Unlock()
-	ingest.WriteJSON(w, http.StatusCreated, fb)
+	httpx.WriteJSON(w, http.StatusCreated, fb)
 }
 
 func (s *Server) sites(w http.ResponseWriter, r *http.Request) {
@@ -240,5 +243,5 @@ func (s *Server) sites(w http.ResponseWriter, r *http.Request) {
 		out = append(out, jsontext.Value(b))
 	}
 	sort.Slice(out, func(i, j int) bool { return string(out[i]) < string(out[j]) })
-	ingest.WriteJSON(w, http.StatusOK, map[string]any{"sites": out})
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"sites": out})
 }

@@ -1,12 +1,13 @@
 package web
 
 import (
+	"github.com/vigil/vigil/internal/httpx"
+
 	"errors"
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
 
-	"github.com/vigil/vigil/ingest"
 	"github.com/vigil/vigil/ml"
 	"github.com/vigil/vigil/storage"
 )
@@ -40,7 +41,7 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
 	if models == nil {
 		models = []ml.ModelMeta{}
 	}
-	ingest.WriteJSON(w, http.StatusOK, map[string]any{"current": cur, "this_process": s.o.Models.Status(), "models": models})
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"current": cur, "this_process": s.o.Models.Status(), "models": models})
 }
 
 func (s *Server) getModel(w http.ResponseWriter, r *http.Request) {
@@ -52,7 +53,7 @@ func (s *Server) getModel(w http.ResponseWriter, r *http.Request) {
 		s.modelErr(w, err)
 		return
 	}
-	ingest.WriteJSON(w, http.StatusOK, m)
+	httpx.WriteJSON(w, http.StatusOK, m)
 }
 
 func (s *Server) modelErr(w http.ResponseWriter, err error) {
@@ -75,7 +76,7 @@ func (s *Server) trainModel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	l := s.o.Models.Lease()
-	ingest.WriteJSON(w, http.StatusAccepted, map[string]any{
+	httpx.WriteJSON(w, http.StatusAccepted, map[string]any{
 		"requested": true, "trainer": l.Holder, "epoch": l.Epoch,
 		"note": "the process holding the trainer lease starts within lease_ttl/3; follow GET /api/v1/models",
 	})
@@ -91,7 +92,7 @@ func (s *Server) promoteModel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.o.Models.Refresh(r.Context())
-	ingest.WriteJSON(w, http.StatusOK, cur)
+	httpx.WriteJSON(w, http.StatusOK, cur)
 }
 
 func (s *Server) shadowModel(w http.ResponseWriter, r *http.Request) {
@@ -104,7 +105,7 @@ func (s *Server) shadowModel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.o.Models.Refresh(r.Context())
-	ingest.WriteJSON(w, http.StatusOK, cur)
+	httpx.WriteJSON(w, http.StatusOK, cur)
 }
 
 func (s *Server) rollbackModel(w http.ResponseWriter, r *http.Request) {
@@ -123,12 +124,12 @@ func (s *Server) rollbackModel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.o.Models.Refresh(r.Context())
-	ingest.WriteJSON(w, http.StatusOK, cur)
+	httpx.WriteJSON(w, http.StatusOK, cur)
 }
 
 func (s *Server) getLease(w http.ResponseWriter, _ *http.Request) {
 	if s.modelsOff(w) {
 		return
 	}
-	ingest.WriteJSON(w, http.StatusOK, map[string]any{"lease": s.o.Models.Lease(), "this_process": s.o.Models.Status()})
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"lease": s.o.Models.Lease(), "this_process": s.o.Models.Status()})
 }

@@ -1,6 +1,10 @@
 package web
 
 import (
+	"github.com/vigil/vigil/internal/httpx"
+
+	"github.com/vigil/vigil/contract"
+
 	"errors"
 	"fmt"
 	"math"
@@ -11,8 +15,6 @@ import (
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 	"go.uber.org/zap"
-
-	"github.com/vigil/vigil/ingest"
 )
 
 type deviceRequest struct {
@@ -23,9 +25,9 @@ type deviceRequest struct {
 // parseDevice turns a registration request into a Device: site, model,
 // lat/lon (or location {lat, lon}) and tags are typed; every other attr is
 // kept as a string.
-func parseDevice(req deviceRequest) (ingest.Device, error) {
-	d := ingest.Device{DeviceID: req.DeviceID, Attrs: map[string]string{}}
-	if !ingest.ValidName(req.DeviceID) {
+func parseDevice(req deviceRequest) (contract.Device, error) {
+	d := contract.Device{DeviceID: req.DeviceID, Attrs: map[string]string{}}
+	if !contract.ValidName(req.DeviceID) {
 		return d, fmt.Errorf("device_id %q must be 1-128 letters, digits or ._:-", req.DeviceID)
 	}
 	num := func(name string, v jsontext.Value) (*float64, error) {
@@ -66,7 +68,7 @@ func parseDevice(req deviceRequest) (ingest.Device, error) {
 				return d, fmt.Errorf("attrs.tags must be an array of strings")
 			}
 		default:
-			if !ingest.ValidName(k) {
+			if !contract.ValidName(k) {
 				return d, fmt.Errorf("attr name %q must be 1-128 letters, digits or ._:-", k)
 			}
 			switch v.Kind() {
@@ -110,7 +112,7 @@ func (s *Server) registerDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key, err := s.o.Registry.RegisterDevice(r.Context(), d)
-	if errors.Is(err, ingest.ErrExists) {
+	if errors.Is(err, contract.ErrExists) {
 		writeErr(w, http.StatusConflict, "device "+strconv.Quote(d.DeviceID)+" is already registered")
 		return
 	}
@@ -121,7 +123,7 @@ func (s *Server) registerDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Debug("device registered", zap.String("device_id", d.DeviceID))
-	ingest.WriteJSON(w, http.StatusCreated, map[string]string{"device_id": d.DeviceID, "key": key})
+	httpx.WriteJSON(w, http.StatusCreated, map[string]string{"device_id": d.DeviceID, "key": key})
 }
 
 func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) {
@@ -131,9 +133,7 @@ func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, "device "+strconv.Quote(id)+" is not registered")
 		return
 	}
-	out := *d
-	out.KeyHash = ""
-	ingest.WriteJSON(w, http.StatusOK, out)
+	httpx.WriteJSON(w, http.StatusOK, d) // the public view: no key hash
 }
 
 type gatewayRequest struct {
@@ -147,7 +147,7 @@ func (s *Server) registerGateway(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req) {
 		return
 	}
-	if !ingest.ValidName(req.GatewayID) {
+	if !contract.ValidName(req.GatewayID) {
 		writeErr(w, http.StatusBadRequest, fmt.Sprintf("gateway_id %q must be 1-128 letters, digits or ._:-", req.GatewayID))
 		return
 	}
@@ -156,7 +156,7 @@ func (s *Server) registerGateway(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for i, d := range req.Devices {
-		if !ingest.ValidName(d) {
+		if !contract.ValidName(d) {
 			writeErr(w, http.StatusBadRequest, fmt.Sprintf("devices[%d] %q is not a valid device id", i, d))
 			return
 		}
@@ -167,8 +167,8 @@ func (s *Server) registerGateway(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	key, err := s.o.Registry.RegisterGateway(r.Context(), ingest.Gateway{GatewayID: req.GatewayID, Devices: req.Devices, DevicePrefixes: req.DevicePrefixes})
-	if errors.Is(err, ingest.ErrExists) {
+	key, err := s.o.Registry.RegisterGateway(r.Context(), contract.Gateway{GatewayID: req.GatewayID, Devices: req.Devices, DevicePrefixes: req.DevicePrefixes})
+	if errors.Is(err, contract.ErrExists) {
 		writeErr(w, http.StatusConflict, "gateway "+strconv.Quote(req.GatewayID)+" is already registered")
 		return
 	}
@@ -178,5 +178,5 @@ func (s *Server) registerGateway(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusServiceUnavailable, "could not store the gateway: "+err.Error())
 		return
 	}
-	ingest.WriteJSON(w, http.StatusCreated, map[string]string{"gateway_id": req.GatewayID, "key": key})
+	httpx.WriteJSON(w, http.StatusCreated, map[string]string{"gateway_id": req.GatewayID, "key": key})
 }

@@ -1,6 +1,8 @@
 package web
 
 import (
+	"github.com/vigil/vigil/internal/httpx"
+
 	"context"
 	"fmt"
 	"net/http"
@@ -15,7 +17,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/vigil/vigil/ingest"
 	"github.com/vigil/vigil/ml"
 	"github.com/vigil/vigil/pipeline"
 )
@@ -145,7 +146,7 @@ func (s *Server) overview(w http.ResponseWriter, _ *http.Request) {
 		})
 		return out
 	}
-	ingest.WriteJSON(w, http.StatusOK, map[string]any{
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{
 		"region": s.o.Region, "refresh_seconds": int(s.o.Console.cfg.RefreshInterval.Seconds()),
 		"alerts_by_minute": list(byMinute, true), "alerts_by_site": list(bySite, false), "alerts_by_kind": list(byKind, false),
 		"health": healthFrom(s.o.Gatherer, s.o.Models), "sample": s.o.Console.Status(),
@@ -172,7 +173,7 @@ func (s *Server) deviceReadings(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusServiceUnavailable, "read recent readings from Kafka: "+err.Error())
 		return
 	}
-	ingest.WriteJSON(w, http.StatusOK, map[string]any{"device_id": id, "readings": out})
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"device_id": id, "readings": out})
 }
 
 func (s *Server) tail(ctx context.Context, device string, limit int) ([]jsonObject, error) {

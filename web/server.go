@@ -1,6 +1,10 @@
 package web
 
 import (
+	"github.com/vigil/vigil/internal/httpx"
+
+	"github.com/vigil/vigil/contract"
+
 	"context"
 	"crypto/subtle"
 	_ "embed" // the OpenAPI document and status page
@@ -20,7 +24,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
-	"github.com/vigil/vigil/ingest"
 	"github.com/vigil/vigil/ml"
 	"github.com/vigil/vigil/pipeline"
 	"github.com/vigil/vigil/storage"
@@ -37,9 +40,9 @@ var appJS []byte
 
 // Registry is what the admin API needs of the device registry.
 type Registry interface {
-	RegisterDevice(ctx context.Context, d ingest.Device) (string, error)
-	RegisterGateway(ctx context.Context, g ingest.Gateway) (string, error)
-	Device(id string) (*ingest.Device, bool)
+	RegisterDevice(ctx context.Context, d contract.Device) (string, error)
+	RegisterGateway(ctx context.Context, g contract.Gateway) (string, error)
+	Device(id string) (*contract.Device, bool)
 	Len() int
 }
 
@@ -141,7 +144,7 @@ func (s *Server) Router() http.Handler {
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		ingest.WriteJSON(w, http.StatusOK, map[string]string{"status": "alive"})
+		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "alive"})
 	})
 	r.Get("/readyz", s.readyz)
 	r.Handle("/metrics", promhttp.HandlerFor(s.o.Gatherer, promhttp.HandlerOpts{}))
@@ -197,7 +200,7 @@ func (s *Server) Router() http.Handler {
 }
 
 func writeErr(w http.ResponseWriter, status int, msg string) {
-	ingest.WriteJSON(w, status, map[string]string{"error": msg})
+	httpx.WriteJSON(w, status, map[string]string{"error": msg})
 }
 
 func (s *Server) adminOnly(next http.Handler) http.Handler {
@@ -226,10 +229,10 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(failed) > 0 {
-		ingest.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "failed": failed})
+		httpx.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "failed": failed})
 		return
 	}
-	ingest.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) {
@@ -274,7 +277,7 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) {
 		out = append(out, x)
 	}
 	s.feedbackMu.Unlock()
-	ingest.WriteJSON(w, http.StatusOK, map[string]any{"alerts": out})
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"alerts": out})
 }
 
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {

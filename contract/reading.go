@@ -1,7 +1,4 @@
-// Package ingest owns Vigil's data plane: the POST /v1/ingest handler, the
-// strict decoder of readings, the device and gateway registry with hashed
-// keys, and the producer that puts accepted readings on the raw topic.
-package ingest
+package contract
 
 import (
 	"bytes"
@@ -120,11 +117,11 @@ func DecodeRaw(value []byte) (Reading, error) {
 		return Reading{}, fmt.Errorf("raw record is not a Vigil reading: %w", err)
 	}
 	r := Reading{ID: rr.ID, DeviceID: rr.DeviceID, TS: rr.TS.UTC(), Label: rr.Label, Region: rr.Region, IngestedAt: rr.IngestedAt.UTC()}
-	if r.ID == "" || !validDeviceID(r.DeviceID) || r.TS.IsZero() {
+	if r.ID == "" || !ValidName(r.DeviceID) || r.TS.IsZero() {
 		return Reading{}, errors.New("raw record is not a Vigil reading: id, device_id or ts missing or invalid")
 	}
 	dec := jsontext.NewDecoder(bytes.NewReader(rr.Metrics))
-	if err := readObject(dec, func(name string) error {
+	if err := ReadObject(dec, func(name string) error {
 		tok, err := dec.ReadToken()
 		if err != nil {
 			return err
@@ -136,7 +133,7 @@ func DecodeRaw(value []byte) (Reading, error) {
 		if err != nil || math.IsInf(v, 0) || math.IsNaN(v) {
 			return fmt.Errorf("metric %q is not a finite number", name)
 		}
-		r.Metrics = append(r.Metrics, Metric{name, v})
+		r.Metrics = append(r.Metrics, Metric{Name: name, Value: v})
 		return nil
 	}); err != nil {
 		return Reading{}, fmt.Errorf("raw record metrics: %w", err)
@@ -146,7 +143,7 @@ func DecodeRaw(value []byte) (Reading, error) {
 	}
 	if len(rr.Attrs) > 0 {
 		dec := jsontext.NewDecoder(bytes.NewReader(rr.Attrs))
-		if err := readObject(dec, func(name string) error {
+		if err := ReadObject(dec, func(name string) error {
 			tok, err := dec.ReadToken()
 			if err != nil {
 				return err
@@ -154,7 +151,7 @@ func DecodeRaw(value []byte) (Reading, error) {
 			if tok.Kind() != '"' {
 				return fmt.Errorf("attr %q is not a string", name)
 			}
-			r.Attrs = append(r.Attrs, Attr{name, tok.String()})
+			r.Attrs = append(r.Attrs, Attr{Name: name, Value: tok.String()})
 			return nil
 		}); err != nil {
 			return Reading{}, fmt.Errorf("raw record attrs: %w", err)
@@ -163,15 +160,16 @@ func DecodeRaw(value []byte) (Reading, error) {
 	return r, nil
 }
 
-// readObject reads one JSON object from dec, calling field for each member
-// name; field must consume the member's value.
-func readObject(dec *jsontext.Decoder, field func(name string) error) error {
+// ReadObject reads one JSON object from dec, calling field for each member
+// name; field must consume the member's value. The raw-topic decoder and
+// ingest's strict decoder share it.
+func ReadObject(dec *jsontext.Decoder, field func(name string) error) error {
 	tok, err := dec.ReadToken()
 	if err != nil {
 		return err
 	}
 	if tok.Kind() != '{' {
-		return fmt.Errorf("want a JSON object, got %s", kindName(tok.Kind()))
+		return fmt.Errorf("want a JSON object, got %s", KindName(tok.Kind()))
 	}
 	for dec.PeekKind() != '}' {
 		name, err := dec.ReadToken()
@@ -186,7 +184,8 @@ func readObject(dec *jsontext.Decoder, field func(name string) error) error {
 	return err
 }
 
-func kindName(k jsontext.Kind) string {
+// KindName names a JSON kind for error messages ("a string", "null").
+func KindName(k jsontext.Kind) string {
 	switch k {
 	case 'n':
 		return "null"
@@ -203,4 +202,21 @@ func kindName(k jsontext.Kind) string {
 	default:
 		return "invalid JSON"
 	}
+}
+
+// ValidName reports whether s is 1-128 letters, digits or ._:- (the rule for
+// device, gateway, metric and attr names and for ids in bucket keys).
+func ValidName(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == ':', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }
