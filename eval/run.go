@@ -1,6 +1,8 @@
 package eval
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -202,6 +204,7 @@ func readScores(ctx context.Context, o Options, want int, say func(string, ...an
 	}
 	defer cl.Close()
 	out := make(map[string]scored, want)
+	var dec contract.EnrichedDecoder
 	deadline := time.Now().Add(5 * time.Minute)
 	lastSay := time.Now()
 	for len(out) < want {
@@ -215,13 +218,7 @@ func readScores(ctx context.Context, o Options, want int, say func(string, ...an
 			if !strings.HasPrefix(string(r.Key), o.Prefix) {
 				return
 			}
-			var e struct {
-				ID        string  `json:"id"`
-				Score     float64 `json:"score"`
-				Threshold float64 `json:"threshold"`
-				Incident  string  `json:"incident"`
-			}
-			if json.Unmarshal(r.Value, &e) == nil {
+			if e, err := dec.Decode(r.Value); err == nil {
 				out[e.ID] = scored{e.Score, e.Threshold, e.Incident}
 			}
 		})

@@ -1,6 +1,8 @@
 package ml
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"context"
 	"errors"
 	"fmt"
@@ -141,9 +143,9 @@ func LoadArchive(ctx context.Context, st storage.Store, opt LoadOptions) (*Datas
 // loadFeedback reads operators' verdicts (labels/<region>/<alert>.json):
 // message id -> 0 normal / 1 anomaly.
 func loadFeedback(ctx context.Context, st storage.Store) (map[string]int8, int, error) {
-	objs, err := st.List(ctx, "labels/")
+	objs, err := st.List(ctx, contract.LabelsPrefix)
 	if err != nil {
-		return nil, 0, fmt.Errorf("list operator labels (labels/): %w", err)
+		return nil, 0, fmt.Errorf("list operator labels ("+contract.LabelsPrefix+"): %w", err)
 	}
 	out := map[string]int8{}
 	for _, o := range objs {
@@ -156,17 +158,14 @@ func loadFeedback(ctx context.Context, st storage.Store) (map[string]int8, int, 
 		if err != nil {
 			return nil, 0, fmt.Errorf("read %s: %w", o.Key, err)
 		}
-		var fb struct {
-			MessageID string `json:"message_id"`
-			Label     string `json:"label"`
-		}
-		if json.Unmarshal(b, &fb) != nil || fb.MessageID == "" {
+		var fb contract.Verdict
+		if json.Unmarshal(b, &fb, json.RejectUnknownMembers(false)) != nil || fb.MessageID == "" {
 			continue
 		}
 		switch fb.Label {
-		case "anomaly":
+		case contract.VerdictAnomaly:
 			out[fb.MessageID] = 1
-		case "normal":
+		case contract.VerdictNormal:
 			out[fb.MessageID] = 0
 		}
 	}

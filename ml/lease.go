@@ -5,6 +5,8 @@
 package ml
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -21,7 +23,7 @@ import (
 )
 
 // LeaseKey is where the trainer lease lives in the bucket.
-const LeaseKey = "leases/trainer"
+var LeaseKey = contract.LeaseKey("trainer")
 
 // LeaseRecord is the lease object's content.
 type LeaseRecord struct {
@@ -70,7 +72,7 @@ func NewLease(store storage.Store, holder string, ttl time.Duration) *Lease {
 func CheckConditionalWrites(ctx context.Context, s storage.Store) error {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	key := "leases/.probe-" + hex.EncodeToString(b[:])
+	key := contract.LeaseKey(".probe-" + hex.EncodeToString(b[:]))
 	defer func() { _ = s.Delete(context.WithoutCancel(ctx), key) }()
 	etag, err := s.PutIfAbsent(ctx, key, bytes.NewReader([]byte("1")), 1)
 	if err != nil {

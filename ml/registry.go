@@ -1,6 +1,8 @@
 package ml
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -19,12 +21,12 @@ import (
 	"github.com/vigil/vigil/storage"
 )
 
-// Registry keys: models/<version>/model.bin and models/<version>/meta.json
-// for each model, and models/current naming the version every region runs.
+// A model's files: contract.ModelKey(version, modelFile) and
+// contract.ModelKey(version, metaFile); contract.CurrentModelKey names the
+// version every region runs.
 const (
-	ModelsPrefix = "models/"
-	CurrentKey   = "models/current"
-	RequestKey   = "models/train-request"
+	modelFile = "model.bin"
+	metaFile  = "meta.json"
 )
 
 // ModelMeta describes a saved model.
@@ -110,7 +112,7 @@ func (r *Registry) Save(ctx context.Context, meta ModelMeta, f *Forest) (ModelMe
 		n, err = f.WriteTo(io.MultiWriter(pw, h))
 		pw.CloseWithError(err)
 	}()
-	key := ModelsPrefix + meta.Version + "/model.bin"
+	key := contract.ModelKey(meta.Version, modelFile)
 	// versions are unique, so a plain write (a multipart upload on S3) is safe
 	if _, err := r.Store.Put(ctx, key, pr, -1); err != nil {
 		pr.CloseWithError(err)
@@ -122,7 +124,7 @@ func (r *Registry) Save(ctx context.Context, meta ModelMeta, f *Forest) (ModelMe
 	if err != nil {
 		return meta, err
 	}
-	mkey := ModelsPrefix + meta.Version + "/meta.json"
+	mkey := contract.ModelKey(meta.Version, metaFile)
 	if _, err := r.Store.PutIfAbsent(ctx, mkey, bytes.NewReader(b), int64(len(b))); err != nil {
 		return meta, fmt.Errorf("save %s: %w", mkey, err)
 	}
@@ -135,7 +137,7 @@ func (r *Registry) Meta(ctx context.Context, version string) (ModelMeta, error) 
 	if !validVersion(version) {
 		return m, fmt.Errorf("%q is not a model version (1-100 letters, digits, '.', '_', '-')", version)
 	}
-	if err := r.getJSON(ctx, ModelsPrefix+version+"/meta.json", &m, nil); err != nil {
+	if err := r.getJSON(ctx, contract.ModelKey(version, metaFile), &m, nil); err != nil {
 		return m, err
 	}
 	return m, nil
@@ -143,13 +145,13 @@ func (r *Registry) Meta(ctx context.Context, version string) (ModelMeta, error) 
 
 // List returns every saved model, newest first.
 func (r *Registry) List(ctx context.Context) ([]ModelMeta, error) {
-	objs, err := r.Store.List(ctx, ModelsPrefix)
+	objs, err := r.Store.List(ctx, contract.ModelsPrefix)
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", ModelsPrefix, err)
+		return nil, fmt.Errorf("list %s: %w", contract.ModelsPrefix, err)
 	}
 	var out []ModelMeta
 	for _, o := range objs {
-		if !strings.HasSuffix(o.Key, "/meta.json") {
+		if !strings.HasSuffix(o.Key, "/"+metaFile) {
 			continue
 		}
 		var m ModelMeta
@@ -169,7 +171,7 @@ func (r *Registry) Load(ctx context.Context, version string, thr float64) (*Mode
 	if err != nil {
 		return nil, meta, err
 	}
-	rc, _, err := r.Store.Get(ctx, ModelsPrefix+version+"/model.bin")
+	rc, _, err := r.Store.Get(ctx, contract.ModelKey(version, modelFile))
 	if err != nil {
 		return nil, meta, fmt.Errorf("read model %s: %w", version, err)
 	}
@@ -193,7 +195,7 @@ func (r *Registry) Load(ctx context.Context, version string, thr float64) (*Mode
 func (r *Registry) Current(ctx context.Context) (Current, string, error) {
 	var c Current
 	var info storage.ObjectInfo
-	err := r.getJSON(ctx, CurrentKey, &c, &info)
+	err := r.getJSON(ctx, contract.CurrentModelKey, &c, &info)
 	if errors.Is(err, storage.ErrNotFound) {
 		return Current{Version: pipeline.BaselineName}, "", nil
 	}
@@ -233,15 +235,15 @@ func (r *Registry) update(ctx context.Context, change func(c *Current) error) (C
 		c.ChangedAt = time.Now().UTC()
 		b, _ := json.Marshal(c)
 		if etag == "" {
-			_, err = r.Store.PutIfAbsent(ctx, CurrentKey, bytes.NewReader(b), int64(len(b)))
+			_, err = r.Store.PutIfAbsent(ctx, contract.CurrentModelKey, bytes.NewReader(b), int64(len(b)))
 		} else {
-			_, err = r.Store.PutIfMatch(ctx, CurrentKey, bytes.NewReader(b), int64(len(b)), etag)
+			_, err = r.Store.PutIfMatch(ctx, contract.CurrentModelKey, bytes.NewReader(b), int64(len(b)), etag)
 		}
 		if err == nil {
 			return c, nil
 		}
 		if !errors.Is(err, storage.ErrPrecondition) || attempt >= 20 {
-			return c, fmt.Errorf("write %s: %w", CurrentKey, err)
+			return c, fmt.Errorf("write %s: %w", contract.CurrentModelKey, err)
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package ml
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"bytes"
 	"context"
 	"errors"
@@ -24,7 +26,7 @@ func writeArchive(t testing.TB, st storage.Store, n, per int, label bool) {
 	rng := rand.New(rand.NewPCG(3, 3))
 	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	for f := 0; f*per < n; f++ {
-		rows := make([]storage.EnrichedRow, 0, per)
+		rows := make([]contract.Enriched, 0, per)
 		for i := f * per; i < min(n, (f+1)*per); i++ {
 			temp := 60 + rng.NormFloat64()
 			rpm := 1000 + 50*(temp-60) + rng.NormFloat64()*5
@@ -35,10 +37,10 @@ func writeArchive(t testing.TB, st storage.Store, n, per int, label bool) {
 				lab = "anomaly"
 			}
 			z := temp - 60
-			r := storage.EnrichedRow{ID: fmt.Sprintf("r%d", i), DeviceID: fmt.Sprintf("d%d", i%7), TS: t0.Add(time.Duration(i) * time.Second),
+			r := contract.Enriched{ID: fmt.Sprintf("r%d", i), DeviceID: fmt.Sprintf("d%d", i%7), TS: t0.Add(time.Duration(i) * time.Second),
 				IngestedAt: t0.Add(time.Duration(i) * time.Second), Region: []string{"eu", "us"}[f%2],
-				Metrics: []storage.Field{{Name: "temp_c", Value: temp}, {Name: "rpm", Value: rpm}},
-				Derived: []storage.Field{{Name: "temp_c.z", Value: z}, {Name: "temp_c.vol", Value: 0}, {Name: "rpm.z", Value: (rpm - 1000) / 50}, {Name: "dt_s", Value: 1}},
+				Metrics: []contract.Field{{Name: "temp_c", Value: temp}, {Name: "rpm", Value: rpm}},
+				Derived: []contract.Field{{Name: "temp_c.z", Value: z}, {Name: "temp_c.vol", Value: 0}, {Name: "rpm.z", Value: (rpm - 1000) / 50}, {Name: "dt_s", Value: 1}},
 				Score:   0.1, Threshold: 0.8, Model: "baseline-v1", Offset: int64(i)}
 			if label {
 				r.Label = lab
@@ -49,7 +51,7 @@ func writeArchive(t testing.TB, st storage.Store, n, per int, label bool) {
 		if _, err := storage.WriteParquet(&buf, rows); err != nil {
 			t.Fatal(err)
 		}
-		key := storage.ObjectKey(rows[0].Region, t0, "vigil.enriched", 0, int64(f*per), int64(f*per+len(rows)-1))
+		key := contract.ArchiveKey{Region: rows[0].Region, Hour: t0, Topic: "vigil.enriched", Partition: 0, First: int64(f * per), Last: int64(f*per + len(rows) - 1)}.Format()
 		if _, err := st.Put(context.Background(), key, &buf, int64(buf.Len())); err != nil {
 			t.Fatal(err)
 		}
@@ -241,7 +243,7 @@ func TestRegistryFenceAndRollback(t *testing.T) {
 				t.Fatalf("list: %d models, %v", len(list), err)
 			}
 			// a damaged model file is refused by its checksum
-			if _, err := st.Put(ctx, ModelsPrefix+v2+"/model.bin", strings.NewReader("VGLFRST1garbage"), 15); err != nil {
+			if _, err := st.Put(ctx, contract.ModelKey(v2, modelFile), strings.NewReader("VGLFRST1garbage"), 15); err != nil {
 				t.Fatal(err)
 			}
 			if _, _, err := reg.Load(ctx, v2, 0.8); err == nil {

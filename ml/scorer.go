@@ -1,6 +1,8 @@
 package ml
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"math"
 
 	"github.com/vigil/vigil/pipeline"
@@ -57,7 +59,7 @@ func calibrate(raw, t, T float64) float64 {
 }
 
 // Score implements pipeline.Scorer.
-func (s *ModelScorer) Score(o *pipeline.Observation, reasons []pipeline.Reason) (float64, []pipeline.Reason) {
+func (s *ModelScorer) Score(o *pipeline.Observation, reasons []contract.Reason) (float64, []contract.Reason) {
 	base, reasons := pipeline.Baseline{}.Score(o, reasons)
 	raw := s.Raw(o)
 	score := math.Round(calibrate(raw, s.meta.Threshold, s.thr)*1000) / 1000
@@ -65,9 +67,9 @@ func (s *ModelScorer) Score(o *pipeline.Observation, reasons []pipeline.Reason) 
 		return base, reasons
 	}
 	// the model sees more than the streaming detectors: it leads the reasons
-	reasons = append(reasons, pipeline.Reason{})
+	reasons = append(reasons, contract.Reason{})
 	copy(reasons[1:], reasons)
-	reasons[0] = pipeline.Reason{Feature: s.label, Value: math.Round(raw*1000) / 1000, Contribution: 1}
+	reasons[0] = contract.Reason{Feature: s.label, Value: math.Round(raw*1000) / 1000, Contribution: 1}
 	for i := 1; i < len(reasons); i++ {
 		reasons[i].Contribution = 0
 	}

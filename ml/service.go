@@ -1,12 +1,13 @@
 package ml
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -218,7 +219,7 @@ func (s *Service) watch(ctx context.Context) {
 // the scorers it names. A model that fails to load keeps the old scorer
 // running and is retried at the next poll.
 func (s *Service) poll(ctx context.Context) {
-	info, err := s.o.Store.Stat(ctx, CurrentKey)
+	info, err := s.o.Store.Stat(ctx, contract.CurrentModelKey)
 	etag := info.ETag
 	if errors.Is(err, storage.ErrNotFound) {
 		etag = "-"
@@ -299,8 +300,8 @@ func (s *Service) scorer(ctx context.Context, version string) (pipeline.Scorer, 
 // the lease) to train now, through an object in the bucket.
 func (s *Service) RequestTraining(ctx context.Context, by string) error {
 	b, _ := json.Marshal(map[string]any{"requested_at": time.Now().UTC(), "by": by})
-	if _, err := s.o.Store.Put(ctx, RequestKey, bytes.NewReader(b), int64(len(b))); err != nil {
-		return fmt.Errorf("store the training request (%s): %w", RequestKey, err)
+	if _, err := s.o.Store.Put(ctx, contract.TrainRequestKey, bytes.NewReader(b), int64(len(b))); err != nil {
+		return fmt.Errorf("store the training request (%s): %w", contract.TrainRequestKey, err)
 	}
 	select {
 	case s.kick <- struct{}{}:
@@ -404,7 +405,7 @@ func (s *Service) lead(ctx context.Context) {
 
 // due says why training should start now ("" = not due).
 func (s *Service) due(ctx context.Context, lastModel time.Time) string {
-	if _, err := s.o.Store.Stat(ctx, RequestKey); err == nil {
+	if _, err := s.o.Store.Stat(ctx, contract.TrainRequestKey); err == nil {
 		return "requested"
 	}
 	if time.Since(lastModel) < s.o.Config.TrainInterval || time.Since(s.listedAt) < time.Minute {
@@ -419,29 +420,15 @@ func (s *Service) due(ctx context.Context, lastModel time.Time) string {
 	var rows int64
 	for _, o := range objs {
 		if o.Modified.After(lastModel) {
-			rows += rowsOfKey(o.Key)
+			if k, err := contract.ParseArchiveKey(o.Key); err == nil {
+				rows += k.Rows()
+			}
 		}
 	}
 	if rows >= max(s.o.Config.MinNewRows, 1) {
 		return "schedule (" + strconv.FormatInt(rows, 10) + " new rows)"
 	}
 	return ""
-}
-
-// rowsOfKey estimates an archive object's rows from its name
-// (...-<first offset>-<last offset>.parquet).
-func rowsOfKey(key string) int64 {
-	k := strings.TrimSuffix(key[strings.LastIndexByte(key, '/')+1:], ".parquet")
-	parts := strings.Split(k, "-")
-	if len(parts) < 3 {
-		return 0
-	}
-	first, err1 := strconv.ParseInt(parts[len(parts)-2], 10, 64)
-	last, err2 := strconv.ParseInt(parts[len(parts)-1], 10, 64)
-	if err1 != nil || err2 != nil || last < first {
-		return 0
-	}
-	return last - first + 1
 }
 
 // promoteShadow promotes this epoch's shadow model once it has run for
@@ -464,7 +451,7 @@ func (s *Service) promoteShadow(ctx context.Context, epoch int64) {
 
 // Train runs one training at epoch now (used by the trainer loop and by tests).
 func (s *Service) train(ctx context.Context, epoch int64, why string) {
-	_ = s.o.Store.Delete(ctx, RequestKey)
+	_ = s.o.Store.Delete(ctx, contract.TrainRequestKey)
 	s.mu.Lock()
 	s.st.Training = true
 	s.mu.Unlock()

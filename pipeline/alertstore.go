@@ -1,13 +1,14 @@
 package pipeline
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"context"
 	"fmt"
 	"sort"
 	"sync"
 	"time"
 
-	"github.com/go-json-experiment/json"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
@@ -24,8 +25,8 @@ type AlertStore struct {
 	log   *zap.Logger
 
 	mu     sync.RWMutex
-	byID   map[string]*Alert
-	order  []*Alert // by detected_at, oldest first
+	byID   map[string]*contract.Alert
+	order  []*contract.Alert // by detected_at, oldest first
 	loaded chan struct{}
 	subs   map[chan struct{}]struct{}
 }
@@ -35,7 +36,7 @@ func NewAlertStore(topic string, size int, opts []kgo.Opt, log *zap.Logger) *Ale
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &AlertStore{topic: topic, size: size, opts: opts, log: log, byID: map[string]*Alert{}, loaded: make(chan struct{}), subs: map[chan struct{}]struct{}{}}
+	return &AlertStore{topic: topic, size: size, opts: opts, log: log, byID: map[string]*contract.Alert{}, loaded: make(chan struct{}), subs: map[chan struct{}]struct{}{}}
 }
 
 // Loaded is closed once the store has read the topic's recent history.
@@ -127,8 +128,8 @@ func (s *AlertStore) Run(ctx context.Context) error {
 			}
 			for _, rec := range p.Records {
 				pos[p.Partition] = rec.Offset + 1
-				var a Alert
-				if err := json.Unmarshal(rec.Value, &a); err != nil {
+				a, err := contract.DecodeAlert(rec.Value)
+				if err != nil {
 					s.log.Warn("alert store: skipping a record that is not an alert", zap.Int64("offset", rec.Offset), zap.Error(err))
 					continue
 				}
@@ -151,7 +152,7 @@ func (s *AlertStore) Run(ctx context.Context) error {
 }
 
 // Add inserts or updates an alert.
-func (s *AlertStore) Add(a *Alert) {
+func (s *AlertStore) Add(a *contract.Alert) {
 	s.mu.Lock()
 	if old, ok := s.byID[a.AlertID]; ok {
 		*old = *a
@@ -201,12 +202,12 @@ func (s *AlertStore) Subscribe() (<-chan struct{}, func()) {
 }
 
 // Get returns one alert by id.
-func (s *AlertStore) Get(id string) (Alert, bool) {
+func (s *AlertStore) Get(id string) (contract.Alert, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	a, ok := s.byID[id]
 	if !ok {
-		return Alert{}, false
+		return contract.Alert{}, false
 	}
 	return *a, true
 }
@@ -220,10 +221,10 @@ func (s *AlertStore) Len() int {
 
 // Query returns up to limit alerts, newest detected_at first, of one device
 // (when device is set) detected at or after since (when not zero).
-func (s *AlertStore) Query(limit int, device string, since time.Time) []Alert {
+func (s *AlertStore) Query(limit int, device string, since time.Time) []contract.Alert {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]Alert, 0, min(limit, len(s.order)))
+	out := make([]contract.Alert, 0, min(limit, len(s.order)))
 	for i := len(s.order) - 1; i >= 0 && len(out) < limit; i-- {
 		a := s.order[i]
 		if !since.IsZero() && a.DetectedAt.Before(since) {

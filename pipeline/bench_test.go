@@ -61,9 +61,12 @@ func warmObservation() *Observation {
 func BenchmarkEnrichedEncode(b *testing.B) {
 	o := warmObservation()
 	var buf []byte
+	var s contract.Scored
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = appendEnriched(buf[:0], o, "eu", 0.1, BaselineName, 0.8, nil, "")
+		scoredOf(&s, o, "eu")
+		s.Score, s.Threshold, s.Model = 0.1, 0.8, BaselineName
+		buf = contract.AppendEnriched(buf[:0], o.Reading, &s)
 	}
 }
 

@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"cmp"
 	"math"
 	"slices"
@@ -8,24 +10,6 @@ import (
 	"strings"
 	"time"
 )
-
-// Reason is one feature that drove a score. Detector names what fired:
-// level, cycle, tail, regime, multivariate, spike, stuck, gap or attr.
-// Where the detector forecasts a value, Expected is its forecast, Low and
-// High the band of usual values around it, Observed the value seen, and
-// Text says it in words ("expected 40-55 at this hour, got 210").
-type Reason struct {
-	Feature      string  `json:"feature"`
-	Value        float64 `json:"value"`
-	Contribution float64 `json:"contribution"`
-	Detector     string  `json:"detector,omitzero"`
-	Score        float64 `json:"score,omitzero"`
-	Observed     float64 `json:"observed,omitzero"`
-	Expected     float64 `json:"expected,omitzero"`
-	Low          float64 `json:"low,omitzero"`
-	High         float64 `json:"high,omitzero"`
-	Text         string  `json:"text,omitzero"`
-}
 
 // Scorer turns an observation into a score in [0, 1] and the features that
 // drove it. The baseline detector works from the first minutes with no
@@ -36,12 +20,8 @@ type Scorer interface {
 	// Name is the model version or detector name recorded with each score.
 	Name() string
 	// Score scores one observation.
-	Score(o *Observation, reasons []Reason) (float64, []Reason)
+	Score(o *Observation, reasons []contract.Reason) (float64, []contract.Reason)
 }
-
-// MultivariateFeature names the multivariate detector's figure in reasons
-// (and its incidents).
-const MultivariateFeature = "multivariate"
 
 // BaselineName is the model name of the streaming baseline detector.
 const BaselineName = "baseline-v1"
@@ -64,12 +44,12 @@ func ScoreOfZ(z float64) float64 {
 }
 
 // Score implements Scorer.
-func (Baseline) Score(o *Observation, reasons []Reason) (float64, []Reason) {
+func (Baseline) Score(o *Observation, reasons []contract.Reason) (float64, []contract.Reason) {
 	reasons = reasons[:0]
 	minScore := ScoreOfZ(2)
 	add := func(name, suffix, detector string, z float64) {
 		if sc := ScoreOfZ(z); sc >= minScore {
-			reasons = append(reasons, Reason{Feature: name + suffix, Value: round3(z), Detector: detector, Score: sc})
+			reasons = append(reasons, contract.Reason{Feature: name + suffix, Value: round3(z), Detector: detector, Score: sc})
 		}
 	}
 	for i := range o.Metrics {
@@ -83,15 +63,15 @@ func (Baseline) Score(o *Observation, reasons []Reason) (float64, []Reason) {
 				if u.Kind == "cycle" {
 					det = "cycle"
 				}
-				reasons = append(reasons, Reason{Feature: m.Name + "." + det, Value: round3(u.S), Detector: det, Score: sc,
+				reasons = append(reasons, contract.Reason{Feature: m.Name + "." + det, Value: round3(u.S), Detector: det, Score: sc,
 					Observed: m.Value, Expected: round6(u.Expected), Low: round6(u.Low), High: round6(u.High)})
 			}
 			if sc := scoreOfL(u.LevelL, u.AlertL); sc >= minScore {
-				reasons = append(reasons, Reason{Feature: m.Name + ".level", Value: round3(u.LevelS), Detector: "level", Score: sc,
+				reasons = append(reasons, contract.Reason{Feature: m.Name + ".level", Value: round3(u.LevelS), Detector: "level", Score: sc,
 					Observed: m.Value, Expected: round6(u.Expected), Low: round6(u.Low), High: round6(u.High)})
 			}
 			if sc := scoreOfL(u.RegimeL, u.AlertL); sc >= minScore {
-				reasons = append(reasons, Reason{Feature: m.Name + ".regime", Value: round3(u.S), Detector: "regime", Score: sc,
+				reasons = append(reasons, contract.Reason{Feature: m.Name + ".regime", Value: round3(u.S), Detector: "regime", Score: sc,
 					Observed: m.Value, Expected: round6(u.Expected), Low: round6(u.Low), High: round6(u.High)})
 			}
 		}
@@ -101,11 +81,11 @@ func (Baseline) Score(o *Observation, reasons []Reason) (float64, []Reason) {
 	}
 	if o.DtZ > 0 && o.GapAL > 0 {
 		if sc := scoreOfL(o.GapL, o.GapAL); sc >= minScore {
-			reasons = append(reasons, Reason{Feature: "dt.gap", Value: round3(o.DtS), Detector: "gap", Score: sc})
+			reasons = append(reasons, contract.Reason{Feature: "dt.gap", Value: round3(o.DtS), Detector: "gap", Score: sc})
 		}
 	}
 	if o.MV.Warm {
-		add(MultivariateFeature, "", "multivariate", o.MV.Z)
+		add(contract.Multivariate, "", "multivariate", o.MV.Z)
 		if o.MV.Spike != "" {
 			add(o.MV.Spike, ".spike", "spike", o.MV.SpikeZ)
 		}
@@ -118,7 +98,7 @@ func (Baseline) Score(o *Observation, reasons []Reason) (float64, []Reason) {
 	if len(reasons) == 0 {
 		return 0, reasons
 	}
-	slices.SortStableFunc(reasons, func(a, b Reason) int { return cmp.Compare(b.Score, a.Score) })
+	slices.SortStableFunc(reasons, func(a, b contract.Reason) int { return cmp.Compare(b.Score, a.Score) })
 	if len(reasons) > 3 {
 		reasons = reasons[:3]
 	}
@@ -152,7 +132,7 @@ func round6(v float64) float64 {
 // Describe fills each reason's Text: what its detector saw, in words
 // ("expected 40 to 55 at 14:00 Tue, got 210"). It runs when an alert is
 // raised, not for every reading.
-func Describe(reasons []Reason, ts time.Time) {
+func Describe(reasons []contract.Reason, ts time.Time) {
 	for i := range reasons {
 		r := &reasons[i]
 		band := "expected " + fmtNum(r.Low) + " to " + fmtNum(r.High)

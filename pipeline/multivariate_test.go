@@ -53,7 +53,7 @@ func TestMultivariateRelationshipAndSpike(t *testing.T) {
 		case h.i < 2000:
 			early++
 			t.Logf("alert before the break at %d: %s", h.i, h.feature)
-		case h.i < 2300 && h.feature == MultivariateFeature:
+		case h.i < 2300 && h.feature == contract.Multivariate:
 			rel++
 		case h.i == 2600 && h.feature == "c.spike":
 			spike++

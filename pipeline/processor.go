@@ -38,8 +38,9 @@ type Processor struct {
 	now     func() time.Time
 
 	obs           Observation
-	reasons       []Reason
-	shadowReasons []Reason
+	scored        contract.Scored
+	reasons       []contract.Reason
+	shadowReasons []contract.Reason
 }
 
 // group is one set of detector settings with its derived constants.
@@ -111,8 +112,8 @@ func (pr *Processor) BeginBatch() bool {
 type StepResult struct {
 	Duplicate bool
 	Score     float64
-	Incident  string  // the alert id of the incident the reading belongs to ("" if none)
-	Alerts    []Alert // opened or closed incidents
+	Incident  string           // the alert id of the incident the reading belongs to ("" if none)
+	Alerts    []contract.Alert // opened or closed incidents
 }
 
 // Step folds r into the partition state and, when emit is set, appends the
@@ -169,10 +170,10 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 				inc.MaxScore = score
 			}
 		case inc == nil && score >= thr:
-			a := Alert{
+			a := contract.Alert{
 				AlertID: alertID(r.DeviceID, r.ID, metric), DeviceID: r.DeviceID, Region: pr.region,
 				TS: r.TS, DetectedAt: pr.now().UTC(), IngestedAt: r.IngestedAt,
-				Score: score, Threshold: thr, Severity: Severity(score), Model: sc.Name(),
+				Score: score, Threshold: thr, Severity: contract.Severity(score), Model: sc.Name(),
 				MessageID: r.ID, Metric: metric, Reasons: describedCopy(reasons, r.TS),
 				State: "open", Readings: 1, LastTS: r.TS, MaxScore: score,
 			}
@@ -214,14 +215,14 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 	}
 	res.Incident = incident
 	if emit {
-		var sh *shadowScore
+		s := &pr.scored
+		scoredOf(s, o, pr.region)
+		s.Score, s.Threshold, s.Model, s.Incident = score, thr, sc.Name(), incident
 		if pr.active.shadow != nil {
-			var ss shadowScore
-			ss.score, pr.shadowReasons = pr.active.shadow.Score(o, pr.shadowReasons)
-			ss.model = pr.active.shadow.Name()
-			sh = &ss
+			s.ShadowScore, pr.shadowReasons = pr.active.shadow.Score(o, pr.shadowReasons)
+			s.ShadowModel = pr.active.shadow.Name()
 		}
-		buf = appendEnriched(buf, o, pr.region, score, sc.Name(), thr, sh, incident)
+		buf = contract.AppendEnriched(buf, o.Reading, s)
 	}
 	return buf
 }
@@ -236,8 +237,8 @@ func alertID(device, msg, metric string) string {
 	return "a-" + hex.EncodeToString(h.Sum(nil)[:12])
 }
 
-func describedCopy(reasons []Reason, ts time.Time) []Reason {
-	out := append([]Reason(nil), reasons...)
+func describedCopy(reasons []contract.Reason, ts time.Time) []contract.Reason {
+	out := append([]contract.Reason(nil), reasons...)
 	Describe(out, ts)
 	return out
 }

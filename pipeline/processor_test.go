@@ -68,7 +68,7 @@ func TestDetectAndIncident(t *testing.T) {
 		}
 	}
 	// three anomalous readings in a row: one incident, one alert
-	var opened []Alert
+	var opened []contract.Alert
 	for k := 0; k < 3; k++ {
 		r := reading("d", i, 62+rng.NormFloat64()*0.1)
 		i++
@@ -86,7 +86,7 @@ func TestDetectAndIncident(t *testing.T) {
 		t.Fatalf("enriched record lacks the score: %s", buf)
 	}
 	// quiet: normal readings for longer than incident_quiet close it
-	var closed []Alert
+	var closed []contract.Alert
 	for k := 0; k < 90; k++ {
 		r := reading("d", i, 50+rng.NormFloat64())
 		i++

@@ -35,9 +35,9 @@ type Incident struct {
 	LastTS   time.Time // event time of its latest anomalous reading
 	Readings int
 	MaxScore float64
-	First    Alert // the alert as raised, updated when the incident closes
-	Active   bool  // the device's latest reading belonged to it
-	Quiet    int   // readings of the device since its latest anomalous one
+	First    contract.Alert // the alert as raised, updated when the incident closes
+	Active   bool           // the device's latest reading belonged to it
+	Quiet    int            // readings of the device since its latest anomalous one
 }
 
 // DeviceState is everything the pipeline remembers about one device.

@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-json-experiment/json"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -229,7 +228,7 @@ func (s *Stream) runSession(ctx context.Context) error {
 				sess.Produce(wctx, &kgo.Record{Topic: s.o.Topics.Enriched, Key: rec.Key, Value: buf[off:len(buf):len(buf)]}, e.Promise())
 				for i := range res.Alerts {
 					a := &res.Alerts[i]
-					v, err := json.Marshal(a)
+					v, err := contract.EncodeAlert(a)
 					if err != nil {
 						continue
 					}
@@ -376,6 +375,7 @@ func (s *Stream) warm(ctx context.Context, p int32, upTo int64) *partition {
 // markers and the group's offsets separately); the batch is then consumed
 // again, and only the output itself says it was already written.
 func (s *Stream) seedDedup(ctx context.Context, p int32, part *partition) (int, error) {
+	var dec contract.EnrichedDecoder
 	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, s.o.ClientOpts...), kgo.FetchMaxWait(100*time.Millisecond))...)
 	if err != nil {
 		return 0, err
@@ -430,11 +430,8 @@ func (s *Stream) seedDedup(ctx context.Context, p int32, part *partition) (int, 
 		done := true
 		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
 			for _, rec := range fp.Records {
-				var e struct {
-					ID       string `json:"id"`
-					DeviceID string `json:"device_id"`
-				}
-				if json.Unmarshal(rec.Value, &e) != nil || e.ID == "" {
+				e, err := dec.Decode(rec.Value)
+				if err != nil {
 					continue
 				}
 				if rawParts != enrParts && part.Devices[e.DeviceID] == nil {

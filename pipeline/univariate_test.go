@@ -17,7 +17,7 @@ type uvStep struct {
 	ts       time.Time
 	score    float64
 	incident string
-	alerts   []Alert
+	alerts   []contract.Alert
 }
 
 func uvRun(t *testing.T, n int, step time.Duration, gen func(i int, ts time.Time) float64) []uvStep {
@@ -29,13 +29,13 @@ func uvRun(t *testing.T, n int, step time.Duration, gen func(i int, ts time.Time
 		r := contract.Reading{ID: strconv.Itoa(i), DeviceID: "d", TS: ts, IngestedAt: ts,
 			Metrics: []contract.Metric{{Name: "m", Value: gen(i, ts)}}}
 		_, res := off.Step(&r)
-		out[i] = uvStep{ts: ts, score: res.Score, incident: res.Incident, alerts: append([]Alert(nil), res.Alerts...)}
+		out[i] = uvStep{ts: ts, score: res.Score, incident: res.Incident, alerts: append([]contract.Alert(nil), res.Alerts...)}
 		ts = ts.Add(step)
 	}
 	return out
 }
 
-func opened(steps []uvStep, from, to int) (n int, first *Alert) {
+func opened(steps []uvStep, from, to int) (n int, first *contract.Alert) {
 	for i := from; i < to && i < len(steps); i++ {
 		for k := range steps[i].alerts {
 			if a := &steps[i].alerts[k]; a.State == "open" {

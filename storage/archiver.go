@@ -1,12 +1,12 @@
 package storage
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -40,7 +40,7 @@ type Archiver struct {
 	parts map[int32]*archPart
 	cl    *kgo.Client
 	up    bool
-	dec   EnrichedDecoder
+	dec   contract.EnrichedDecoder
 
 	trimEvery time.Duration // how often archived records are dropped from the broker
 }
@@ -61,16 +61,12 @@ type file struct {
 	leaderEpoc int32
 }
 
-// derivedSuffixes are the pipeline's derived figures per metric: a file
-// gets a column for each, so rows of warming-up and warm devices share it.
-var derivedSuffixes = []string{".delta", ".rate", ".mean", ".std", ".z", ".vol", ".stuck"}
-
-func newFile(row *EnrichedRow, bucket time.Time, offset int64, epoch int32) *file {
+func newFile(row *contract.Enriched, bucket time.Time, offset int64, epoch int32) *file {
 	metrics := make([]string, 0, len(row.Metrics))
-	derived := []string{"dt_s", "dt.z"}
+	derived := []string{contract.DtS, contract.DtZ}
 	for _, m := range row.Metrics {
 		metrics = append(metrics, m.Name)
-		for _, suf := range derivedSuffixes {
+		for _, suf := range contract.MetricSuffixes {
 			derived = append(derived, m.Name+suf)
 		}
 	}
@@ -144,29 +140,6 @@ func NewArchiver(o ArchiverOptions) (*Archiver, error) {
 	}
 	m.up.Set(1)
 	return &Archiver{o: o, cfg: o.Config, log: o.Logger, m: m, parts: map[int32]*archPart{}, up: true, trimEvery: time.Minute}, nil
-}
-
-// ObjectKey is the contract name of an archive object.
-func ObjectKey(region string, bucket time.Time, topic string, partition int32, first, last int64) string {
-	b := bucket.UTC()
-	return fmt.Sprintf("enriched/region=%s/dt=%s/hr=%02d/%s-%d-%d-%d.parquet", region, b.Format("2006-01-02"), b.Hour(), topic, partition, first, last)
-}
-
-func (a *Archiver) keyPrefix(region string, bucket time.Time, p int32, first int64) string {
-	k := ObjectKey(region, bucket, a.o.Topic, p, first, 0)
-	return strings.TrimSuffix(k, "0.parquet")
-}
-
-// parseLast reads <last> from an object key of partition p starting at first.
-func parseLast(key string) (int64, bool) {
-	name := key[strings.LastIndex(key, "/")+1:]
-	name = strings.TrimSuffix(name, ".parquet")
-	i := strings.LastIndex(name, "-")
-	if i < 0 {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(name[i+1:], 10, 64)
-	return n, err == nil
 }
 
 func (a *Archiver) revoked(_ context.Context, _ *kgo.Client, m map[string][]int32) {
@@ -276,10 +249,11 @@ func (a *Archiver) add(ctx context.Context, ap *archPart, rec *kgo.Record) {
 	if ap.needProbe && ap.open == nil {
 		// Recovery: was a file starting here stored before the offsets were
 		// committed (a crash between the two)? Its name says where it ends.
-		prefix := a.keyPrefix(row.Region, bucket, ap.p, rec.Offset)
+		prefix := contract.ArchiveKey{Region: row.Region, Hour: bucket, Topic: a.o.Topic, Partition: ap.p, First: rec.Offset}.Prefix()
 		objs, err := a.listRetry(ctx, prefix)
 		if err == nil && len(objs) > 0 {
-			if last, ok := parseLast(objs[0].Key); ok && last >= rec.Offset {
+			if k, err := contract.ParseArchiveKey(objs[0].Key); err == nil && k.Last >= rec.Offset {
+				last := k.Last
 				a.log.Info("file already in the bucket; resuming after it", zap.String("key", objs[0].Key))
 				a.m.skipped.Inc()
 				ap.skipUntil = last + 1
@@ -401,7 +375,7 @@ func (a *Archiver) store(ctx context.Context, p int32, f *file) error {
 		return fmt.Errorf("encode parquet for offsets %d-%d: %w", f.first, f.last, f.encodeErr)
 	}
 	n := int64(len(f.data))
-	key := ObjectKey(f.region, f.bucket, a.o.Topic, p, f.first, f.last)
+	key := contract.ArchiveKey{Region: f.region, Hour: f.bucket, Topic: a.o.Topic, Partition: p, First: f.first, Last: f.last}.Format()
 	_, err := a.o.Store.PutIfAbsent(ctx, key, bytes.NewReader(f.data), n)
 	if errors.Is(err, ErrPrecondition) {
 		a.log.Info("object already stored (a retry after an unacknowledged write)", zap.String("key", key))

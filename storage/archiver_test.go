@@ -1,6 +1,8 @@
 package storage
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -37,7 +39,7 @@ func TestArchiverRecoversFromNames(t *testing.T) {
 	}
 	defer prod.Close()
 	t0 := time.Date(2026, 11, 25, 12, 59, 0, 0, time.UTC)
-	var rows []EnrichedRow
+	var rows []contract.Enriched
 	for i := 0; i < 250; i++ {
 		ing := t0.Add(time.Duration(i) * 500 * time.Millisecond) // crosses 13:00 at i = 120
 		v := enrichedValue(i, ing)
@@ -45,7 +47,7 @@ func TestArchiverRecoversFromNames(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i < 50 {
-			r, _ := DecodeEnriched(v)
+			r, _ := contract.DecodeEnriched(v)
 			r.Offset = int64(i)
 			rows = append(rows, r)
 		}
@@ -56,7 +58,7 @@ func TestArchiverRecoversFromNames(t *testing.T) {
 	if _, err := WriteParquet(&buf, rows); err != nil {
 		t.Fatal(err)
 	}
-	pre := ObjectKey("eu", t0.Truncate(time.Hour), "enriched", 0, 0, 49)
+	pre := contract.ArchiveKey{Region: "eu", Hour: t0.Truncate(time.Hour), Topic: "enriched", Partition: 0, First: 0, Last: 49}.Format()
 	if _, err := store.PutIfAbsent(context.Background(), pre, &buf, int64(buf.Len())); err != nil {
 		t.Fatal(err)
 	}
@@ -72,9 +74,9 @@ func TestArchiverRecoversFromNames(t *testing.T) {
 	go func() { done <- a.Run(ctx) }()
 	// 50..149 is a full file (max_records 100) but crosses 13:00 at offset 120
 	want := []string{
-		ObjectKey("eu", t0.Truncate(time.Hour), "enriched", 0, 0, 49),
-		ObjectKey("eu", t0.Truncate(time.Hour), "enriched", 0, 50, 119),
-		ObjectKey("eu", t0.Add(time.Hour).Truncate(time.Hour), "enriched", 0, 120, 219),
+		contract.ArchiveKey{Region: "eu", Hour: t0.Truncate(time.Hour), Topic: "enriched", Partition: 0, First: 0, Last: 49}.Format(),
+		contract.ArchiveKey{Region: "eu", Hour: t0.Truncate(time.Hour), Topic: "enriched", Partition: 0, First: 50, Last: 119}.Format(),
+		contract.ArchiveKey{Region: "eu", Hour: t0.Add(time.Hour).Truncate(time.Hour), Topic: "enriched", Partition: 0, First: 120, Last: 219}.Format(),
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	var keys []string
@@ -115,7 +117,7 @@ func TestArchiverRecoversFromNames(t *testing.T) {
 	for _, o := range objs {
 		keys = append(keys, o.Key)
 	}
-	want = append(want, ObjectKey("eu", t0.Add(time.Hour).Truncate(time.Hour), "enriched", 0, 220, 249))
+	want = append(want, contract.ArchiveKey{Region: "eu", Hour: t0.Add(time.Hour).Truncate(time.Hour), Topic: "enriched", Partition: 0, First: 220, Last: 249}.Format())
 	if strings.Join(keys, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("objects:\n%s\nwant:\n%s", strings.Join(keys, "\n"), strings.Join(want, "\n"))
 	}

@@ -1,6 +1,8 @@
 package storage
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -38,10 +40,10 @@ func BenchmarkArchive(b *testing.B) {
 			f.Value = 50 + rng.NormFloat64()
 			// the pipeline's seven derived figures per metric
 			for _, d := range []string{".delta", ".rate", ".mean", ".std", ".z", ".vol", ".stuck"} {
-				rows[i].Derived = append(rows[i].Derived, Field{f.Name + d, rng.NormFloat64()})
+				rows[i].Derived = append(rows[i].Derived, contract.Field{Name: f.Name + d, Value: rng.NormFloat64()})
 			}
 		}
-		rows[i].Derived = append(rows[i].Derived, Field{"dt_s", 1}, Field{"dt.z", rng.NormFloat64()})
+		rows[i].Derived = append(rows[i].Derived, contract.Field{Name: "dt_s", Value: 1}, contract.Field{Name: "dt.z", Value: rng.NormFloat64()})
 		rows[i].Score = rng.Float64() * 0.2
 		values[i] = enrichedJSON(rows[i])
 	}
@@ -54,8 +56,8 @@ func BenchmarkArchive(b *testing.B) {
 		b.SetBytes(size)
 		i := 0
 		for b.Loop() {
-			decoded := make([]EnrichedRow, n)
-			var dec EnrichedDecoder
+			decoded := make([]contract.Enriched, n)
+			var dec contract.EnrichedDecoder
 			for j, v := range values {
 				r, err := dec.Decode(v)
 				if err != nil {

@@ -1,250 +1,17 @@
 package storage
 
 import (
-	"bytes"
+	"github.com/vigil/vigil/contract"
+
 	"fmt"
 	"hash/fnv"
 	"io"
-	"strconv"
 	"strings"
-	"time"
 	"unsafe"
 
-	"github.com/go-json-experiment/json"
-	"github.com/go-json-experiment/json/jsontext"
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/compress/zstd"
 )
-
-// Field is one named number of a row (a metric or a derived figure).
-type Field struct {
-	Name  string
-	Value float64
-}
-
-// EnrichedRow is one enriched record as the archive stores it, with the
-// Kafka position it came from. Tags and the attribute maps stay JSON text,
-// which is how the archive stores them.
-type EnrichedRow struct {
-	ID          string
-	DeviceID    string
-	TS          time.Time
-	IngestedAt  time.Time
-	Region      string
-	Site        string
-	DeviceModel string
-	Lat         *float64
-	Lon         *float64
-	Tags        []byte // JSON array, or nil
-	DeviceAttrs []byte // JSON object, or nil
-	Attrs       []byte // JSON object, or nil
-	Metrics     []Field
-	Derived     []Field
-	Label       string
-	Score       float64
-	Threshold   float64
-	Model       string
-	// ShadowModel and ShadowScore are set while a candidate model runs in
-	// shadow beside Model.
-	ShadowModel string
-	ShadowScore *float64
-	// Incident is the alert id of the incident the reading belongs to.
-	Incident string
-
-	Partition int32
-	Offset    int64
-}
-
-// DecodeEnriched parses one enriched record value; see EnrichedDecoder.
-func DecodeEnriched(b []byte) (EnrichedRow, error) {
-	var d EnrichedDecoder
-	return d.Decode(b)
-}
-
-// EnrichedDecoder parses enriched record values in one pass over their
-// tokens: no reflection, no maps, field names interned, and (the records
-// are Vigil's own output) no duplicate-name or UTF-8 re-validation. Fields
-// it does not know are skipped, so a newer pipeline can add fields before
-// the archive learns them. Reuse one decoder for many records; it is not
-// safe for concurrent use.
-type EnrichedDecoder struct {
-	dec   *jsontext.Decoder
-	rd    bytes.Reader
-	names map[string]string
-}
-
-var trusted = []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
-
-// name reads a string token without allocating for names seen before.
-func (d *EnrichedDecoder) name() (string, error) {
-	v, err := d.dec.ReadValue()
-	if err != nil {
-		return "", err
-	}
-	if v.Kind() != '"' {
-		return "", fmt.Errorf("want a string, got %s", v.Kind())
-	}
-	raw := v[1 : len(v)-1]
-	if bytes.IndexByte(raw, '\\') >= 0 {
-		var s string
-		if err := json.Unmarshal(v, &s); err != nil {
-			return "", err
-		}
-		return s, nil
-	}
-	if s, ok := d.names[string(raw)]; ok {
-		return s, nil
-	}
-	s := string(raw)
-	if len(d.names) < 4096 {
-		d.names[s] = s
-	}
-	return s, nil
-}
-
-// Decode parses one record value.
-func (d *EnrichedDecoder) Decode(b []byte) (EnrichedRow, error) {
-	var r EnrichedRow
-	d.rd.Reset(b)
-	if d.dec == nil {
-		d.dec = jsontext.NewDecoder(&d.rd, trusted...)
-		d.names = map[string]string{}
-	} else {
-		d.dec.Reset(&d.rd, trusted...)
-	}
-	dec := d.dec
-	str := func() (string, error) {
-		tok, err := dec.ReadToken()
-		if err != nil {
-			return "", err
-		}
-		if tok.Kind() != '"' {
-			return "", fmt.Errorf("want a string, got %s", tok.Kind())
-		}
-		return tok.String(), nil
-	}
-	num := func() (float64, error) {
-		v, err := dec.ReadValue()
-		if err != nil {
-			return 0, err
-		}
-		if v.Kind() != '0' {
-			return 0, fmt.Errorf("want a number, got %s", v.Kind())
-		}
-		return strconv.ParseFloat(unsafeString(v), 64)
-	}
-	tm := func() (time.Time, error) {
-		v, err := dec.ReadValue()
-		if err != nil {
-			return time.Time{}, err
-		}
-		if v.Kind() != '"' {
-			return time.Time{}, fmt.Errorf("want a time string, got %s", v.Kind())
-		}
-		return time.Parse(time.RFC3339Nano, unsafeString(v[1:len(v)-1]))
-	}
-	raw := func() ([]byte, error) {
-		v, err := dec.ReadValue()
-		if err != nil {
-			return nil, err
-		}
-		return bytes.Clone(v), nil
-	}
-	fields := func(dst *[]Field) error {
-		tok, err := dec.ReadToken()
-		if err != nil {
-			return err
-		}
-		if tok.Kind() != '{' {
-			return fmt.Errorf("want an object, got %s", tok.Kind())
-		}
-		for dec.PeekKind() != '}' {
-			name, err := d.name()
-			if err != nil {
-				return err
-			}
-			v, err := num()
-			if err != nil {
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			*dst = append(*dst, Field{name, v})
-		}
-		_, err = dec.ReadToken()
-		return err
-	}
-	tok, err := dec.ReadToken()
-	if err != nil || tok.Kind() != '{' {
-		return r, fmt.Errorf("enriched record is not a JSON object")
-	}
-	for dec.PeekKind() != '}' {
-		name, err := d.name()
-		if err != nil {
-			return r, fmt.Errorf("enriched record: %w", err)
-		}
-		switch name {
-		case "id":
-			r.ID, err = str()
-		case "device_id":
-			r.DeviceID, err = d.name()
-		case "ts":
-			r.TS, err = tm()
-		case "ingested_at":
-			r.IngestedAt, err = tm()
-		case "region":
-			r.Region, err = d.name()
-		case "site":
-			r.Site, err = d.name()
-		case "device_model":
-			r.DeviceModel, err = d.name()
-		case "lat", "lon":
-			var v float64
-			v, err = num()
-			if name == "lat" {
-				r.Lat = &v
-			} else {
-				r.Lon = &v
-			}
-		case "tags":
-			r.Tags, err = raw()
-		case "device_attrs":
-			r.DeviceAttrs, err = raw()
-		case "attrs":
-			r.Attrs, err = raw()
-		case "label":
-			r.Label, err = d.name()
-		case "metrics":
-			err = fields(&r.Metrics)
-		case "derived":
-			err = fields(&r.Derived)
-		case "score":
-			r.Score, err = num()
-		case "threshold":
-			r.Threshold, err = num()
-		case "model":
-			r.Model, err = d.name()
-		case "incident":
-			r.Incident, err = d.name()
-		case "shadow_model":
-			r.ShadowModel, err = d.name()
-		case "shadow_score":
-			var v float64
-			v, err = num()
-			r.ShadowScore = &v
-		default:
-			err = dec.SkipValue()
-		}
-		if err != nil {
-			return r, fmt.Errorf("enriched record field %s: %w", name, err)
-		}
-	}
-	if r.ID == "" || r.DeviceID == "" || r.TS.IsZero() || r.IngestedAt.IsZero() {
-		return r, fmt.Errorf("enriched record lacks id, device_id, ts or ingested_at")
-	}
-	r.TS, r.IngestedAt = r.TS.UTC(), r.IngestedAt.UTC()
-	return r, nil
-}
-
-func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // Schema of the archive's Parquet files
 //
@@ -446,7 +213,7 @@ func NewFileWriter(w io.Writer, metrics, derived []string) *FileWriter {
 func (f *FileWriter) Rows() int { return f.rows }
 
 // Fits reports whether every metric and derived name of r has a column.
-func (f *FileWriter) Fits(r *EnrichedRow) bool {
+func (f *FileWriter) Fits(r *contract.Enriched) bool {
 	for _, m := range r.Metrics {
 		if _, ok := f.metricIdx[m.Name]; !ok {
 			return false
@@ -462,7 +229,7 @@ func (f *FileWriter) Fits(r *EnrichedRow) bool {
 
 // Write adds one row; r must fit (see Fits). A name without a column is
 // dropped, so check Fits first.
-func (f *FileWriter) Write(r *EnrichedRow) error {
+func (f *FileWriter) Write(r *contract.Enriched) error {
 	k := len(f.batch)
 	row := parquet.Row(f.values[k*f.ncols : (k+1)*f.ncols : (k+1)*f.ncols])
 	for _, j := range f.dynamic {
@@ -554,7 +321,7 @@ func (f *FileWriter) Close() (int64, error) {
 
 // WriteParquet writes rows as one Parquet file to w, with a column for
 // every metric and derived name any row has, and returns its size.
-func WriteParquet(w io.Writer, rows []EnrichedRow) (int64, error) {
+func WriteParquet(w io.Writer, rows []contract.Enriched) (int64, error) {
 	var metrics, derived []string
 	seenM, seenD := map[string]bool{}, map[string]bool{}
 	for i := range rows {

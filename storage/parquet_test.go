@@ -1,6 +1,8 @@
 package storage
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"bytes"
 	"context"
 	"database/sql"
@@ -16,18 +18,18 @@ import (
 	_ "github.com/duckdb/duckdb-go/v2" // DuckDB reads the archive back
 )
 
-func sampleRows(n int, start int64, metrics ...string) []EnrichedRow {
+func sampleRows(n int, start int64, metrics ...string) []contract.Enriched {
 	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	lat := 52.1
-	rows := make([]EnrichedRow, n)
+	rows := make([]contract.Enriched, n)
 	for i := range rows {
-		var m []Field
+		var m []contract.Field
 		for k, name := range metrics {
-			m = append(m, Field{name, float64(i*10 + k)})
+			m = append(m, contract.Field{Name: name, Value: float64(i*10 + k)})
 		}
-		rows[i] = EnrichedRow{ID: fmt.Sprintf("r%d", start+int64(i)), DeviceID: fmt.Sprintf("d%d", i%3), TS: t0.Add(time.Duration(i) * time.Second),
+		rows[i] = contract.Enriched{ID: fmt.Sprintf("r%d", start+int64(i)), DeviceID: fmt.Sprintf("d%d", i%3), TS: t0.Add(time.Duration(i) * time.Second),
 			IngestedAt: t0.Add(time.Duration(i) * time.Second), Region: "eu", Site: "s1", Lat: &lat, Lon: &lat,
-			Tags: []byte(`["a"]`), Attrs: []byte(`{"mode":"auto"}`), Metrics: m, Derived: []Field{{"temp.z", 1.5}},
+			Tags: []byte(`["a"]`), Attrs: []byte(`{"mode":"auto"}`), Metrics: m, Derived: []contract.Field{{Name: "temp.z", Value: 1.5}},
 			Score: 0.1, Threshold: 0.8, Model: "baseline-v1", Partition: 0, Offset: start + int64(i)}
 	}
 	return rows
@@ -47,7 +49,7 @@ func duck(t *testing.T) *sql.DB {
 // DuckDB, with NULL where a file lacks a metric.
 func TestParquetReadByDuckDB(t *testing.T) {
 	dir := t.TempDir()
-	write := func(rel string, rows []EnrichedRow) {
+	write := func(rel string, rows []contract.Enriched) {
 		var buf bytes.Buffer
 		if _, err := WriteParquet(&buf, rows); err != nil {
 			t.Fatal(err)
@@ -97,7 +99,7 @@ func TestColumnNames(t *testing.T) {
 }
 
 // enrichedJSON renders a row as the pipeline writes it on Kafka.
-func enrichedJSON(r EnrichedRow) []byte {
+func enrichedJSON(r contract.Enriched) []byte {
 	obj := map[string]any{"id": r.ID, "device_id": r.DeviceID, "ts": r.TS, "ingested_at": r.IngestedAt, "region": r.Region,
 		"site": r.Site, "score": r.Score, "threshold": r.Threshold, "model": r.Model, "lat": r.Lat, "lon": r.Lon}
 	m, d := map[string]float64{}, map[string]float64{}
@@ -123,16 +125,16 @@ func enrichedJSON(r EnrichedRow) []byte {
 
 func TestDecodeEnrichedRoundTrip(t *testing.T) {
 	for _, r := range sampleRows(3, 7, "temp", "rpm") {
-		got, err := DecodeEnriched(enrichedJSON(r))
+		got, err := contract.DecodeEnriched(enrichedJSON(r))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.ID != r.ID || !got.TS.Equal(r.TS) || got.Site != "s1" || *got.Lat != *r.Lat || len(got.Metrics) != 2 || string(got.Attrs) != `{"mode":"auto"}` || string(got.Tags) != `["a"]` || got.Derived[0] != (Field{"temp.z", 1.5}) {
+		if got.ID != r.ID || !got.TS.Equal(r.TS) || got.Site != "s1" || *got.Lat != *r.Lat || len(got.Metrics) != 2 || string(got.Attrs) != `{"mode":"auto"}` || string(got.Tags) != `["a"]` || got.Derived[0] != (contract.Field{Name: "temp.z", Value: 1.5}) {
 			t.Fatalf("round trip: %+v vs %+v", got, r)
 		}
 	}
 	for _, bad := range []string{`[]`, `{"id":"x"}`, `{"id":1}`, `{"id":"x","device_id":"d","ts":"nope","ingested_at":"2026-01-01T00:00:00Z"}`, `{"metrics":{"a":"b"}}`} {
-		if _, err := DecodeEnriched([]byte(bad)); err == nil {
+		if _, err := contract.DecodeEnriched([]byte(bad)); err == nil {
 			t.Errorf("%s accepted", bad)
 		}
 	}

@@ -12,7 +12,6 @@ import (
 	"io"
 	"net/http"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -109,7 +108,7 @@ func (s *Server) putNotebook(w http.ResponseWriter, r *http.Request) {
 		nb.Title = id
 	}
 	b, _ := json.Marshal(nb)
-	if _, err := s.o.Store.Put(r.Context(), "notebooks/"+id+".json", bytes.NewReader(b), int64(len(b))); err != nil {
+	if _, err := s.o.Store.Put(r.Context(), contract.NotebookKey(id), bytes.NewReader(b), int64(len(b))); err != nil {
 		s.log.Error("saving a notebook failed", zap.String("id", id), zap.Error(err))
 		writeErr(w, http.StatusServiceUnavailable, "could not store the notebook: "+err.Error())
 		return
@@ -136,7 +135,7 @@ func (s *Server) getNotebook(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) loadNotebook(ctx context.Context, id string) (*Notebook, error) {
-	rc, _, err := s.o.Store.Get(ctx, "notebooks/"+id+".json")
+	rc, _, err := s.o.Store.Get(ctx, contract.NotebookKey(id))
 	if err != nil {
 		return nil, err
 	}
@@ -149,14 +148,17 @@ func (s *Server) loadNotebook(ctx context.Context, id string) (*Notebook, error)
 }
 
 func (s *Server) listNotebooks(w http.ResponseWriter, r *http.Request) {
-	objs, err := s.o.Store.List(r.Context(), "notebooks/")
+	objs, err := s.o.Store.List(r.Context(), contract.NotebooksPrefix)
 	if err != nil {
 		writeErr(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
 	out := []map[string]any{}
 	for _, o := range objs {
-		id := strings.TrimSuffix(strings.TrimPrefix(o.Key, "notebooks/"), ".json")
+		id, ok := contract.NotebookID(o.Key)
+		if !ok {
+			continue
+		}
 		out = append(out, map[string]any{"id": id, "updated_at": o.Modified.UTC()})
 	}
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{"notebooks": out})
@@ -168,24 +170,11 @@ func (s *Server) deleteNotebook(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, "bad notebook id")
 		return
 	}
-	if err := s.o.Store.Delete(r.Context(), "notebooks/"+id+".json"); err != nil {
+	if err := s.o.Store.Delete(r.Context(), contract.NotebookKey(id)); err != nil {
 		writeErr(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// Feedback is an operator's verdict on an alert, stored under labels/ for
-// the trainer.
-type Feedback struct {
-	AlertID   string    `json:"alert_id"`
-	DeviceID  string    `json:"device_id"`
-	MessageID string    `json:"message_id"`
-	TS        time.Time `json:"ts"`
-	Region    string    `json:"region"`
-	Label     string    `json:"label"` // anomaly or normal
-	Note      string    `json:"note,omitzero"`
-	At        time.Time `json:"at"`
 }
 
 func (s *Server) feedback(w http.ResponseWriter, r *http.Request) {
@@ -210,9 +199,9 @@ func (s *Server) feedback(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, "no recent alert "+id)
 		return
 	}
-	fb := Feedback{AlertID: a.AlertID, DeviceID: a.DeviceID, MessageID: a.MessageID, TS: a.TS, Region: a.Region, Label: req.Label, Note: req.Note, At: time.Now().UTC()}
+	fb := contract.Verdict{AlertID: a.AlertID, DeviceID: a.DeviceID, MessageID: a.MessageID, TS: a.TS, Region: a.Region, Label: req.Label, Note: req.Note, At: time.Now().UTC()}
 	b, _ := json.Marshal(fb)
-	key := "labels/" + a.Region + "/" + a.AlertID + ".json"
+	key := contract.LabelKey(a.Region, a.AlertID)
 	if _, err := s.o.Store.Put(r.Context(), key, bytes.NewReader(b), int64(len(b))); err != nil {
 		writeErr(w, http.StatusServiceUnavailable, "could not store the label: "+err.Error())
 		return
@@ -224,14 +213,14 @@ func (s *Server) feedback(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) sites(w http.ResponseWriter, r *http.Request) {
-	objs, err := s.o.Store.List(r.Context(), "sites/")
+	objs, err := s.o.Store.List(r.Context(), contract.SitesPrefix)
 	if err != nil {
 		writeErr(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
 	out := []jsontext.Value{}
 	for _, o := range objs {
-		if !strings.HasSuffix(o.Key, "/status.json") {
+		if !contract.IsSiteStatusKey(o.Key) {
 			continue
 		}
 		rc, _, err := s.o.Store.Get(r.Context(), o.Key)

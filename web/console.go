@@ -1,6 +1,8 @@
 package web
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"context"
 	"database/sql"
 	"errors"
@@ -105,17 +107,6 @@ func (c *Console) Close() {
 	}
 }
 
-// objectHour parses dt and hr out of an archive object key.
-func objectHour(key string) (time.Time, bool) {
-	i := strings.Index(key, "/dt=")
-	j := strings.Index(key, "/hr=")
-	if i < 0 || j < 0 || j < i || len(key) < j+6 {
-		return time.Time{}, false
-	}
-	t, err := time.Parse("2006-01-02 15", key[i+4:i+14]+" "+key[j+4:j+6])
-	return t, err == nil
-}
-
 // StartLoad begins loading a sample of fraction of the archived rows whose
 // hour lies in [from, to] (zero: unbounded). It returns at once; Status
 // shows progress. A load already running is an error.
@@ -166,10 +157,11 @@ func (c *Console) doLoad(fraction float64, from, to time.Time) error {
 	}
 	var keys []storage.ObjectInfo
 	for _, o := range objs {
-		h, ok := objectHour(o.Key)
-		if !ok || !strings.HasSuffix(o.Key, ".parquet") {
+		k, err := contract.ParseArchiveKey(o.Key)
+		if err != nil {
 			continue
 		}
+		h := k.Hour
 		if (!from.IsZero() && h.Add(time.Hour).Before(from)) || (!to.IsZero() && h.After(to)) {
 			continue
 		}

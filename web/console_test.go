@@ -1,6 +1,8 @@
 package web
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"bytes"
 	"context"
 	"errors"
@@ -28,17 +30,17 @@ func archive(t testing.TB, n, per int) storage.Store {
 	rng := rand.New(rand.NewPCG(1, 1))
 	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	for f := 0; f*per < n; f++ {
-		rows := make([]storage.EnrichedRow, 0, per)
+		rows := make([]contract.Enriched, 0, per)
 		for i := f * per; i < min(n, (f+1)*per); i++ {
-			rows = append(rows, storage.EnrichedRow{ID: fmt.Sprintf("r%d", i), DeviceID: fmt.Sprintf("d%d", i%1000), TS: t0.Add(time.Duration(i) * time.Millisecond),
+			rows = append(rows, contract.Enriched{ID: fmt.Sprintf("r%d", i), DeviceID: fmt.Sprintf("d%d", i%1000), TS: t0.Add(time.Duration(i) * time.Millisecond),
 				IngestedAt: t0.Add(time.Duration(i) * time.Millisecond), Region: []string{"eu", "us"}[f%2], Site: fmt.Sprintf("site-%d", i%10),
-				Metrics: []storage.Field{{Name: "temp_c", Value: 60 + rng.NormFloat64()}}, Score: rng.Float64(), Threshold: 0.8, Model: "baseline-v1", Offset: int64(i)})
+				Metrics: []contract.Field{{Name: "temp_c", Value: 60 + rng.NormFloat64()}}, Score: rng.Float64(), Threshold: 0.8, Model: "baseline-v1", Offset: int64(i)})
 		}
 		var buf bytes.Buffer
 		if _, err := storage.WriteParquet(&buf, rows); err != nil {
 			t.Fatal(err)
 		}
-		key := storage.ObjectKey(rows[0].Region, t0, "vigil.enriched", 0, int64(f*per), int64(f*per+len(rows)-1))
+		key := contract.ArchiveKey{Region: rows[0].Region, Hour: t0, Topic: "vigil.enriched", Partition: 0, First: int64(f * per), Last: int64(f*per + len(rows) - 1)}.Format()
 		if _, err := st.Put(context.Background(), key, &buf, int64(buf.Len())); err != nil {
 			t.Fatal(err)
 		}

@@ -25,7 +25,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vigil/vigil/ml"
-	"github.com/vigil/vigil/pipeline"
 	"github.com/vigil/vigil/storage"
 )
 
@@ -48,8 +47,8 @@ type Registry interface {
 
 // Alerts is what the API needs of the alert store.
 type Alerts interface {
-	Query(limit int, device string, since time.Time) []pipeline.Alert
-	Get(id string) (pipeline.Alert, bool)
+	Query(limit int, device string, since time.Time) []contract.Alert
+	Get(id string) (contract.Alert, bool)
 }
 
 // Check is one readiness check: nil when ready, else what is missing.
@@ -88,7 +87,7 @@ type Server struct {
 	ln  net.Listener
 
 	feedbackMu   sync.Mutex
-	feedbackSeen map[string]Feedback
+	feedbackSeen map[string]contract.Verdict
 }
 
 // New builds the server and binds its listener, so the address is known
@@ -97,7 +96,7 @@ func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	s := &Server{o: o, log: o.Logger, feedbackSeen: map[string]Feedback{}}
+	s := &Server{o: o, log: o.Logger, feedbackSeen: map[string]contract.Verdict{}}
 	ln, err := net.Listen("tcp", o.Config.Addr)
 	if err != nil {
 		return nil, errors.New("listen on http.addr " + o.Config.Addr + ": " + err.Error() + "; choose another address with VIGIL_HTTP_ADDR")
@@ -258,8 +257,8 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) {
 	site, severity := q.Get("site"), q.Get("severity")
 	all := s.o.Alerts.Query(10000, q.Get("device"), since)
 	type withFeedback struct {
-		pipeline.Alert
-		Feedback *Feedback `json:"feedback,omitzero"`
+		contract.Alert
+		Feedback *contract.Verdict `json:"feedback,omitzero"`
 	}
 	out := make([]withFeedback, 0, min(limit, len(all)))
 	s.feedbackMu.Lock()

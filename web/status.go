@@ -1,6 +1,8 @@
 package web
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"bytes"
 	"context"
 	"time"
@@ -73,7 +75,7 @@ func (w *StatusWriter) Run(ctx context.Context) error {
 		cancel()
 		b, _ := json.Marshal(st)
 		pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := w.Store.Put(pctx, "sites/"+w.Region+"/status.json", bytes.NewReader(b), int64(len(b)))
+		_, err := w.Store.Put(pctx, contract.SiteStatusKey(w.Region), bytes.NewReader(b), int64(len(b)))
 		pcancel()
 		if err != nil && !failing && ctx.Err() == nil {
 			w.Logger.Warn("could not publish this region's status to the bucket; retrying", zap.Error(err))
