@@ -63,9 +63,6 @@ type LoadOptions struct {
 	Seed     uint64
 }
 
-// ArchivePrefix is where the archiver writes the enriched Parquet objects.
-const ArchivePrefix = "enriched/"
-
 // rawRow is a row before the metric set is chosen.
 type rawRow struct {
 	ts    time.Time
@@ -85,9 +82,9 @@ func LoadArchive(ctx context.Context, st storage.Store, opt LoadOptions) (*Datas
 	if log == nil {
 		log = zap.NewNop()
 	}
-	objs, err := st.List(ctx, ArchivePrefix)
+	objs, err := st.List(ctx, contract.ArchivePrefix)
 	if err != nil {
-		return nil, fmt.Errorf("list the archive (%s%s): %w", st, ArchivePrefix, err)
+		return nil, fmt.Errorf("list the archive (%s%s): %w", st, contract.ArchivePrefix, err)
 	}
 	var picked []storage.ObjectInfo
 	var total int64
@@ -106,7 +103,7 @@ func LoadArchive(ctx context.Context, st storage.Store, opt LoadOptions) (*Datas
 		total += o.Size
 	}
 	if len(picked) == 0 {
-		return nil, fmt.Errorf("the archive %s%s holds no Parquet objects to train on (%d objects listed); wait for the archiver to flush (archive.flush_interval)", st, ArchivePrefix, len(objs))
+		return nil, fmt.Errorf("the archive %s%s holds no Parquet objects to train on (%d objects listed); wait for the archiver to flush (archive.flush_interval)", st, contract.ArchivePrefix, len(objs))
 	}
 	feedback, nfb, err := loadFeedback(ctx, st)
 	if err != nil {
@@ -185,12 +182,32 @@ type loader struct {
 	from, to  time.Time
 }
 
+// What an archive column feeds.
+type colKind int
+
+const (
+	colSkip colKind = iota
+	colMetric
+	colDerived
+	colDtS
+	colDtZ
+	colTS
+	colLabel
+	colID
+	colAttrs
+	colRegion
+)
+
 // colRole says what an archive column feeds.
 type colRole struct {
-	kind   int // 0 skip, 1 metric value, 2 metric derived, 3 dt_s, 4 dt.z, 5 ts, 6 label, 7 id, 8 attrs, 9 region
+	kind   colKind
 	metric int
-	off    int // 0 value, 1 delta, 2 z, 3 vol
+	off    int // the feature's place in the metric's block: featureSuffixes
 }
+
+// featureSuffixes are the per-metric features, in vector order: the value
+// ("") and three of the pipeline's derived figures (contract.MetricSuffixes).
+var featureSuffixes = [perMetric]string{"", contract.SuffixDelta, contract.SuffixZ, contract.SuffixVol}
 
 func (l *loader) metric(col string) int {
 	i, ok := l.metricIdx[col]
@@ -207,44 +224,28 @@ func (l *loader) metric(col string) int {
 // file whose name they extend.
 func (l *loader) roles(schema *parquet.Schema) []colRole {
 	cols := schema.Columns()
-	metrics := map[string]bool{}
+	// the archive's column of each figure the vectors use
+	byName := map[string]colRole{
+		"ts": {kind: colTS}, "label": {kind: colLabel}, "id": {kind: colID}, "attrs": {kind: colAttrs}, "region": {kind: colRegion},
+		storage.ColumnName("d_", contract.DtS): {kind: colDtS},
+		storage.ColumnName("d_", contract.DtZ): {kind: colDtZ},
+	}
 	for _, c := range cols {
-		if len(c) == 1 && strings.HasPrefix(c[0], "m_") {
-			metrics[c[0][2:]] = true
+		if len(c) != 1 || !strings.HasPrefix(c[0], "m_") {
+			continue
+		}
+		mcol := c[0]
+		byName[mcol] = colRole{kind: colMetric, metric: l.metric(mcol)}
+		for off, suf := range featureSuffixes[1:] {
+			// mcol[2:] is already a column-safe name: ColumnName of it plus
+			// the suffix is the derived figure's column
+			byName[storage.ColumnName("d_", mcol[2:]+suf)] = colRole{kind: colDerived, metric: l.metric(mcol), off: off + 1}
 		}
 	}
 	out := make([]colRole, len(cols))
 	for i, c := range cols {
-		if len(c) != 1 {
-			continue
-		}
-		name := c[0]
-		switch {
-		case name == "ts":
-			out[i] = colRole{kind: 5}
-		case name == "label":
-			out[i] = colRole{kind: 6}
-		case name == "id":
-			out[i] = colRole{kind: 7}
-		case name == "attrs":
-			out[i] = colRole{kind: 8}
-		case name == "region":
-			out[i] = colRole{kind: 9}
-		case name == "d_dt_s":
-			out[i] = colRole{kind: 3}
-		case name == "d_dt_z":
-			out[i] = colRole{kind: 4}
-		case strings.HasPrefix(name, "m_"):
-			out[i] = colRole{kind: 1, metric: l.metric(name)}
-		case strings.HasPrefix(name, "d_"):
-			for off, suf := range []string{"", "_delta", "_z", "_vol"} {
-				if off == 0 || !strings.HasSuffix(name, suf) {
-					continue
-				}
-				if m := strings.TrimSuffix(name[2:], suf); metrics[m] {
-					out[i] = colRole{kind: 2, metric: l.metric("m_" + m), off: off}
-				}
-			}
+		if len(c) == 1 {
+			out[i] = byName[c[0]]
 		}
 	}
 	return out
@@ -305,33 +306,33 @@ func (l *loader) add(row parquet.Row, roles []colRole) {
 		}
 		role := roles[c]
 		switch role.kind {
-		case 1, 2:
+		case colMetric, colDerived:
 			a := r.vals[role.metric]
 			a[role.off] = v.Double()
 			r.vals[role.metric] = a
-		case 3:
+		case colDtS:
 			r.dt[0] = v.Double()
-		case 4:
+		case colDtZ:
 			r.dt[1] = v.Double()
-		case 5:
+		case colTS:
 			r.ts = time.UnixMicro(v.Int64()).UTC()
-		case 6:
+		case colLabel:
 			switch string(v.ByteArray()) {
-			case "anomaly":
+			case contract.VerdictAnomaly:
 				r.label = 1
-			case "normal":
+			case contract.VerdictNormal:
 				r.label = 0
 			}
-		case 7:
+		case colID:
 			r.id = string(v.ByteArray())
-		case 8:
+		case colAttrs:
 			var m map[string]string
 			if json.Unmarshal(v.ByteArray(), &m) == nil {
 				for k, val := range m {
 					r.attrs = append(r.attrs, k+"="+val)
 				}
 			}
-		case 9:
+		case colRegion:
 			l.regions[string(v.ByteArray())] = true
 		}
 	}

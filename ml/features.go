@@ -1,6 +1,8 @@
 package ml
 
 import (
+	"github.com/vigil/vigil/contract"
+
 	"hash/fnv"
 	"strconv"
 
@@ -32,9 +34,11 @@ func (f Features) Names() []string {
 	out := make([]string, 0, f.Width())
 	for _, m := range f.Metrics {
 		n := m[2:]
-		out = append(out, n, n+".delta", n+".z", n+".vol")
+		for _, suf := range featureSuffixes {
+			out = append(out, n+suf)
+		}
 	}
-	out = append(out, "dt_s", "dt.z")
+	out = append(out, contract.DtS, contract.DtZ)
 	for i := 0; i < f.Buckets; i++ {
 		out = append(out, "attr_hash_"+strconv.Itoa(i))
 	}

@@ -413,7 +413,7 @@ func (s *Service) due(ctx context.Context, lastModel time.Time) string {
 	}
 	// listing the archive grows with it: at most once a minute, not every tick
 	s.listedAt = time.Now()
-	objs, err := s.o.Store.List(ctx, ArchivePrefix)
+	objs, err := s.o.Store.List(ctx, contract.ArchivePrefix)
 	if err != nil {
 		return ""
 	}

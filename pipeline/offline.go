@@ -25,3 +25,10 @@ func (o *Offline) Step(r *contract.Reading) ([]byte, *StepResult) {
 	o.buf = o.pr.Step(o.part, r, true, o.buf[:0], &o.res)
 	return o.buf, &o.res
 }
+
+// SetScorers puts s (nil: the baseline) and an optional shadow in charge
+// from the next Step, as the models service does for the stream.
+func (o *Offline) SetScorers(s, shadow Scorer) {
+	o.pr.SetScorers(s, shadow)
+	o.pr.BeginBatch()
+}
