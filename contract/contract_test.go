@@ -22,7 +22,7 @@ func TestEnrichedRoundTrip(t *testing.T) {
 		Attrs:   []Attr{{Name: "mode", Value: "auto \"quoted\""}}, Label: "anomaly"}
 	s := Scored{Region: "eu-west", Device: &Device{DeviceID: "pump-17", Site: "plant-a", Model: "P7", Lat: &lat, Lon: &lon, Tags: []string{"north"}, Attrs: map[string]string{"line": "3"}},
 		Derived: []Derived{{Metric: DtS, Value: 1}, {Metric: "temp_c", Suffix: SuffixZ, Value: -2.5}, {Metric: Multivariate, Value: 0.125}},
-		Score: 0.97, Threshold: 0.8, Model: "baseline-v1", ShadowModel: "v7", ShadowScore: 0.5, Incident: "a-1"}
+		Score:   0.97, Threshold: 0.8, Model: "baseline-v1", ShadowModel: "v7", ShadowScore: 0.5, Incident: "a-1"}
 	b := AppendEnriched(nil, &r, &s)
 	e, err := DecodeEnriched(b)
 	if err != nil {
