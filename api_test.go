@@ -123,6 +123,13 @@ func TestConsoleAPI(t *testing.T) {
 	if _, b, _ := s.do("GET", "/api/v1/alerts?device=fb-1", s.token, "", nil); !strings.Contains(string(b), `"feedback":{`) {
 		t.Fatalf("alert list lacks the verdict: %s", b)
 	}
+	// the verdict survives a restart: the alerts list reloads it from labels/
+	s.stop()
+	s.startInProcess()
+	waitFor(t, 10*time.Second, "the verdict in the alerts list after a restart", func() bool {
+		_, b, _ := s.do("GET", "/api/v1/alerts?device=fb-1", s.token, "", nil)
+		return strings.Contains(string(b), `"feedback":{`) && strings.Contains(string(b), `"note":"bearing`)
+	})
 
 	nb := `{"title":"Fleet","paragraphs":[{"sql":"SELECT 1","chart":"bar","refresh":30}]}`
 	if code, b, _ := s.do("PUT", "/api/v1/notebooks/fleet", s.token, "application/json", []byte(nb)); code != 200 {

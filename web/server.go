@@ -1,6 +1,8 @@
 package web
 
 import (
+	"io"
+
 	"github.com/vigil/vigil/internal/httpx"
 
 	"github.com/vigil/vigil/contract"
@@ -119,6 +121,9 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // Run serves until ctx ends, then stops taking requests and waits (up to
 // http.shutdown_timeout) for the requests in flight.
 func (s *Server) Run(ctx context.Context) error {
+	loaded := make(chan struct{})
+	go func() { defer close(loaded); s.loadVerdicts(ctx) }()
+	defer func() { <-loaded }()
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.ln) }()
 	select {
@@ -136,6 +141,44 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// loadVerdicts reads the operators' verdicts stored under labels/ (by this
+// or any earlier process), so the alerts list shows them after a restart.
+// A verdict given meanwhile is newer and kept.
+func (s *Server) loadVerdicts(ctx context.Context) {
+	if s.o.Store == nil {
+		return
+	}
+	start := time.Now()
+	objs, err := s.o.Store.List(ctx, contract.LabelsPrefix)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("cannot list the operators' verdicts; the alerts list shows only verdicts given from now on. Check the bucket", zap.String("prefix", contract.LabelsPrefix), zap.Error(err))
+		}
+		return
+	}
+	n := 0
+	for _, o := range objs {
+		rc, _, err := s.o.Store.Get(ctx, o.Key)
+		if err != nil {
+			continue // deleted since listed, or the store is going away
+		}
+		var v contract.Verdict
+		err = json.UnmarshalRead(io.LimitReader(rc, 1<<20), &v, json.RejectUnknownMembers(false))
+		rc.Close()
+		if err != nil || v.AlertID == "" {
+			s.log.Warn("skipping a verdict that does not decode", zap.String("key", o.Key), zap.Error(err))
+			continue
+		}
+		s.feedbackMu.Lock()
+		if old, ok := s.feedbackSeen[v.AlertID]; !ok || old.At.Before(v.At) {
+			s.feedbackSeen[v.AlertID] = v
+		}
+		s.feedbackMu.Unlock()
+		n++
+	}
+	s.log.Info("operators' verdicts loaded", zap.Int("verdicts", n), zap.Duration("took", time.Since(start)))
 }
 
 // Router builds the chi router.
