@@ -51,6 +51,10 @@ type Config struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"`
 	} `yaml:"log"`
+	Shutdown struct {
+		// Budget is how long a graceful stop may take, all phases together.
+		Budget time.Duration `yaml:"budget"`
+	} `yaml:"shutdown"`
 }
 
 // loadConfig starts from the built-in defaults, applies the file (when
@@ -101,6 +105,9 @@ func (c Config) Validate() error {
 		if err := s.v.Validate(); err != nil {
 			return fmt.Errorf("%s.%w", s.name, err)
 		}
+	}
+	if c.Shutdown.Budget < time.Second || c.Shutdown.Budget > time.Hour {
+		return fmt.Errorf("shutdown.budget: must be between 1s and 1h, got %s", c.Shutdown.Budget)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

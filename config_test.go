@@ -62,6 +62,8 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"VIGIL_PIPELINE_GROUP=", "pipeline.group"},
 		{"VIGIL_SIMULATE_RATE=0", "simulate.rate"},
 		{"VIGIL_LOG_LEVEL=loud", "log.level"},
+		{"VIGIL_SHUTDOWN_BUDGET=0s", "shutdown.budget"},
+		{"VIGIL_SHUTDOWN_BUDGET=2h", "shutdown.budget"},
 		{"VIGIL_KAFKA_BROKRS=a:1", "VIGIL_KAFKA_BROKRS"},
 	}
 	for _, c := range cases {

@@ -120,6 +120,7 @@ func TestKillNineLosesNothing(t *testing.T) {
 			if !strings.Contains(s.logs.String(), "Vigil stopped") {
 				t.Fatal("SIGTERM: no orderly stop in the log")
 			}
+			checkShutdownPhases(t, s.logs.String(), 60*time.Second)
 		}
 		close(stop)
 		wg.Wait()

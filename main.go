@@ -24,7 +24,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/vigil/vigil/bus"
 	"github.com/vigil/vigil/ingest"
@@ -39,9 +38,20 @@ import (
 var version = "dev"
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		sig := <-sigs
+		fmt.Fprintf(os.Stderr, "vigil: %s: stopping in order (a second signal exits at once)\n", sig)
+		cancel()
+		sig = <-sigs
+		fmt.Fprintf(os.Stderr, "vigil: second signal (%s) during the shutdown: exiting now without finishing it; readings acknowledged before are in Kafka, the stream resumes from its last commit at the next start\n", sig)
+		os.Exit(2)
+	}()
 	err := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
-	stop()
+	signal.Stop(sigs)
+	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vigil:", err)
 		os.Exit(1)
@@ -133,7 +143,12 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	defer b.Close()
+	closeOnErr := []func(){b.Close} // what is open, closed in reverse if serve fails before the conductor owns it
+	defer func() {
+		for i := len(closeOnErr) - 1; i >= 0; i-- {
+			closeOnErr[i]()
+		}
+	}()
 
 	sctx, cancelStore := context.WithTimeout(ctx, 30*time.Second)
 	store, err := storage.Open(sctx, cfg.Storage, cfg.Data.Dir)
@@ -150,10 +165,12 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
+	closeOnErr = append(closeOnErr, registry.Close)
 	ing, err := ingest.NewHandler(cfg.Ingest, cfg.Region, cfg.Kafka.Topics.Raw, registry, b.Opts(), log.Named("ingest"), reg)
 	if err != nil {
 		return err
 	}
+	closeOnErr = append(closeOnErr, func() { ing.Close(context.Background()) })
 	alerts := pipeline.NewAlertStore(cfg.Kafka.Topics.Alerts, cfg.Pipeline.AlertStoreSize, b.Opts(), log.Named("alerts"))
 	txnID := "" // fresh per start: see DESIGN.md, "the embedded broker after a crash"
 	if !cfg.Kafka.Embedded() {
@@ -194,7 +211,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		return fmt.Errorf("data.dir: %w", err)
 	}
 	console := web.NewConsole(cfg.Console, store, consoleDir, log.Named("console"))
-	defer console.Close()
+	closeOnErr = append(closeOnErr, console.Close)
 	status := &web.StatusWriter{Region: cfg.Region, Store: store, Models: models, Gatherer: reg, Interval: cfg.Console.StatusInterval, KafkaOpts: b.Opts(),
 		Topics: []string{cfg.Kafka.Topics.Raw, cfg.Kafka.Topics.Enriched, cfg.Kafka.Topics.Alerts, cfg.Kafka.Topics.DLQ}, Logger: log.Named("status")}
 	srv, err := web.New(web.Options{
@@ -222,39 +239,54 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		log.Info("no admin.token configured; made one for this run. Open the status page at " + base + "/?token=" + token + " (API clients: Authorization: Bearer " + token + ")")
 	}
 
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return registry.Run(gctx) })
-	g.Go(func() error { return alerts.Run(gctx) })
-	g.Go(func() error { return stream.Run(gctx) })
-	g.Go(func() error { return srv.Run(gctx) })
-	g.Go(func() error { return status.Run(gctx) })
-	g.Go(func() error { return models.Run(gctx) })
+	closeOnErr = nil // the conductor closes them, in phases
+	c := newConductor(log.Named("lifecycle"))
+	c.start("registry", registry.Run)
+	c.start("alerts", alerts.Run)
+	c.start("stream", stream.Run)
+	c.start("http", srv.Run)
+	c.start("status", status.Run)
+	c.start("models", models.Run)
 	if cfg.Archive.Enabled {
-		g.Go(func() error { return archiver.Run(gctx) })
+		c.start("archive", archiver.Run)
 	}
 	var fleet *simulate.Fleet
 	if *sim {
 		fleet = simulate.New(simulate.Options{Config: cfg.Simulate, URL: base, AdminToken: token, Logger: log.Named("simulate")})
-		g.Go(func() error {
-			if err := fleet.Run(gctx); err != nil {
+		c.start("simulate", func(ctx context.Context) error {
+			if err := fleet.Run(ctx); err != nil {
 				log.Error("simulated fleet stopped", zap.Error(err))
 			}
+			<-ctx.Done() // a fleet that gave up does not stop the server
 			return nil
 		})
-		g.Go(func() error { return logAlerts(gctx, alerts, log.Named("alerts")) })
+		c.start("alert-log", func(ctx context.Context) error { return logAlerts(ctx, alerts, log.Named("alerts")) })
 	}
-	err = g.Wait()
-	log.Info("stopping: HTTP closed, last micro-batch committed")
+	cause := c.wait(ctx)
+	if cause != nil {
+		log.Error("a component stopped; shutting down", zap.Error(cause))
+	} else {
+		log.Info("stopping", zap.Duration("budget", cfg.Shutdown.Budget))
+	}
+	err = c.shutdown(cfg.Shutdown.Budget, []phase{
+		{name: "http", comps: []string{"simulate", "alert-log", "http", "status"}},           // stop taking requests
+		{name: "ingest", fn: func(ctx context.Context) error { ing.Close(ctx); return nil }}, // what was acknowledged is in Kafka
+		{name: "stream", comps: []string{"stream"}},                                          // the last micro-batch committed
+		{name: "archive", comps: []string{"archive"}},                                        // what it holds flushed to the bucket
+		{name: "models", comps: []string{"models"}},                                          // the trainer lease released
+		{name: "readers", comps: []string{"registry", "alerts"}, fn: func(context.Context) error { console.Close(); return nil }},
+		{name: "broker", fn: func(context.Context) error { b.Close(); return nil }},
+	})
 	if fleet != nil {
 		// the server is stopped; score what the store already holds
 		if r, rerr := fleetReportFromStore(fleet, alerts); rerr == nil {
 			fmt.Fprint(stdout, r.String())
 		}
 	}
-	fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	ing.Close(fctx)
-	cancel()
-	if err != nil && !errors.Is(err, context.Canceled) {
+	if cause != nil {
+		return cause
+	}
+	if err != nil {
 		return err
 	}
 	log.Info("Vigil stopped")

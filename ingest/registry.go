@@ -89,8 +89,13 @@ type Registry struct {
 	byKey    map[string]*Principal
 	regMu    sync.Mutex // serialises registrations of this process
 
-	ready chan struct{}
+	ready     chan struct{}
+	closeOnce sync.Once
 }
+
+// Close closes the registry's Kafka client; Run closes it when it returns,
+// so Close is for a registry whose Run never started.
+func (r *Registry) Close() { r.closeOnce.Do(r.cl.Close) }
 
 // NewRegistry builds a registry over the given topic; opts are the bus's
 // client options. Run must be called to load and follow the topic.
@@ -122,7 +127,7 @@ func (r *Registry) Ready() <-chan struct{} { return r.ready }
 // Run loads the registry topic and follows it until ctx ends. It closes the
 // client when it returns.
 func (r *Registry) Run(ctx context.Context) error {
-	defer r.cl.Close()
+	defer r.Close()
 	end, err := r.endOffsets(ctx)
 	if err != nil {
 		return err
