@@ -93,9 +93,6 @@ func Open(ctx context.Context, cfg Config, dataDir string, log *zap.Logger) (*Bu
 // Seeds returns the broker addresses clients connect to.
 func (b *Bus) Seeds() []string { return b.seeds }
 
-// Config returns the configuration the bus was opened with.
-func (b *Bus) Config() Config { return b.cfg }
-
 // Opts returns a fresh copy of the client options every Vigil client starts
 // from: seeds, client id, TLS, SASL and a zap logger.
 func (b *Bus) Opts(extra ...kgo.Opt) []kgo.Opt {
@@ -195,9 +192,6 @@ func (b *Bus) Ping(ctx context.Context) error {
 	_, err := kadm.NewClient(b.admin).BrokerMetadata(ctx)
 	return err
 }
-
-// Admin returns a kadm client over the bus's shared admin connection.
-func (b *Bus) Admin() *kadm.Client { return kadm.NewClient(b.admin) }
 
 // Close closes the admin client and stops the embedded broker, flushing its
 // state to disk.

@@ -1,7 +1,6 @@
 // Package ml owns the trained models: training, cross-validation, the model
 // registry in the bucket, and the leader lease that makes exactly one
-// process (across every region sharing the bucket) the trainer. So far it
-// holds the lease; the trainer and registry are the next pieces of work.
+// process (across every region sharing the bucket) the trainer.
 package ml
 
 import (

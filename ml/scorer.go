@@ -35,9 +35,6 @@ func NewModelScorer(meta ModelMeta, f *Forest, thr float64) *ModelScorer {
 // Name implements pipeline.Scorer: the model version.
 func (s *ModelScorer) Name() string { return s.meta.Version }
 
-// Meta is the model's metadata.
-func (s *ModelScorer) Meta() ModelMeta { return s.meta }
-
 // Raw is the forest's own score of o.
 func (s *ModelScorer) Raw(o *pipeline.Observation) float64 {
 	return s.f.Score(s.v.vector(o, s.vec))

@@ -94,9 +94,6 @@ func (pr *Processor) SetScorers(s, shadow Scorer) {
 	pr.pending.Store(&scorerBox{s: s, shadow: shadow})
 }
 
-// SetScorer swaps the scorer (no shadow) at the next BeginBatch.
-func (pr *Processor) SetScorer(s Scorer) { pr.SetScorers(s, nil) }
-
 // BeginBatch puts the scorers last handed over in charge; the stream calls
 // it between micro-batches. It reports whether they changed.
 func (pr *Processor) BeginBatch() bool {

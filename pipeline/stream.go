@@ -37,7 +37,6 @@ type StreamOptions struct {
 	// StateDir holds the per-partition state snapshots.
 	StateDir string
 	Devices  DeviceLookup
-	Scorer   Scorer
 	Logger   *zap.Logger
 	Registry prometheus.Registerer
 }
@@ -55,7 +54,6 @@ type Stream struct {
 	parts    map[int32]*partition
 	coldAll  atomic.Bool
 	lastLoop atomic.Int64 // unix nanos of the last loop iteration
-	lagTotal atomic.Int64
 	running  atomic.Bool
 }
 
@@ -69,7 +67,7 @@ func NewStream(o StreamOptions) (*Stream, error) {
 		return nil, err
 	}
 	s := &Stream{o: o, cfg: o.Config, log: o.Logger, m: m, parts: map[int32]*partition{},
-		proc: NewProcessor(o.Config, o.Region, o.Devices, o.Scorer),
+		proc: NewProcessor(o.Config, o.Region, o.Devices, nil),
 		snap: &snapshots{dir: o.StateDir, group: o.Config.Group, topic: o.Topics.Raw}}
 	return s, nil
 }
@@ -81,10 +79,6 @@ func (s *Stream) Processor() *Processor { return s.proc }
 func (s *Stream) Healthy() bool {
 	return s.running.Load() && time.Since(time.Unix(0, s.lastLoop.Load())) < 30*time.Second
 }
-
-// Lag is the number of raw records fetched-but-unprocessed behind the high
-// watermark, summed over partitions, as of the last batch.
-func (s *Stream) Lag() int64 { return s.lagTotal.Load() }
 
 // Run consumes until ctx ends. A failed session (a non-retryable Kafka
 // error) is logged and replaced after a backoff; Run returns only when ctx
@@ -264,7 +258,6 @@ func (s *Stream) runSession(ctx context.Context) error {
 			continue
 		}
 		done := time.Now()
-		s.lagTotal.Store(lag)
 		s.m.batches.Inc()
 		s.m.batchSize.Observe(float64(nReadings + nDup + nDLQ))
 		s.m.batchTime.Observe(done.Sub(start).Seconds())

@@ -48,17 +48,17 @@ type Archiver struct {
 // file is one Parquet file of a partition: open (rows are encoded into
 // buf as they arrive) or closed and waiting for the store.
 type file struct {
-	buf        *bytes.Buffer
-	fw         *FileWriter
-	data       []byte // the whole file, once closed
-	encodeErr  error
-	rows       int
-	region     string
-	bucket     time.Time
-	first      int64
-	last       int64
-	maxIngest  time.Time
-	leaderEpoc int32
+	buf         *bytes.Buffer
+	fw          *FileWriter
+	data        []byte // the whole file, once closed
+	encodeErr   error
+	rows        int
+	region      string
+	bucket      time.Time
+	first       int64
+	last        int64
+	maxIngest   time.Time
+	leaderEpoch int32
 }
 
 func newFile(row *contract.Enriched, bucket time.Time, offset int64, epoch int32) *file {
@@ -74,7 +74,7 @@ func newFile(row *contract.Enriched, bucket time.Time, offset int64, epoch int32
 		derived = append(derived, d.Name)
 	}
 	buf := &bytes.Buffer{}
-	return &file{buf: buf, fw: NewFileWriter(buf, metrics, dedupe(derived)), region: row.Region, bucket: bucket, first: offset, leaderEpoc: epoch}
+	return &file{buf: buf, fw: NewFileWriter(buf, metrics, dedupe(derived)), region: row.Region, bucket: bucket, first: offset, leaderEpoch: epoch}
 }
 
 func dedupe(names []string) []string {
@@ -277,7 +277,7 @@ func (a *Archiver) add(ctx context.Context, ap *archPart, rec *kgo.Record) {
 	}
 	f.rows++
 	f.last = rec.Offset
-	f.leaderEpoc = rec.LeaderEpoch
+	f.leaderEpoch = rec.LeaderEpoch
 	if row.IngestedAt.After(f.maxIngest) {
 		f.maxIngest = row.IngestedAt
 	}
@@ -354,7 +354,7 @@ func (a *Archiver) storePending(ctx context.Context, ap *archPart, force bool) {
 			a.m.up.Set(1)
 			a.log.Info("object store is back; catching up", zap.String("store", a.o.Store.String()))
 		}
-		a.commit(ctx, ap.p, f.last+1, f.leaderEpoc)
+		a.commit(ctx, ap.p, f.last+1, f.leaderEpoch)
 		ap.archived = append(ap.archived, archivedMark{next: f.last + 1, maxIngest: f.maxIngest})
 		if len(ap.archived) > 10000 {
 			ap.archived = ap.archived[len(ap.archived)-10000:]

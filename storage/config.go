@@ -1,7 +1,6 @@
 // Package storage owns the object store: the S3 (minio-go) and local
-// directory implementations, the Parquet writer and the archiver. Only its
-// configuration exists so far; the archiver is the next piece of work (see
-// the README's status section).
+// directory implementations of Store, the archive's Parquet writer, and
+// the archiver that moves the enriched topic into the bucket.
 package storage
 
 import (
