@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"github.com/vigil/vigil/bus"
 	"github.com/vigil/vigil/internal/httpx"
 
 	"github.com/vigil/vigil/contract"
@@ -44,7 +45,7 @@ func NewHandler(cfg Config, region, topic string, reg *Registry, opts []kgo.Opt,
 	if log == nil {
 		log = zap.NewNop()
 	}
-	prod, err := kgo.NewClient(append(opts,
+	prod, err := kgo.NewClient(bus.With(opts,
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.MaxBufferedRecords(cfg.MaxBufferedRecords),
 		kgo.RecordDeliveryTimeout(max(cfg.ProduceTimeout, time.Second)), // franz-go's floor; the handler's own timer enforces produce_timeout

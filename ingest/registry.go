@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"github.com/vigil/vigil/bus"
 	"github.com/vigil/vigil/contract"
 
 	"context"
@@ -80,7 +81,8 @@ type registryEntry struct {
 // region sees every registration. Keys are stored only as SHA-256 hashes.
 type Registry struct {
 	topic string
-	cl    *kgo.Client
+	cl    *kgo.Client // writes registrations
+	opts  []kgo.Opt
 	log   *zap.Logger
 
 	mu       sync.RWMutex
@@ -103,19 +105,12 @@ func NewRegistry(topic string, opts []kgo.Opt, log *zap.Logger) (*Registry, erro
 	if log == nil {
 		log = zap.NewNop()
 	}
-	cl, err := kgo.NewClient(append(opts,
-		kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerLinger(0),
-		kgo.FetchMaxWait(200*time.Millisecond),
-	)...)
+	cl, err := kgo.NewClient(bus.With(opts, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))...)
 	if err != nil {
 		return nil, fmt.Errorf("registry client: %w", err)
 	}
 	return &Registry{
-		topic: topic, cl: cl, log: log,
+		topic: topic, cl: cl, opts: bus.With(opts), log: log,
 		devices: map[string]*deviceRecord{}, gateways: map[string]*gatewayRecord{}, byKey: map[string]*Principal{},
 		ready: make(chan struct{}),
 	}, nil
@@ -128,59 +123,10 @@ func (r *Registry) Ready() <-chan struct{} { return r.ready }
 // client when it returns.
 func (r *Registry) Run(ctx context.Context) error {
 	defer r.Close()
-	end, err := r.endOffsets(ctx)
-	if err != nil {
-		return err
-	}
-	pos := map[int32]int64{}
-	caughtUp := func() bool {
-		for p, e := range end {
-			if pos[p] < e {
-				return false
-			}
-		}
-		return true
-	}
-	if caughtUp() {
+	return bus.Follow(ctx, r.opts, bus.Span{Topic: r.topic}, func() {
 		close(r.ready)
-	}
-	for {
-		fs := r.cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		fs.EachError(func(t string, p int32, err error) {
-			r.log.Warn("registry fetch failed; retrying", zap.String("topic", t), zap.Int32("partition", p), zap.Error(err))
-		})
-		fs.EachRecord(func(rec *kgo.Record) {
-			pos[rec.Partition] = rec.Offset + 1
-			r.apply(rec)
-		})
-		select {
-		case <-r.ready:
-		default:
-			if caughtUp() {
-				close(r.ready)
-				r.log.Info("device registry loaded", zap.Int("devices", r.Len()))
-			}
-		}
-	}
-}
-
-func (r *Registry) endOffsets(ctx context.Context) (map[int32]int64, error) {
-	req := kgoListEnd(r.topic)
-	for {
-		end, err := req(ctx, r.cl)
-		if err == nil {
-			return end, nil
-		}
-		r.log.Warn("registry: cannot list offsets yet; retrying", zap.Error(err))
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
+		r.log.Info("device registry loaded", zap.Int("devices", r.Len()))
+	}, r.apply)
 }
 
 func (r *Registry) apply(rec *kgo.Record) {

@@ -1,15 +1,14 @@
 package pipeline
 
 import (
+	"github.com/vigil/vigil/bus"
 	"github.com/vigil/vigil/contract"
 
 	"context"
-	"fmt"
 	"sort"
 	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 )
@@ -42,113 +41,21 @@ func NewAlertStore(topic string, size int, opts []kgo.Opt, log *zap.Logger) *Ale
 // Loaded is closed once the store has read the topic's recent history.
 func (s *AlertStore) Loaded() <-chan struct{} { return s.loaded }
 
-// Run follows the alerts topic until ctx ends.
+// Run follows the alerts topic until ctx ends, from its recent history
+// (the last 2×size records of each partition).
 func (s *AlertStore) Run(ctx context.Context) error {
-	admin, err := kgo.NewClient(s.opts...)
-	if err != nil {
-		return fmt.Errorf("alert store client: %w", err)
-	}
-	var starts, ends kadm.ListedOffsets
-	for {
-		ends, err = kadm.NewClient(admin).ListEndOffsets(ctx, s.topic)
-		if err == nil {
-			err = ends.Error()
+	span := bus.Span{Topic: s.topic, From: func(_ int32, _, end int64) int64 { return end - int64(2*s.size) }}
+	return bus.Follow(ctx, s.opts, span, func() {
+		close(s.loaded)
+		s.log.Info("alert store loaded", zap.Int("alerts", s.Len()))
+	}, func(rec *kgo.Record) {
+		a, err := contract.DecodeAlert(rec.Value)
+		if err != nil {
+			s.log.Warn("alert store: skipping a record that is not an alert", zap.Int64("offset", rec.Offset), zap.Error(err))
+			return
 		}
-		if err == nil {
-			starts, err = kadm.NewClient(admin).ListStartOffsets(ctx, s.topic)
-		}
-		if err == nil {
-			err = starts.Error()
-		}
-		if err == nil || ctx.Err() != nil {
-			break
-		}
-		s.log.Warn("alert store: cannot list offsets of the alerts topic yet; retrying", zap.Error(err))
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
-	admin.Close()
-	if ctx.Err() != nil {
-		return nil
-	}
-	from := map[int32]kgo.Offset{}
-	want := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		start := o.Offset - int64(2*s.size)
-		if so, ok := starts.Lookup(s.topic, o.Partition); ok && start < so.Offset {
-			start = so.Offset
-		}
-		if start < 0 {
-			start = 0
-		}
-		from[o.Partition] = kgo.NewOffset().At(start)
-		want[o.Partition] = o.Offset
+		s.Add(&a)
 	})
-	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, s.opts...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{s.topic: from}),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.FetchMaxWait(100*time.Millisecond),
-	)...)
-	if err != nil {
-		return fmt.Errorf("alert store consumer: %w", err)
-	}
-	defer cl.Close()
-	pos := map[int32]int64{}
-	caughtUp := func() bool {
-		for p, e := range want {
-			if pos[p] < e {
-				return false
-			}
-		}
-		return true
-	}
-	loaded := false
-	check := func() {
-		if !loaded && caughtUp() {
-			loaded = true
-			close(s.loaded)
-			s.log.Info("alert store loaded", zap.Int("alerts", s.Len()))
-		}
-	}
-	check()
-	for {
-		pctx, cancel := context.WithTimeout(ctx, time.Second)
-		fs := cl.PollFetches(pctx)
-		cancel()
-		if ctx.Err() != nil {
-			return nil
-		}
-		fs.EachPartition(func(p kgo.FetchTopicPartition) {
-			// High watermark counts the transaction markers too.
-			if p.HighWatermark > pos[p.Partition] && len(p.Records) == 0 && p.Err == nil {
-				pos[p.Partition] = p.LastStableOffset
-			}
-			for _, rec := range p.Records {
-				pos[p.Partition] = rec.Offset + 1
-				a, err := contract.DecodeAlert(rec.Value)
-				if err != nil {
-					s.log.Warn("alert store: skipping a record that is not an alert", zap.Int64("offset", rec.Offset), zap.Error(err))
-					continue
-				}
-				s.Add(&a)
-			}
-		})
-		if !loaded {
-			// Transaction markers sit at the end of the log; once a fetch
-			// comes back empty we have read everything stable.
-			if fs.NumRecords() == 0 {
-				for p, e := range want {
-					if pos[p] < e {
-						pos[p] = e
-					}
-				}
-			}
-			check()
-		}
-	}
 }
 
 // Add inserts or updates an alert.

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"github.com/vigil/vigil/bus"
 	"github.com/vigil/vigil/contract"
 
 	"context"
@@ -114,7 +115,7 @@ func (s *Stream) txnID() string {
 
 func (s *Stream) runSession(ctx context.Context) error {
 	onRevoke := func(context.Context, *kgo.Client, map[string][]int32) { s.coldAll.Store(true) }
-	sess, err := kgo.NewGroupTransactSession(append(append([]kgo.Opt{}, s.o.ClientOpts...),
+	sess, err := kgo.NewGroupTransactSession(bus.With(s.o.ClientOpts,
 		kgo.ConsumerGroup(s.cfg.Group),
 		kgo.ConsumeTopics(s.o.Topics.Raw),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -369,7 +370,7 @@ func (s *Stream) warm(ctx context.Context, p int32, upTo int64) *partition {
 // again, and only the output itself says it was already written.
 func (s *Stream) seedDedup(ctx context.Context, p int32, part *partition) (int, error) {
 	var dec contract.EnrichedDecoder
-	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, s.o.ClientOpts...), kgo.FetchMaxWait(100*time.Millisecond))...)
+	cl, err := kgo.NewClient(bus.With(s.o.ClientOpts, kgo.FetchMaxWait(100*time.Millisecond))...)
 	if err != nil {
 		return 0, err
 	}
@@ -390,116 +391,62 @@ func (s *Stream) seedDedup(ctx context.Context, p int32, part *partition) (int, 
 			enrParts++
 		}
 	})
-	from := map[int32]kgo.Offset{}
-	want := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Topic != s.o.Topics.Enriched || o.Offset == 0 || (rawParts == enrParts && o.Partition != p) {
+	n := 0
+	span := bus.Span{Topic: s.o.Topics.Enriched, From: func(q int32, _, end int64) int64 {
+		if rawParts == enrParts && q != p {
+			return end // another partition's devices
+		}
+		return end - s.cfg.RestoreLookback
+	}}
+	err = bus.ReadToEnd(ctx, s.o.ClientOpts, span, func(rec *kgo.Record) {
+		e, err := dec.Decode(rec.Value)
+		if err != nil {
 			return
 		}
-		from[o.Partition] = kgo.NewOffset().At(max(0, o.Offset-s.cfg.RestoreLookback))
-		want[o.Partition] = o.Offset
+		if rawParts != enrParts && part.Devices[e.DeviceID] == nil {
+			return // another partition's device
+		}
+		ds := part.Devices[e.DeviceID]
+		if ds == nil {
+			ds = newDeviceState()
+			part.Devices[e.DeviceID] = ds
+		}
+		ds.seen(e.ID, s.cfg.DedupWindow)
+		n++
 	})
-	if len(from) == 0 {
-		return 0, nil
-	}
-	rd, err := kgo.NewClient(append(append([]kgo.Opt{}, s.o.ClientOpts...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{s.o.Topics.Enriched: from}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(100*time.Millisecond))...)
-	if err != nil {
-		return 0, err
-	}
-	defer rd.Close()
-	n := 0
-	for {
-		pctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		fs := rd.PollFetches(pctx)
-		cancel()
-		if ctx.Err() != nil {
-			return n, ctx.Err()
-		}
-		if fs.NumRecords() == 0 {
-			return n, nil // read up to the last stable offset
-		}
-		done := true
-		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
-			for _, rec := range fp.Records {
-				e, err := dec.Decode(rec.Value)
-				if err != nil {
-					continue
-				}
-				if rawParts != enrParts && part.Devices[e.DeviceID] == nil {
-					continue // another partition's device
-				}
-				ds := part.Devices[e.DeviceID]
-				if ds == nil {
-					ds = newDeviceState()
-					part.Devices[e.DeviceID] = ds
-				}
-				ds.seen(e.ID, s.cfg.DedupWindow)
-				n++
-			}
-			if len(fp.Records) > 0 && fp.Records[len(fp.Records)-1].Offset+1 < want[fp.Partition] {
-				done = false
-			}
-		})
-		if done {
-			return n, nil
-		}
-	}
+	return n, err
 }
 
 func (s *Stream) replay(ctx context.Context, p int32, from, upTo int64, part *partition) (int, error) {
-	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, s.o.ClientOpts...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{s.o.Topics.Raw: {p: kgo.NewOffset().At(from)}}),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(100*time.Millisecond),
-	)...)
-	if err != nil {
-		return 0, err
-	}
-	defer cl.Close()
 	var (
 		res      StepResult
 		n        int
 		lastProg = time.Now()
-		idle     = time.Now()
 	)
-	for {
-		pctx, cancel := context.WithTimeout(ctx, time.Second)
-		fs := cl.PollFetches(pctx)
-		cancel()
-		if ctx.Err() != nil {
-			return n, ctx.Err()
-		}
-		done := false
-		got := false
-		fs.EachRecord(func(rec *kgo.Record) {
-			got = true
-			if rec.Offset >= upTo {
-				done = true
-				return
+	span := bus.Span{Topic: s.o.Topics.Raw,
+		From: func(q int32, _, end int64) int64 {
+			if q != p {
+				return end
 			}
-			if r, err := contract.DecodeRaw(rec.Value); err == nil {
-				s.proc.Step(part, &r, false, nil, &res)
-				n++
+			return from
+		},
+		To: func(q int32, _, end int64) int64 {
+			if q != p {
+				return end
 			}
-			if rec.Offset >= upTo-1 {
-				done = true
-			}
-		})
-		if done {
-			return n, nil
-		}
-		if got {
-			idle = time.Now()
-		} else if time.Since(idle) > 10*time.Second {
-			return n, fmt.Errorf("replay of partition %d stalled before offset %d", p, upTo)
+			return min(upTo, end)
+		}}
+	err := bus.ReadToEnd(ctx, s.o.ClientOpts, span, func(rec *kgo.Record) {
+		if r, err := contract.DecodeRaw(rec.Value); err == nil {
+			s.proc.Step(part, &r, false, nil, &res)
+			n++
 		}
 		if time.Since(lastProg) > 5*time.Second {
-			s.log.Info("restoring partition state", zap.Int32("partition", p), zap.Int("readings", n), zap.Int64("remaining", upTo-from-int64(n)))
+			s.log.Info("restoring partition state", zap.Int32("partition", p), zap.Int("readings", n), zap.Int64("remaining", upTo-rec.Offset-1))
 			lastProg = time.Now()
 		}
-	}
+	})
+	return n, err
 }
 
 func (s *Stream) snapshotAll() {

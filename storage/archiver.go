@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"github.com/vigil/vigil/bus"
 	"github.com/vigil/vigil/contract"
 
 	"bytes"
@@ -168,7 +169,7 @@ func (ap *archPart) rowCount() int {
 
 // Run archives until ctx ends, then stores what it holds (within 30 s) and commits.
 func (a *Archiver) Run(ctx context.Context) error {
-	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, a.o.ClientOpts...),
+	cl, err := kgo.NewClient(bus.With(a.o.ClientOpts,
 		kgo.ConsumerGroup(a.cfg.Group),
 		kgo.ConsumeTopics(a.o.Topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"github.com/vigil/vigil/bus"
 	"github.com/vigil/vigil/internal/httpx"
 
 	"context"
@@ -14,7 +15,6 @@ import (
 	"github.com/go-json-experiment/json"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vigil/vigil/ml"
@@ -177,55 +177,20 @@ func (s *Server) deviceReadings(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) tail(ctx context.Context, device string, limit int) ([]jsonObject, error) {
-	admin, err := kgo.NewClient(s.o.KafkaOpts...)
-	if err != nil {
-		return nil, err
-	}
-	ends, err := kadm.NewClient(admin).ListEndOffsets(ctx, s.o.EnrichedTopic)
-	admin.Close()
-	if err != nil {
-		return nil, err
-	}
 	const window = 5000 // records read back per partition
-	from := map[int32]kgo.Offset{}
-	want := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			from[o.Partition] = kgo.NewOffset().At(max(0, o.Offset-window))
-			want[o.Partition] = o.Offset
+	var out []jsonObject
+	span := bus.Span{Topic: s.o.EnrichedTopic, From: func(_ int32, _, end int64) int64 { return end - window }}
+	err := bus.ReadToEnd(ctx, s.o.KafkaOpts, span, func(rec *kgo.Record) {
+		if string(rec.Key) != device {
+			return
+		}
+		var o jsonObject
+		if json.Unmarshal(rec.Value, &o) == nil {
+			out = append(out, o)
 		}
 	})
-	var out []jsonObject
-	if len(from) == 0 {
-		return out, nil
-	}
-	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, s.o.KafkaOpts...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{s.o.EnrichedTopic: from}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(50*time.Millisecond))...)
 	if err != nil {
 		return nil, err
-	}
-	defer cl.Close()
-	done := map[int32]bool{}
-	for len(done) < len(want) && ctx.Err() == nil {
-		pctx, pcancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		fs := cl.PollFetches(pctx)
-		pcancel()
-		if fs.NumRecords() == 0 {
-			break // read to the end
-		}
-		fs.EachRecord(func(rec *kgo.Record) {
-			if rec.Offset+1 >= want[rec.Partition] {
-				done[rec.Partition] = true
-			}
-			if string(rec.Key) != device {
-				return
-			}
-			var o jsonObject
-			if json.Unmarshal(rec.Value, &o) == nil {
-				out = append(out, o)
-			}
-		})
 	}
 	sort.Slice(out, func(i, j int) bool { return tsOf(out[i]) < tsOf(out[j]) })
 	if len(out) > limit {
