@@ -66,10 +66,10 @@ func testConfig() Config {
 // recorder is a pipeline stand-in that remembers the scorers handed to it.
 type recorder struct {
 	mu             sync.Mutex
-	primary, shade pipeline.Scorer
+	primary, shade pipeline.Model
 }
 
-func (r *recorder) SetScorers(s, shadow pipeline.Scorer) {
+func (r *recorder) SetModels(s, shadow pipeline.Model) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.primary, r.shade = s, shadow
@@ -78,10 +78,8 @@ func (r *recorder) SetScorers(s, shadow pipeline.Scorer) {
 func (r *recorder) names() (string, string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var p, s string
-	if r.primary != nil {
-		p = r.primary.Name()
-	}
+	var s string
+	p := modelName(r.primary)
 	if r.shade != nil {
 		s = r.shade.Name()
 	}

@@ -1,22 +1,17 @@
 package ml
 
 import (
-	"github.com/vigil/vigil/contract"
-
 	"math"
 
 	"github.com/vigil/vigil/pipeline"
 )
 
-// ModelScorer scores readings with a trained model beside the streaming
-// detectors: the reading's feature vector (see Features) goes through the
-// compiled forest, and its raw score is mapped so that the model's
-// calibrated threshold lands on the pipeline's alert threshold. The
-// reading's score is the larger of that and the streaming detectors' score
-// (per-device baselines, multivariate, spikes, gaps), so a trained model
-// adds what it learnt from the whole fleet's history without losing what
-// the per-device detectors see. The reasons say which: the streaming
-// detectors' strongest figures, or the model itself ("model.iforest").
+// ModelScorer is a trained model as the pipeline uses it (pipeline.Model):
+// the reading's feature vector (see Features) goes through the compiled
+// forest, and its raw score is mapped so that the model's calibrated
+// threshold lands on the pipeline's alert threshold. It returns only the
+// model's own score; the pipeline combines it with its streaming
+// detectors'.
 type ModelScorer struct {
 	meta  ModelMeta
 	f     *Forest
@@ -32,7 +27,7 @@ func NewModelScorer(meta ModelMeta, f *Forest, thr float64) *ModelScorer {
 	return &ModelScorer{meta: meta, f: f, v: newVectorizer(meta.Features), vec: make([]float64, meta.Features.Width()), thr: thr, label: "model." + f.Kind}
 }
 
-// Name implements pipeline.Scorer: the model version.
+// Name implements pipeline.Model: the model version.
 func (s *ModelScorer) Name() string { return s.meta.Version }
 
 // Raw is the forest's own score of o.
@@ -55,20 +50,11 @@ func calibrate(raw, t, T float64) float64 {
 	return math.Min(math.Max(s, 0), 1)
 }
 
-// Score implements pipeline.Scorer.
-func (s *ModelScorer) Score(o *pipeline.Observation, reasons []contract.Reason) (float64, []contract.Reason) {
-	base, reasons := pipeline.Baseline{}.Score(o, reasons)
+// Feature implements pipeline.Model: "model.<kind>".
+func (s *ModelScorer) Feature() string { return s.label }
+
+// Score implements pipeline.Model: the model's calibrated score and raw score.
+func (s *ModelScorer) Score(o *pipeline.Observation) (float64, float64) {
 	raw := s.Raw(o)
-	score := math.Round(calibrate(raw, s.meta.Threshold, s.thr)*1000) / 1000
-	if score <= base {
-		return base, reasons
-	}
-	// the model sees more than the streaming detectors: it leads the reasons
-	reasons = append(reasons, contract.Reason{})
-	copy(reasons[1:], reasons)
-	reasons[0] = contract.Reason{Feature: s.label, Value: math.Round(raw*1000) / 1000, Contribution: 1}
-	for i := 1; i < len(reasons); i++ {
-		reasons[i].Contribution = 0
-	}
-	return score, reasons
+	return calibrate(raw, s.meta.Threshold, s.thr), raw
 }

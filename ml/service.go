@@ -87,7 +87,7 @@ func (c Config) Validate() error {
 
 // Target is what the service hands scorers to: the stream's processor.
 type Target interface {
-	SetScorers(s, shadow pipeline.Scorer)
+	SetModels(model, shadow pipeline.Model)
 }
 
 // ServiceOptions wire a Service.
@@ -245,25 +245,33 @@ func (s *Service) poll(ctx context.Context) {
 		s.setSwapError(err)
 		return
 	}
-	var shadow pipeline.Scorer
+	var shadow pipeline.Model
 	if cur.Shadow != "" && cur.Shadow != cur.Version {
 		if shadow, err = s.scorer(ctx, cur.Shadow); err != nil {
 			s.setSwapError(err)
 			return
 		}
 	}
-	s.o.Target.SetScorers(primary, shadow)
+	s.o.Target.SetModels(primary, shadow)
 	s.mu.Lock()
 	prev := s.st.Running
 	s.lastEtag, s.st.Current, s.st.SwapError = etag, cur, ""
-	s.st.Running, s.st.RunningShadow = primary.Name(), ""
+	s.st.Running, s.st.RunningShadow = modelName(primary), ""
 	if shadow != nil {
 		s.st.RunningShadow = shadow.Name()
 	}
 	s.mu.Unlock()
-	if prev != primary.Name() || shadow != nil {
-		s.log.Info("model handed to the pipeline", zap.String("model", primary.Name()), zap.String("shadow", cur.Shadow), zap.String("action", cur.Action), zap.String("by", cur.ChangedBy))
+	if prev != modelName(primary) || shadow != nil {
+		s.log.Info("model handed to the pipeline", zap.String("model", modelName(primary)), zap.String("shadow", cur.Shadow), zap.String("action", cur.Action), zap.String("by", cur.ChangedBy))
 	}
+}
+
+// modelName is the name of m, or the streaming detectors' for nil.
+func modelName(m pipeline.Model) string {
+	if m == nil {
+		return pipeline.BaselineName
+	}
+	return m.Name()
 }
 
 func (s *Service) setSwapError(err error) {
@@ -273,9 +281,9 @@ func (s *Service) setSwapError(err error) {
 	s.mu.Unlock()
 }
 
-func (s *Service) scorer(ctx context.Context, version string) (pipeline.Scorer, error) {
+func (s *Service) scorer(ctx context.Context, version string) (pipeline.Model, error) {
 	if version == "" || version == pipeline.BaselineName {
-		return pipeline.Baseline{}, nil
+		return nil, nil // the streaming detectors alone
 	}
 	s.mu.Lock()
 	sc := s.loaded[version]

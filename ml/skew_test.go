@@ -26,13 +26,15 @@ type vectorRecorder struct {
 
 func (r *vectorRecorder) Name() string { return "vector-recorder" }
 
-func (r *vectorRecorder) Score(o *pipeline.Observation, reasons []contract.Reason) (float64, []contract.Reason) {
+func (r *vectorRecorder) Feature() string { return "model.recorder" }
+
+func (r *vectorRecorder) Score(o *pipeline.Observation) (float64, float64) {
 	if len(r.buf) == 0 {
 		r.buf = make([]float64, r.v.f.Width())
 	}
 	r.buf = r.v.vector(o, r.buf)
 	r.got[o.Reading.TS] = append([]float64(nil), r.buf...)
-	return 0, reasons[:0]
+	return 0, 0
 }
 
 // skewReadings are three devices with two or three metrics and an attr,
@@ -68,7 +70,7 @@ func TestTrainingServingSkew(t *testing.T) {
 	f := Features{Metrics: []string{storage.ColumnName("m_", "current.a"), "m_temp_c", "m_vibration"}, Buckets: 8}
 	rec := &vectorRecorder{v: newVectorizer(f), got: map[time.Time][]float64{}}
 	off := pipeline.NewOffline(pipeline.Default(), "eu", nil)
-	off.SetScorers(rec, nil)
+	off.SetModels(rec, nil)
 	var rows []contract.Enriched
 	var dec contract.EnrichedDecoder
 	for i := range rs {

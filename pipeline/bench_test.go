@@ -27,7 +27,7 @@ func benchReadings(n, devices int) []contract.Reading {
 // incident logic and the enriched JSON encoding.
 func BenchmarkStep(b *testing.B) {
 	rs := benchReadings(100_000, 1000)
-	pr := NewProcessor(testCfg(), "eu", nil, nil)
+	pr := NewProcessor(testCfg(), "eu", nil)
 	part := newPartition()
 	var res StepResult
 	var buf []byte
@@ -46,7 +46,7 @@ func BenchmarkStep(b *testing.B) {
 // encoder gets it.
 func warmObservation() *Observation {
 	rs := benchReadings(100, 10)
-	pr := NewProcessor(testCfg(), "eu", nil, nil)
+	pr := NewProcessor(testCfg(), "eu", nil)
 	part := newPartition()
 	var res StepResult
 	for i := range rs {
@@ -114,7 +114,7 @@ func BenchmarkStepDetectors(b *testing.B) {
 			cfg := testCfg()
 			cfg.MVWarmup = mv
 			rs := benchReadings(200*600, 200) // distinct readings: a device whose readings repeat never fits
-			pr := NewProcessor(cfg, "eu", nil, nil)
+			pr := NewProcessor(cfg, "eu", nil)
 			part := newPartition()
 			var res StepResult
 			var buf []byte
@@ -151,7 +151,7 @@ func BenchmarkStepUnivariate(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			cfg := testCfg()
 			rng := rand.New(rand.NewPCG(2, 2))
-			pr := NewProcessor(cfg, "eu", nil, nil)
+			pr := NewProcessor(cfg, "eu", nil)
 			for i := range pr.groups {
 				pr.groups[i].p.uv.off = !on
 			}

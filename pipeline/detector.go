@@ -11,28 +11,28 @@ import (
 	"time"
 )
 
-// Scorer turns an observation into a score in [0, 1] and the features that
-// drove it. The baseline detector works from the first minutes with no
-// training; trained models from ml/ plug in through this interface.
-// Implementations must be safe to call from one goroutine at a time and
-// must not keep o.
-type Scorer interface {
-	// Name is the model version or detector name recorded with each score.
+// Model is a trained model (ml/ builds them). It scores an observation on
+// its own; the processor owns the policy that combines that score with the
+// streaming detectors' (the larger wins, see Processor). Implementations
+// must be safe to call from one goroutine at a time and must not keep o.
+type Model interface {
+	// Name is the model version, recorded with each score it leads.
 	Name() string
-	// Score scores one observation.
-	Score(o *Observation, reasons []contract.Reason) (float64, []contract.Reason)
+	// Feature names the model in reasons, e.g. "model.iforest".
+	Feature() string
+	// Score is the model's own score of o in [0, 1], calibrated so that
+	// the model's threshold lands on the pipeline's alert threshold, and
+	// its raw score.
+	Score(o *Observation) (score, raw float64)
 }
 
 // BaselineName is the model name of the streaming baseline detector.
 const BaselineName = "baseline-v1"
 
-// Baseline scores from per-device streaming baselines: the largest of the
-// z-like figures of enrichment (value z-scores, volatility, stuck values,
-// unusual gaps, rare categories) mapped to (0, 1) so that z = 6 scores 0.8.
+// Baseline scores from the streaming detectors: the largest of their
+// calibrated figures (per-metric tail, level, cycle, regime; stuck values,
+// gaps, the multivariate model, spikes, rare categories).
 type Baseline struct{}
-
-// Name implements Scorer.
-func (Baseline) Name() string { return BaselineName }
 
 // zScale makes 1-exp(-(z/zScale)^2) equal 0.8 at z = 6.
 var zScale = 6 / math.Sqrt(math.Log(5))
@@ -43,7 +43,7 @@ func ScoreOfZ(z float64) float64 {
 	return 1 - math.Exp(-(z/zScale)*(z/zScale))
 }
 
-// Score implements Scorer.
+// Score scores one observation and says which figures drove it.
 func (Baseline) Score(o *Observation, reasons []contract.Reason) (float64, []contract.Reason) {
 	reasons = reasons[:0]
 	minScore := ScoreOfZ(2)

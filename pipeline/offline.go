@@ -14,9 +14,10 @@ type Offline struct {
 	buf  []byte
 }
 
-// NewOffline builds an offline processor with the baseline scorer.
+// NewOffline builds an offline processor scoring with the streaming
+// detectors.
 func NewOffline(cfg Config, region string, devices DeviceLookup) *Offline {
-	return &Offline{pr: NewProcessor(cfg, region, devices, nil), part: newPartition()}
+	return &Offline{pr: NewProcessor(cfg, region, devices), part: newPartition()}
 }
 
 // Step processes r and returns its enriched record (valid until the next
@@ -26,9 +27,9 @@ func (o *Offline) Step(r *contract.Reading) ([]byte, *StepResult) {
 	return o.buf, &o.res
 }
 
-// SetScorers puts s (nil: the baseline) and an optional shadow in charge
-// from the next Step, as the models service does for the stream.
-func (o *Offline) SetScorers(s, shadow Scorer) {
-	o.pr.SetScorers(s, shadow)
+// SetModels puts a model (nil: none) and an optional shadow in charge from
+// the next Step, as the models service does for the stream.
+func (o *Offline) SetModels(model, shadow Model) {
+	o.pr.SetModels(model, shadow)
 	o.pr.BeginBatch()
 }

@@ -26,7 +26,7 @@ func newPartition() *partition { return &partition{Devices: map[string]*DeviceSt
 // Processor enriches, scores and alerts one reading at a time. It owns no
 // Kafka client: the stream feeds it and writes its output, and the restore
 // path replays readings through it without output. Step must be called from
-// one goroutine; SetScorers may be called from any, and takes effect at the
+// one goroutine; SetModels may be called from any, and takes effect at the
 // next BeginBatch, so a micro-batch is scored by one model throughout.
 type Processor struct {
 	cfg     Config
@@ -37,10 +37,9 @@ type Processor struct {
 	active  scorerBox
 	now     func() time.Time
 
-	obs           Observation
-	scored        contract.Scored
-	reasons       []contract.Reason
-	shadowReasons []contract.Reason
+	obs     Observation
+	scored  contract.Scored
+	reasons []contract.Reason
 }
 
 // group is one set of detector settings with its derived constants.
@@ -66,13 +65,20 @@ func (pr *Processor) groupOf(deviceID string, dev *contract.Device) *group {
 
 // scorerBox is the scorer in charge and an optional shadow, scored beside
 // it and recorded in the enriched record, raising nothing.
-type scorerBox struct{ s, shadow Scorer }
+type scorerBox struct{ model, shadow Model }
 
-// NewProcessor builds a processor; a nil scorer means the baseline detector.
-func NewProcessor(cfg Config, region string, devices DeviceLookup, scorer Scorer) *Processor {
-	if scorer == nil {
-		scorer = Baseline{}
+// name is the model name recorded with a score: the model in charge, or
+// the streaming detectors'.
+func (b *scorerBox) name() string {
+	if b.model != nil {
+		return b.model.Name()
 	}
+	return BaselineName
+}
+
+// NewProcessor builds a processor scoring with the streaming detectors
+// until SetModels hands it a trained model.
+func NewProcessor(cfg Config, region string, devices DeviceLookup) *Processor {
 	pr := &Processor{cfg: cfg, region: region, devices: devices, now: time.Now}
 	for i := range cfg.Groups {
 		g := &cfg.Groups[i]
@@ -80,18 +86,45 @@ func NewProcessor(cfg Config, region string, devices DeviceLookup, scorer Scorer
 		pr.groups = append(pr.groups, group{match: g, cfg: gc, p: newParams(gc)})
 	}
 	pr.groups = append(pr.groups, group{cfg: cfg, p: newParams(cfg)})
-	pr.active = scorerBox{s: scorer}
 	pr.pending.Store(&pr.active)
 	return pr
 }
 
-// SetScorers hands over the scorer and the shadow (nil: none); the next
-// BeginBatch puts them in charge.
-func (pr *Processor) SetScorers(s, shadow Scorer) {
-	if s == nil {
-		s = Baseline{}
+// SetModels hands over the model in charge and the shadow (nil: none);
+// the next BeginBatch puts them in charge.
+func (pr *Processor) SetModels(model, shadow Model) {
+	pr.pending.Store(&scorerBox{model: model, shadow: shadow})
+}
+
+// ModelNames are the names of the model in charge (BaselineName when none)
+// and of the shadow ("" when none), as of the last BeginBatch.
+func (pr *Processor) ModelNames() (model, shadow string) {
+	if pr.active.shadow != nil {
+		shadow = pr.active.shadow.Name()
 	}
-	pr.pending.Store(&scorerBox{s: s, shadow: shadow})
+	return pr.active.name(), shadow
+}
+
+// score is the scoring policy: the streaming detectors always score; a
+// model in charge scores too, and the larger score wins. When the model's
+// is larger it leads the reasons (it sees what it learnt from the whole
+// fleet's history), and the detectors' figures follow with no share.
+func (pr *Processor) score(o *Observation) (float64, []contract.Reason) {
+	base, reasons := Baseline{}.Score(o, pr.reasons)
+	if m := pr.active.model; m != nil {
+		ms, raw := m.Score(o)
+		ms = round3(ms)
+		if ms > base {
+			reasons = append(reasons, contract.Reason{})
+			copy(reasons[1:], reasons)
+			reasons[0] = contract.Reason{Feature: m.Feature(), Value: round3(raw), Contribution: 1, Detector: "model", Score: ms}
+			for i := 1; i < len(reasons); i++ {
+				reasons[i].Contribution = 0
+			}
+			return ms, reasons
+		}
+	}
+	return base, reasons
 }
 
 // BeginBatch puts the scorers last handed over in charge; the stream calls
@@ -146,8 +179,7 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 	o := &pr.obs
 	o.Device = dev
 	ds.observe(&g.p, r, o)
-	sc := pr.active.s
-	score, reasons := sc.Score(o, pr.reasons)
+	score, reasons := pr.score(o)
 	pr.reasons = reasons
 	res.Score = score
 	incident := ""
@@ -170,7 +202,7 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 			a := contract.Alert{
 				AlertID: alertID(r.DeviceID, r.ID, metric), DeviceID: r.DeviceID, Region: pr.region,
 				TS: r.TS, DetectedAt: pr.now().UTC(), IngestedAt: r.IngestedAt,
-				Score: score, Threshold: thr, Severity: contract.Severity(score), Model: sc.Name(),
+				Score: score, Threshold: thr, Severity: contract.Severity(score), Model: pr.active.name(),
 				MessageID: r.ID, Metric: metric, Reasons: describedCopy(reasons, r.TS),
 				State: "open", Readings: 1, LastTS: r.TS, MaxScore: score,
 			}
@@ -214,10 +246,11 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 	if emit {
 		s := &pr.scored
 		scoredOf(s, o, pr.region)
-		s.Score, s.Threshold, s.Model, s.Incident = score, thr, sc.Name(), incident
-		if pr.active.shadow != nil {
-			s.ShadowScore, pr.shadowReasons = pr.active.shadow.Score(o, pr.shadowReasons)
-			s.ShadowModel = pr.active.shadow.Name()
+		s.Score, s.Threshold, s.Model, s.Incident = score, thr, pr.active.name(), incident
+		if sh := pr.active.shadow; sh != nil {
+			// the candidate's own score, not mixed with the detectors'
+			ss, _ := sh.Score(o)
+			s.ShadowScore, s.ShadowModel = round3(ss), sh.Name()
 		}
 		buf = contract.AppendEnriched(buf, o.Reading, s)
 	}

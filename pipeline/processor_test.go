@@ -54,7 +54,7 @@ func TestMetricOf(t *testing.T) {
 // naming the metric, then the incident closes after the quiet period with
 // the count of readings it covered.
 func TestDetectAndIncident(t *testing.T) {
-	pr := NewProcessor(testCfg(), "r", nil, nil)
+	pr := NewProcessor(testCfg(), "r", nil)
 	part := newPartition()
 	rng := rand.New(rand.NewPCG(1, 1))
 	var res StepResult
@@ -99,7 +99,7 @@ func TestDetectAndIncident(t *testing.T) {
 }
 
 func TestDedupByID(t *testing.T) {
-	pr := NewProcessor(testCfg(), "r", nil, nil)
+	pr := NewProcessor(testCfg(), "r", nil)
 	part := newPartition()
 	var res StepResult
 	r := reading("d", 1, 1)
@@ -134,7 +134,7 @@ func TestSnapshotReplayDeterministic(t *testing.T) {
 		}
 		rs = append(rs, reading("d"+strconv.Itoa(i%3), i, v))
 	}
-	straight := NewProcessor(testCfg(), "r", nil, nil)
+	straight := NewProcessor(testCfg(), "r", nil)
 	sp := newPartition()
 	var res StepResult
 	var want []float64
@@ -145,7 +145,7 @@ func TestSnapshotReplayDeterministic(t *testing.T) {
 
 	dir := t.TempDir()
 	snap := &snapshots{dir: dir, group: "g", topic: "raw"}
-	first := NewProcessor(testCfg(), "r", nil, nil)
+	first := NewProcessor(testCfg(), "r", nil)
 	p1 := newPartition()
 	for i := 0; i < 1200; i++ {
 		first.Step(p1, &rs[i], true, nil, &res)
@@ -155,7 +155,7 @@ func TestSnapshotReplayDeterministic(t *testing.T) {
 		t.Fatal(err)
 	}
 	// the process goes on to 1900 and crashes; its state is lost
-	second := NewProcessor(testCfg(), "r", nil, nil)
+	second := NewProcessor(testCfg(), "r", nil)
 	p2, err := snap.load(0)
 	if err != nil || p2 == nil || p2.Next != 1200 {
 		t.Fatalf("load snapshot: %v %+v", err, p2)
@@ -210,7 +210,7 @@ func TestBaselineFaultKinds(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			pr := NewProcessor(testCfg(), "r", nil, nil)
+			pr := NewProcessor(testCfg(), "r", nil)
 			part := newPartition()
 			rng := rand.New(rand.NewPCG(9, 9))
 			ts := t0

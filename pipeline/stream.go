@@ -68,7 +68,7 @@ func NewStream(o StreamOptions) (*Stream, error) {
 		return nil, err
 	}
 	s := &Stream{o: o, cfg: o.Config, log: o.Logger, m: m, parts: map[int32]*partition{},
-		proc: NewProcessor(o.Config, o.Region, o.Devices, nil),
+		proc: NewProcessor(o.Config, o.Region, o.Devices),
 		snap: &snapshots{dir: o.StateDir, group: o.Config.Group, topic: o.Topics.Raw}}
 	return s, nil
 }
@@ -175,10 +175,10 @@ func (s *Stream) runSession(ctx context.Context) error {
 		}
 		// a new model takes over between micro-batches, never inside one
 		if s.proc.BeginBatch() {
-			sc, sh := s.proc.active.s, s.proc.active.shadow
-			f := []zap.Field{zap.String("model", sc.Name())}
-			if sh != nil {
-				f = append(f, zap.String("shadow", sh.Name()))
+			model, shadow := s.proc.ModelNames()
+			f := []zap.Field{zap.String("model", model)}
+			if shadow != "" {
+				f = append(f, zap.String("shadow", shadow))
 			}
 			s.log.Info("scoring with a new model", f...)
 			s.m.swaps.Inc()
