@@ -156,4 +156,7 @@ func TestConsoleAPI(t *testing.T) {
 	if code, b, _ := s.do("POST", "/api/v1/sql", s.token, "application/json", []byte(`{"query":"SELECT 1"}`)); code != 409 || !strings.Contains(string(b), "Load sample") {
 		t.Fatalf("sql before a sample: %d %s", code, b)
 	}
+	if code, b, _ := s.do("DELETE", "/api/v1/sample", s.token, "", nil); code != 409 || !strings.Contains(string(b), "no sample is loading") {
+		t.Fatalf("cancel with no load: %d %s", code, b)
+	}
 }

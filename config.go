@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/vigil/vigil/console"
 	"github.com/vigil/vigil/contract"
 
 	"bytes"
@@ -46,7 +47,7 @@ type Config struct {
 	Pipeline pipeline.Config       `yaml:"pipeline"`
 	Models   ml.Config             `yaml:"models"`
 	Simulate simulate.Config       `yaml:"simulate"`
-	Console  web.ConsoleConfig     `yaml:"console"`
+	Console  console.Config        `yaml:"console"`
 	Log      struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"`

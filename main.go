@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/vigil/vigil/console"
 	"io"
 	"os"
 	"os/signal"
@@ -210,13 +211,12 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	if err := os.MkdirAll(consoleDir, 0o755); err != nil {
 		return fmt.Errorf("data.dir: %w", err)
 	}
-	console := web.NewConsole(cfg.Console, store, consoleDir, log.Named("console"))
-	closeOnErr = append(closeOnErr, console.Close)
+	sqlConsole := console.New(cfg.Console, console.Options{Store: store, Dir: consoleDir, Logger: log.Named("console")})
 	status := &web.StatusWriter{Region: cfg.Region, Store: store, Models: models, Gatherer: reg, Interval: cfg.Console.StatusInterval, KafkaOpts: b.Opts(),
 		Topics: []string{cfg.Kafka.Topics.Raw, cfg.Kafka.Topics.Enriched, cfg.Kafka.Topics.Alerts, cfg.Kafka.Topics.DLQ}, Logger: log.Named("status")}
 	srv, err := web.New(web.Options{
 		Config: cfg.HTTP, AdminToken: token, Ingest: ing, Registry: registry, Alerts: alerts, Gatherer: reg, Logger: log.Named("web"),
-		Console: console, Store: store, Region: cfg.Region, KafkaOpts: b.Opts(), EnrichedTopic: cfg.Kafka.Topics.Enriched,
+		Console: sqlConsole, Store: store, Region: cfg.Region, KafkaOpts: b.Opts(), EnrichedTopic: cfg.Kafka.Topics.Enriched,
 		Models: models,
 		Ready: []web.Check{
 			{Name: "kafka", Fn: b.Ping},
@@ -247,6 +247,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	c.start("http", srv.Run)
 	c.start("status", status.Run)
 	c.start("models", models.Run)
+	c.start("console", sqlConsole.Run)
 	if cfg.Archive.Enabled {
 		c.start("archive", archiver.Run)
 	}
@@ -274,7 +275,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		{name: "stream", comps: []string{"stream"}},                                          // the last micro-batch committed
 		{name: "archive", comps: []string{"archive"}},                                        // what it holds flushed to the bucket
 		{name: "models", comps: []string{"models"}},                                          // the trainer lease released
-		{name: "readers", comps: []string{"registry", "alerts"}, fn: func(context.Context) error { console.Close(); return nil }},
+		{name: "readers", comps: []string{"registry", "alerts", "console"}},                  // a sample load cancelled, DuckDB closed
 		{name: "broker", fn: func(context.Context) error { b.Close(); return nil }},
 	})
 	if fleet != nil {

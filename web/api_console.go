@@ -1,14 +1,13 @@
 package web
 
 import (
+	"github.com/vigil/vigil/console"
 	"github.com/vigil/vigil/internal/httpx"
 
 	"github.com/vigil/vigil/contract"
 
 	"bytes"
-	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"sort"
@@ -18,8 +17,6 @@ import (
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 	"go.uber.org/zap"
-
-	"github.com/vigil/vigil/storage"
 )
 
 func (s *Server) sqlQuery(w http.ResponseWriter, r *http.Request) {
@@ -31,7 +28,7 @@ func (s *Server) sqlQuery(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := s.o.Console.Query(r.Context(), req.Query)
 	switch {
-	case errors.Is(err, ErrNoSample):
+	case errors.Is(err, console.ErrNoSample):
 		writeErr(w, http.StatusConflict, err.Error())
 	case err != nil:
 		writeErr(w, http.StatusBadRequest, err.Error())
@@ -60,118 +57,61 @@ func (s *Server) sampleLoad(w http.ResponseWriter, r *http.Request) {
 	httpx.WriteJSON(w, http.StatusAccepted, s.o.Console.Status())
 }
 
-// Paragraph is one query of a notebook.
-type Paragraph struct {
-	Title   string `json:"title,omitzero"`
-	SQL     string `json:"sql"`
-	Chart   string `json:"chart"`   // table, bar, line, pie, histogram, scatter
-	Refresh int    `json:"refresh"` // seconds between re-runs in the report view; 0: never
-}
-
-// Notebook is a saved set of paragraphs, stored at notebooks/<id>.json in
-// the bucket so every region sees it.
-type Notebook struct {
-	ID         string      `json:"id"`
-	Title      string      `json:"title"`
-	Paragraphs []Paragraph `json:"paragraphs"`
-	UpdatedAt  time.Time   `json:"updated_at"`
-}
-
-var charts = map[string]bool{"table": true, "bar": true, "line": true, "pie": true, "histogram": true, "scatter": true}
-
-func (s *Server) putNotebook(w http.ResponseWriter, r *http.Request) {
-	id := chi.URLParam(r, "id")
-	if !contract.ValidName(id) {
-		writeErr(w, http.StatusBadRequest, "notebook id must be 1-128 letters, digits or ._:-")
+func (s *Server) sampleCancel(w http.ResponseWriter, _ *http.Request) {
+	if !s.o.Console.CancelLoad() {
+		writeErr(w, http.StatusConflict, "no sample is loading")
 		return
 	}
-	var nb Notebook
+	httpx.WriteJSON(w, http.StatusAccepted, s.o.Console.Status())
+}
+
+// notebookErr answers a console error about a notebook.
+func (s *Server) notebookErr(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, console.ErrBadNotebook):
+		writeErr(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, console.ErrNoNotebook):
+		writeErr(w, http.StatusNotFound, err.Error())
+	default:
+		s.log.Error("notebook storage failed", zap.Error(err))
+		writeErr(w, http.StatusServiceUnavailable, "the bucket did not answer: "+err.Error())
+	}
+}
+
+func (s *Server) putNotebook(w http.ResponseWriter, r *http.Request) {
+	var nb console.Notebook
 	if !decodeBody(w, r, &nb) {
 		return
 	}
-	if len(nb.Paragraphs) > 100 {
-		writeErr(w, http.StatusBadRequest, "a notebook holds at most 100 paragraphs")
-		return
-	}
-	for i, p := range nb.Paragraphs {
-		if !charts[p.Chart] {
-			writeErr(w, http.StatusBadRequest, fmt.Sprintf("paragraphs[%d].chart %q is not one of table, bar, line, pie, histogram, scatter", i, p.Chart))
-			return
-		}
-		if p.Refresh < 0 {
-			writeErr(w, http.StatusBadRequest, fmt.Sprintf("paragraphs[%d].refresh must not be negative", i))
-			return
-		}
-	}
-	nb.ID, nb.UpdatedAt = id, time.Now().UTC()
-	if nb.Title == "" {
-		nb.Title = id
-	}
-	b, _ := json.Marshal(nb)
-	if _, err := s.o.Store.Put(r.Context(), contract.NotebookKey(id), bytes.NewReader(b), int64(len(b))); err != nil {
-		s.log.Error("saving a notebook failed", zap.String("id", id), zap.Error(err))
-		writeErr(w, http.StatusServiceUnavailable, "could not store the notebook: "+err.Error())
+	nb, err := s.o.Console.SaveNotebook(r.Context(), chi.URLParam(r, "id"), nb)
+	if err != nil {
+		s.notebookErr(w, err)
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, nb)
 }
 
 func (s *Server) getNotebook(w http.ResponseWriter, r *http.Request) {
-	id := chi.URLParam(r, "id")
-	if !contract.ValidName(id) {
-		writeErr(w, http.StatusBadRequest, "bad notebook id")
-		return
-	}
-	nb, err := s.loadNotebook(r.Context(), id)
-	if errors.Is(err, storage.ErrNotFound) {
-		writeErr(w, http.StatusNotFound, "no notebook "+id)
-		return
-	}
+	nb, err := s.o.Console.Notebook(r.Context(), chi.URLParam(r, "id"))
 	if err != nil {
-		writeErr(w, http.StatusServiceUnavailable, err.Error())
+		s.notebookErr(w, err)
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, nb)
 }
 
-func (s *Server) loadNotebook(ctx context.Context, id string) (*Notebook, error) {
-	rc, _, err := s.o.Store.Get(ctx, contract.NotebookKey(id))
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	var nb Notebook
-	if err := json.UnmarshalRead(rc, &nb); err != nil {
-		return nil, fmt.Errorf("notebook %s: %w", id, err)
-	}
-	return &nb, nil
-}
-
 func (s *Server) listNotebooks(w http.ResponseWriter, r *http.Request) {
-	objs, err := s.o.Store.List(r.Context(), contract.NotebooksPrefix)
+	out, err := s.o.Console.Notebooks(r.Context())
 	if err != nil {
-		writeErr(w, http.StatusServiceUnavailable, err.Error())
+		s.notebookErr(w, err)
 		return
-	}
-	out := []map[string]any{}
-	for _, o := range objs {
-		id, ok := contract.NotebookID(o.Key)
-		if !ok {
-			continue
-		}
-		out = append(out, map[string]any{"id": id, "updated_at": o.Modified.UTC()})
 	}
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{"notebooks": out})
 }
 
 func (s *Server) deleteNotebook(w http.ResponseWriter, r *http.Request) {
-	id := chi.URLParam(r, "id")
-	if !contract.ValidName(id) {
-		writeErr(w, http.StatusBadRequest, "bad notebook id")
-		return
-	}
-	if err := s.o.Store.Delete(r.Context(), contract.NotebookKey(id)); err != nil {
-		writeErr(w, http.StatusServiceUnavailable, err.Error())
+	if err := s.o.Console.DeleteNotebook(r.Context(), chi.URLParam(r, "id")); err != nil {
+		s.notebookErr(w, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -147,7 +147,7 @@ func (s *Server) overview(w http.ResponseWriter, _ *http.Request) {
 		return out
 	}
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{
-		"region": s.o.Region, "refresh_seconds": int(s.o.Console.cfg.RefreshInterval.Seconds()),
+		"region": s.o.Region, "refresh_seconds": int(s.o.Console.RefreshInterval().Seconds()),
 		"alerts_by_minute": list(byMinute, true), "alerts_by_site": list(bySite, false), "alerts_by_kind": list(byKind, false),
 		"health": healthFrom(s.o.Gatherer, s.o.Models), "sample": s.o.Console.Status(),
 	})

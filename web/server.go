@@ -1,6 +1,7 @@
 package web
 
 import (
+	"github.com/vigil/vigil/console"
 	"io"
 
 	"github.com/vigil/vigil/internal/httpx"
@@ -71,7 +72,7 @@ type Options struct {
 	Logger     *zap.Logger
 	// Console is the SQL console; Store the shared bucket (notebooks,
 	// labels, site status); Region this region's name.
-	Console *Console
+	Console *console.Console
 	Store   storage.Store
 	Region  string
 	// KafkaOpts and EnrichedTopic let the page read a device's recent readings.
@@ -220,6 +221,7 @@ func (s *Server) Router() http.Handler {
 		r.Post("/sql", s.sqlQuery)
 		r.Get("/sample", s.sampleStatus)
 		r.Post("/sample", s.sampleLoad)
+		r.Delete("/sample", s.sampleCancel)
 		r.Get("/notebooks", s.listNotebooks)
 		r.Get("/notebooks/{id}", s.getNotebook)
 		r.Put("/notebooks/{id}", s.putNotebook)

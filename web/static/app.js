@@ -194,6 +194,7 @@
       if (s.state === 'ready') { t += ', ' + s.rows + ' rows from ' + s.objects_total + ' objects (' + (s.fraction * 100) + ' %)'; }
       if (s.error) { t += ': ' + s.error; }
       $('s-status').textContent = t;
+      $('s-cancel').hidden = s.state !== 'loading';
       if (s.state === 'loading') { setTimeout(sampleStatus, 300); }
       return s;
     });
@@ -343,6 +344,9 @@
     var f = parseFloat($('s-fraction').value);
     api('POST', '/api/v1/sample', { fraction: isNaN(f) ? 0 : f, from: localISO($('s-from').value), to: localISO($('s-to').value) })
       .then(sampleStatus).catch(function (e) { $('s-status').textContent = 'Error: ' + e.message; });
+  });
+  $('s-cancel').addEventListener('click', function () {
+    api('DELETE', '/api/v1/sample').then(sampleStatus).catch(function (e) { $('s-status').textContent = 'Error: ' + e.message; });
   });
   $('q-run').addEventListener('click', function () { $('q-status').className = 'muted'; run($('q').value, $('q-chart').value, $('q-out'), $('q-chart-out'), $('q-status')); });
   $('q-stats').addEventListener('click', function () { $('q-status').className = 'muted'; run('SUMMARIZE enriched', 'table', $('q-out'), $('q-chart-out'), $('q-status')); });

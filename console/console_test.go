@@ -1,4 +1,4 @@
-package web
+package console
 
 import (
 	"github.com/vigil/vigil/contract"
@@ -48,9 +48,33 @@ func archive(t testing.TB, n, per int) storage.Store {
 	return st
 }
 
-func loaded(t testing.TB, st storage.Store, cfg ConsoleConfig, fraction float64) *Console {
+// running is a console whose Run goes on until the test ends.
+func running(t testing.TB, st storage.Store, cfg Config) *Console {
 	t.Helper()
-	c := NewConsole(cfg, st, t.TempDir(), nil)
+	c := New(cfg, Options{Store: st, Dir: t.TempDir()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("console Run: %v", err)
+		}
+	})
+	for {
+		c.mu.Lock()
+		up := c.runCtx != nil
+		c.mu.Unlock()
+		if up {
+			return c
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func loaded(t testing.TB, st storage.Store, cfg Config, fraction float64) *Console {
+	t.Helper()
+	c := running(t, st, cfg)
 	if err := c.StartLoad(fraction, time.Time{}, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
@@ -67,17 +91,15 @@ func loaded(t testing.TB, st storage.Store, cfg ConsoleConfig, fraction float64)
 	return c
 }
 
-var testConsole = ConsoleConfig{SampleFraction: 0.01, QueryTimeout: 2 * time.Second, MaxRows: 50, RefreshInterval: time.Minute, StatusInterval: time.Second}
+var testConsole = Config{SampleFraction: 0.01, QueryTimeout: 2 * time.Second, MaxRows: 50, RefreshInterval: time.Minute, StatusInterval: time.Second}
 
 func TestConsoleSampleAndSafety(t *testing.T) {
 	st := archive(t, 20_000, 5_000)
-	c := NewConsole(testConsole, st, t.TempDir(), nil)
+	c := running(t, st, testConsole)
 	if _, err := c.Query(context.Background(), "SELECT 1"); !errors.Is(err, ErrNoSample) {
 		t.Fatalf("query before a sample: %v", err)
 	}
-	c.Close()
 	c = loaded(t, st, testConsole, 1)
-	defer c.Close()
 	if s := c.Status(); s.Rows != 20_000 || s.ObjectsTotal != 4 || s.ObjectsDone != 4 || s.BytesRead == 0 {
 		t.Fatalf("full sample status %+v", s)
 	}
@@ -113,7 +135,6 @@ func TestConsoleSampleAndSafety(t *testing.T) {
 	}
 	// a 1 % sample of the same archive
 	c2 := loaded(t, st, testConsole, 0.01)
-	defer c2.Close()
 	if n := c2.Status().Rows; n < 100 || n > 320 {
 		t.Fatalf("1%% of 20000 rows gave %d", n)
 	}
@@ -127,7 +148,6 @@ func BenchmarkGroupedQuery(b *testing.B) {
 	cfg := testConsole
 	cfg.QueryTimeout = time.Minute
 	c := loaded(b, st, cfg, 1)
-	defer c.Close()
 	if n := c.Status().Rows; n != 1_000_000 {
 		b.Fatalf("sample holds %d rows", n)
 	}
@@ -142,5 +162,57 @@ func BenchmarkGroupedQuery(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A load can be cancelled, and the end of Run cancels one in flight; the
+// console stays usable and says so.
+func TestLoadCancel(t *testing.T) {
+	st := archive(t, 1000, 5) // 200 objects: a load of a while
+	c := running(t, st, testConsole)
+	if err := c.StartLoad(1, time.Time{}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if c.StartLoad(1, time.Time{}, time.Time{}) == nil {
+		t.Fatal("a second load started while one runs")
+	}
+	if !c.CancelLoad() {
+		t.Fatal("CancelLoad found no load")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Status().State == "loading" {
+		if time.Now().After(deadline) {
+			t.Fatal("the cancelled load did not stop in 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s := c.Status(); s.State != "cancelled" || s.ObjectsDone >= s.ObjectsTotal {
+		t.Fatalf("after cancel: %+v", s)
+	}
+	if c.CancelLoad() {
+		t.Fatal("CancelLoad with nothing loading")
+	}
+	if _, err := c.Query(context.Background(), "SELECT 1"); !errors.Is(err, ErrNoSample) {
+		t.Fatalf("query after a cancelled first load: %v, want ErrNoSample", err)
+	}
+	// the end of Run cancels a load in flight (the cleanup waits for Run)
+	c2 := New(testConsole, Options{Store: st, Dir: t.TempDir()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c2.Run(ctx) }()
+	for c2.StartLoad(1, time.Time{}, time.Time{}) != nil {
+		time.Sleep(time.Millisecond) // until Run has started
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return within 10s of its context ending during a load")
+	}
+	if s := c2.Status(); s.State != "cancelled" {
+		t.Fatalf("load at the end of Run: %+v", s)
+	}
+	if c2.StartLoad(1, time.Time{}, time.Time{}) != ErrNotRunning {
+		t.Fatal("a load started after Run returned")
 	}
 }

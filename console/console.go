@@ -1,4 +1,8 @@
-package web
+// Package console is the SQL console: a sample of the archive of every
+// region pulled from the bucket into an embedded DuckDB, queried read-only,
+// and the notebooks saved in the bucket. It runs with Run(ctx): a sample
+// load runs on that context and can be cancelled.
+package console
 
 import (
 	"github.com/vigil/vigil/contract"
@@ -25,8 +29,8 @@ import (
 	_ "github.com/duckdb/duckdb-go/v2" // the SQL console's engine
 )
 
-// ConsoleConfig is the console section of config.yaml.
-type ConsoleConfig struct {
+// Config is the console section of config.yaml.
+type Config struct {
 	// SampleFraction is the share of archived rows "Load sample" pulls. Default 0.01.
 	SampleFraction float64 `yaml:"sample_fraction"`
 	// QueryTimeout bounds one query. Default 10s.
@@ -40,7 +44,7 @@ type ConsoleConfig struct {
 }
 
 // Validate checks the console section; errors name the key below "console.".
-func (c ConsoleConfig) Validate() error {
+func (c Config) Validate() error {
 	switch {
 	case !(c.SampleFraction > 0 && c.SampleFraction <= 1):
 		return fmt.Errorf("sample_fraction: must be above 0 and at most 1, got %g", c.SampleFraction)
@@ -74,7 +78,7 @@ type SampleStatus struct {
 // pulled from the bucket into an embedded DuckDB that is then locked (no
 // file or network access, configuration locked) and queried read-only.
 type Console struct {
-	cfg   ConsoleConfig
+	cfg   Config
 	store storage.Store
 	dir   string
 	log   *zap.Logger
@@ -83,15 +87,60 @@ type Console struct {
 	mu      sync.Mutex
 	status  SampleStatus
 	loading bool
+	runCtx  context.Context    // set by Run: loads run on it
+	cancel  context.CancelFunc // cancels the load in flight
+	loads   sync.WaitGroup
 }
 
-// NewConsole builds a console whose downloads go under dir.
-func NewConsole(cfg ConsoleConfig, store storage.Store, dir string, log *zap.Logger) *Console {
-	if log == nil {
-		log = zap.NewNop()
-	}
-	return &Console{cfg: cfg, store: store, dir: dir, log: log, status: SampleStatus{State: "empty"}}
+// Options are a console's dependencies.
+type Options struct {
+	Store  storage.Store // the shared bucket: the archive and the notebooks
+	Dir    string        // where downloads and DuckDB's files go
+	Logger *zap.Logger
 }
+
+// New builds a console; Run starts it.
+func New(cfg Config, o Options) *Console {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	return &Console{cfg: cfg, store: o.Store, dir: o.Dir, log: o.Logger, status: SampleStatus{State: "empty"}}
+}
+
+// ErrNotRunning is returned by StartLoad before Run or after it returned.
+var ErrNotRunning = errors.New("the console is not running")
+
+// Run serves until ctx ends; then it cancels a load in flight, waits for
+// it, and closes the sample database.
+func (c *Console) Run(ctx context.Context) error {
+	c.mu.Lock()
+	c.runCtx = ctx
+	c.mu.Unlock()
+	<-ctx.Done()
+	c.mu.Lock()
+	c.runCtx = nil
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.mu.Unlock()
+	c.loads.Wait()
+	c.close()
+	return nil
+}
+
+// CancelLoad cancels the sample load in flight; false when none runs.
+func (c *Console) CancelLoad() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.loading || c.cancel == nil {
+		return false
+	}
+	c.cancel()
+	return true
+}
+
+// RefreshInterval is the status page's default refresh.
+func (c *Console) RefreshInterval() time.Duration { return c.cfg.RefreshInterval }
 
 // Status returns the sample's load progress.
 func (c *Console) Status() SampleStatus {
@@ -100,8 +149,8 @@ func (c *Console) Status() SampleStatus {
 	return c.status
 }
 
-// Close closes the sample database.
-func (c *Console) Close() {
+// close closes the sample database.
+func (c *Console) close() {
 	if db := c.db.Swap(nil); db != nil {
 		db.Close()
 	}
@@ -122,9 +171,18 @@ func (c *Console) StartLoad(fraction float64, from, to time.Time) error {
 	if !(fraction > 0 && fraction <= 1) {
 		return fmt.Errorf("fraction must be above 0 and at most 1, got %g", fraction)
 	}
-	c.loading = true
+	if c.runCtx == nil {
+		return ErrNotRunning
+	}
+	ctx, cancel := context.WithTimeout(c.runCtx, 30*time.Minute)
+	c.loading, c.cancel = true, cancel
 	c.status = SampleStatus{State: "loading", Fraction: fraction, From: from, To: to}
-	go c.load(fraction, from, to)
+	c.loads.Add(1)
+	go func() {
+		defer c.loads.Done()
+		defer cancel()
+		c.load(ctx, fraction, from, to)
+	}()
 	return nil
 }
 
@@ -134,24 +192,26 @@ func (c *Console) setStatus(f func(*SampleStatus)) {
 	c.mu.Unlock()
 }
 
-func (c *Console) load(fraction float64, from, to time.Time) {
-	err := c.doLoad(fraction, from, to)
+func (c *Console) load(ctx context.Context, fraction float64, from, to time.Time) {
+	err := c.doLoad(ctx, fraction, from, to)
 	c.mu.Lock()
-	c.loading = false
-	if err != nil {
+	c.loading, c.cancel = false, nil
+	switch {
+	case err != nil && errors.Is(ctx.Err(), context.Canceled):
+		c.status.State, c.status.Error = "cancelled", "the load was cancelled; the previous sample, if any, stays"
+		c.log.Info("sample load cancelled", zap.Int("objects_done", c.status.ObjectsDone), zap.Int("objects", c.status.ObjectsTotal))
+	case err != nil:
 		c.status.State, c.status.Error = "failed", err.Error()
 		c.log.Error("sample load failed", zap.Error(err))
-	} else {
+	default:
 		c.status.State, c.status.LoadedAt = "ready", time.Now().UTC()
 		c.log.Info("sample loaded", zap.Int64("rows", c.status.Rows), zap.Int("objects", c.status.ObjectsTotal))
 	}
 	c.mu.Unlock()
 }
 
-func (c *Console) doLoad(fraction float64, from, to time.Time) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	objs, err := c.store.List(ctx, "enriched/")
+func (c *Console) doLoad(ctx context.Context, fraction float64, from, to time.Time) error {
+	objs, err := c.store.List(ctx, contract.ArchivePrefix)
 	if err != nil {
 		return fmt.Errorf("list the archive in %s: %w", c.store, err)
 	}
@@ -175,6 +235,9 @@ func (c *Console) doLoad(fraction float64, from, to time.Time) error {
 	defer os.RemoveAll(dir)
 	var files []string
 	for i, o := range keys {
+		if err := ctx.Err(); err != nil {
+			return err // cancelled, or Run ended
+		}
 		p := filepath.Join(dir, fmt.Sprintf("%06d.parquet", i))
 		n, err := c.download(ctx, o.Key, p)
 		if err != nil {
