@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"github.com/vigil/vigil/console"
+	"github.com/vigil/vigil/sitestatus"
 	"io"
 	"os"
 	"os/signal"
@@ -212,7 +213,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		return fmt.Errorf("data.dir: %w", err)
 	}
 	sqlConsole := console.New(cfg.Console, console.Options{Store: store, Dir: consoleDir, Logger: log.Named("console")})
-	status := &web.StatusWriter{Region: cfg.Region, Store: store, Models: models, Gatherer: reg, Interval: cfg.Console.StatusInterval, KafkaOpts: b.Opts(),
+	status := &sitestatus.Writer{Region: cfg.Region, Store: store, Models: models, Gatherer: reg, Interval: cfg.Console.StatusInterval, KafkaOpts: b.Opts(),
 		Topics: []string{cfg.Kafka.Topics.Raw, cfg.Kafka.Topics.Enriched, cfg.Kafka.Topics.Alerts, cfg.Kafka.Topics.DLQ}, Logger: log.Named("status")}
 	srv, err := web.New(web.Options{
 		Config: cfg.HTTP, AdminToken: token, Ingest: ing, Registry: registry, Alerts: alerts, Gatherer: reg, Logger: log.Named("web"),

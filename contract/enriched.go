@@ -32,6 +32,10 @@ const (
 	Multivariate = "multivariate"
 )
 
+// BaselineModel is the "model" of a record or alert scored by the
+// streaming detectors alone (no trained model in charge).
+const BaselineModel = "baseline-v1"
+
 // MetricSuffixes are the derived figures of every metric, in record order.
 var MetricSuffixes = []string{SuffixDelta, SuffixRate, SuffixMean, SuffixStd, SuffixZ, SuffixVol, SuffixStuck}
 

@@ -196,6 +196,53 @@ func (s *Service) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
+// Models lists the models in the registry and the current choice.
+func (s *Service) Models(ctx context.Context) ([]ModelMeta, Current, error) {
+	models, err := s.reg.List(ctx)
+	if err != nil {
+		return nil, Current{}, fmt.Errorf("list the models: %w", err)
+	}
+	cur, _, err := s.reg.Current(ctx)
+	if err != nil {
+		return nil, Current{}, fmt.Errorf("read %s: %w", contract.CurrentModelKey, err)
+	}
+	return models, cur, nil
+}
+
+// Model describes one model version.
+func (s *Service) Model(ctx context.Context, version string) (ModelMeta, error) {
+	return s.reg.Meta(ctx, version)
+}
+
+// The operator's actions on models/current: each is a conditional write
+// by the operator (by, e.g. "api@eu-west"), not fenced by a trainer's
+// lease epoch, and this process picks the change up at once; the other
+// processes within models.poll_interval.
+
+// Promote makes version the model every region runs.
+func (s *Service) Promote(ctx context.Context, version, by string) (Current, error) {
+	return s.refreshAfter(ctx)(s.reg.Promote(ctx, version, by, 0))
+}
+
+// SetShadow runs version in shadow beside the current model.
+func (s *Service) SetShadow(ctx context.Context, version, by string) (Current, error) {
+	return s.refreshAfter(ctx)(s.reg.SetShadow(ctx, version, by, 0))
+}
+
+// Rollback returns to version, or to the previous model when version is "".
+func (s *Service) Rollback(ctx context.Context, version, by string) (Current, error) {
+	return s.refreshAfter(ctx)(s.reg.Rollback(ctx, version, by))
+}
+
+func (s *Service) refreshAfter(ctx context.Context) func(Current, error) (Current, error) {
+	return func(c Current, err error) (Current, error) {
+		if err == nil {
+			s.Refresh(ctx)
+		}
+		return c, err
+	}
+}
+
 // Refresh checks models/current now (the API calls it after a change).
 func (s *Service) Refresh(ctx context.Context) { s.poll(ctx) }
 

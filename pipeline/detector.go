@@ -27,7 +27,7 @@ type Model interface {
 }
 
 // BaselineName is the model name of the streaming baseline detector.
-const BaselineName = "baseline-v1"
+const BaselineName = contract.BaselineModel
 
 // Baseline scores from the streaming detectors: the largest of their
 // calibrated figures (per-metric tail, level, cycle, regime; stuck values,

@@ -27,15 +27,9 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
 	if s.modelsOff(w) {
 		return
 	}
-	reg := s.o.Models.Registry()
-	models, err := reg.List(r.Context())
+	models, cur, err := s.o.Models.Models(r.Context())
 	if err != nil {
-		writeErr(w, http.StatusServiceUnavailable, "could not list the models: "+err.Error())
-		return
-	}
-	cur, _, err := reg.Current(r.Context())
-	if err != nil {
-		writeErr(w, http.StatusServiceUnavailable, "could not read models/current: "+err.Error())
+		writeErr(w, http.StatusServiceUnavailable, "could not read the model registry: "+err.Error())
 		return
 	}
 	if models == nil {
@@ -48,7 +42,7 @@ func (s *Server) getModel(w http.ResponseWriter, r *http.Request) {
 	if s.modelsOff(w) {
 		return
 	}
-	m, err := s.o.Models.Registry().Meta(r.Context(), chi.URLParam(r, "version"))
+	m, err := s.o.Models.Model(r.Context(), chi.URLParam(r, "version"))
 	if err != nil {
 		s.modelErr(w, err)
 		return
@@ -86,12 +80,11 @@ func (s *Server) promoteModel(w http.ResponseWriter, r *http.Request) {
 	if s.modelsOff(w) {
 		return
 	}
-	cur, err := s.o.Models.Registry().Promote(r.Context(), chi.URLParam(r, "version"), "api@"+s.o.Region, 0)
+	cur, err := s.o.Models.Promote(r.Context(), chi.URLParam(r, "version"), "api@"+s.o.Region)
 	if err != nil {
 		s.modelErr(w, err)
 		return
 	}
-	s.o.Models.Refresh(r.Context())
 	httpx.WriteJSON(w, http.StatusOK, cur)
 }
 
@@ -99,12 +92,11 @@ func (s *Server) shadowModel(w http.ResponseWriter, r *http.Request) {
 	if s.modelsOff(w) {
 		return
 	}
-	cur, err := s.o.Models.Registry().SetShadow(r.Context(), chi.URLParam(r, "version"), "api@"+s.o.Region, 0)
+	cur, err := s.o.Models.SetShadow(r.Context(), chi.URLParam(r, "version"), "api@"+s.o.Region)
 	if err != nil {
 		s.modelErr(w, err)
 		return
 	}
-	s.o.Models.Refresh(r.Context())
 	httpx.WriteJSON(w, http.StatusOK, cur)
 }
 
@@ -118,12 +110,11 @@ func (s *Server) rollbackModel(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength != 0 && !decodeBody(w, r, &req) {
 		return
 	}
-	cur, err := s.o.Models.Registry().Rollback(r.Context(), req.Version, "api@"+s.o.Region)
+	cur, err := s.o.Models.Rollback(r.Context(), req.Version, "api@"+s.o.Region)
 	if err != nil {
 		s.modelErr(w, err)
 		return
 	}
-	s.o.Models.Refresh(r.Context())
 	httpx.WriteJSON(w, http.StatusOK, cur)
 }
 

@@ -54,6 +54,19 @@ type Alerts interface {
 	Get(id string) (contract.Alert, bool)
 }
 
+// Models is what the admin API and the page need of the models service
+// (ml.Service implements it).
+type Models interface {
+	Status() ml.Status
+	Lease() ml.LeaseRecord
+	Models(ctx context.Context) ([]ml.ModelMeta, ml.Current, error)
+	Model(ctx context.Context, version string) (ml.ModelMeta, error)
+	RequestTraining(ctx context.Context, by string) error
+	Promote(ctx context.Context, version, by string) (ml.Current, error)
+	SetShadow(ctx context.Context, version, by string) (ml.Current, error)
+	Rollback(ctx context.Context, version, by string) (ml.Current, error)
+}
+
 // Check is one readiness check: nil when ready, else what is missing.
 type Check struct {
 	Name string
@@ -79,7 +92,7 @@ type Options struct {
 	KafkaOpts     []kgo.Opt
 	EnrichedTopic string
 	// Models is the models service (registry, lease); nil disables /models.
-	Models *ml.Service
+	Models Models
 }
 
 // Server is Vigil's HTTP server.

@@ -1,0 +1,190 @@
+// Package sitestatus publishes this region's figures to the shared bucket
+// (contract.SiteStatusKey) for the global view, and computes them for the
+// status page.
+package sitestatus
+
+import (
+	"fmt"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/vigil/vigil/contract"
+
+	"bytes"
+	"context"
+	"time"
+
+	"github.com/go-json-experiment/json"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+
+	"github.com/vigil/vigil/ml"
+	"github.com/vigil/vigil/storage"
+)
+
+// SiteStatus is what each region publishes at sites/<region>/status.json
+// for the global view.
+type SiteStatus struct {
+	Region       string           `json:"region"`
+	UpdatedAt    time.Time        `json:"updated_at"`
+	IngestRate   float64          `json:"ingest_per_s"`
+	PipelineRate float64          `json:"pipeline_per_s"`
+	Health       Health           `json:"health"`
+	TopicSizes   map[string]int64 `json:"topic_records"`
+}
+
+// Writer writes this region's SiteStatus to the bucket every interval.
+type Writer struct {
+	Region    string
+	Store     storage.Store
+	Models    ModelsStatus // nil: no models service
+	Gatherer  prometheus.Gatherer
+	Interval  time.Duration
+	KafkaOpts []kgo.Opt
+	Topics    []string
+	Logger    *zap.Logger
+}
+
+// Run writes until ctx ends. A failed write is logged and retried next time.
+func (w *Writer) Run(ctx context.Context) error {
+	if w.Logger == nil {
+		w.Logger = zap.NewNop()
+	}
+	cl, err := kgo.NewClient(w.KafkaOpts...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	t := time.NewTicker(w.Interval)
+	defer t.Stop()
+	var last Health
+	lastAt := time.Now()
+	failing := false
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
+		}
+		h := HealthFrom(w.Gatherer, w.Models)
+		secs := max(time.Since(lastAt).Seconds(), 0.001)
+		st := SiteStatus{Region: w.Region, UpdatedAt: time.Now().UTC(), Health: h, TopicSizes: map[string]int64{},
+			IngestRate: (h.IngestReadings - last.IngestReadings) / secs, PipelineRate: (h.PipelineReadings - last.PipelineReadings) / secs}
+		last, lastAt = h, time.Now()
+		lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		if ends, err := kadm.NewClient(cl).ListEndOffsets(lctx, w.Topics...); err == nil {
+			ends.Each(func(o kadm.ListedOffset) { st.TopicSizes[o.Topic] += o.Offset })
+		}
+		cancel()
+		b, _ := json.Marshal(st)
+		pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := w.Store.Put(pctx, contract.SiteStatusKey(w.Region), bytes.NewReader(b), int64(len(b)))
+		pcancel()
+		if err != nil && !failing && ctx.Err() == nil {
+			w.Logger.Warn("could not publish this region's status to the bucket; retrying", zap.Error(err))
+		}
+		failing = err != nil
+	}
+}
+
+// Health is the pipeline's figures as the status page shows them.
+type Health struct {
+	IngestReadings   float64            `json:"ingest_readings"`
+	PipelineReadings float64            `json:"pipeline_readings"`
+	Batches          float64            `json:"batches"`
+	BatchMeanMS      float64            `json:"batch_mean_ms"`
+	PostToCommitMS   float64            `json:"post_to_commit_mean_ms"`
+	DLQ              float64            `json:"dlq"`
+	LagByPartition   map[string]float64 `json:"lag_by_partition"`
+	ArchiveRows      float64            `json:"archive_rows"`
+	ArchivePending   float64            `json:"archive_pending_rows"`
+	ArchiveStoreUp   float64            `json:"archive_store_up"`
+	Model            string             `json:"model"`
+	Lease            string             `json:"lease"`
+}
+
+// ModelsStatus is what the figures need of the models service.
+type ModelsStatus interface {
+	Status() ml.Status
+	Lease() ml.LeaseRecord
+}
+
+// HealthFrom reads the figures out of the process's metrics (the names
+// each package registers) and the models service (nil: none).
+func HealthFrom(g prometheus.Gatherer, models ModelsStatus) Health {
+	h := Health{LagByPartition: map[string]float64{}, Model: contract.BaselineModel, Lease: "models service not running"}
+	if models != nil {
+		st, l := models.Status(), models.Lease()
+		h.Model = st.Running
+		if st.RunningShadow != "" {
+			h.Model += " (shadow " + st.RunningShadow + ")"
+		}
+		switch {
+		case st.LeaseError != "":
+			h.Lease = "not a candidate: " + st.LeaseError
+		case st.Leading:
+			h.Lease = fmt.Sprintf("held by this process (epoch %d)", st.Epoch)
+		case l.Holder != "":
+			h.Lease = fmt.Sprintf("held by %s (epoch %d)", l.Holder, l.Epoch)
+		case !st.Candidate:
+			h.Lease = "this process does not train (models.train: false)"
+		default:
+			h.Lease = "no holder yet"
+		}
+	}
+	mfs, err := g.Gather()
+	if err != nil {
+		return h
+	}
+	val := func(m *dto.Metric) float64 {
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		case m.Gauge != nil:
+			return m.Gauge.GetValue()
+		}
+		return 0
+	}
+	for _, mf := range mfs {
+		ms := mf.GetMetric()
+		if len(ms) == 0 {
+			continue
+		}
+		switch mf.GetName() {
+		case "vigil_ingest_readings_total":
+			h.IngestReadings = val(ms[0])
+		case "vigil_pipeline_readings_total":
+			h.PipelineReadings = val(ms[0])
+		case "vigil_pipeline_batches_total":
+			h.Batches = val(ms[0])
+		case "vigil_pipeline_dlq_total":
+			h.DLQ = val(ms[0])
+		case "vigil_archive_rows_total":
+			h.ArchiveRows = val(ms[0])
+		case "vigil_archive_pending_rows":
+			h.ArchivePending = val(ms[0])
+		case "vigil_archive_store_up":
+			h.ArchiveStoreUp = val(ms[0])
+		case "vigil_pipeline_batch_seconds":
+			if hs := ms[0].GetHistogram(); hs.GetSampleCount() > 0 {
+				h.BatchMeanMS = 1000 * hs.GetSampleSum() / float64(hs.GetSampleCount())
+			}
+		case "vigil_pipeline_post_to_commit_seconds":
+			if hs := ms[0].GetHistogram(); hs.GetSampleCount() > 0 {
+				h.PostToCommitMS = 1000 * hs.GetSampleSum() / float64(hs.GetSampleCount())
+			}
+		case "vigil_pipeline_lag_records":
+			for _, m := range ms {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "partition" {
+						h.LagByPartition[l.GetValue()] = val(m)
+					}
+				}
+			}
+		}
+	}
+	return h
+}
