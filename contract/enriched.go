@@ -130,32 +130,7 @@ func AppendEnriched(b []byte, r *Reading, s *Scored) []byte {
 			b = append(b, '}')
 		}
 	}
-	b = append(b, `,"metrics":{`...)
-	for i, m := range r.Metrics {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendStr(b, m.Name)
-		b = append(b, ':')
-		b = AppendFloat(b, m.Value)
-	}
-	b = append(b, '}')
-	if len(r.Attrs) > 0 {
-		b = append(b, `,"attrs":{`...)
-		for i, a := range r.Attrs {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendStr(b, a.Name)
-			b = append(b, ':')
-			b = appendStr(b, a.Value)
-		}
-		b = append(b, '}')
-	}
-	if r.Label != "" {
-		b = append(b, `,"label":`...)
-		b = appendStr(b, r.Label)
-	}
+	b = r.appendBody(b)
 	b = append(b, `,"derived":{`...)
 	for i, d := range s.Derived {
 		if i > 0 {

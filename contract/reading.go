@@ -55,12 +55,24 @@ func (r *Reading) AppendJSON(b []byte) []byte {
 	b, _ = jsontext.AppendQuote(b, r.DeviceID)
 	b = append(b, `,"ts":"`...)
 	b = r.TS.AppendFormat(b, time.RFC3339Nano)
-	b = append(b, `","metrics":{`...)
+	b = append(b, '"')
+	b = r.appendBody(b)
+	b = append(b, `,"region":`...)
+	b, _ = jsontext.AppendQuote(b, r.Region)
+	b = append(b, `,"ingested_at":"`...)
+	b = r.IngestedAt.AppendFormat(b, time.RFC3339Nano)
+	return append(b, `"}`...)
+}
+
+// appendBody appends the reading's metrics, attrs and label members (the
+// part the raw and the enriched records share), each after a comma.
+func (r *Reading) appendBody(b []byte) []byte {
+	b = append(b, `,"metrics":{`...)
 	for i, m := range r.Metrics {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b, _ = jsontext.AppendQuote(b, m.Name)
+		b = appendStr(b, m.Name)
 		b = append(b, ':')
 		b = AppendFloat(b, m.Value)
 	}
@@ -71,21 +83,17 @@ func (r *Reading) AppendJSON(b []byte) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b, _ = jsontext.AppendQuote(b, a.Name)
+			b = appendStr(b, a.Name)
 			b = append(b, ':')
-			b, _ = jsontext.AppendQuote(b, a.Value)
+			b = appendStr(b, a.Value)
 		}
 		b = append(b, '}')
 	}
 	if r.Label != "" {
 		b = append(b, `,"label":`...)
-		b, _ = jsontext.AppendQuote(b, r.Label)
+		b = appendStr(b, r.Label)
 	}
-	b = append(b, `,"region":`...)
-	b, _ = jsontext.AppendQuote(b, r.Region)
-	b = append(b, `,"ingested_at":"`...)
-	b = r.IngestedAt.AppendFormat(b, time.RFC3339Nano)
-	return append(b, `"}`...)
+	return b
 }
 
 // AppendFloat appends the shortest JSON number for a finite v.
