@@ -138,11 +138,8 @@ func (s *Stream) runSession(ctx context.Context) error {
 	defer sess.Close()
 	s.lastLoop.Store(time.Now().UnixNano())
 
-	var (
-		buf      []byte
-		res      StepResult
-		lastSnap = time.Now()
-	)
+	b := &batch{s: s}
+	lastSnap := time.Now()
 	for {
 		fetches := s.poll(ctx, sess)
 		s.lastLoop.Store(time.Now().UnixNano())
@@ -186,96 +183,24 @@ func (s *Stream) runSession(ctx context.Context) error {
 		// The context for the work and the commit is detached from ctx: a
 		// shutdown lets the batch in flight commit.
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		e := kgo.AbortingFirstErrPromise(sess.Client())
-		var (
-			nReadings, nDup, nDLQ    int
-			alertsOpen, alertsClosed int
-			ingestTimes              []time.Time
-			alertIngest              []time.Time
-			lag                      int64
-		)
-		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-			if len(fp.Records) == 0 {
-				return
-			}
-			part := s.parts[fp.Partition]
-			if part == nil {
-				part = s.warm(wctx, fp.Partition, fp.Records[0].Offset)
-				s.parts[fp.Partition] = part
-			}
-			for _, rec := range fp.Records {
-				r, err := contract.DecodeRaw(rec.Value)
-				if err != nil {
-					nDLQ++
-					sess.Produce(wctx, dlqRecord(s.o.Topics.DLQ, rec, err), e.Promise())
-					part.Next = rec.Offset + 1
-					continue
-				}
-				off := len(buf)
-				buf = s.proc.Step(part, &r, true, buf, &res)
-				part.Next = rec.Offset + 1
-				if res.Duplicate {
-					nDup++
-					continue
-				}
-				nReadings++
-				ingestTimes = append(ingestTimes, r.IngestedAt)
-				sess.Produce(wctx, &kgo.Record{Topic: s.o.Topics.Enriched, Key: rec.Key, Value: buf[off:len(buf):len(buf)]}, e.Promise())
-				for i := range res.Alerts {
-					a := &res.Alerts[i]
-					v, err := contract.EncodeAlert(a)
-					if err != nil {
-						continue
-					}
-					if a.State == "open" {
-						alertsOpen++
-						alertIngest = append(alertIngest, a.IngestedAt)
-					} else {
-						alertsClosed++
-					}
-					sess.Produce(wctx, &kgo.Record{Topic: s.o.Topics.Alerts, Key: rec.Key, Value: v}, e.Promise())
-				}
-			}
-			if hw := fp.HighWatermark; hw > 0 {
-				l := hw - part.Next
-				lag += l
-				s.m.lag.WithLabelValues(strconv.Itoa(int(fp.Partition))).Set(float64(l))
-			}
-		})
-		commit := kgo.TransactionEndTry(e.Err() == nil)
-		if e.Err() != nil {
-			s.log.Warn("producing a batch failed; aborting it to process it again", zap.Error(e.Err()))
+		b.begin(wctx, sess)
+		fetches.EachPartition(b.partition)
+		commit := kgo.TransactionEndTry(b.e.Err() == nil)
+		if b.e.Err() != nil {
+			s.log.Warn("producing a batch failed; aborting it to process it again", zap.Error(b.e.Err()))
 		}
 		committed, err := sess.End(wctx, commit)
 		cancel()
-		buf = buf[:0]
 		if err != nil {
 			return fmt.Errorf("end transaction: %w", err)
 		}
 		if !committed {
 			s.m.aborts.Inc()
-			s.log.Info("micro-batch aborted (rebalance or produce error); it will be processed again", zap.Int("readings", nReadings))
+			s.log.Info("micro-batch aborted (rebalance or produce error); it will be processed again", zap.Int("readings", b.stats.readings))
 			s.parts = map[int32]*partition{}
 			continue
 		}
-		done := time.Now()
-		s.m.batches.Inc()
-		s.m.batchSize.Observe(float64(nReadings + nDup + nDLQ))
-		s.m.batchTime.Observe(done.Sub(start).Seconds())
-		s.m.readings.Add(float64(nReadings))
-		s.m.duplicates.Add(float64(nDup))
-		s.m.dlq.Add(float64(nDLQ))
-		s.m.alerts.WithLabelValues("open").Add(float64(alertsOpen))
-		s.m.alerts.WithLabelValues("closed").Add(float64(alertsClosed))
-		for _, t := range ingestTimes {
-			s.m.postToDone.Observe(done.Sub(t).Seconds())
-		}
-		for _, t := range alertIngest {
-			s.m.postToAlert.Observe(done.Sub(t).Seconds())
-		}
-		if alertsOpen > 0 {
-			s.log.Debug("alerts committed", zap.Int("open", alertsOpen))
-		}
+		b.stats.record(s.m, start, time.Now())
 		if time.Since(lastSnap) >= s.cfg.SnapshotInterval || ctx.Err() != nil {
 			s.snapshotAll()
 			lastSnap = time.Now()
@@ -288,6 +213,106 @@ func (s *Stream) runSession(ctx context.Context) error {
 
 // poll waits for records, then keeps polling until the micro-batch holds
 // BatchMaxReadings or BatchMaxWait has passed since its first record.
+// batch is one micro-batch in its transaction: each partition's readings
+// go through the processor, and their enriched records, alerts and dead
+// letters are produced into the transaction. One batch value is reused.
+type batch struct {
+	s     *Stream
+	ctx   context.Context
+	sess  *kgo.GroupTransactSession
+	e     *kgo.FirstErrPromise
+	buf   []byte
+	res   StepResult
+	stats batchStats
+}
+
+// begin starts the batch's work on ctx (the transaction has begun).
+func (b *batch) begin(ctx context.Context, sess *kgo.GroupTransactSession) {
+	b.ctx, b.sess, b.e = ctx, sess, kgo.AbortingFirstErrPromise(sess.Client())
+	b.buf = b.buf[:0]
+	b.stats.reset()
+}
+
+// partition processes the records of one partition of the fetch.
+func (b *batch) partition(fp kgo.FetchTopicPartition) {
+	s := b.s
+	if len(fp.Records) == 0 {
+		return
+	}
+	part := s.parts[fp.Partition]
+	if part == nil {
+		part = s.warm(b.ctx, fp.Partition, fp.Records[0].Offset)
+		s.parts[fp.Partition] = part
+	}
+	for _, rec := range fp.Records {
+		r, err := contract.DecodeRaw(rec.Value)
+		if err != nil {
+			b.stats.dlq++
+			b.sess.Produce(b.ctx, dlqRecord(s.o.Topics.DLQ, rec, err), b.e.Promise())
+			part.Next = rec.Offset + 1
+			continue
+		}
+		off := len(b.buf)
+		b.buf = s.proc.Step(part, &r, true, b.buf, &b.res)
+		part.Next = rec.Offset + 1
+		if b.res.Duplicate {
+			b.stats.duplicates++
+			continue
+		}
+		b.stats.readings++
+		b.stats.ingestTimes = append(b.stats.ingestTimes, r.IngestedAt)
+		b.sess.Produce(b.ctx, &kgo.Record{Topic: s.o.Topics.Enriched, Key: rec.Key, Value: b.buf[off:len(b.buf):len(b.buf)]}, b.e.Promise())
+		for i := range b.res.Alerts {
+			a := &b.res.Alerts[i]
+			v, err := contract.EncodeAlert(a)
+			if err != nil {
+				continue
+			}
+			if a.State == "open" {
+				b.stats.alertsOpen++
+				b.stats.alertIngest = append(b.stats.alertIngest, a.IngestedAt)
+			} else {
+				b.stats.alertsClosed++
+			}
+			b.sess.Produce(b.ctx, &kgo.Record{Topic: s.o.Topics.Alerts, Key: rec.Key, Value: v}, b.e.Promise())
+		}
+	}
+	if hw := fp.HighWatermark; hw > 0 {
+		s.m.lag.WithLabelValues(strconv.Itoa(int(fp.Partition))).Set(float64(hw - part.Next))
+	}
+}
+
+// batchStats are the figures of one micro-batch, recorded once it
+// committed.
+type batchStats struct {
+	readings, duplicates, dlq int
+	alertsOpen, alertsClosed  int
+	ingestTimes, alertIngest  []time.Time // of the readings, of the alerts opened
+}
+
+func (st *batchStats) reset() {
+	*st = batchStats{ingestTimes: st.ingestTimes[:0], alertIngest: st.alertIngest[:0]}
+}
+
+// record puts the figures of a batch that began at start and committed at
+// done into the metrics.
+func (st *batchStats) record(m *metrics, start, done time.Time) {
+	m.batches.Inc()
+	m.batchSize.Observe(float64(st.readings + st.duplicates + st.dlq))
+	m.batchTime.Observe(done.Sub(start).Seconds())
+	m.readings.Add(float64(st.readings))
+	m.duplicates.Add(float64(st.duplicates))
+	m.dlq.Add(float64(st.dlq))
+	m.alerts.WithLabelValues("open").Add(float64(st.alertsOpen))
+	m.alerts.WithLabelValues("closed").Add(float64(st.alertsClosed))
+	for _, t := range st.ingestTimes {
+		m.postToDone.Observe(done.Sub(t).Seconds())
+	}
+	for _, t := range st.alertIngest {
+		m.postToAlert.Observe(done.Sub(t).Seconds())
+	}
+}
+
 func (s *Stream) poll(ctx context.Context, sess *kgo.GroupTransactSession) kgo.Fetches {
 	fetches := sess.PollRecords(ctx, s.cfg.BatchMaxReadings)
 	n := fetches.NumRecords()
