@@ -10,7 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil/vigil/bus"
+	"github.com/vigil/vigil/console"
+	"github.com/vigil/vigil/ingest"
+	"github.com/vigil/vigil/ml"
 	"github.com/vigil/vigil/pipeline"
+	"github.com/vigil/vigil/simulate"
+	"github.com/vigil/vigil/storage"
+	"github.com/vigil/vigil/web"
 )
 
 func TestDefaultsAreTheConfigFile(t *testing.T) {
@@ -117,7 +124,10 @@ func TestVersionCommand(t *testing.T) {
 }
 
 // The built-in config.yaml's pipeline section is pipeline.Default().
-func TestPipelineDefaultsMirrorConfigYAML(t *testing.T) {
+// Each package's Default() is its section of config.yaml: the built-in
+// defaults live in code, documented on each field, and config.yaml shows
+// them.
+func TestDefaultsMirrorConfigYAML(t *testing.T) {
 	c, err := loadConfig("", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +135,25 @@ func TestPipelineDefaultsMirrorConfigYAML(t *testing.T) {
 	if len(c.Pipeline.Groups) == 0 {
 		c.Pipeline.Groups = nil // "groups: []"
 	}
-	if !reflect.DeepEqual(c.Pipeline, pipeline.Default()) {
-		t.Fatalf("config.yaml pipeline section %+v\ndiffers from pipeline.Default() %+v", c.Pipeline, pipeline.Default())
+	if len(c.Kafka.Brokers) == 0 {
+		c.Kafka.Brokers = nil // "brokers: []"
+	}
+	for _, s := range []struct {
+		name      string
+		yaml, def any
+	}{
+		{"pipeline", c.Pipeline, pipeline.Default()},
+		{"http", c.HTTP, web.Default()},
+		{"kafka", c.Kafka, bus.Default()},
+		{"storage", c.Storage, storage.Default()},
+		{"archive", c.Archive, storage.DefaultArchive()},
+		{"ingest", c.Ingest, ingest.Default()},
+		{"models", c.Models, ml.Default()},
+		{"console", c.Console, console.Default()},
+		{"simulate", c.Simulate, simulate.Default()},
+	} {
+		if !reflect.DeepEqual(s.yaml, s.def) {
+			t.Errorf("config.yaml section %s %+v\ndiffers from its Default() %+v", s.name, s.yaml, s.def)
+		}
 	}
 }

@@ -72,6 +72,14 @@ type Config struct {
 // Embedded reports whether the embedded broker is used.
 func (c Config) Embedded() bool { return len(c.Brokers) == 0 }
 
+// Default is the kafka section's built-in configuration (config.yaml
+// mirrors it): the embedded broker on 127.0.0.1:9092, 8 partitions, the
+// replication factor of the cluster, a week of retention, Vigil's topics.
+func Default() Config {
+	return Config{EmbeddedAddr: "127.0.0.1:9092", ClientID: "vigil", Partitions: 8, ReplicationFactor: -1, Retention: 168 * time.Hour,
+		Topics: Topics{Raw: "vigil.raw", Enriched: "vigil.enriched", Alerts: "vigil.alerts", DLQ: "vigil.dlq", Devices: "vigil.devices"}}
+}
+
 // Validate checks the kafka section; errors name the key below "kafka.".
 func (c Config) Validate() error {
 	if c.Embedded() {

@@ -43,6 +43,12 @@ type Config struct {
 	StatusInterval time.Duration `yaml:"status_interval"`
 }
 
+// Default is the console section's built-in configuration (config.yaml
+// mirrors it).
+func Default() Config {
+	return Config{SampleFraction: 0.01, QueryTimeout: 10 * time.Second, MaxRows: 10_000, RefreshInterval: time.Minute, StatusInterval: 5 * time.Second}
+}
+
 // Validate checks the console section; errors name the key below "console.".
 func (c Config) Validate() error {
 	switch {

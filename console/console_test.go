@@ -91,7 +91,11 @@ func loaded(t testing.TB, st storage.Store, cfg Config, fraction float64) *Conso
 	return c
 }
 
-var testConsole = Config{SampleFraction: 0.01, QueryTimeout: 2 * time.Second, MaxRows: 50, RefreshInterval: time.Minute, StatusInterval: time.Second}
+var testConsole = func() Config {
+	c := Default()
+	c.QueryTimeout, c.MaxRows, c.StatusInterval = 2*time.Second, 50, time.Second
+	return c
+}()
 
 func TestConsoleSampleAndSafety(t *testing.T) {
 	st := archive(t, 20_000, 5_000)

@@ -25,6 +25,13 @@ type Config struct {
 	RetryAfter time.Duration `yaml:"retry_after"`
 }
 
+// Default is the ingest section's built-in configuration (config.yaml
+// mirrors it).
+func Default() Config {
+	return Config{MaxBodyBytes: 8 << 20, MaxReadings: 10_000, MaxMetrics: 256, FutureMargin: 5 * time.Minute, ProduceTimeout: 10 * time.Second,
+		MaxBufferedRecords: 200_000, RetryAfter: time.Second}
+}
+
 // Validate checks the ingest section; errors name the key below "ingest.".
 func (c Config) Validate() error {
 	switch {

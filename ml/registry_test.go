@@ -58,9 +58,12 @@ func writeArchive(t testing.TB, st storage.Store, n, per int, label bool) {
 	}
 }
 
+// testConfig is Default() with short times and a small training set.
 func testConfig() Config {
-	return Config{Train: true, LeaseTTL: 3 * time.Second, PollInterval: 200 * time.Millisecond, TrainInterval: time.Hour, MinNewRows: 1,
-		SampleFraction: 1, MaxRows: 20000, MaxMetrics: 16, SupervisedRows: 600, MinLabelled: 10, Folds: 3, AlertRate: 0.01, Promote: "auto"}
+	c := Default()
+	c.LeaseTTL, c.PollInterval, c.TrainInterval, c.MinNewRows = 3*time.Second, 200*time.Millisecond, time.Hour, 1
+	c.MaxRows, c.MaxMetrics, c.SupervisedRows, c.MinLabelled, c.AlertRate, c.Promote, c.ShadowFor = 20000, 16, 600, 10, 0.01, "auto", 0
+	return c
 }
 
 // recorder is a pipeline stand-in that remembers the scorers handed to it.

@@ -52,6 +52,14 @@ type Config struct {
 	ShadowFor time.Duration `yaml:"shadow_for"`
 }
 
+// Default is the models section's built-in configuration (config.yaml
+// mirrors it).
+func Default() Config {
+	return Config{Train: true, LeaseTTL: 30 * time.Second, PollInterval: 2 * time.Second, TrainInterval: 6 * time.Hour, MinNewRows: 100_000,
+		SampleFraction: 1, MaxRows: 50_000, MaxMetrics: 32, SupervisedRows: 4000, MinLabelled: 50, Folds: 3, AlertRate: 0.002,
+		Promote: "shadow", ShadowFor: 30 * time.Minute}
+}
+
 // Validate checks the section; errors name the key below "models.".
 func (c Config) Validate() error {
 	switch {

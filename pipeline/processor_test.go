@@ -17,11 +17,15 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// testCfg is Default() with what the unit tests need smaller: no
+// multivariate model, short quiet times, small windows.
 func testCfg() Config {
-	return Config{Group: "g", BatchMaxReadings: 100, BatchMaxWait: time.Millisecond, Threshold: 0.8, WarmupReadings: 20,
-		HalfLife: 500, IncidentQuiet: time.Minute, DedupWindow: 8, SnapshotInterval: time.Second, RestoreLookback: 1000,
-		AlertStoreSize: 100, AttrBuckets: 8, MVSmooth: 10, MVThreshold: 2.7, MVSpike: 8,
-		IncidentQuietReadings: 12, AlertBudget: 0.6, AcceptAfter: 2 * time.Hour}
+	c := Default()
+	c.Group, c.BatchMaxReadings, c.BatchMaxWait = "g", 100, time.Millisecond
+	c.IncidentQuiet, c.IncidentQuietReadings = time.Minute, 12
+	c.DedupWindow, c.SnapshotInterval, c.RestoreLookback, c.AlertStoreSize, c.AttrBuckets = 8, time.Second, 1000, 100, 8
+	c.MVWarmup, c.MVRefit = 0, 0
+	return c
 }
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

@@ -36,6 +36,12 @@ type Config struct {
 	Seed int64 `yaml:"seed"`
 }
 
+// Default is the simulate section's built-in configuration (config.yaml
+// mirrors it).
+func Default() Config {
+	return Config{Devices: 1000, Rate: 1, AnomalyEvery: 20 * time.Minute, Warmup: 30, Seed: 1}
+}
+
 // Validate checks the simulate section; errors name the key below "simulate.".
 func (c Config) Validate() error {
 	switch {

@@ -29,6 +29,13 @@ type ArchiveConfig struct {
 	MaxBackoff time.Duration `yaml:"max_backoff"`
 }
 
+// DefaultArchive is the archive section's built-in configuration
+// (config.yaml mirrors it).
+func DefaultArchive() ArchiveConfig {
+	return ArchiveConfig{Enabled: true, Group: "archiver", MaxRecords: 1_000_000, MaxBytes: 64 << 20, RollInterval: time.Hour,
+		FlushInterval: time.Minute, KeepArchived: 24 * time.Hour, MaxBackoff: 30 * time.Second}
+}
+
 // Validate checks the archive section; errors name the key below "archive.".
 func (c ArchiveConfig) Validate() error {
 	switch {

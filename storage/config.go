@@ -28,6 +28,10 @@ type Config struct {
 	Dir string `yaml:"dir"`
 }
 
+// Default is the storage section's built-in configuration (config.yaml
+// mirrors it): the local directory store, bucket "vigil".
+func Default() Config { return Config{Bucket: "vigil"} }
+
 // Validate checks the storage section; errors name the key below "storage.".
 func (c Config) Validate() error {
 	if c.Bucket == "" || len(c.Bucket) < 3 || len(c.Bucket) > 63 || strings.ToLower(c.Bucket) != c.Bucket || strings.ContainsAny(c.Bucket, " _/") {

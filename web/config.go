@@ -25,6 +25,13 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 }
 
+// Default is the http section's built-in configuration (config.yaml
+// mirrors it).
+func Default() Config {
+	return Config{Addr: ":8080", ReadTimeout: 30 * time.Second, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second,
+		IdleTimeout: 120 * time.Second, ShutdownTimeout: 15 * time.Second}
+}
+
 // Validate checks the http section; errors name the key below "http.".
 func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
