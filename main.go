@@ -163,33 +163,34 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	registry, err := ingest.NewRegistry(cfg.Kafka.Topics.Devices, b.Opts(), log.Named("registry"))
+	registry, err := ingest.NewRegistry(ingest.RegistryOptions{Topic: cfg.Kafka.Topics.Devices, ClientOpts: b.Opts(), Logger: log.Named("registry")})
 	if err != nil {
 		return err
 	}
 	closeOnErr = append(closeOnErr, registry.Close)
-	ing, err := ingest.NewHandler(cfg.Ingest, cfg.Region, cfg.Kafka.Topics.Raw, registry, b.Opts(), log.Named("ingest"), reg)
+	ing, err := ingest.NewHandler(cfg.Ingest, ingest.HandlerOptions{Region: cfg.Region, Topic: cfg.Kafka.Topics.Raw, Registry: registry,
+		ClientOpts: b.Opts(), Logger: log.Named("ingest"), Registerer: reg})
 	if err != nil {
 		return err
 	}
 	closeOnErr = append(closeOnErr, func() { ing.Close(context.Background()) })
-	alerts := pipeline.NewAlertStore(cfg.Kafka.Topics.Alerts, cfg.Pipeline.AlertStoreSize, b.Opts(), log.Named("alerts"))
+	alerts := pipeline.NewAlertStore(cfg.Pipeline, pipeline.AlertStoreOptions{Topic: cfg.Kafka.Topics.Alerts, ClientOpts: b.Opts(), Logger: log.Named("alerts")})
 	txnID := "" // fresh per start: see DESIGN.md, "the embedded broker after a crash"
 	if !cfg.Kafka.Embedded() {
 		host, _ := os.Hostname()
 		abs, _ := filepath.Abs(cfg.Data.Dir)
 		txnID = "vigil-stream-" + cfg.Region + "-" + host + "-" + shortHash(abs)
 	}
-	stream, err := pipeline.NewStream(pipeline.StreamOptions{
-		Config: cfg.Pipeline, Region: cfg.Region, ClientOpts: b.Opts(), TransactionalID: txnID,
+	stream, err := pipeline.NewStream(cfg.Pipeline, pipeline.StreamOptions{
+		Region: cfg.Region, ClientOpts: b.Opts(), TransactionalID: txnID,
 		Topics:   pipeline.Topics{Raw: cfg.Kafka.Topics.Raw, Enriched: cfg.Kafka.Topics.Enriched, Alerts: cfg.Kafka.Topics.Alerts, DLQ: cfg.Kafka.Topics.DLQ},
-		StateDir: filepath.Join(cfg.Data.Dir, "state"), Devices: registry, Logger: log.Named("pipeline"), Registry: reg,
+		StateDir: filepath.Join(cfg.Data.Dir, "state"), Devices: registry, Logger: log.Named("pipeline"), Registerer: reg,
 	})
 	if err != nil {
 		return err
 	}
-	archiver, err := storage.NewArchiver(storage.ArchiverOptions{Config: cfg.Archive, Topic: cfg.Kafka.Topics.Enriched,
-		ClientOpts: b.Opts(), Store: store, Logger: log.Named("archive"), Registry: reg})
+	archiver, err := storage.NewArchiver(cfg.Archive, storage.ArchiverOptions{Topic: cfg.Kafka.Topics.Enriched,
+		ClientOpts: b.Opts(), Store: store, Logger: log.Named("archive"), Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -200,8 +201,8 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		_, _ = rand.Read(hb[:])
 		holder = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(hb[:]))
 	}
-	models := ml.NewService(ml.ServiceOptions{Config: cfg.Models, Store: store, Target: stream.Processor(),
-		Threshold: cfg.Pipeline.Threshold, Buckets: cfg.Pipeline.AttrBuckets, Log: log.Named("models")}, cfg.Region+"/"+holder)
+	models := ml.NewService(cfg.Models, ml.ServiceOptions{Holder: cfg.Region + "/" + holder, Store: store, Target: stream.Processor(),
+		Threshold: cfg.Pipeline.Threshold, Buckets: cfg.Pipeline.AttrBuckets, Logger: log.Named("models")})
 	token := cfg.Admin.Token
 	if token == "" {
 		var rb [16]byte
@@ -213,10 +214,10 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		return fmt.Errorf("data.dir: %w", err)
 	}
 	sqlConsole := console.New(cfg.Console, console.Options{Store: store, Dir: consoleDir, Logger: log.Named("console")})
-	status := &sitestatus.Writer{Region: cfg.Region, Store: store, Models: models, Gatherer: reg, Interval: cfg.Console.StatusInterval, KafkaOpts: b.Opts(),
-		Topics: []string{cfg.Kafka.Topics.Raw, cfg.Kafka.Topics.Enriched, cfg.Kafka.Topics.Alerts, cfg.Kafka.Topics.DLQ}, Logger: log.Named("status")}
-	srv, err := web.New(web.Options{
-		Config: cfg.HTTP, AdminToken: token, Ingest: ing, Registry: registry, Alerts: alerts, Gatherer: reg, Logger: log.Named("web"),
+	status := sitestatus.New(sitestatus.Options{Region: cfg.Region, Store: store, Models: models, Gatherer: reg, Interval: cfg.Console.StatusInterval, ClientOpts: b.Opts(),
+		Topics: []string{cfg.Kafka.Topics.Raw, cfg.Kafka.Topics.Enriched, cfg.Kafka.Topics.Alerts, cfg.Kafka.Topics.DLQ}, Logger: log.Named("status")})
+	srv, err := web.New(cfg.HTTP, web.Options{
+		AdminToken: token, Ingest: ing, Registry: registry, Alerts: alerts, Gatherer: reg, Logger: log.Named("web"),
 		Console: sqlConsole, Store: store, Region: cfg.Region, KafkaOpts: b.Opts(), EnrichedTopic: cfg.Kafka.Topics.Enriched,
 		Models: models,
 		Ready: []web.Check{
@@ -254,7 +255,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	}
 	var fleet *simulate.Fleet
 	if *sim {
-		fleet = simulate.New(simulate.Options{Config: cfg.Simulate, URL: base, AdminToken: token, Logger: log.Named("simulate")})
+		fleet = simulate.New(cfg.Simulate, simulate.Options{URL: base, AdminToken: token, Logger: log.Named("simulate")})
 		c.start("simulate", func(ctx context.Context) error {
 			if err := fleet.Run(ctx); err != nil {
 				log.Error("simulated fleet stopped", zap.Error(err))
@@ -389,7 +390,7 @@ func simulateCmd(ctx context.Context, args, environ []string, stdout, stderr io.
 		ctx, cancel = context.WithTimeout(ctx, *duration)
 		defer cancel()
 	}
-	fleet := simulate.New(simulate.Options{Config: cfg.Simulate, URL: strings.TrimRight(*url, "/"), AdminToken: *token, Logger: log})
+	fleet := simulate.New(cfg.Simulate, simulate.Options{URL: strings.TrimRight(*url, "/"), AdminToken: *token, Logger: log})
 	if err := fleet.Run(ctx); err != nil {
 		return err
 	}

@@ -25,7 +25,7 @@ func replayFleet(t testing.TB, sc simulate.Config, span time.Duration) simulate.
 	if err != nil {
 		t.Fatal(err)
 	}
-	fleet := simulate.New(simulate.Options{Config: sc})
+	fleet := simulate.New(sc, simulate.Options{})
 	off := pipeline.NewOffline(cfg.Pipeline, "sim", nil)
 	var alerts []simulate.AlertRef
 	start := time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)

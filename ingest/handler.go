@@ -39,9 +39,20 @@ type Handler struct {
 	bufPool  sync.Pool
 }
 
+// HandlerOptions are the ingest handler's settings and dependencies.
+type HandlerOptions struct {
+	Region     string    // stamped on every reading
+	Topic      string    // the raw topic
+	Registry   *Registry // authenticates keys
+	ClientOpts []kgo.Opt // the bus's client options
+	Logger     *zap.Logger
+	Registerer prometheus.Registerer // nil: metrics not registered
+}
+
 // NewHandler builds the ingest handler and its idempotent producer
 // (acks=all) to topic. Close must be called to flush and close the producer.
-func NewHandler(cfg Config, region, topic string, reg *Registry, opts []kgo.Opt, log *zap.Logger, mreg prometheus.Registerer) (*Handler, error) {
+func NewHandler(cfg Config, o HandlerOptions) (*Handler, error) {
+	region, topic, reg, opts, log, mreg := o.Region, o.Topic, o.Registry, o.ClientOpts, o.Logger, o.Registerer
 	if log == nil {
 		log = zap.NewNop()
 	}

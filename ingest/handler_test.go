@@ -49,7 +49,7 @@ func newRig(t *testing.T, cfg Config) *rig {
 		t.Fatal(err)
 	}
 	opts := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
-	reg, err := NewRegistry("devices", opts, nil)
+	reg, err := NewRegistry(RegistryOptions{Topic: "devices", ClientOpts: opts})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func newRig(t *testing.T, cfg Config) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.h, err = NewHandler(cfg, "eu", "raw", reg, opts, nil, nil)
+	r.h, err = NewHandler(cfg, HandlerOptions{Region: "eu", Topic: "raw", Registry: reg, ClientOpts: opts})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -99,9 +99,18 @@ type Registry struct {
 // so Close is for a registry whose Run never started.
 func (r *Registry) Close() { r.closeOnce.Do(r.cl.Close) }
 
-// NewRegistry builds a registry over the given topic; opts are the bus's
-// client options. Run must be called to load and follow the topic.
-func NewRegistry(topic string, opts []kgo.Opt, log *zap.Logger) (*Registry, error) {
+// RegistryOptions are a registry's settings and dependencies.
+type RegistryOptions struct {
+	Topic      string    // the compacted registry topic (kafka.topics.devices)
+	ClientOpts []kgo.Opt // the bus's client options
+	Logger     *zap.Logger
+}
+
+// NewRegistry builds a registry over its topic. Run must be called to load
+// and follow the topic; Close closes what NewRegistry opened if Run never
+// runs.
+func NewRegistry(o RegistryOptions) (*Registry, error) {
+	topic, opts, log := o.Topic, o.ClientOpts, o.Logger
 	if log == nil {
 		log = zap.NewNop()
 	}

@@ -264,8 +264,8 @@ func TestServiceStaleLeaderNeverPromotes(t *testing.T) {
 			ctx := context.Background()
 			writeArchive(t, st, 1500, 500, false)
 			ra, rb := &recorder{}, &recorder{}
-			a := NewService(ServiceOptions{Config: testConfig(), Store: st, Target: ra, Threshold: 0.8}, "a")
-			b := NewService(ServiceOptions{Config: testConfig(), Store: st, Target: rb, Threshold: 0.8}, "b")
+			a := NewService(testConfig(), ServiceOptions{Holder: "a", Store: st, Target: ra, Threshold: 0.8})
+			b := NewService(testConfig(), ServiceOptions{Holder: "b", Store: st, Target: rb, Threshold: 0.8})
 			ca, cb := &clock{t: time.Unix(1000, 0)}, &clock{t: time.Unix(5000, 0)}
 			a.lease.now, b.lease.now = ca.now, cb.now
 			if ok, err := a.lease.Tick(ctx); !ok || err != nil {
@@ -328,7 +328,7 @@ func TestServiceRunsOneTrainerAndSwaps(t *testing.T) {
 	var recs []*recorder
 	for i := 0; i < 3; i++ {
 		r := &recorder{}
-		s := NewService(ServiceOptions{Config: cfg, Store: st, Target: r, Threshold: 0.8}, fmt.Sprintf("p%d", i))
+		s := NewService(cfg, ServiceOptions{Holder: fmt.Sprintf("p%d", i), Store: st, Target: r, Threshold: 0.8})
 		svcs, recs = append(svcs, s), append(recs, r)
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = s.Run(ctx) }()
@@ -380,9 +380,9 @@ func TestServiceNonCandidateSeesLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := testConfig()
-	leader := NewService(ServiceOptions{Config: cfg, Store: st, Target: &recorder{}, Threshold: 0.8}, "leader")
+	leader := NewService(cfg, ServiceOptions{Holder: "leader", Store: st, Target: &recorder{}, Threshold: 0.8})
 	cfg.Train = false
-	watcher := NewService(ServiceOptions{Config: cfg, Store: st, Target: &recorder{}, Threshold: 0.8}, "watcher")
+	watcher := NewService(cfg, ServiceOptions{Holder: "watcher", Store: st, Target: &recorder{}, Threshold: 0.8})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for _, s := range []*Service{leader, watcher} {

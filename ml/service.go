@@ -100,18 +100,20 @@ type Target interface {
 
 // ServiceOptions wire a Service.
 type ServiceOptions struct {
-	Config    Config
+	// Holder names this process in the trainer lease (unique per process).
+	Holder    string
 	Store     storage.Store
 	Target    Target
 	Threshold float64 // the pipeline's alert threshold
 	Buckets   int     // pipeline.attr_buckets
-	Log       *zap.Logger
+	Logger    *zap.Logger
 }
 
 // Service runs the models of one process: it polls models/current and
 // hands the processor the model (and shadow) it names, and, while this
 // process holds the trainer lease, trains on schedule and on request.
 type Service struct {
+	cfg   Config
 	o     ServiceOptions
 	reg   *Registry
 	lease *Lease
@@ -144,13 +146,14 @@ type Status struct {
 }
 
 // NewService builds the models service; holder names this process.
-func NewService(o ServiceOptions, holder string) *Service {
-	if o.Log == nil {
-		o.Log = zap.NewNop()
+func NewService(cfg Config, o ServiceOptions) *Service {
+	holder := o.Holder
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
 	}
-	s := &Service{o: o, reg: &Registry{Store: o.Store}, log: o.Log, kick: make(chan struct{}, 1), loaded: map[string]*ModelScorer{}}
-	s.lease = NewLease(o.Store, holder, o.Config.LeaseTTL)
-	s.st.Holder, s.st.Candidate, s.st.Running = holder, o.Config.Train, pipeline.BaselineName
+	s := &Service{cfg: cfg, o: o, reg: &Registry{Store: o.Store}, log: o.Logger, kick: make(chan struct{}, 1), loaded: map[string]*ModelScorer{}}
+	s.lease = NewLease(o.Store, holder, cfg.LeaseTTL)
+	s.st.Holder, s.st.Candidate, s.st.Running = holder, cfg.Train, pipeline.BaselineName
 	s.st.Current.Version = pipeline.BaselineName
 	return s
 }
@@ -169,7 +172,7 @@ func (s *Service) Status() Status {
 
 // Lease returns the lease record as last read.
 func (s *Service) Lease() LeaseRecord {
-	if !s.o.Config.Train {
+	if !s.cfg.Train {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.peeked
@@ -198,7 +201,7 @@ func (s *Service) peekLease(ctx context.Context) {
 func (s *Service) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { s.watch(ctx); return nil })
-	if s.o.Config.Train {
+	if s.cfg.Train {
 		g.Go(func() error { s.lead(ctx); return nil })
 	}
 	return g.Wait()
@@ -255,11 +258,11 @@ func (s *Service) refreshAfter(ctx context.Context) func(Current, error) (Curren
 func (s *Service) Refresh(ctx context.Context) { s.poll(ctx) }
 
 func (s *Service) watch(ctx context.Context) {
-	t := time.NewTicker(s.o.Config.PollInterval)
+	t := time.NewTicker(s.cfg.PollInterval)
 	defer t.Stop()
 	for {
 		s.poll(ctx)
-		if !s.o.Config.Train {
+		if !s.cfg.Train {
 			s.peekLease(ctx)
 		}
 		select {
@@ -374,7 +377,7 @@ func (s *Service) RequestTraining(ctx context.Context, by string) error {
 }
 
 func (s *Service) lead(ctx context.Context) {
-	interval := s.o.Config.LeaseTTL / 3
+	interval := s.cfg.LeaseTTL / 3
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	var (
@@ -471,7 +474,7 @@ func (s *Service) due(ctx context.Context, lastModel time.Time) string {
 	if _, err := s.o.Store.Stat(ctx, contract.TrainRequestKey); err == nil {
 		return "requested"
 	}
-	if time.Since(lastModel) < s.o.Config.TrainInterval || time.Since(s.listedAt) < time.Minute {
+	if time.Since(lastModel) < s.cfg.TrainInterval || time.Since(s.listedAt) < time.Minute {
 		return ""
 	}
 	// listing the archive grows with it: at most once a minute, not every tick
@@ -488,7 +491,7 @@ func (s *Service) due(ctx context.Context, lastModel time.Time) string {
 			}
 		}
 	}
-	if rows >= max(s.o.Config.MinNewRows, 1) {
+	if rows >= max(s.cfg.MinNewRows, 1) {
 		return "schedule (" + strconv.FormatInt(rows, 10) + " new rows)"
 	}
 	return ""
@@ -497,18 +500,18 @@ func (s *Service) due(ctx context.Context, lastModel time.Time) string {
 // promoteShadow promotes this epoch's shadow model once it has run for
 // shadow_for (promote: shadow).
 func (s *Service) promoteShadow(ctx context.Context, epoch int64) {
-	if s.o.Config.Promote != "shadow" {
+	if s.cfg.Promote != "shadow" {
 		return
 	}
 	cur, _, err := s.reg.Current(ctx)
-	if err != nil || cur.Shadow == "" || time.Since(cur.ShadowSince) < s.o.Config.ShadowFor {
+	if err != nil || cur.Shadow == "" || time.Since(cur.ShadowSince) < s.cfg.ShadowFor {
 		return
 	}
 	if _, err := s.reg.Promote(ctx, cur.Shadow, s.st.Holder, epoch); err != nil {
 		s.log.Warn("could not promote the shadow model", zap.String("model", cur.Shadow), zap.Error(err))
 		return
 	}
-	s.log.Info("shadow model promoted after its shadow period", zap.String("model", cur.Shadow), zap.Duration("shadow_for", s.o.Config.ShadowFor))
+	s.log.Info("shadow model promoted after its shadow period", zap.String("model", cur.Shadow), zap.Duration("shadow_for", s.cfg.ShadowFor))
 	s.Refresh(ctx)
 }
 
@@ -544,7 +547,7 @@ func (s *Service) train(ctx context.Context, epoch int64, why string) {
 // and applies the promotion policy. The promotion is fenced: it fails if
 // a trainer of a newer epoch has touched the registry.
 func (s *Service) TrainOnce(ctx context.Context, epoch int64) (ModelMeta, error) {
-	c := s.o.Config
+	c := s.cfg
 	start := time.Now()
 	ds, err := LoadArchive(ctx, s.o.Store, LoadOptions{Fraction: c.SampleFraction, MaxRows: c.MaxRows, MaxMetrics: c.MaxMetrics,
 		Buckets: s.o.Buckets, Progress: 5 * time.Second, Log: s.log, Seed: uint64(start.UnixNano())})

@@ -30,8 +30,16 @@ type AlertStore struct {
 	subs   map[chan struct{}]struct{}
 }
 
-// NewAlertStore builds a store of at most size alerts over topic.
-func NewAlertStore(topic string, size int, opts []kgo.Opt, log *zap.Logger) *AlertStore {
+// AlertStoreOptions are the alert store's dependencies.
+type AlertStoreOptions struct {
+	Topic      string    // the alerts topic
+	ClientOpts []kgo.Opt // the bus's client options
+	Logger     *zap.Logger
+}
+
+// NewAlertStore builds a store of the last cfg.AlertStoreSize alerts.
+func NewAlertStore(cfg Config, o AlertStoreOptions) *AlertStore {
+	topic, size, opts, log := o.Topic, cfg.AlertStoreSize, o.ClientOpts, o.Logger
 	if log == nil {
 		log = zap.NewNop()
 	}

@@ -26,7 +26,6 @@ type Topics struct {
 
 // StreamOptions are the stream's dependencies.
 type StreamOptions struct {
-	Config Config
 	Region string
 	Topics Topics
 	// ClientOpts are the bus's client options (seeds, TLS, SASL, logger).
@@ -36,10 +35,10 @@ type StreamOptions struct {
 	// the README), which is also safe with group-fenced transactions.
 	TransactionalID string
 	// StateDir holds the per-partition state snapshots.
-	StateDir string
-	Devices  DeviceLookup
-	Logger   *zap.Logger
-	Registry prometheus.Registerer
+	StateDir   string
+	Devices    DeviceLookup
+	Logger     *zap.Logger
+	Registerer prometheus.Registerer // nil: metrics not registered
 }
 
 // Stream is the consume-enrich-score-produce loop over the raw topic, in a
@@ -59,17 +58,17 @@ type Stream struct {
 }
 
 // NewStream builds the stream; Run starts it.
-func NewStream(o StreamOptions) (*Stream, error) {
+func NewStream(cfg Config, o StreamOptions) (*Stream, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	m, err := newMetrics(o.Registry)
+	m, err := newMetrics(o.Registerer)
 	if err != nil {
 		return nil, err
 	}
-	s := &Stream{o: o, cfg: o.Config, log: o.Logger, m: m, parts: map[int32]*partition{},
-		proc: NewProcessor(o.Config, o.Region, o.Devices),
-		snap: &snapshots{dir: o.StateDir, group: o.Config.Group, topic: o.Topics.Raw}}
+	s := &Stream{o: o, cfg: cfg, log: o.Logger, m: m, parts: map[int32]*partition{},
+		proc: NewProcessor(cfg, o.Region, o.Devices),
+		snap: &snapshots{dir: o.StateDir, group: cfg.Group, topic: o.Topics.Raw}}
 	return s, nil
 }
 

@@ -66,7 +66,7 @@ func TestStreamDedupAfterOffsetRegression(t *testing.T) {
 	cfg.RestoreLookback = 1000
 	cfg.DedupWindow = 256 // the default: ~57 readings a device here
 	run := func() {
-		st, err := NewStream(StreamOptions{Config: cfg, Region: "eu", Topics: Topics{Raw: "raw", Enriched: "enriched", Alerts: "alerts", DLQ: "dlq"},
+		st, err := NewStream(cfg, StreamOptions{Region: "eu", Topics: Topics{Raw: "raw", Enriched: "enriched", Alerts: "alerts", DLQ: "dlq"},
 			ClientOpts: opts, StateDir: t.TempDir()}) // a fresh dir: no snapshot
 		if err != nil {
 			t.Fatal(err)

@@ -162,7 +162,7 @@ func (f *Fleet) score(alerts []AlertRef) Report {
 			mine = append(mine, a)
 		}
 	}
-	r := Score(f.Anomalies(), active, mine, f.o.Devices, last.Sub(started))
+	r := Score(f.Anomalies(), active, mine, f.cfg.Devices, last.Sub(started))
 	r.Posted, r.Refused, r.Retried = posted, refused, retried
 	return r
 }

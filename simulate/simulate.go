@@ -59,7 +59,6 @@ func (c Config) Validate() error {
 
 // Options are a fleet's settings and dependencies.
 type Options struct {
-	Config
 	// URL is the Vigil server, e.g. http://127.0.0.1:8080.
 	URL string
 	// AdminToken registers the devices and the gateway.
@@ -126,6 +125,7 @@ type device struct {
 
 // Fleet is a running simulation.
 type Fleet struct {
+	cfg Config
 	o   Options
 	log *zap.Logger
 
@@ -140,7 +140,7 @@ type Fleet struct {
 }
 
 // New builds a fleet.
-func New(o Options) *Fleet {
+func New(cfg Config, o Options) *Fleet {
 	if o.Prefix == "" {
 		o.Prefix = "sim-"
 	}
@@ -150,21 +150,21 @@ func New(o Options) *Fleet {
 	if o.Client == nil {
 		o.Client = &http.Client{Timeout: 30 * time.Second}
 	}
-	return &Fleet{o: o, log: o.Logger, active: map[string]Anomaly{}}
+	return &Fleet{cfg: cfg, o: o, log: o.Logger, active: map[string]Anomaly{}}
 }
 
 // devices makes the fleet's devices, their first reading due after start.
 func (f *Fleet) devices(start time.Time) []*device {
-	root := rand.New(rand.NewPCG(uint64(f.o.Seed), 0x5eed))
-	devs := make([]*device, f.o.Devices)
+	root := rand.New(rand.NewPCG(uint64(f.cfg.Seed), 0x5eed))
+	devs := make([]*device, f.cfg.Devices)
 	for i := range devs {
 		id := fmt.Sprintf("%s%04d", f.o.Prefix, i)
 		d := &device{id: id, rng: rand.New(rand.NewPCG(root.Uint64(), uint64(i))), phase: root.Float64() * 2 * math.Pi, status: "auto"}
 		for _, m := range metricSpecs {
 			d.offset = append(d.offset, root.NormFloat64()*m.marginalS*3)
 		}
-		d.next = start.Add(time.Duration(root.Float64() * float64(time.Second) / f.o.Rate))
-		d.cool = f.o.Warmup + d.rng.IntN(f.o.Warmup+1)
+		d.next = start.Add(time.Duration(root.Float64() * float64(time.Second) / f.cfg.Rate))
+		d.cool = f.cfg.Warmup + d.rng.IntN(f.cfg.Warmup+1)
 		devs[i] = d
 	}
 	return devs
@@ -180,8 +180,8 @@ func (f *Fleet) Replay(start time.Time, span time.Duration, emit func(r map[stri
 	f.mu.Lock()
 	f.started, f.lastEvent = start, start
 	f.mu.Unlock()
-	interval := time.Duration(float64(time.Second) / f.o.Rate)
-	pAnom := 1 / (f.o.AnomalyEvery.Seconds() * f.o.Rate)
+	interval := time.Duration(float64(time.Second) / f.cfg.Rate)
+	pAnom := 1 / (f.cfg.AnomalyEvery.Seconds() * f.cfg.Rate)
 	for now := start; !now.After(start.Add(span)); now = now.Add(100 * time.Millisecond) {
 		for _, d := range devs {
 			for !d.next.After(now) {
@@ -207,11 +207,11 @@ func (f *Fleet) Run(ctx context.Context) error {
 	f.mu.Lock()
 	f.started = time.Now()
 	f.mu.Unlock()
-	f.log.Info("simulated fleet posting", zap.Int("devices", len(devs)), zap.Float64("readings_per_s", f.o.Rate*float64(len(devs))))
+	f.log.Info("simulated fleet posting", zap.Int("devices", len(devs)), zap.Float64("readings_per_s", f.cfg.Rate*float64(len(devs))))
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	interval := time.Duration(float64(time.Second) / f.o.Rate)
-	pAnom := 1 / (f.o.AnomalyEvery.Seconds() * f.o.Rate)
+	interval := time.Duration(float64(time.Second) / f.cfg.Rate)
+	pAnom := 1 / (f.cfg.AnomalyEvery.Seconds() * f.cfg.Rate)
 	var batch []map[string]any
 	for {
 		select {
@@ -420,7 +420,7 @@ func (f *Fleet) step(d *device, t time.Time, pAnom float64) map[string]any {
 			delete(f.active, a.DeviceID)
 			f.mu.Unlock()
 			d.anom = nil
-			d.cool = int(120 * f.o.Rate)
+			d.cool = int(120 * f.cfg.Rate)
 		}
 	}
 	metrics := make(map[string]float64, len(vals))
@@ -437,7 +437,7 @@ func (f *Fleet) start(d *device, t time.Time) {
 	kind := Kinds[d.rng.IntN(len(Kinds))]
 	d.anomIdx = d.rng.IntN(len(metricSpecs))
 	d.anomN = 0
-	perSec := f.o.Rate
+	perSec := f.cfg.Rate
 	switch kind {
 	case Spike:
 		d.anomLeft, d.mag = 1, 8+4*d.rng.Float64()

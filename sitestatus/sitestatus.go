@@ -34,29 +34,37 @@ type SiteStatus struct {
 	TopicSizes   map[string]int64 `json:"topic_records"`
 }
 
+// Options are the site-status writer's settings and dependencies.
+type Options struct {
+	Region     string
+	Store      storage.Store
+	Models     ModelsStatus // nil: no models service
+	Gatherer   prometheus.Gatherer
+	Interval   time.Duration // console.status_interval
+	ClientOpts []kgo.Opt     // the bus's client options, to size the topics
+	Topics     []string
+	Logger     *zap.Logger
+}
+
 // Writer writes this region's SiteStatus to the bucket every interval.
-type Writer struct {
-	Region    string
-	Store     storage.Store
-	Models    ModelsStatus // nil: no models service
-	Gatherer  prometheus.Gatherer
-	Interval  time.Duration
-	KafkaOpts []kgo.Opt
-	Topics    []string
-	Logger    *zap.Logger
+type Writer struct{ o Options }
+
+// New builds a writer; Run starts it.
+func New(o Options) *Writer {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	return &Writer{o: o}
 }
 
 // Run writes until ctx ends. A failed write is logged and retried next time.
 func (w *Writer) Run(ctx context.Context) error {
-	if w.Logger == nil {
-		w.Logger = zap.NewNop()
-	}
-	cl, err := kgo.NewClient(w.KafkaOpts...)
+	cl, err := kgo.NewClient(w.o.ClientOpts...)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	t := time.NewTicker(w.Interval)
+	t := time.NewTicker(w.o.Interval)
 	defer t.Stop()
 	var last Health
 	lastAt := time.Now()
@@ -69,22 +77,22 @@ func (w *Writer) Run(ctx context.Context) error {
 			case <-t.C:
 			}
 		}
-		h := HealthFrom(w.Gatherer, w.Models)
+		h := HealthFrom(w.o.Gatherer, w.o.Models)
 		secs := max(time.Since(lastAt).Seconds(), 0.001)
-		st := SiteStatus{Region: w.Region, UpdatedAt: time.Now().UTC(), Health: h, TopicSizes: map[string]int64{},
+		st := SiteStatus{Region: w.o.Region, UpdatedAt: time.Now().UTC(), Health: h, TopicSizes: map[string]int64{},
 			IngestRate: (h.IngestReadings - last.IngestReadings) / secs, PipelineRate: (h.PipelineReadings - last.PipelineReadings) / secs}
 		last, lastAt = h, time.Now()
 		lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		if ends, err := kadm.NewClient(cl).ListEndOffsets(lctx, w.Topics...); err == nil {
+		if ends, err := kadm.NewClient(cl).ListEndOffsets(lctx, w.o.Topics...); err == nil {
 			ends.Each(func(o kadm.ListedOffset) { st.TopicSizes[o.Topic] += o.Offset })
 		}
 		cancel()
 		b, _ := json.Marshal(st)
 		pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := w.Store.Put(pctx, contract.SiteStatusKey(w.Region), bytes.NewReader(b), int64(len(b)))
+		_, err := w.o.Store.Put(pctx, contract.SiteStatusKey(w.o.Region), bytes.NewReader(b), int64(len(b)))
 		pcancel()
 		if err != nil && !failing && ctx.Err() == nil {
-			w.Logger.Warn("could not publish this region's status to the bucket; retrying", zap.Error(err))
+			w.o.Logger.Warn("could not publish this region's status to the bucket; retrying", zap.Error(err))
 		}
 		failing = err != nil
 	}

@@ -35,7 +35,7 @@ func TestWriterPublishes(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &Writer{Region: "eu", Store: st, Gatherer: reg, Interval: time.Hour}
+	w := New(Options{Region: "eu", Store: st, Gatherer: reg, Interval: time.Hour})
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 	var got SiteStatus

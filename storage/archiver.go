@@ -19,12 +19,11 @@ import (
 
 // ArchiverOptions are the archiver's dependencies.
 type ArchiverOptions struct {
-	Config     ArchiveConfig
 	Topic      string // the enriched topic
 	ClientOpts []kgo.Opt
 	Store      Store
 	Logger     *zap.Logger
-	Registry   prometheus.Registerer
+	Registerer prometheus.Registerer // nil: metrics not registered
 }
 
 // Archiver is the Flume role: a consumer group on the enriched topic that
@@ -118,7 +117,7 @@ type archiveMetrics struct {
 }
 
 // NewArchiver builds an archiver; Run starts it.
-func NewArchiver(o ArchiverOptions) (*Archiver, error) {
+func NewArchiver(cfg ArchiveConfig, o ArchiverOptions) (*Archiver, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
@@ -132,15 +131,15 @@ func NewArchiver(o ArchiverOptions) (*Archiver, error) {
 		up:          prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_archive_store_up", Help: "1 while the object store accepts writes, 0 during an outage."}),
 		pendingRows: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_archive_pending_rows", Help: "Rows held in memory, not yet stored."}),
 	}
-	if o.Registry != nil {
+	if o.Registerer != nil {
 		for _, c := range []prometheus.Collector{m.files, m.rows, m.bytes, m.failures, m.skipped, m.put, m.up, m.pendingRows} {
-			if err := o.Registry.Register(c); err != nil {
+			if err := o.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("register archive metrics: %w", err)
 			}
 		}
 	}
 	m.up.Set(1)
-	return &Archiver{o: o, cfg: o.Config, log: o.Logger, m: m, parts: map[int32]*archPart{}, up: true, trimEvery: time.Minute}, nil
+	return &Archiver{o: o, cfg: cfg, log: o.Logger, m: m, parts: map[int32]*archPart{}, up: true, trimEvery: time.Minute}, nil
 }
 
 func (a *Archiver) revoked(_ context.Context, _ *kgo.Client, m map[string][]int32) {

@@ -64,7 +64,7 @@ func TestArchiverRecoversFromNames(t *testing.T) {
 	}
 	// keep_archived 1ns: archived records are dropped from the broker at once
 	cfg := ArchiveConfig{Group: "arch", MaxRecords: 100, MaxBytes: 1 << 30, RollInterval: time.Hour, FlushInterval: time.Hour, KeepArchived: time.Nanosecond, MaxBackoff: time.Second}
-	a, err := NewArchiver(ArchiverOptions{Config: cfg, Topic: "enriched", ClientOpts: opts, Store: store})
+	a, err := NewArchiver(cfg, ArchiverOptions{Topic: "enriched", ClientOpts: opts, Store: store})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -75,7 +75,6 @@ type Check struct {
 
 // Options are the server's dependencies.
 type Options struct {
-	Config     Config
 	AdminToken string
 	Ingest     http.Handler
 	Registry   Registry
@@ -97,6 +96,7 @@ type Options struct {
 
 // Server is Vigil's HTTP server.
 type Server struct {
+	cfg Config
 	o   Options
 	log *zap.Logger
 	srv *http.Server
@@ -108,22 +108,22 @@ type Server struct {
 
 // New builds the server and binds its listener, so the address is known
 // (and a port conflict reported) before Run.
-func New(o Options) (*Server, error) {
+func New(cfg Config, o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	s := &Server{o: o, log: o.Logger, feedbackSeen: map[string]contract.Verdict{}}
-	ln, err := net.Listen("tcp", o.Config.Addr)
+	s := &Server{cfg: cfg, o: o, log: o.Logger, feedbackSeen: map[string]contract.Verdict{}}
+	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		return nil, errors.New("listen on http.addr " + o.Config.Addr + ": " + err.Error() + "; choose another address with VIGIL_HTTP_ADDR")
+		return nil, errors.New("listen on http.addr " + cfg.Addr + ": " + err.Error() + "; choose another address with VIGIL_HTTP_ADDR")
 	}
 	s.ln = ln
 	s.srv = &http.Server{
 		Handler:           s.Router(),
-		ReadTimeout:       o.Config.ReadTimeout,
-		ReadHeaderTimeout: o.Config.ReadHeaderTimeout,
-		WriteTimeout:      o.Config.WriteTimeout,
-		IdleTimeout:       o.Config.IdleTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
 		ErrorLog:          zap.NewStdLog(o.Logger.Named("http")),
 	}
 	return s, nil
@@ -145,7 +145,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), s.o.Config.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	if err := s.srv.Shutdown(sctx); err != nil {
 		s.log.Warn("HTTP shutdown did not finish in time; closing connections", zap.Error(err))

@@ -49,7 +49,9 @@ func TestVerdictsReloadedAtStart(t *testing.T) {
 	if _, err := st.Put(ctx, contract.LabelKey("eu", "junk"), strings.NewReader("not json"), 8); err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Options{Config: Config{Addr: "127.0.0.1:0", ReadTimeout: time.Second, ReadHeaderTimeout: time.Second, WriteTimeout: time.Second, IdleTimeout: time.Second, ShutdownTimeout: time.Second},
+	cfg := Default()
+	cfg.Addr, cfg.ShutdownTimeout = "127.0.0.1:0", time.Second
+	s, err := New(cfg, Options{
 		AdminToken: "t", Store: st, Region: "eu", Gatherer: prometheus.NewRegistry(),
 		Alerts: alertList{{AlertID: "a-1", DeviceID: "d", Region: "eu"}, {AlertID: "a-2", DeviceID: "d", Region: "eu"}}})
 	if err != nil {
