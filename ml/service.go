@@ -21,34 +21,38 @@ import (
 
 // Config is the models section of config.yaml.
 type Config struct {
-	// Train makes this process a candidate for the trainer lease.
+	// Train makes this process a candidate for the trainer lease. Default true.
 	Train bool `yaml:"train"`
-	// Holder names this process in the lease ("" = host-pid-random).
+	// Holder names this process in the lease. Default "" (host-pid-random).
 	Holder string `yaml:"holder"`
-	// LeaseTTL: a challenger takes over after seeing no renewal this long.
+	// LeaseTTL: a challenger takes over after seeing no renewal this long. Default 30s.
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
-	// PollInterval is how often models/current is checked (by ETag).
+	// PollInterval is how often models/current is checked (by ETag). Default 2s.
 	PollInterval time.Duration `yaml:"poll_interval"`
-	// TrainInterval is the schedule: train when the newest model is older...
+	// TrainInterval is the schedule: train when the newest model is older
+	// than this... Default 6h.
 	TrainInterval time.Duration `yaml:"train_interval"`
-	// ...and at least this many rows were archived since it was trained.
+	// MinNewRows: ...and at least this many rows were archived since it was
+	// trained. Default 100000.
 	MinNewRows int64 `yaml:"min_new_rows"`
-	// SampleFraction of the archive's objects to read; MaxRows caps the
-	// rows kept (uniform sample); MaxMetrics caps the metrics.
+	// SampleFraction of the archive's objects to read. Default 1.
 	SampleFraction float64 `yaml:"sample_fraction"`
-	MaxRows        int     `yaml:"max_rows"`
-	MaxMetrics     int     `yaml:"max_metrics"`
-	// SupervisedRows caps the labelled rows of the random forest and MLP;
-	// MinLabelled is how many of each class they need.
+	// MaxRows caps the rows kept (a uniform sample). Default 50000.
+	MaxRows int `yaml:"max_rows"`
+	// MaxMetrics caps the metrics (the most frequent). Default 32.
+	MaxMetrics int `yaml:"max_metrics"`
+	// SupervisedRows caps the labelled rows of the random forest and MLP. Default 4000.
 	SupervisedRows int `yaml:"supervised_rows"`
-	MinLabelled    int `yaml:"min_labelled"`
-	// Folds of the cross-validation.
+	// MinLabelled is how many rows of each class they need. Default 50.
+	MinLabelled int `yaml:"min_labelled"`
+	// Folds of the cross-validation. Default 3.
 	Folds int `yaml:"folds"`
-	// AlertRate calibrates the threshold when there are no labels.
+	// AlertRate calibrates the threshold when there are no labels. Default 0.002.
 	AlertRate float64 `yaml:"alert_rate"`
 	// Promote: "auto" (promote at once), "shadow" (run in shadow for
-	// ShadowFor, then promote) or "manual" (wait for the API).
-	Promote   string        `yaml:"promote"`
+	// ShadowFor, then promote) or "manual" (wait for the API). Default "shadow".
+	Promote string `yaml:"promote"`
+	// ShadowFor is how long a new model runs in shadow. Default 30m.
 	ShadowFor time.Duration `yaml:"shadow_for"`
 }
 
