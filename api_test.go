@@ -104,6 +104,21 @@ func TestConsoleAPI(t *testing.T) {
 		}
 		return alertID != ""
 	})
+	// the page's health figures are the components' own reports, equal to their metrics
+	waitFor(t, 10*time.Second, "the overview's health to match the metrics", func() bool {
+		_, b, _ := s.do("GET", "/api/v1/overview", s.token, "", nil)
+		var o struct {
+			Health struct {
+				Ingest   float64 `json:"ingest_readings"`
+				Pipeline float64 `json:"pipeline_readings"`
+				Batches  float64 `json:"batches"`
+			} `json:"health"`
+		}
+		if json.Unmarshal(b, &o, json.RejectUnknownMembers(false)) != nil {
+			return false
+		}
+		return o.Health.Ingest == 41 && o.Health.Pipeline == s.metric("vigil_pipeline_readings_total") && o.Health.Pipeline >= 41 && o.Health.Batches > 0
+	})
 	for _, c := range []struct {
 		path, body string
 		status     int

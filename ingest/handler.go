@@ -3,6 +3,7 @@ package ingest
 import (
 	"github.com/vigil/vigil/bus"
 	"github.com/vigil/vigil/internal/httpx"
+	"github.com/vigil/vigil/internal/promread"
 
 	"github.com/vigil/vigil/contract"
 
@@ -90,6 +91,9 @@ func NewHandler(cfg Config, o HandlerOptions) (*Handler, error) {
 	}
 	return h, nil
 }
+
+// Readings is how many readings the handler acknowledged.
+func (h *Handler) Readings() float64 { return promread.Value(h.readings) }
 
 // Close flushes buffered readings (within ctx) and closes the producer.
 func (h *Handler) Close(ctx context.Context) {

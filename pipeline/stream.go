@@ -3,6 +3,8 @@ package pipeline
 import (
 	"github.com/vigil/vigil/bus"
 	"github.com/vigil/vigil/contract"
+	"github.com/vigil/vigil/internal/promread"
+	"sync"
 
 	"context"
 	"crypto/rand"
@@ -44,12 +46,15 @@ type StreamOptions struct {
 // Stream is the consume-enrich-score-produce loop over the raw topic, in a
 // consumer group, each micro-batch one Kafka transaction.
 type Stream struct {
-	o    StreamOptions
-	cfg  Config
-	log  *zap.Logger
-	m    *metrics
-	proc *Processor
-	snap *snapshots
+	o   StreamOptions
+	cfg Config
+	log *zap.Logger
+	m   *metrics
+	// lag is the last lag of each partition (also a gauge), for Stats
+	lagMu sync.Mutex
+	lag   map[string]int64
+	proc  *Processor
+	snap  *snapshots
 
 	parts    map[int32]*partition
 	coldAll  atomic.Bool
@@ -66,7 +71,7 @@ func NewStream(cfg Config, o StreamOptions) (*Stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Stream{o: o, cfg: cfg, log: o.Logger, m: m, parts: map[int32]*partition{},
+	s := &Stream{o: o, cfg: cfg, log: o.Logger, m: m, parts: map[int32]*partition{}, lag: map[string]int64{},
 		proc: NewProcessor(cfg, o.Region, o.Devices),
 		snap: &snapshots{dir: o.StateDir, group: cfg.Group, topic: o.Topics.Raw}}
 	return s, nil
@@ -212,6 +217,28 @@ func (s *Stream) runSession(ctx context.Context) error {
 
 // poll waits for records, then keeps polling until the micro-batch holds
 // BatchMaxReadings or BatchMaxWait has passed since its first record.
+// Stats are the stream's figures for the status page.
+type Stats struct {
+	Readings       float64          // enriched, scored and committed
+	Batches        float64          // micro-batches committed
+	DLQ            float64          // raw records sent to the dead-letter topic
+	BatchMeanMS    float64          // mean time to process and commit a batch
+	PostToCommitMS float64          // mean time from ingest to the enriched record's commit
+	LagByPartition map[string]int64 // raw records not yet processed, per partition
+}
+
+// Stats reads the stream's figures.
+func (s *Stream) Stats() Stats {
+	st := Stats{Readings: promread.Value(s.m.readings), Batches: promread.Value(s.m.batches), DLQ: promread.Value(s.m.dlq),
+		BatchMeanMS: 1000 * promread.Mean(s.m.batchTime), PostToCommitMS: 1000 * promread.Mean(s.m.postToDone), LagByPartition: map[string]int64{}}
+	s.lagMu.Lock()
+	for p, l := range s.lag {
+		st.LagByPartition[p] = l
+	}
+	s.lagMu.Unlock()
+	return st
+}
+
 // batch is one micro-batch in its transaction: each partition's readings
 // go through the processor, and their enriched records, alerts and dead
 // letters are produced into the transaction. One batch value is reused.
@@ -277,7 +304,11 @@ func (b *batch) partition(fp kgo.FetchTopicPartition) {
 		}
 	}
 	if hw := fp.HighWatermark; hw > 0 {
-		s.m.lag.WithLabelValues(strconv.Itoa(int(fp.Partition))).Set(float64(hw - part.Next))
+		p := strconv.Itoa(int(fp.Partition))
+		s.m.lag.WithLabelValues(p).Set(float64(hw - part.Next))
+		s.lagMu.Lock()
+		s.lag[p] = hw - part.Next
+		s.lagMu.Unlock()
 	}
 }
 

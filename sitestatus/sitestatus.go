@@ -5,8 +5,8 @@ package sitestatus
 
 import (
 	"fmt"
+	"github.com/vigil/vigil/pipeline"
 
-	dto "github.com/prometheus/client_model/go"
 	"github.com/vigil/vigil/contract"
 
 	"bytes"
@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/go-json-experiment/json"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
@@ -38,8 +37,7 @@ type SiteStatus struct {
 type Options struct {
 	Region     string
 	Store      storage.Store
-	Models     ModelsStatus // nil: no models service
-	Gatherer   prometheus.Gatherer
+	Sources    Sources       // whose figures are published
 	Interval   time.Duration // console.status_interval
 	ClientOpts []kgo.Opt     // the bus's client options, to size the topics
 	Topics     []string
@@ -77,7 +75,7 @@ func (w *Writer) Run(ctx context.Context) error {
 			case <-t.C:
 			}
 		}
-		h := HealthFrom(w.o.Gatherer, w.o.Models)
+		h := HealthOf(w.o.Sources)
 		secs := max(time.Since(lastAt).Seconds(), 0.001)
 		st := SiteStatus{Region: w.o.Region, UpdatedAt: time.Now().UTC(), Health: h, TopicSizes: map[string]int64{},
 			IngestRate: (h.IngestReadings - last.IngestReadings) / secs, PipelineRate: (h.PipelineReadings - last.PipelineReadings) / secs}
@@ -120,11 +118,20 @@ type ModelsStatus interface {
 	Lease() ml.LeaseRecord
 }
 
-// HealthFrom reads the figures out of the process's metrics (the names
-// each package registers) and the models service (nil: none).
-func HealthFrom(g prometheus.Gatherer, models ModelsStatus) Health {
+// Sources are the components whose figures make the Health; each reports
+// its own (none is scraped out of the metrics by name). A nil source
+// leaves its figures at zero.
+type Sources struct {
+	Ingest  interface{ Readings() float64 }
+	Stream  interface{ Stats() pipeline.Stats }
+	Archive interface{ Stats() storage.ArchiveStats }
+	Models  ModelsStatus
+}
+
+// HealthOf reads the figures of the sources.
+func HealthOf(src Sources) Health {
 	h := Health{LagByPartition: map[string]float64{}, Model: contract.BaselineModel, Lease: "models service not running"}
-	if models != nil {
+	if models := src.Models; models != nil {
 		st, l := models.Status(), models.Lease()
 		h.Model = st.Running
 		if st.RunningShadow != "" {
@@ -143,55 +150,21 @@ func HealthFrom(g prometheus.Gatherer, models ModelsStatus) Health {
 			h.Lease = "no holder yet"
 		}
 	}
-	mfs, err := g.Gather()
-	if err != nil {
-		return h
+	if src.Ingest != nil {
+		h.IngestReadings = src.Ingest.Readings()
 	}
-	val := func(m *dto.Metric) float64 {
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue()
-		case m.Gauge != nil:
-			return m.Gauge.GetValue()
+	if src.Stream != nil {
+		st := src.Stream.Stats()
+		h.PipelineReadings, h.Batches, h.DLQ, h.BatchMeanMS, h.PostToCommitMS = st.Readings, st.Batches, st.DLQ, st.BatchMeanMS, st.PostToCommitMS
+		for p, l := range st.LagByPartition {
+			h.LagByPartition[p] = float64(l)
 		}
-		return 0
 	}
-	for _, mf := range mfs {
-		ms := mf.GetMetric()
-		if len(ms) == 0 {
-			continue
-		}
-		switch mf.GetName() {
-		case "vigil_ingest_readings_total":
-			h.IngestReadings = val(ms[0])
-		case "vigil_pipeline_readings_total":
-			h.PipelineReadings = val(ms[0])
-		case "vigil_pipeline_batches_total":
-			h.Batches = val(ms[0])
-		case "vigil_pipeline_dlq_total":
-			h.DLQ = val(ms[0])
-		case "vigil_archive_rows_total":
-			h.ArchiveRows = val(ms[0])
-		case "vigil_archive_pending_rows":
-			h.ArchivePending = val(ms[0])
-		case "vigil_archive_store_up":
-			h.ArchiveStoreUp = val(ms[0])
-		case "vigil_pipeline_batch_seconds":
-			if hs := ms[0].GetHistogram(); hs.GetSampleCount() > 0 {
-				h.BatchMeanMS = 1000 * hs.GetSampleSum() / float64(hs.GetSampleCount())
-			}
-		case "vigil_pipeline_post_to_commit_seconds":
-			if hs := ms[0].GetHistogram(); hs.GetSampleCount() > 0 {
-				h.PostToCommitMS = 1000 * hs.GetSampleSum() / float64(hs.GetSampleCount())
-			}
-		case "vigil_pipeline_lag_records":
-			for _, m := range ms {
-				for _, l := range m.GetLabel() {
-					if l.GetName() == "partition" {
-						h.LagByPartition[l.GetValue()] = val(m)
-					}
-				}
-			}
+	if src.Archive != nil {
+		st := src.Archive.Stats()
+		h.ArchiveRows, h.ArchivePending = st.Rows, st.Pending
+		if st.StoreUp {
+			h.ArchiveStoreUp = 1
 		}
 	}
 	return h

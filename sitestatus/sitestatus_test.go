@@ -3,12 +3,12 @@ package sitestatus
 import (
 	"bytes"
 	"context"
+	"github.com/vigil/vigil/pipeline"
 	"io"
 	"testing"
 	"time"
 
 	"github.com/go-json-experiment/json"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/vigil/vigil/contract"
@@ -17,17 +17,21 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// The writer publishes the figures read out of the process's metrics at
+type ingestFigures float64
+
+func (f ingestFigures) Readings() float64 { return float64(f) }
+
+type streamFigures pipeline.Stats
+
+func (f streamFigures) Stats() pipeline.Stats { return pipeline.Stats(f) }
+
+// The figures come from the components' own reports (HealthOf), and the
+// writer publishes the figures read out of the process's metrics at
 // sites/<region>/status.json, and stops with its context.
 func TestWriterPublishes(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	ing := prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_ingest_readings_total"})
-	lag := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vigil_pipeline_lag_records"}, []string{"partition"})
-	reg.MustRegister(ing, lag)
-	ing.Add(42)
-	lag.WithLabelValues("3").Set(7)
-	h := HealthFrom(reg, nil)
-	if h.IngestReadings != 42 || h.LagByPartition["3"] != 7 || h.Model != contract.BaselineModel {
+	src := Sources{Ingest: ingestFigures(42), Stream: streamFigures{Readings: 40, Batches: 3, LagByPartition: map[string]int64{"3": 7}}}
+	h := HealthOf(src)
+	if h.IngestReadings != 42 || h.PipelineReadings != 40 || h.LagByPartition["3"] != 7 || h.Model != contract.BaselineModel || h.ArchiveStoreUp != 0 {
 		t.Fatalf("health %+v", h)
 	}
 	st, err := storage.NewLocal(t.TempDir())
@@ -35,7 +39,7 @@ func TestWriterPublishes(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	w := New(Options{Region: "eu", Store: st, Gatherer: reg, Interval: time.Hour})
+	w := New(Options{Region: "eu", Store: st, Sources: src, Interval: time.Hour})
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 	var got SiteStatus

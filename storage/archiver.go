@@ -3,6 +3,7 @@ package storage
 import (
 	"github.com/vigil/vigil/bus"
 	"github.com/vigil/vigil/contract"
+	"github.com/vigil/vigil/internal/promread"
 
 	"bytes"
 	"context"
@@ -114,6 +115,18 @@ type archiveMetrics struct {
 	put                                   prometheus.Histogram
 	up                                    prometheus.Gauge
 	pendingRows                           prometheus.Gauge
+}
+
+// ArchiveStats are the archiver's figures for the status page.
+type ArchiveStats struct {
+	Rows    float64 // rows stored in Parquet objects
+	Pending float64 // rows held in memory, not yet stored
+	StoreUp bool    // the object store accepts writes
+}
+
+// Stats reads the archiver's figures.
+func (a *Archiver) Stats() ArchiveStats {
+	return ArchiveStats{Rows: promread.Value(a.m.rows), Pending: promread.Value(a.m.pendingRows), StoreUp: promread.Value(a.m.up) == 1}
 }
 
 // NewArchiver builds an archiver; Run starts it.

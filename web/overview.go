@@ -3,7 +3,6 @@ package web
 import (
 	"github.com/vigil/vigil/bus"
 	"github.com/vigil/vigil/internal/httpx"
-	"github.com/vigil/vigil/sitestatus"
 
 	"context"
 	"net/http"
@@ -52,7 +51,7 @@ func (s *Server) overview(w http.ResponseWriter, _ *http.Request) {
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{
 		"region": s.o.Region, "refresh_seconds": int(s.o.Console.RefreshInterval().Seconds()),
 		"alerts_by_minute": list(byMinute, true), "alerts_by_site": list(bySite, false), "alerts_by_kind": list(byKind, false),
-		"health": sitestatus.HealthFrom(s.o.Gatherer, s.o.Models), "sample": s.o.Console.Status(),
+		"health": s.health(), "sample": s.o.Console.Status(),
 	})
 }
 

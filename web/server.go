@@ -2,6 +2,7 @@ package web
 
 import (
 	"github.com/vigil/vigil/console"
+	"github.com/vigil/vigil/sitestatus"
 	"io"
 
 	"github.com/vigil/vigil/internal/httpx"
@@ -80,8 +81,10 @@ type Options struct {
 	Registry   Registry
 	Alerts     Alerts
 	Ready      []Check
-	Gatherer   prometheus.Gatherer
-	Logger     *zap.Logger
+	Gatherer   prometheus.Gatherer // served at /metrics
+	// Health gives the pipeline's figures the page shows (nil: none).
+	Health func() sitestatus.Health
+	Logger *zap.Logger
 	// Console is the SQL console; Store the shared bucket (notebooks,
 	// labels, site status); Region this region's name.
 	Console *console.Console
@@ -193,6 +196,13 @@ func (s *Server) loadVerdicts(ctx context.Context) {
 		n++
 	}
 	s.log.Info("operators' verdicts loaded", zap.Int("verdicts", n), zap.Duration("took", time.Since(start)))
+}
+
+func (s *Server) health() sitestatus.Health {
+	if s.o.Health == nil {
+		return sitestatus.Health{LagByPartition: map[string]float64{}}
+	}
+	return s.o.Health()
 }
 
 // Router builds the chi router.
