@@ -79,7 +79,7 @@ func endOffsets(ctx context.Context, opts []kgo.Opt, topic string) (kadm.ListedO
 		}
 		select {
 		case <-ctx.Done():
-			return nil, nil, fmt.Errorf("list offsets of %s: %w (last error: %v)", topic, ctx.Err(), err)
+			return nil, nil, fmt.Errorf("list offsets of %s: %w (last error: %w)", topic, ctx.Err(), err)
 		case <-time.After(500 * time.Millisecond):
 		}
 	}

@@ -216,7 +216,7 @@ func TestLoadCancel(t *testing.T) {
 	if s := c2.Status(); s.State != "cancelled" {
 		t.Fatalf("load at the end of Run: %+v", s)
 	}
-	if c2.StartLoad(1, time.Time{}, time.Time{}) != ErrNotRunning {
+	if err := c2.StartLoad(1, time.Time{}, time.Time{}); !errors.Is(err, ErrNotRunning) {
 		t.Fatal("a load started after Run returned")
 	}
 }

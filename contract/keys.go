@@ -106,7 +106,7 @@ func ParseArchiveKey(key string) (ArchiveKey, error) {
 	k.Region = parts[0]
 	h, err := time.Parse("2006-01-02 15", parts[1][3:]+" "+parts[2][3:])
 	if err != nil {
-		return k, fmt.Errorf("%w: %q: dt or hr: %v", ErrNotArchiveKey, key, err)
+		return k, fmt.Errorf("%w: %q: dt or hr: %w", ErrNotArchiveKey, key, err)
 	}
 	k.Hour = h
 	name := strings.TrimSuffix(parts[3], ".parquet")

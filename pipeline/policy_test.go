@@ -68,14 +68,13 @@ func TestModelPolicy(t *testing.T) {
 	}
 	// the model leads the reasons of an alert it raised
 	off.SetModels(nil, nil)
-	var res *StepResult
 	for ; i < 600; i++ {
 		r := reading("d", i, 20+rng.NormFloat64()*0.1)
-		_, res = off.Step(&r)
+		off.Step(&r)
 	}
 	off.SetModels(thresholdModel{name: "m2", at: 20.05, score: 0.95}, nil)
 	r := reading("d", i, 20.1)
-	_, res = off.Step(&r)
+	_, res := off.Step(&r)
 	if len(res.Alerts) != 1 || res.Alerts[0].Model != "m2" || res.Alerts[0].Reasons[0].Feature != "model.test" || res.Alerts[0].Reasons[0].Detector != "model" {
 		t.Fatalf("alert raised by the model: %+v", res.Alerts)
 	}

@@ -215,8 +215,6 @@ func (s *Stream) runSession(ctx context.Context) error {
 	}
 }
 
-// poll waits for records, then keeps polling until the micro-batch holds
-// BatchMaxReadings or BatchMaxWait has passed since its first record.
 // Stats are the stream's figures for the status page.
 type Stats struct {
 	Readings       float64          // enriched, scored and committed
@@ -343,6 +341,8 @@ func (st *batchStats) record(m *metrics, start, done time.Time) {
 	}
 }
 
+// poll waits for records, then keeps polling until the micro-batch holds
+// BatchMaxReadings or BatchMaxWait has passed since its first record.
 func (s *Stream) poll(ctx context.Context, sess *kgo.GroupTransactSession) kgo.Fetches {
 	fetches := sess.PollRecords(ctx, s.cfg.BatchMaxReadings)
 	n := fetches.NumRecords()
