@@ -98,6 +98,9 @@ func (c Config) Validate() error {
 	if c.Data.Dir == "" {
 		return errors.New("data.dir: must not be empty")
 	}
+	if t := c.Admin.Token; t != "" && len(t) < 32 {
+		return fmt.Errorf("admin.token: must be at least 32 characters (it guards the whole admin API), got %d; leave it empty to have one made at each start", len(t))
+	}
 	sections := []struct {
 		name string
 		v    interface{ Validate() error }

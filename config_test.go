@@ -25,7 +25,7 @@ func TestDefaultsAreTheConfigFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Region != "local" || c.Data.Dir != "./data" || c.HTTP.Addr != ":8080" || len(c.Kafka.Brokers) != 0 ||
+	if c.Region != "local" || c.Data.Dir != "./data" || c.HTTP.Addr != "127.0.0.1:8080" || len(c.Kafka.Brokers) != 0 ||
 		c.Kafka.EmbeddedAddr != "127.0.0.1:9092" || c.Storage.Endpoint != "" || c.Storage.Bucket != "vigil" || c.Admin.Token != "" ||
 		c.Kafka.Topics.Raw != "vigil.raw" || c.Kafka.Topics.DLQ != "vigil.dlq" || c.Pipeline.BatchMaxWait != 5*time.Millisecond {
 		t.Fatalf("built-in defaults differ from DESIGN.md: %+v", c)
@@ -34,12 +34,12 @@ func TestDefaultsAreTheConfigFile(t *testing.T) {
 
 func TestEnvOverrides(t *testing.T) {
 	c, err := loadConfig("", []string{"VIGIL_REGION=eu-west", "VIGIL_KAFKA_BROKERS=a:9092, b:9092", "VIGIL_KAFKA_TOPICS_RAW=my.raw",
-		"VIGIL_PIPELINE_THRESHOLD=0.9", "VIGIL_PIPELINE_BATCH_MAX_WAIT=20ms", "VIGIL_KAFKA_TLS_ENABLED=true", "VIGIL_ADMIN_TOKEN=s3cret", "PATH=/bin", "VIGIL_MINIO_BIN=/x"})
+		"VIGIL_PIPELINE_THRESHOLD=0.9", "VIGIL_PIPELINE_BATCH_MAX_WAIT=20ms", "VIGIL_KAFKA_TLS_ENABLED=true", "VIGIL_ADMIN_TOKEN=s3cret-s3cret-s3cret-s3cret-s3cret", "PATH=/bin", "VIGIL_MINIO_BIN=/x"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Region != "eu-west" || len(c.Kafka.Brokers) != 2 || c.Kafka.Brokers[1] != "b:9092" || c.Kafka.Topics.Raw != "my.raw" ||
-		c.Pipeline.Threshold != 0.9 || c.Pipeline.BatchMaxWait != 20*time.Millisecond || !c.Kafka.TLS.Enabled || c.Admin.Token != "s3cret" {
+		c.Pipeline.Threshold != 0.9 || c.Pipeline.BatchMaxWait != 20*time.Millisecond || !c.Kafka.TLS.Enabled || c.Admin.Token != "s3cret-s3cret-s3cret-s3cret-s3cret" {
 		t.Fatalf("overrides not applied: %+v", c)
 	}
 }
@@ -71,6 +71,8 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"VIGIL_LOG_LEVEL=loud", "log.level"},
 		{"VIGIL_SHUTDOWN_BUDGET=0s", "shutdown.budget"},
 		{"VIGIL_SHUTDOWN_BUDGET=2h", "shutdown.budget"},
+		{"VIGIL_ADMIN_TOKEN=short", "admin.token"},
+		{"VIGIL_KAFKA_EMBEDDED_ADDR=0.0.0.0:9092", "kafka.embedded_addr"},
 		{"VIGIL_KAFKA_BROKRS=a:1", "VIGIL_KAFKA_BROKRS"},
 	}
 	for _, c := range cases {

@@ -91,7 +91,7 @@ func (s *syncBuffer) String() string {
 }
 
 func newServer(t testing.TB, dir string, extraEnv ...string) *server {
-	s := &server{t: t, dir: dir, token: "test-admin-token", logs: &syncBuffer{}}
+	s := &server{t: t, dir: dir, token: "test-admin-token-0123456789abcdef", logs: &syncBuffer{}}
 	httpAddr, kafkaAddr := freeAddr(t), freeAddr(t)
 	s.httpURL, s.kafka = "http://"+httpAddr, kafkaAddr
 	s.env = append([]string{

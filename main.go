@@ -14,6 +14,7 @@ import (
 	"github.com/vigil/vigil/console"
 	"github.com/vigil/vigil/sitestatus"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -136,7 +137,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	log := newLogger(cfg, stderr)
 	defer func() { _ = log.Sync() }()
 
-	if err := os.MkdirAll(cfg.Data.Dir, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.Data.Dir, 0o700); err != nil {
 		return fmt.Errorf("data.dir %s: %w", cfg.Data.Dir, err)
 	}
 	openCtx, cancelOpen := context.WithTimeout(ctx, 30*time.Second)
@@ -205,12 +206,12 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		Threshold: cfg.Pipeline.Threshold, Buckets: cfg.Pipeline.AttrBuckets, Logger: log.Named("models")})
 	token := cfg.Admin.Token
 	if token == "" {
-		var rb [16]byte
+		var rb [24]byte
 		_, _ = rand.Read(rb[:])
 		token = hex.EncodeToString(rb[:])
 	}
 	consoleDir := filepath.Join(cfg.Data.Dir, "console")
-	if err := os.MkdirAll(consoleDir, 0o755); err != nil {
+	if err := os.MkdirAll(consoleDir, 0o700); err != nil {
 		return fmt.Errorf("data.dir: %w", err)
 	}
 	sqlConsole := console.New(cfg.Console, console.Options{Store: store, Dir: consoleDir, Logger: log.Named("console")})
@@ -241,9 +242,12 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		return err
 	}
 	base := "http://" + loopbackAddr(srv.Addr())
+	if !isLoopback(srv.Addr()) {
+		log.Warn("http.addr " + cfg.HTTP.Addr + " listens beyond this machine over plain HTTP: device keys and the admin token cross the network in clear. Put a TLS-terminating proxy in front, or bind 127.0.0.1")
+	}
 	log.Info("Vigil is up", zap.String("version", versionString()), zap.String("http", srv.Addr()), zap.Strings("kafka", b.Seeds()), zap.String("data_dir", cfg.Data.Dir))
 	if cfg.Admin.Token == "" {
-		log.Info("no admin.token configured; made one for this run. Open the status page at " + base + "/?token=" + token + " (API clients: Authorization: Bearer " + token + ")")
+		log.Info("no admin.token configured; made one for this run, shown only here. Log in at " + base + "/?token=" + token + " (API clients send it as Authorization: Bearer)")
 	}
 
 	closeOnErr = nil // the conductor closes them, in phases
@@ -330,6 +334,16 @@ func loopbackAddr(addr string) string {
 		return "127.0.0.1" + addr[strings.LastIndex(addr, ":"):]
 	}
 	return addr
+}
+
+// isLoopback reports whether a listener address is a loopback one.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "localhost" || ip != nil && ip.IsLoopback()
 }
 
 // logAlerts prints each new alert, for the demo.

@@ -44,7 +44,7 @@ func Open(ctx context.Context, cfg Config, dataDir string, log *zap.Logger) (*Bu
 	b := &Bus{cfg: cfg, log: log}
 	if cfg.Embedded() {
 		dir := filepath.Join(dataDir, "kafka")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("create embedded broker dir %s: %w", dir, err)
 		}
 		addr := cfg.EmbeddedAddr
@@ -60,6 +60,9 @@ func Open(ctx context.Context, cfg Config, dataDir string, log *zap.Logger) (*Bu
 		}
 		if cfg.SyncWrites {
 			opts = append(opts, kfake.SyncWrites())
+		}
+		if cfg.EmbeddedSASLUser != "" {
+			opts = append(opts, kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-256", cfg.EmbeddedSASLUser, cfg.EmbeddedSASLPassword))
 		}
 		c, err := kfake.NewCluster(opts...)
 		if err != nil {
@@ -129,6 +132,12 @@ func (b *Bus) baseOpts() ([]kgo.Opt, error) {
 			tc.Certificates = []tls.Certificate{cert}
 		}
 		opts = append(opts, kgo.DialTLSConfig(tc))
+	}
+	if b.cfg.Embedded() && b.cfg.EmbeddedSASLUser != "" {
+		opts = append(opts, kgo.SASL(scram.Auth{User: b.cfg.EmbeddedSASLUser, Pass: b.cfg.EmbeddedSASLPassword}.AsSha256Mechanism()))
+	}
+	if b.cfg.SASL.Mechanism != "" && !b.cfg.TLS.Enabled {
+		b.log.Warn("kafka.sasl is set without kafka.tls: the credentials (PLAIN) or the session cross the network in clear; enable kafka.tls.enabled")
 	}
 	switch strings.ToUpper(b.cfg.SASL.Mechanism) {
 	case "PLAIN":

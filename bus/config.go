@@ -63,10 +63,17 @@ type Config struct {
 	Retention time.Duration `yaml:"retention"`
 	// SyncWrites makes the embedded broker fsync every batch (survives power
 	// loss, not only process crashes) at a cost in throughput. Default false.
-	SyncWrites bool       `yaml:"sync_writes"`
-	Topics     Topics     `yaml:"topics"`
-	TLS        TLSConfig  `yaml:"tls"`
-	SASL       SASLConfig `yaml:"sasl"`
+	SyncWrites bool `yaml:"sync_writes"`
+	// EmbeddedSASLUser and EmbeddedSASLPassword turn on SASL
+	// (SCRAM-SHA-256) on the embedded broker, and Vigil's own clients use
+	// them. Required for an embedded_addr beyond loopback: without them any
+	// process that reaches the broker could write the device registry.
+	// Default "" (no SASL; loopback only).
+	EmbeddedSASLUser     string     `yaml:"embedded_sasl_user"`
+	EmbeddedSASLPassword string     `yaml:"embedded_sasl_password"`
+	Topics               Topics     `yaml:"topics"`
+	TLS                  TLSConfig  `yaml:"tls"`
+	SASL                 SASLConfig `yaml:"sasl"`
 }
 
 // Embedded reports whether the embedded broker is used.
@@ -89,6 +96,18 @@ func (c Config) Validate() error {
 		}
 		if host == "" {
 			return fmt.Errorf("embedded_addr: %q has no host; give a loopback address such as 127.0.0.1:9092", c.EmbeddedAddr)
+		}
+		if (c.EmbeddedSASLUser == "") != (c.EmbeddedSASLPassword == "") {
+			return fmt.Errorf("embedded_sasl_user and embedded_sasl_password: set both or neither")
+		}
+		if c.EmbeddedSASLPassword != "" && len(c.EmbeddedSASLPassword) < 16 {
+			return fmt.Errorf("embedded_sasl_password: must be at least 16 characters, got %d", len(c.EmbeddedSASLPassword))
+		}
+		if ip := net.ParseIP(host); (ip == nil || !ip.IsLoopback()) && host != "localhost" && c.EmbeddedSASLUser == "" {
+			return fmt.Errorf("embedded_addr: %s is not a loopback address, and the embedded broker has no authentication: any process that reaches it could register a gateway and post as any device. Bind 127.0.0.1, or set kafka.embedded_sasl_user and kafka.embedded_sasl_password", c.EmbeddedAddr)
+		}
+		if c.SASL.Mechanism != "" {
+			return fmt.Errorf("sasl.mechanism: is for external brokers; the embedded broker's SASL is kafka.embedded_sasl_user and kafka.embedded_sasl_password")
 		}
 	}
 	for i, b := range c.Brokers {

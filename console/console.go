@@ -6,6 +6,8 @@ package console
 
 import (
 	"github.com/vigil/vigil/contract"
+	"hash/fnv"
+	"sort"
 
 	"context"
 	"database/sql"
@@ -41,12 +43,27 @@ type Config struct {
 	RefreshInterval time.Duration `yaml:"refresh_interval"`
 	// StatusInterval is how often this region writes sites/<region>/status.json. Default 5s.
 	StatusInterval time.Duration `yaml:"status_interval"`
+	// MemoryLimit is DuckDB's memory, bytes; a query over it fails with
+	// DuckDB's error. Default 1 GiB.
+	MemoryLimit int64 `yaml:"memory_limit"`
+	// Threads are DuckDB's threads. Default 1.
+	Threads int `yaml:"threads"`
+	// MaxTempBytes caps DuckDB's spill files (under data.dir/console). Default 4 GiB.
+	MaxTempBytes int64 `yaml:"max_temp_bytes"`
+	// MaxResponseBytes caps one answer; a larger one is refused with an
+	// error that says how to narrow the query. Default 8 MiB.
+	MaxResponseBytes int64 `yaml:"max_response_bytes"`
+	// MaxLoadObjects and MaxLoadBytes cap one sample load (the objects it
+	// picks, newest first). Default 10000 and 2 GiB.
+	MaxLoadObjects int   `yaml:"max_load_objects"`
+	MaxLoadBytes   int64 `yaml:"max_load_bytes"`
 }
 
 // Default is the console section's built-in configuration (config.yaml
 // mirrors it).
 func Default() Config {
-	return Config{SampleFraction: 0.01, QueryTimeout: 10 * time.Second, MaxRows: 10_000, RefreshInterval: time.Minute, StatusInterval: 5 * time.Second}
+	return Config{SampleFraction: 0.01, QueryTimeout: 10 * time.Second, MaxRows: 10_000, RefreshInterval: time.Minute, StatusInterval: 5 * time.Second,
+		MemoryLimit: 1 << 30, Threads: 1, MaxTempBytes: 4 << 30, MaxResponseBytes: 8 << 20, MaxLoadObjects: 10_000, MaxLoadBytes: 2 << 30}
 }
 
 // Validate checks the console section; errors name the key below "console.".
@@ -62,6 +79,18 @@ func (c Config) Validate() error {
 		return fmt.Errorf("refresh_interval: must be at least 1s, got %s", c.RefreshInterval)
 	case c.StatusInterval < time.Second:
 		return fmt.Errorf("status_interval: must be at least 1s, got %s", c.StatusInterval)
+	case c.MemoryLimit < 16<<20:
+		return fmt.Errorf("memory_limit: must be at least 16 MiB, got %d bytes", c.MemoryLimit)
+	case c.Threads < 1 || c.Threads > 64:
+		return fmt.Errorf("threads: must be between 1 and 64, got %d", c.Threads)
+	case c.MaxTempBytes < 0:
+		return fmt.Errorf("max_temp_bytes: must not be negative, got %d", c.MaxTempBytes)
+	case c.MaxResponseBytes < 1024:
+		return fmt.Errorf("max_response_bytes: must be at least 1024, got %d", c.MaxResponseBytes)
+	case c.MaxLoadObjects < 1:
+		return fmt.Errorf("max_load_objects: must be at least 1, got %d", c.MaxLoadObjects)
+	case c.MaxLoadBytes < 1<<20:
+		return fmt.Errorf("max_load_bytes: must be at least 1 MiB, got %d", c.MaxLoadBytes)
 	}
 	return nil
 }
@@ -78,6 +107,7 @@ type SampleStatus struct {
 	Rows         int64     `json:"rows"`
 	Error        string    `json:"error,omitzero"`
 	LoadedAt     time.Time `json:"loaded_at,omitzero"`
+	Capped       string    `json:"capped,omitzero"` // the load stopped at a cap
 }
 
 // Console is the SQL console: a sample of the archive of every region,
@@ -233,7 +263,35 @@ func (c *Console) doLoad(ctx context.Context, fraction float64, from, to time.Ti
 		}
 		keys = append(keys, o)
 	}
-	c.setStatus(func(s *SampleStatus) { s.ObjectsTotal = len(keys) })
+	// Pick by fraction before downloading: when the fraction of the
+	// objects is at least one, whole objects are picked (by a hash of
+	// their names, so a repeated load picks the same) and their rows all
+	// kept; otherwise every object is read and the rows sampled.
+	rowSample := fraction < 1
+	if fraction < 1 && float64(len(keys))*fraction >= 1 {
+		picked := keys[:0]
+		for _, o := range keys {
+			h := fnv.New64a()
+			_, _ = h.Write([]byte(o.Key))
+			if float64(h.Sum64()%1_000_000) < fraction*1_000_000 {
+				picked = append(picked, o)
+			}
+		}
+		keys, rowSample = picked, false
+	}
+	// the caps of one load: the newest objects first
+	capped := ""
+	sort.SliceStable(keys, func(i, j int) bool { return keys[i].Key > keys[j].Key })
+	var total int64
+	for i, o := range keys {
+		if i >= c.cfg.MaxLoadObjects || total+o.Size > c.cfg.MaxLoadBytes {
+			capped = fmt.Sprintf("capped at %d objects, %d bytes (console.max_load_objects %d, max_load_bytes %d); narrow the time range or the fraction for the rest", i, total, c.cfg.MaxLoadObjects, c.cfg.MaxLoadBytes)
+			keys = keys[:i]
+			break
+		}
+		total += o.Size
+	}
+	c.setStatus(func(s *SampleStatus) { s.ObjectsTotal, s.Capped = len(keys), capped })
 	dir, err := os.MkdirTemp(c.dir, "sample-")
 	if err != nil {
 		return err
@@ -258,6 +316,18 @@ func (c *Console) doLoad(ctx context.Context, fraction float64, from, to time.Ti
 	}
 	db.SetMaxOpenConns(1) // one connection: the locks below are per database, set once
 	conn := db
+	// resource caps, set before the configuration is locked
+	for _, q := range []string{
+		fmt.Sprintf(`SET memory_limit = '%dB'`, c.cfg.MemoryLimit),
+		fmt.Sprintf(`SET threads = %d`, c.cfg.Threads),
+		fmt.Sprintf(`SET temp_directory = '%s'`, strings.ReplaceAll(filepath.Join(c.dir, "duckdb-tmp"), "'", "''")),
+		fmt.Sprintf(`SET max_temp_directory_size = '%dB'`, c.cfg.MaxTempBytes),
+	} {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			db.Close()
+			return fmt.Errorf("configure the sample database (%s): %w", q, err)
+		}
+	}
 	if len(files) == 0 {
 		_, err = conn.ExecContext(ctx, `CREATE TABLE enriched (id VARCHAR, device_id VARCHAR, ts TIMESTAMPTZ, ingested_at TIMESTAMPTZ, region VARCHAR, site VARCHAR, score DOUBLE, model VARCHAR)`)
 	} else {
@@ -266,7 +336,7 @@ func (c *Console) doLoad(ctx context.Context, fraction float64, from, to time.Ti
 			list[i] = "'" + strings.ReplaceAll(f, "'", "''") + "'"
 		}
 		q := fmt.Sprintf(`CREATE TABLE enriched AS SELECT * FROM read_parquet([%s], union_by_name = true)`, strings.Join(list, ","))
-		if fraction < 1 {
+		if rowSample {
 			q += fmt.Sprintf(` USING SAMPLE %g PERCENT (bernoulli, 42)`, math.Round(fraction*1e6)/1e4)
 		}
 		_, err = conn.ExecContext(ctx, q)
@@ -388,6 +458,7 @@ func (c *Console) Query(ctx context.Context, q string) (*QueryResult, error) {
 	cols, _ := rows.Columns()
 	ctypes, _ := rows.ColumnTypes()
 	res := &QueryResult{Columns: cols, Rows: [][]any{}}
+	var size int64 // about the bytes of the JSON answer
 	for _, ct := range ctypes {
 		res.Types = append(res.Types, ct.DatabaseTypeName())
 	}
@@ -406,6 +477,10 @@ func (c *Console) Query(ctx context.Context, q string) (*QueryResult, error) {
 		}
 		for i, v := range vals {
 			vals[i] = jsonSafe(v)
+			size += valueSize(vals[i])
+		}
+		if size > c.cfg.MaxResponseBytes {
+			return nil, fmt.Errorf("%w: the answer passed console.max_response_bytes (%d bytes) at row %d; add a LIMIT, select fewer or shorter columns, or aggregate", ErrTooLarge, c.cfg.MaxResponseBytes, len(res.Rows)+1)
 		}
 		res.Rows = append(res.Rows, vals)
 	}
@@ -417,6 +492,22 @@ func (c *Console) Query(ctx context.Context, q string) (*QueryResult, error) {
 	}
 	res.ElapsedMS = float64(time.Since(start).Microseconds()) / 1000
 	return res, nil
+}
+
+// ErrTooLarge is returned for an answer over console.max_response_bytes.
+var ErrTooLarge = errors.New("answer too large")
+
+// valueSize is about the bytes of v in the JSON answer.
+func valueSize(v any) int64 {
+	switch x := v.(type) {
+	case string:
+		return int64(len(x)) + 3
+	case []byte:
+		return int64(len(x))*4/3 + 3
+	case nil:
+		return 5
+	}
+	return 24
 }
 
 // jsonSafe turns a DuckDB value into something JSON can carry.

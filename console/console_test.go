@@ -220,3 +220,42 @@ func TestLoadCancel(t *testing.T) {
 		t.Fatal("a load started after Run returned")
 	}
 }
+
+// The console's caps: a query over DuckDB's memory limit fails with
+// DuckDB's own error and the console goes on answering; an answer over
+// max_response_bytes is refused with an error that says how to narrow it;
+// a 1 % load of a 1,000-object archive downloads about 1 % of the objects.
+func TestConsoleCaps(t *testing.T) {
+	cfg := testConsole
+	cfg.MemoryLimit, cfg.MaxResponseBytes, cfg.MaxRows = 32<<20, 64<<10, 100_000
+	c := loaded(t, archive(t, 2000, 1000), cfg, 1)
+	_, err := c.Query(context.Background(), "SELECT string_agg(repeat('x', 1000) || i::VARCHAR, ',') FROM range(200000) t(i)")
+	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "memory") {
+		t.Fatalf("a query over memory_limit: %v, want DuckDB's out-of-memory error", err)
+	}
+	if res, err := c.Query(context.Background(), "SELECT count(*) FROM enriched"); err != nil || len(res.Rows) != 1 {
+		t.Fatalf("the console after the failed query: %v", err)
+	}
+	_, err = c.Query(context.Background(), "SELECT repeat('x', 1000) FROM range(1000)")
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "max_response_bytes") || !strings.Contains(err.Error(), "LIMIT") {
+		t.Fatalf("an answer over max_response_bytes: %v", err)
+	}
+	if res, err := c.Query(context.Background(), "SELECT repeat('x', 1000) FROM range(10)"); err != nil || len(res.Rows) != 10 {
+		t.Fatalf("a small answer: %v", err)
+	}
+
+	st := archive(t, 5000, 5) // 1,000 objects
+	c1 := loaded(t, st, testConsole, 0.01)
+	s := c1.Status()
+	if s.ObjectsTotal < 3 || s.ObjectsTotal > 25 || s.Rows != int64(5*s.ObjectsTotal) {
+		t.Fatalf("a 1%% load of 1,000 objects picked %d objects (%d rows), want about 10 whole objects", s.ObjectsTotal, s.Rows)
+	}
+	t.Logf("1%% of 1,000 objects: %d objects downloaded, %d bytes", s.ObjectsTotal, s.BytesRead)
+	// the caps of one load
+	cfg = testConsole
+	cfg.MaxLoadObjects = 7
+	c2 := loaded(t, st, cfg, 1)
+	if s := c2.Status(); s.ObjectsTotal != 7 || !strings.Contains(s.Capped, "max_load_objects") {
+		t.Fatalf("capped load: %+v", s)
+	}
+}

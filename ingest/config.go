@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -23,13 +24,30 @@ type Config struct {
 	MaxBufferedRecords int `yaml:"max_buffered_records"`
 	// RetryAfter is the Retry-After sent with 429 and 503. Default 1s.
 	RetryAfter time.Duration `yaml:"retry_after"`
+	// MaxMetricsPerDevice is the most distinct metric names one device may
+	// use, and separately attr names; a reading that would add one more is
+	// refused (400). It bounds the archive's columns and the state one key
+	// can make the server keep. Default 64.
+	MaxMetricsPerDevice int `yaml:"max_metrics_per_device"`
+	// MaxDevicesPerGateway is the most distinct device ids one gateway key
+	// may post for; one more is refused (403). Default 10000.
+	MaxDevicesPerGateway int `yaml:"max_devices_per_gateway"`
+	// RatePerKey is each key's sustained rate, readings/s (0: no limit);
+	// BurstPerKey the readings it may send at once. Over it: 429 with the
+	// Retry-After the bucket needs. Default 5000 and 50000.
+	RatePerKey  float64 `yaml:"rate_per_key"`
+	BurstPerKey int     `yaml:"burst_per_key"`
+	// MaxInflightBytes caps the request bytes being read and processed at
+	// once, across every key; over it: 503 with Retry-After. Default 64 MiB.
+	MaxInflightBytes int64 `yaml:"max_inflight_bytes"`
 }
 
 // Default is the ingest section's built-in configuration (config.yaml
 // mirrors it).
 func Default() Config {
 	return Config{MaxBodyBytes: 8 << 20, MaxReadings: 10_000, MaxMetrics: 256, FutureMargin: 5 * time.Minute, ProduceTimeout: 10 * time.Second,
-		MaxBufferedRecords: 200_000, RetryAfter: time.Second}
+		MaxBufferedRecords: 200_000, RetryAfter: time.Second,
+		MaxMetricsPerDevice: 64, MaxDevicesPerGateway: 10_000, RatePerKey: 5000, BurstPerKey: 50_000, MaxInflightBytes: 64 << 20}
 }
 
 // Validate checks the ingest section; errors name the key below "ingest.".
@@ -49,6 +67,16 @@ func (c Config) Validate() error {
 		return fmt.Errorf("max_buffered_records: must be at least max_readings (%d), got %d", c.MaxReadings, c.MaxBufferedRecords)
 	case c.RetryAfter < time.Second:
 		return fmt.Errorf("retry_after: must be at least 1s, got %s", c.RetryAfter)
+	case c.MaxMetricsPerDevice < 1 || c.MaxMetricsPerDevice > 100_000:
+		return fmt.Errorf("max_metrics_per_device: must be between 1 and 100000, got %d", c.MaxMetricsPerDevice)
+	case c.MaxDevicesPerGateway < 1:
+		return fmt.Errorf("max_devices_per_gateway: must be at least 1, got %d", c.MaxDevicesPerGateway)
+	case c.RatePerKey < 0 || math.IsNaN(c.RatePerKey) || math.IsInf(c.RatePerKey, 0):
+		return fmt.Errorf("rate_per_key: must be 0 (no limit) or a positive number of readings/s, got %g", c.RatePerKey)
+	case c.RatePerKey > 0 && c.BurstPerKey < c.MaxReadings:
+		return fmt.Errorf("burst_per_key: must be at least max_readings (%d) so a whole request can pass, got %d", c.MaxReadings, c.BurstPerKey)
+	case c.MaxInflightBytes < c.MaxBodyBytes:
+		return fmt.Errorf("max_inflight_bytes: must be at least max_body_bytes (%d), got %d", c.MaxBodyBytes, c.MaxInflightBytes)
 	}
 	return nil
 }

@@ -30,6 +30,9 @@ type RequestError struct {
 	Status  int      `json:"-"`
 	Message string   `json:"error"`
 	Details []Detail `json:"details,omitempty"`
+	// retryAfter, when longer than ingest.retry_after, is the Retry-After
+	// of a 429 (the time a key's bucket needs).
+	retryAfter time.Duration
 }
 
 func (e *RequestError) Error() string { return e.Message }

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +39,8 @@ type Handler struct {
 	readings prometheus.Counter
 	produce  prometheus.Histogram
 	bufPool  sync.Pool
+	limits   *limits
+	inflight atomic.Int64 // request bytes reserved (ingest.max_inflight_bytes)
 }
 
 // HandlerOptions are the ingest handler's settings and dependencies.
@@ -68,7 +71,7 @@ func NewHandler(cfg Config, o HandlerOptions) (*Handler, error) {
 		return nil, fmt.Errorf("ingest producer: %w", err)
 	}
 	h := &Handler{
-		cfg: cfg, region: region, topic: topic, reg: reg, prod: prod, log: log, now: time.Now,
+		cfg: cfg, region: region, topic: topic, reg: reg, prod: prod, log: log, now: time.Now, limits: newLimits(cfg, time.Now),
 		dec: Decoder{MaxReadings: cfg.MaxReadings, FutureMargin: cfg.FutureMargin, MaxMetrics: cfg.MaxMetrics},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_ingest_requests_total", Help: "Ingest requests by HTTP status.",
@@ -108,7 +111,8 @@ func (h *Handler) Ping(ctx context.Context) error { return h.prod.Ping(ctx) }
 
 func (h *Handler) refuse(w http.ResponseWriter, e *RequestError) {
 	if e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable {
-		w.Header().Set("Retry-After", strconv.Itoa(int(h.cfg.RetryAfter/time.Second)))
+		after := max(h.cfg.RetryAfter, e.retryAfter)
+		w.Header().Set("Retry-After", strconv.Itoa(int((after+time.Second-1)/time.Second)))
 	}
 	h.requests.WithLabelValues(strconv.Itoa(e.Status)).Inc()
 	httpx.WriteJSON(w, e.Status, e)
@@ -138,6 +142,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, &RequestError{Status: http.StatusUnsupportedMediaType, Message: err.Error()})
 		return
 	}
+	// the bytes this request may hold while it is read and processed
+	reserve := r.ContentLength
+	if reserve < 0 || reserve > h.cfg.MaxBodyBytes {
+		reserve = h.cfg.MaxBodyBytes
+	}
+	if h.inflight.Add(reserve) > h.cfg.MaxInflightBytes {
+		h.inflight.Add(-reserve)
+		h.refuse(w, &RequestError{Status: http.StatusServiceUnavailable, Message: fmt.Sprintf("overloaded: more than %d request bytes in flight (ingest.max_inflight_bytes); retry later", h.cfg.MaxInflightBytes)})
+		return
+	}
+	defer h.inflight.Add(-reserve)
 	body, rerr := h.readBody(w, r)
 	if rerr != nil {
 		h.refuse(w, rerr)
@@ -161,6 +176,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, &RequestError{Status: http.StatusForbidden, Message: "key not allowed for a device in the request; nothing was accepted", Details: denied})
 		return
 	}
+	lerr, commit := h.limits.admit(who, readings)
+	if lerr != nil {
+		h.refuse(w, lerr)
+		return
+	}
 	if buffered := h.prod.BufferedProduceRecords(); buffered+int64(len(readings)) > int64(h.cfg.MaxBufferedRecords) {
 		h.refuse(w, &RequestError{Status: http.StatusTooManyRequests, Message: fmt.Sprintf("overloaded: %d readings are waiting for Kafka; retry later", buffered)})
 		return
@@ -176,6 +196,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, &RequestError{Status: status, Message: msg})
 		return
 	}
+	commit()
 	h.readings.Add(float64(len(readings)))
 	h.requests.WithLabelValues("202").Inc()
 	httpx.WriteJSON(w, http.StatusAccepted, map[string]int{"accepted": len(readings)})

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"fmt"
 	"github.com/vigil/vigil/contract"
 
 	"bytes"
@@ -37,9 +38,12 @@ type rig struct {
 	done    chan struct{}
 }
 
+// testConfig is Default() with small limits.
 func testConfig() Config {
-	return Config{MaxBodyBytes: 4096, MaxReadings: 5, MaxMetrics: 4, FutureMargin: 5 * time.Minute,
-		ProduceTimeout: 2 * time.Second, MaxBufferedRecords: 10, RetryAfter: time.Second}
+	c := Default()
+	c.MaxBodyBytes, c.MaxReadings, c.MaxMetrics, c.ProduceTimeout, c.MaxBufferedRecords = 4096, 5, 4, 2*time.Second, 10
+	c.MaxMetricsPerDevice, c.MaxDevicesPerGateway, c.RatePerKey, c.MaxInflightBytes = 6, 3, 0, 1<<20
+	return c
 }
 
 func newRig(t *testing.T, cfg Config) *rig {
@@ -279,5 +283,118 @@ func TestOverloadAndBusDown(t *testing.T) {
 	code, e, _ = r.post(t, r.devKey, "application/json", body(2, "w"))
 	if code != http.StatusAccepted {
 		t.Fatalf("after the broker recovered: %d %+v", code, e)
+	}
+}
+
+// TestPerKeyLimits: a device may use at most max_metrics_per_device metric
+// names (and attr names), a gateway may post for at most
+// max_devices_per_gateway device ids; each refusal names the limit, and a
+// refused request teaches nothing (the names it carried stay free).
+func TestPerKeyLimits(t *testing.T) {
+	r := newRig(t, testConfig()) // 6 names per device, 3 devices per gateway
+	post := func(key, body string) (int, RequestError) {
+		code, e, _ := r.post(t, key, "application/json", body)
+		return code, e
+	}
+	reading := func(dev string, names ...string) string {
+		var b strings.Builder
+		for i, n := range names {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, "%q:%d", n, i)
+		}
+		return `{"device_id":"` + dev + `","ts":` + ts(-time.Minute) + `,"metrics":{` + b.String() + `}}`
+	}
+	if code, e := post(r.devKey, `[`+reading("dev-1", "a", "b", "c")+`,`+reading("dev-1", "c", "d")+`]`); code != 202 {
+		t.Fatalf("4 names: %d %+v", code, e)
+	}
+	// 4 known + 3 new in one request: refused whole, naming the limit
+	code, e := post(r.devKey, reading("dev-1", "a", "e", "f", "g"))
+	if code != 400 || len(e.Details) != 1 || !strings.Contains(e.Details[0].Reason, "max_metrics_per_device") || !strings.Contains(e.Details[0].Reason, `"g"`) {
+		t.Fatalf("7th name: %d %+v", code, e)
+	}
+	// the refused request added nothing: 2 new names still fit, known ones always
+	if code, e := post(r.devKey, reading("dev-1", "e", "f", "a")); code != 202 {
+		t.Fatalf("6 names: %d %+v", code, e)
+	}
+	if code, e := post(r.devKey, `[`+reading("dev-1", "a", "b", "c")+`,`+reading("dev-1", "d", "e", "f")+`]`); code != 202 {
+		t.Fatalf("known names: %d %+v", code, e)
+	}
+	// attr names are limited the same way
+	attrs := func(n int) string {
+		var b strings.Builder
+		for i := 0; i < n; i++ {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `"k%d":"v"`, i)
+		}
+		return `{"device_id":"dev-1","ts":` + ts(-time.Minute) + `,"metrics":{"a":1},"attrs":{` + b.String() + `}}`
+	}
+	if code, e := post(r.devKey, attrs(4)); code != 202 {
+		t.Fatalf("4 attrs: %d %+v", code, e)
+	}
+	r2 := `[` + attrs(4) + `,` + strings.Replace(attrs(4), `"k0"`, `"x0"`, 1) + `,` + strings.Replace(attrs(4), `"k0"`, `"x1"`, 1) + `,` + strings.Replace(attrs(4), `"k0"`, `"x2"`, 1) + `]`
+	if code, e := post(r.devKey, r2); code != 400 || !strings.Contains(e.Details[0].Reason, "attr names") {
+		t.Fatalf("7th attr name: %d %+v", code, e)
+	}
+	// a gateway: at most 3 device ids
+	if code, e := post(r.gwKey, `[`+reading("line-a.1", "t")+`,`+reading("line-a.2", "t")+`,`+reading("line-a.1", "u")+`]`); code != 202 {
+		t.Fatalf("2 devices: %d %+v", code, e)
+	}
+	code, e = post(r.gwKey, `[`+reading("line-a.3", "t")+`,`+reading("line-a.4", "t")+`]`)
+	if code != 403 || len(e.Details) != 1 || e.Details[0].Index != 1 || !strings.Contains(e.Details[0].Reason, "max_devices_per_gateway") {
+		t.Fatalf("4th device id: %d %+v", code, e)
+	}
+	if code, e := post(r.gwKey, `[`+reading("line-a.3", "t")+`,`+reading("line-a.1", "t")+`]`); code != 202 {
+		t.Fatalf("3rd device after the refusal: %d %+v", code, e)
+	}
+}
+
+// TestRateAndInflight: a key over its token bucket gets 429 with the
+// Retry-After the bucket needs, other keys are not slowed; requests over
+// the in-flight byte cap get 503.
+func TestRateAndInflight(t *testing.T) {
+	cfg := testConfig()
+	cfg.RatePerKey, cfg.BurstPerKey = 2, 5 // 2 readings/s, 5 at once
+	r := newRig(t, cfg)
+	now := time.Now()
+	r.h.limits.now = func() time.Time { return now } // the bucket's clock, moved by the test
+	batch := func(dev string, n int) string {
+		rs := make([]string, n)
+		for i := range rs {
+			rs[i] = `{"device_id":"` + dev + `","ts":` + ts(-time.Minute) + `,"metrics":{"t":1}}`
+		}
+		return `[` + strings.Join(rs, ",") + `]`
+	}
+	if code, e, _ := r.post(t, r.devKey, "application/json", batch("dev-1", 5)); code != 202 {
+		t.Fatalf("burst: %d %+v", code, e)
+	}
+	code, e, h := r.post(t, r.devKey, "application/json", batch("dev-1", 3))
+	if code != 429 || !strings.Contains(e.Message, "rate_per_key") || h.Get("Retry-After") != "2" {
+		t.Fatalf("over the rate: %d %+v Retry-After %q", code, e, h.Get("Retry-After"))
+	}
+	// another key is not slowed by this one
+	if code, e, _ := r.post(t, r.gwKey, "application/json", batch("dev-2", 5)); code != 202 {
+		t.Fatalf("another key: %d %+v", code, e)
+	}
+	now = now.Add(1500 * time.Millisecond) // 3 tokens back
+	if code, e, _ := r.post(t, r.devKey, "application/json", batch("dev-1", 3)); code != 202 {
+		t.Fatalf("after the wait: %d %+v", code, e)
+	}
+
+	// the in-flight cap: a request that says it is larger than what is left
+	cfg = testConfig()
+	cfg.MaxInflightBytes = cfg.MaxBodyBytes
+	r2 := newRig(t, cfg)
+	r2.h.inflight.Add(cfg.MaxBodyBytes - 10) // other requests hold all but 10 bytes
+	code, e, h = r2.post(t, r2.devKey, "application/json", batch("dev-1", 1))
+	if code != 503 || !strings.Contains(e.Message, "max_inflight_bytes") || h.Get("Retry-After") == "" {
+		t.Fatalf("over the in-flight cap: %d %+v", code, e)
+	}
+	r2.h.inflight.Add(-(cfg.MaxBodyBytes - 10))
+	if code, e, _ := r2.post(t, r2.devKey, "application/json", batch("dev-1", 1)); code != 202 {
+		t.Fatalf("under the cap: %d %+v", code, e)
 	}
 }

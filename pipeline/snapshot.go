@@ -39,7 +39,7 @@ func (s *snapshots) save(p int32, part *partition) error {
 		return nil
 	}
 	path := s.path(p)
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".snap-*")

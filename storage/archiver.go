@@ -4,6 +4,7 @@ import (
 	"github.com/vigil/vigil/bus"
 	"github.com/vigil/vigil/contract"
 	"github.com/vigil/vigil/internal/promread"
+	"slices"
 
 	"bytes"
 	"context"
@@ -62,20 +63,24 @@ type file struct {
 	leaderEpoch int32
 }
 
-func newFile(row *contract.Enriched, bucket time.Time, offset int64, epoch int32) *file {
-	metrics := make([]string, 0, len(row.Metrics))
-	derived := []string{contract.DtS, contract.DtZ}
-	for _, m := range row.Metrics {
-		metrics = append(metrics, m.Name)
+// maxFileMetrics bounds the metrics (8 columns each) a file's schema holds.
+const maxFileMetrics = 256
+
+// newFile opens a file whose schema has a column for each metric of
+// metrics (the partition's recent union, see archPart.schema) and for
+// each figure the pipeline may derive from them.
+func newFile(row *contract.Enriched, metrics []string, bucket time.Time, offset int64, epoch int32) *file {
+	derived := []string{contract.DtS, contract.DtZ, contract.Multivariate}
+	for _, m := range metrics {
 		for _, suf := range contract.MetricSuffixes {
-			derived = append(derived, m.Name+suf)
+			derived = append(derived, m+suf)
 		}
 	}
 	for _, d := range row.Derived {
 		derived = append(derived, d.Name)
 	}
 	buf := &bytes.Buffer{}
-	return &file{buf: buf, fw: NewFileWriter(buf, metrics, dedupe(derived)), region: row.Region, bucket: bucket, first: offset, leaderEpoch: epoch}
+	return &file{buf: buf, fw: NewFileWriter(buf, slices.Clone(metrics), dedupe(derived)), region: row.Region, bucket: bucket, first: offset, leaderEpoch: epoch}
 }
 
 func dedupe(names []string) []string {
@@ -90,13 +95,36 @@ func dedupe(names []string) []string {
 	return out
 }
 
+// schema is the metric set of a new file that starts with row: the
+// partition's union with row's metrics added, started over from row's
+// when it would pass maxFileMetrics.
+func (ap *archPart) schema(row *contract.Enriched) []string {
+	for _, m := range row.Metrics {
+		if !slices.Contains(ap.metrics, m.Name) {
+			ap.metrics = append(ap.metrics, m.Name)
+		}
+	}
+	if len(ap.metrics) > maxFileMetrics {
+		ap.metrics = ap.metrics[:0]
+		for _, m := range row.Metrics {
+			ap.metrics = append(ap.metrics, m.Name)
+		}
+	}
+	return ap.metrics
+}
+
 // archPart is the archiver's state for one partition.
 type archPart struct {
-	p         int32
-	open      *file
-	bytes     int64
-	openedAt  time.Time
-	pending   []*file // closed files waiting for the store, oldest first
+	p        int32
+	open     *file
+	bytes    int64
+	openedAt time.Time
+	pending  []*file // closed files waiting for the store, oldest first
+	// metrics is the union of the metric names of the partition's recent
+	// rows: a new file's schema starts from it, so devices that send
+	// different metric sets into one partition roll a file only when a
+	// name is new, not at every switch.
+	metrics   []string
 	needProbe bool
 	skipUntil int64
 	retryAt   time.Time
@@ -280,7 +308,7 @@ func (a *Archiver) add(ctx context.Context, ap *archPart, rec *kgo.Record) {
 		ap.closeOpen()
 	}
 	if ap.open == nil {
-		ap.open = newFile(&row, bucket, rec.Offset, rec.LeaderEpoch)
+		ap.open = newFile(&row, ap.schema(&row), bucket, rec.Offset, rec.LeaderEpoch)
 		ap.bytes = 0
 		ap.openedAt = time.Now()
 	}

@@ -125,3 +125,47 @@ func TestArchiverRecoversFromNames(t *testing.T) {
 		t.Fatalf("%v files skipped at recovery, want 1", n)
 	}
 }
+
+// Devices that send different metric sets into one partition roll a file
+// only when a metric is new to the partition, not at every switch; and a
+// device whose multivariate model becomes fitted does not roll one.
+func TestSchemaUnionAcrossSwitches(t *testing.T) {
+	ap := &archPart{}
+	rowOf := func(i int, names ...string) contract.Enriched {
+		r := contract.Enriched{ID: fmt.Sprint(i), DeviceID: "d", TS: time.Unix(int64(i), 0), IngestedAt: time.Unix(int64(i), 0), Region: "eu"}
+		for _, n := range names {
+			r.Metrics = append(r.Metrics, contract.Field{Name: n, Value: 1})
+			r.Derived = append(r.Derived, contract.Field{Name: n + contract.SuffixZ, Value: 0})
+		}
+		if i > 10 {
+			r.Derived = append(r.Derived, contract.Field{Name: contract.Multivariate, Value: 0.5})
+		}
+		return r
+	}
+	var f *file
+	files := 0
+	for i := 0; i < 40; i++ {
+		r := rowOf(i, "temp", "rpm")
+		if i%2 == 1 {
+			r = rowOf(i, "flow", "pressure")
+		}
+		if f == nil || !f.fw.Fits(&r) {
+			f = newFile(&r, ap.schema(&r), time.Unix(0, 0), int64(i), 0)
+			files++
+		}
+		if err := f.fw.Write(&r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if files != 2 {
+		t.Fatalf("%d files for 40 rows alternating two metric sets; want 2 (one roll when the second set first appears)", files)
+	}
+	// the union is bounded: past maxFileMetrics it starts over
+	for i := 0; i < maxFileMetrics+5; i++ {
+		r := rowOf(i, fmt.Sprintf("m%d", i))
+		ap.schema(&r)
+	}
+	if len(ap.metrics) > maxFileMetrics {
+		t.Fatalf("the union holds %d metrics, more than %d", len(ap.metrics), maxFileMetrics)
+	}
+}

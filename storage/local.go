@@ -27,7 +27,7 @@ type Local struct {
 
 // NewLocal opens (creating if needed) a local store rooted at dir.
 func NewLocal(dir string) (*Local, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("local store %s: %w", dir, err)
 	}
 	abs, err := filepath.Abs(dir)
@@ -60,7 +60,7 @@ func etagOf(fi os.FileInfo) string {
 // writeTemp writes r into a temporary file beside path and fsyncs it. On
 // any error (a full disk included) the temporary file is removed.
 func (l *Local) writeTemp(path string, r io.Reader, size int64) (string, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return "", err
 	}
 	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-")
@@ -178,7 +178,7 @@ func (l *Local) PutIfMatch(_ context.Context, key string, r io.Reader, size int6
 
 func (l *Local) lock() (func(), error) {
 	l.mu.Lock()
-	f, err := os.OpenFile(filepath.Join(l.dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	f, err := os.OpenFile(filepath.Join(l.dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		l.mu.Unlock()
 		return nil, err

@@ -11,7 +11,9 @@ import (
 
 // Config is the http section of config.yaml.
 type Config struct {
-	// Addr is where the HTTP server listens. Default ":8080".
+	// Addr is where the HTTP server listens. Default "127.0.0.1:8080" (this
+	// machine only; a wider address logs a warning, as HTTP carries keys
+	// and tokens in clear).
 	Addr string `yaml:"addr"`
 	// ReadTimeout bounds reading a whole request, body included. Default 30s.
 	ReadTimeout time.Duration `yaml:"read_timeout"`
@@ -28,7 +30,7 @@ type Config struct {
 // Default is the http section's built-in configuration (config.yaml
 // mirrors it).
 func Default() Config {
-	return Config{Addr: ":8080", ReadTimeout: 30 * time.Second, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second,
+	return Config{Addr: "127.0.0.1:8080", ReadTimeout: 30 * time.Second, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second,
 		IdleTimeout: 120 * time.Second, ShutdownTimeout: 15 * time.Second}
 }
 

@@ -84,3 +84,30 @@ func TestVerdictsReloadedAtStart(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// Every answer carries the headers that keep the page from being framed,
+// sniffed or leaking its address.
+func TestSecurityHeaders(t *testing.T) {
+	cfg := Default()
+	cfg.Addr = "127.0.0.1:0"
+	s, err := New(cfg, Options{AdminToken: "t", Gatherer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for _, path := range []string{"/", "/healthz", "/api/v1/alerts", "/nope"} {
+		resp, err := http.Get("http://" + s.Addr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		for k, want := range map[string]string{"Content-Security-Policy": "frame-ancestors 'none'", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"} {
+			if got := resp.Header.Get(k); !strings.Contains(got, want) {
+				t.Errorf("%s: %s = %q, want it to hold %q", path, k, got, want)
+			}
+		}
+	}
+}

@@ -339,6 +339,11 @@
   document.querySelectorAll('#tabs button').forEach(function (b) { b.addEventListener('click', function () { show(b.dataset.tab); }); });
   $('refresh').addEventListener('change', function () { refreshSet = true; setRefresh(parseInt($('refresh').value, 10)); });
   $('f-apply').addEventListener('click', loadAlerts);
+  $('logout').addEventListener('click', function () {
+    localStorage.removeItem('vigil.token');
+    token = '';
+    $('login').hidden = false;
+  });
   $('device-close').addEventListener('click', function () { $('device-panel').hidden = true; });
   $('s-load').addEventListener('click', function () {
     var f = parseFloat($('s-fraction').value);

@@ -1,0 +1,202 @@
+package ingest
+
+import (
+	"fmt"
+	"hash/maphash"
+	"math"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/vigil/vigil/contract"
+)
+
+// limits are what one key or one device may do, shared by every
+// transport: the metric and attr names each device has used
+// (ingest.max_metrics_per_device), the device ids each gateway has posted
+// for (ingest.max_devices_per_gateway), and each key's token bucket
+// (ingest.rate_per_key, ingest.burst_per_key). Names and ids are kept as
+// 64-bit hashes. The sets start empty at each start of the process.
+type limits struct {
+	cfg  Config
+	seed maphash.Seed
+	now  func() time.Time
+
+	mu       sync.Mutex
+	devices  map[string]*deviceNames // device id -> names used
+	gateways map[string]*hashSet     // gateway id -> device ids posted for
+	buckets  map[string]*tokenBucket // principal -> bucket
+}
+
+type hashSet struct{ h []uint64 } // sorted
+
+func (s *hashSet) has(x uint64) bool { _, ok := slices.BinarySearch(s.h, x); return ok }
+func (s *hashSet) add(x uint64) {
+	if i, ok := slices.BinarySearch(s.h, x); !ok {
+		s.h = slices.Insert(s.h, i, x)
+	}
+}
+
+type deviceNames struct{ metrics, attrs hashSet }
+
+type tokenBucket struct {
+	tokens float64
+	at     time.Time
+}
+
+func newLimits(cfg Config, now func() time.Time) *limits {
+	return &limits{cfg: cfg, seed: maphash.MakeSeed(), now: now, devices: map[string]*deviceNames{}, gateways: map[string]*hashSet{}, buckets: map[string]*tokenBucket{}}
+}
+
+func (l *limits) hash(s string) uint64 { return maphash.String(l.seed, s) }
+
+// admit checks a request of who: its rate, the new device ids of a
+// gateway, the new names of each device. It answers the refusal (nil:
+// admitted) and, for an admitted request, commit, to call once Kafka
+// acknowledged it (a refused or failed request teaches nothing).
+func (l *limits) admit(who *Principal, readings []contract.Reading) (*RequestError, func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e := l.take(who.Name(), len(readings)); e != nil {
+		return e, nil
+	}
+	var details []Detail
+	refuse := func(i int, format string, args ...any) {
+		if len(details) < maxDetails {
+			details = append(details, Detail{Index: i, Reason: fmt.Sprintf(format, args...)})
+		}
+	}
+	// gateways: distinct device ids
+	var newDevices []uint64
+	var gw *hashSet
+	if who.Gateway != nil && l.cfg.MaxDevicesPerGateway > 0 {
+		gw = l.gateways[who.Gateway.GatewayID]
+		if gw == nil {
+			gw = &hashSet{}
+		}
+		for i := range readings {
+			h := l.hash(readings[i].DeviceID)
+			if gw.has(h) || slices.Contains(newDevices, h) {
+				continue
+			}
+			if len(gw.h)+len(newDevices) >= l.cfg.MaxDevicesPerGateway {
+				refuse(i, "gateway %s already posted for %d device ids, the limit (ingest.max_devices_per_gateway); device %q is one more", who.Gateway.GatewayID, l.cfg.MaxDevicesPerGateway, readings[i].DeviceID)
+				continue
+			}
+			newDevices = append(newDevices, h)
+		}
+		if len(details) > 0 {
+			return &RequestError{Status: http.StatusForbidden, Message: "a device id beyond the gateway's limit; nothing was accepted", Details: details}, nil
+		}
+	}
+	// devices: distinct metric and attr names
+	type added struct {
+		dev            string
+		metrics, attrs []uint64
+	}
+	var adds []added
+	find := func(dev string) *added {
+		for k := range adds {
+			if adds[k].dev == dev {
+				return &adds[k]
+			}
+		}
+		adds = append(adds, added{dev: dev})
+		return &adds[len(adds)-1]
+	}
+	max := l.cfg.MaxMetricsPerDevice
+	for i := range readings {
+		r := &readings[i]
+		known := l.devices[r.DeviceID]
+		if known == nil {
+			known = &deviceNames{}
+		}
+		a := find(r.DeviceID)
+		for _, m := range r.Metrics {
+			h := l.hash(m.Name)
+			if known.metrics.has(h) || slices.Contains(a.metrics, h) {
+				continue
+			}
+			if len(known.metrics.h)+len(a.metrics) >= max {
+				refuse(i, "device %q already has %d metric names, the limit (ingest.max_metrics_per_device); %q would be one more", r.DeviceID, max, m.Name)
+				continue
+			}
+			a.metrics = append(a.metrics, h)
+		}
+		for _, at := range r.Attrs {
+			h := l.hash(at.Name)
+			if known.attrs.has(h) || slices.Contains(a.attrs, h) {
+				continue
+			}
+			if len(known.attrs.h)+len(a.attrs) >= max {
+				refuse(i, "device %q already has %d attr names, the limit (ingest.max_metrics_per_device); %q would be one more", r.DeviceID, max, at.Name)
+				continue
+			}
+			a.attrs = append(a.attrs, h)
+		}
+	}
+	if len(details) > 0 {
+		return &RequestError{Status: http.StatusBadRequest, Message: "a reading would give its device more metric or attr names than ingest.max_metrics_per_device allows; nothing was accepted", Details: details}, nil
+	}
+	commit := func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if gw != nil && len(newDevices) > 0 {
+			l.gateways[who.Gateway.GatewayID] = gw
+			for _, h := range newDevices {
+				if len(gw.h) < l.cfg.MaxDevicesPerGateway {
+					gw.add(h)
+				}
+			}
+		}
+		for _, a := range adds {
+			if len(a.metrics) == 0 && len(a.attrs) == 0 {
+				continue
+			}
+			d := l.devices[a.dev]
+			if d == nil {
+				d = &deviceNames{}
+				l.devices[a.dev] = d
+			}
+			for _, h := range a.metrics {
+				if len(d.metrics.h) < max {
+					d.metrics.add(h)
+				}
+			}
+			for _, h := range a.attrs {
+				if len(d.attrs.h) < max {
+					d.attrs.add(h)
+				}
+			}
+		}
+	}
+	return nil, commit
+}
+
+// take takes n readings from the key's bucket, or answers 429 with how
+// long until they are there.
+func (l *limits) take(key string, n int) *RequestError {
+	rate, burst := l.cfg.RatePerKey, float64(l.cfg.BurstPerKey)
+	if rate <= 0 {
+		return nil
+	}
+	now := l.now()
+	b := l.buckets[key]
+	if b == nil {
+		b = &tokenBucket{tokens: burst, at: now}
+		l.buckets[key] = b
+	}
+	b.tokens = math.Min(burst, b.tokens+rate*now.Sub(b.at).Seconds())
+	b.at = now
+	if float64(n) > b.tokens {
+		wait := time.Duration((float64(n) - b.tokens) / rate * float64(time.Second))
+		if float64(n) > burst {
+			return &RequestError{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf("%d readings in one request are more than the key's burst (ingest.burst_per_key %d); split the request", n, l.cfg.BurstPerKey)}
+		}
+		return &RequestError{Status: http.StatusTooManyRequests, retryAfter: wait,
+			Message: fmt.Sprintf("%s is over its rate (ingest.rate_per_key %g readings/s, burst %d); retry after %s", key, rate, l.cfg.BurstPerKey, wait.Round(time.Millisecond))}
+	}
+	b.tokens -= float64(n)
+	return nil
+}
