@@ -73,6 +73,8 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"VIGIL_SHUTDOWN_BUDGET=2h", "shutdown.budget"},
 		{"VIGIL_ADMIN_TOKEN=short", "admin.token"},
 		{"VIGIL_KAFKA_EMBEDDED_ADDR=0.0.0.0:9092", "kafka.embedded_addr"},
+		{"VIGIL_HTTP_TLS_CERT_FILE=/etc/hostname", "http.tls_cert_file"},
+		{"VIGIL_HTTP_CLIENT_CA_FILE=/etc/hostname", "http.client_ca_file"},
 		{"VIGIL_KAFKA_BROKRS=a:1", "VIGIL_KAFKA_BROKRS"},
 	}
 	for _, c := range cases {

@@ -66,6 +66,7 @@ type server struct {
 	kafka   string
 	token   string
 	env     []string
+	client  *http.Client // nil: http.DefaultClient (the TLS tests set one)
 
 	cancel context.CancelFunc
 	done   chan error
@@ -126,11 +127,18 @@ func (s *server) startProcess() {
 	s.waitReady(60 * time.Second)
 }
 
+func (s *server) httpClient() *http.Client {
+	if s.client != nil {
+		return s.client
+	}
+	return http.DefaultClient
+}
+
 func (s *server) waitReady(timeout time.Duration) {
 	s.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := http.Get(s.httpURL + "/readyz")
+		resp, err := s.httpClient().Get(s.httpURL + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -185,7 +193,7 @@ func (s *server) do(method, path, token, contentType string, body []byte) (int, 
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.httpClient().Do(req)
 	if err != nil {
 		s.t.Fatalf("%s %s: %v", method, path, err)
 	}

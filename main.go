@@ -241,8 +241,12 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	base := "http://" + loopbackAddr(srv.Addr())
-	if !isLoopback(srv.Addr()) {
+	scheme := "http://"
+	if cfg.HTTP.TLS() {
+		scheme = "https://"
+	}
+	base := scheme + loopbackAddr(srv.Addr())
+	if !isLoopback(srv.Addr()) && !cfg.HTTP.TLS() {
 		log.Warn("http.addr " + cfg.HTTP.Addr + " listens beyond this machine over plain HTTP: device keys and the admin token cross the network in clear. Put a TLS-terminating proxy in front, or bind 127.0.0.1")
 	}
 	log.Info("Vigil is up", zap.String("version", versionString()), zap.String("http", srv.Addr()), zap.Strings("kafka", b.Seeds()), zap.String("data_dir", cfg.Data.Dir))

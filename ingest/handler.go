@@ -127,14 +127,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, &RequestError{Status: http.StatusServiceUnavailable, Message: "the device registry is still loading; retry shortly"})
 		return
 	}
-	key, ok := bearer(r)
-	if !ok {
-		h.refuse(w, &RequestError{Status: http.StatusUnauthorized, Message: "missing device key: send Authorization: Bearer <device or gateway key>"})
-		return
-	}
-	who := h.reg.Authenticate(key)
-	if who == nil {
-		h.refuse(w, &RequestError{Status: http.StatusUnauthorized, Message: "unknown device or gateway key"})
+	var who *Principal
+	if key, ok := bearer(r); ok {
+		if who = h.reg.Authenticate(key); who == nil {
+			h.refuse(w, &RequestError{Status: http.StatusUnauthorized, Message: "unknown device or gateway key"})
+			return
+		}
+	} else if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		// mTLS (http.client_ca_file): the verified certificate names the device or gateway
+		leaf := r.TLS.VerifiedChains[0][0]
+		if who = h.reg.AuthenticateCert(leaf); who == nil {
+			h.refuse(w, &RequestError{Status: http.StatusUnauthorized, Message: fmt.Sprintf("client certificate %q names no registered device or gateway (CN, or URI SAN urn:vigil:device:<id> / urn:vigil:gateway:<id>)", leaf.Subject.CommonName)})
+			return
+		}
+	} else {
+		h.refuse(w, &RequestError{Status: http.StatusUnauthorized, Message: "missing device key: send Authorization: Bearer <device or gateway key>, or a client certificate"})
 		return
 	}
 	ndjson, err := contentKind(r.Header.Get("Content-Type"))

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"crypto/x509"
 	"github.com/vigil/vigil/bus"
 	"github.com/vigil/vigil/contract"
 
@@ -89,7 +90,8 @@ type Registry struct {
 	devices  map[string]*deviceRecord
 	gateways map[string]*gatewayRecord
 	byKey    map[string]*Principal
-	regMu    sync.Mutex // serialises registrations of this process
+	byID     map[string]*Principal // "device/<id>", "gateway/<id>": for client certificates
+	regMu    sync.Mutex            // serialises registrations of this process
 
 	ready     chan struct{}
 	closeOnce sync.Once
@@ -120,7 +122,7 @@ func NewRegistry(o RegistryOptions) (*Registry, error) {
 	}
 	return &Registry{
 		topic: topic, cl: cl, opts: bus.With(opts), log: log,
-		devices: map[string]*deviceRecord{}, gateways: map[string]*gatewayRecord{}, byKey: map[string]*Principal{},
+		devices: map[string]*deviceRecord{}, gateways: map[string]*gatewayRecord{}, byKey: map[string]*Principal{}, byID: map[string]*Principal{},
 		ready: make(chan struct{}),
 	}, nil
 }
@@ -159,7 +161,9 @@ func (r *Registry) put(e registryEntry) {
 			delete(r.byKey, old.KeyHash)
 		}
 		r.devices[e.Device.DeviceID] = e.Device
-		r.byKey[e.Device.KeyHash] = &Principal{Device: &e.Device.Device, keyHash: e.Device.KeyHash}
+		p := &Principal{Device: &e.Device.Device, keyHash: e.Device.KeyHash}
+		r.byKey[e.Device.KeyHash] = p
+		r.byID["device/"+e.Device.DeviceID] = p
 	case e.Gateway != nil:
 		if old, ok := r.gateways[e.Gateway.GatewayID]; ok {
 			delete(r.byKey, old.KeyHash)
@@ -169,7 +173,9 @@ func (r *Registry) put(e registryEntry) {
 			set[d] = struct{}{}
 		}
 		r.gateways[e.Gateway.GatewayID] = e.Gateway
-		r.byKey[e.Gateway.KeyHash] = &Principal{Gateway: &e.Gateway.Gateway, devices: set, keyHash: e.Gateway.KeyHash}
+		p := &Principal{Gateway: &e.Gateway.Gateway, devices: set, keyHash: e.Gateway.KeyHash}
+		r.byKey[e.Gateway.KeyHash] = p
+		r.byID["gateway/"+e.Gateway.GatewayID] = p
 	}
 }
 
@@ -189,6 +195,32 @@ func (r *Registry) Device(id string) (*contract.Device, bool) {
 		return nil, false
 	}
 	return &d.Device, true
+}
+
+// AuthenticateCert returns the principal a verified client certificate
+// names, or nil: a URI SAN urn:vigil:device:<id> or urn:vigil:gateway:<id>,
+// else the subject's CN as a device id, then as a gateway id.
+func (r *Registry) AuthenticateCert(cert *x509.Certificate) *Principal {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, u := range cert.URIs {
+		if u.Scheme != "urn" {
+			continue
+		}
+		if id, ok := strings.CutPrefix(u.Opaque, "vigil:device:"); ok {
+			return r.byID["device/"+id]
+		}
+		if id, ok := strings.CutPrefix(u.Opaque, "vigil:gateway:"); ok {
+			return r.byID["gateway/"+id]
+		}
+	}
+	if cn := cert.Subject.CommonName; cn != "" {
+		if p := r.byID["device/"+cn]; p != nil {
+			return p
+		}
+		return r.byID["gateway/"+cn]
+	}
+	return nil
 }
 
 // Authenticate returns the principal of a key, or nil.

@@ -6,6 +6,7 @@ package web
 import (
 	"fmt"
 	"net"
+	"os"
 	"time"
 )
 
@@ -25,7 +26,18 @@ type Config struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// ShutdownTimeout is how long a graceful stop waits for requests in flight. Default 15s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// TLSCertFile and TLSKeyFile make Vigil serve HTTPS (TLS 1.2+); the
+	// pair is re-read when either file changes. Default "" (plain HTTP).
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
+	// ClientCAFile enables device mTLS: a client certificate signed by one
+	// of these CAs, whose CN or a URI SAN names a registered device or
+	// gateway, authenticates it without a key. Needs TLS. Default "".
+	ClientCAFile string `yaml:"client_ca_file"`
 }
+
+// TLS reports whether HTTPS is configured.
+func (c Config) TLS() bool { return c.TLSCertFile != "" }
 
 // Default is the http section's built-in configuration (config.yaml
 // mirrors it).
@@ -43,6 +55,20 @@ func (c Config) Validate() error {
 		"write_timeout": c.WriteTimeout, "idle_timeout": c.IdleTimeout, "shutdown_timeout": c.ShutdownTimeout} {
 		if d <= 0 {
 			return fmt.Errorf("%s: must be positive, got %s", name, d)
+		}
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return fmt.Errorf("tls_cert_file and tls_key_file: set both or neither")
+	}
+	if c.ClientCAFile != "" && !c.TLS() {
+		return fmt.Errorf("client_ca_file: device certificates need HTTPS; set tls_cert_file and tls_key_file too")
+	}
+	for name, f := range map[string]string{"tls_cert_file": c.TLSCertFile, "tls_key_file": c.TLSKeyFile, "client_ca_file": c.ClientCAFile} {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
 	return nil

@@ -1,7 +1,10 @@
 package web
 
 import (
+	"crypto/tls"
+	"fmt"
 	"github.com/vigil/vigil/console"
+	"github.com/vigil/vigil/internal/tlsx"
 	"github.com/vigil/vigil/sitestatus"
 	"io"
 
@@ -119,6 +122,24 @@ func New(cfg Config, o Options) (*Server, error) {
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, errors.New("listen on http.addr " + cfg.Addr + ": " + err.Error() + "; choose another address with VIGIL_HTTP_ADDR")
+	}
+	if cfg.TLS() {
+		rl, err := tlsx.NewReloader(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("http.tls_cert_file: %w", err)
+		}
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: rl.GetCertificate}
+		if cfg.ClientCAFile != "" {
+			pool, err := tlsx.ClientCAs(cfg.ClientCAFile)
+			if err != nil {
+				ln.Close()
+				return nil, fmt.Errorf("http.client_ca_file: %w", err)
+			}
+			// a key still works; a certificate, when given, must verify
+			tc.ClientCAs, tc.ClientAuth = pool, tls.VerifyClientCertIfGiven
+		}
+		ln = tls.NewListener(ln, tc)
 	}
 	s.ln = ln
 	s.srv = &http.Server{
