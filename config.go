@@ -38,7 +38,8 @@ type Config struct {
 	} `yaml:"data"`
 	HTTP  web.Config `yaml:"http"`
 	Admin struct {
-		Token string `yaml:"token"`
+		Token       string `yaml:"token"`
+		ViewerToken string `yaml:"viewer_token"`
 	} `yaml:"admin"`
 	Kafka    bus.Config            `yaml:"kafka"`
 	Storage  storage.Config        `yaml:"storage"`
@@ -97,6 +98,9 @@ func (c Config) Validate() error {
 	}
 	if c.Data.Dir == "" {
 		return errors.New("data.dir: must not be empty")
+	}
+	if t := c.Admin.ViewerToken; t != "" && (len(t) < 32 || t == c.Admin.Token) {
+		return fmt.Errorf("admin.viewer_token: must be at least 32 characters and differ from admin.token")
 	}
 	if t := c.Admin.Token; t != "" && len(t) < 32 {
 		return fmt.Errorf("admin.token: must be at least 32 characters (it guards the whole admin API), got %d; leave it empty to have one made at each start", len(t))

@@ -72,6 +72,7 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"VIGIL_SHUTDOWN_BUDGET=0s", "shutdown.budget"},
 		{"VIGIL_SHUTDOWN_BUDGET=2h", "shutdown.budget"},
 		{"VIGIL_ADMIN_TOKEN=short", "admin.token"},
+		{"VIGIL_ADMIN_VIEWER_TOKEN=short", "admin.viewer_token"},
 		{"VIGIL_KAFKA_EMBEDDED_ADDR=0.0.0.0:9092", "kafka.embedded_addr"},
 		{"VIGIL_HTTP_TLS_CERT_FILE=/etc/hostname", "http.tls_cert_file"},
 		{"VIGIL_HTTP_CLIENT_CA_FILE=/etc/hostname", "http.client_ca_file"},

@@ -222,7 +222,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	status := sitestatus.New(sitestatus.Options{Region: cfg.Region, Store: store, Sources: sources, Interval: cfg.Console.StatusInterval, ClientOpts: b.Opts(),
 		Topics: []string{cfg.Kafka.Topics.Raw, cfg.Kafka.Topics.Enriched, cfg.Kafka.Topics.Alerts, cfg.Kafka.Topics.DLQ}, Logger: log.Named("status")})
 	srv, err := web.New(cfg.HTTP, web.Options{
-		AdminToken: token, Ingest: ing, Registry: registry, Alerts: alerts, Gatherer: reg, Logger: log.Named("web"),
+		AdminToken: token, ViewerToken: cfg.Admin.ViewerToken, Ingest: ing, Registry: registry, Alerts: alerts, Gatherer: reg, Logger: log.Named("web"),
 		Health:  func() sitestatus.Health { return sitestatus.HealthOf(sources) },
 		Console: sqlConsole, Store: store, Region: cfg.Region, KafkaOpts: b.Opts(), EnrichedTopic: cfg.Kafka.Topics.Enriched,
 		Models: models,

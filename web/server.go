@@ -80,11 +80,13 @@ type Check struct {
 // Options are the server's dependencies.
 type Options struct {
 	AdminToken string
-	Ingest     http.Handler
-	Registry   Registry
-	Alerts     Alerts
-	Ready      []Check
-	Gatherer   prometheus.Gatherer // served at /metrics
+	// ViewerToken reads the page and the GET endpoints (nil: no viewer).
+	ViewerToken string
+	Ingest      http.Handler
+	Registry    Registry
+	Alerts      Alerts
+	Ready       []Check
+	Gatherer    prometheus.Gatherer // served at /metrics
 	// Health gives the pipeline's figures the page shows (nil: none).
 	Health func() sitestatus.Health
 	Logger *zap.Logger
@@ -268,7 +270,8 @@ func (s *Server) Router() http.Handler {
 		_, _ = w.Write(openAPI)
 	})
 	r.Route("/api/v1", func(r chi.Router) {
-		r.Use(s.adminOnly)
+		r.Use(s.authorize)
+		r.Get("/whoami", s.whoami)
 		r.Post("/devices", s.registerDevice)
 		r.Get("/devices/{id}", s.getDevice)
 		r.Post("/gateways", s.registerGateway)
@@ -306,7 +309,10 @@ func writeErr(w http.ResponseWriter, status int, msg string) {
 	httpx.WriteJSON(w, status, map[string]string{"error": msg})
 }
 
-func (s *Server) adminOnly(next http.Handler) http.Handler {
+// authorize lets the admin token do everything and the viewer token
+// (admin.viewer_token) read: GET and HEAD only; anything that changes
+// state answers 403 for a viewer.
+func (s *Server) authorize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a := r.Header.Get("Authorization")
 		tok, ok := strings.CutPrefix(a, "Bearer ")
@@ -314,12 +320,28 @@ func (s *Server) adminOnly(next http.Handler) http.Handler {
 			writeErr(w, http.StatusUnauthorized, "missing admin token: send Authorization: Bearer <admin.token>")
 			return
 		}
-		if subtle.ConstantTimeCompare([]byte(tok), []byte(s.o.AdminToken)) != 1 {
+		switch {
+		case subtle.ConstantTimeCompare([]byte(tok), []byte(s.o.AdminToken)) == 1:
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), roleKey{}, "admin")))
+		case s.o.ViewerToken != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(s.o.ViewerToken)) == 1:
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				writeErr(w, http.StatusForbidden, "the viewer token (admin.viewer_token) is read-only: "+r.Method+" "+r.URL.Path+" needs the admin token")
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), roleKey{}, "viewer")))
+		default:
 			writeErr(w, http.StatusUnauthorized, "wrong admin token")
-			return
 		}
-		next.ServeHTTP(w, r)
 	})
+}
+
+type roleKey struct{}
+
+// whoami tells the page which role its token has, so it hides what a
+// viewer may not do.
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
+	role, _ := r.Context().Value(roleKey{}).(string)
+	httpx.WriteJSON(w, http.StatusOK, map[string]string{"role": role})
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {

@@ -287,7 +287,7 @@
         [m.version, state, (m.created_at || '').slice(0, 19).replace('T', ' '), m.epoch, m.winner, JSON.stringify(m.params), cvSummary(m), fmt(m.threshold),
           (m.data || {}).rows_used, ((m.data || {}).regions || []).join(' ')].forEach(function (v) { tr.appendChild(el('td', v)); });
         var td = el('td');
-        var cv = el('button', 'CV'); cv.addEventListener('click', function () { showCV(m); }); td.appendChild(cv);
+        var cv = el('button', 'CV', 'view'); cv.addEventListener('click', function () { showCV(m); }); td.appendChild(cv);
         if (state !== 'current') {
           [['promote', 'Promote'], ['shadow', 'Shadow']].forEach(function (a) {
             var b = el('button', a[1]);
@@ -364,5 +364,7 @@
     api('POST', '/api/v1/models/rollback').then(function (c) { $('m-status').textContent = 'rolled back to ' + c.version; return loadModels(); })
       .catch(function (e) { $('m-status').textContent = 'Error: ' + e.message; });
   });
+  // a viewer token reads: the buttons that would change something go
+  api('GET', '/api/v1/whoami').then(function (w) { document.body.classList.toggle('viewer', w.role === 'viewer'); }).catch(function () {});
   show('alerts');
 })();
