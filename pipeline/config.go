@@ -46,6 +46,10 @@ type Config struct {
 	// DedupWindow is how many recent message ids per device are remembered
 	// to drop re-sent readings. Default 256.
 	DedupWindow int `yaml:"dedup_window"`
+	// DeviceIdleTTL: the state of a device that sent nothing for this long
+	// (by ingest time) is dropped; a device that comes back is warmed up
+	// again from scratch. 0 keeps every device. Default 168h.
+	DeviceIdleTTL time.Duration `yaml:"device_idle_ttl"`
 	// SnapshotInterval is how often per-partition state is snapshotted to
 	// data.dir/state. Default 30s.
 	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
@@ -156,6 +160,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("accept_after: must not be negative (0 never accepts), got %s", c.AcceptAfter)
 	case c.DedupWindow < 1:
 		return fmt.Errorf("dedup_window: must be at least 1, got %d", c.DedupWindow)
+	case c.DeviceIdleTTL < 0 || c.DeviceIdleTTL > 0 && c.DeviceIdleTTL < time.Minute:
+		return fmt.Errorf("device_idle_ttl: must be 0 (keep every device) or at least 1m, got %s", c.DeviceIdleTTL)
 	case c.SnapshotInterval < time.Second:
 		return fmt.Errorf("snapshot_interval: must be at least 1s, got %s", c.SnapshotInterval)
 	case c.RestoreLookback < 0:
@@ -197,7 +203,7 @@ func (c Config) Validate() error {
 func Default() Config {
 	return Config{Group: "stream", BatchMaxReadings: 5000, BatchMaxWait: 5 * time.Millisecond, Threshold: 0.8,
 		WarmupReadings: 20, HalfLife: 500, IncidentQuiet: 5 * time.Minute, IncidentQuietReadings: 150,
-		AlertBudget: 0.6, AcceptAfter: 2 * time.Hour, DedupWindow: 256,
+		AlertBudget: 0.6, AcceptAfter: 2 * time.Hour, DedupWindow: 256, DeviceIdleTTL: 7 * 24 * time.Hour,
 		SnapshotInterval: 30 * time.Second, RestoreLookback: 200000, AlertStoreSize: 10000, AttrBuckets: 32,
 		MVWarmup: 400, MVSmooth: 10, MVThreshold: 2.7, MVSpike: 8, MVRefit: 3600}
 }

@@ -19,6 +19,31 @@ type DeviceLookup interface {
 type partition struct {
 	Devices map[string]*DeviceState
 	Next    int64
+	// MaxIngest is the latest ingest time seen: the clock of idle-device
+	// eviction, taken from the data so a replay evicts the same devices.
+	MaxIngest time.Time
+	Steps     int64
+	Evicted   int64
+}
+
+// evictEvery is how many readings of a partition pass between two scans
+// for idle devices.
+const evictEvery = 4096
+
+// evictIdle drops the state of the devices of part that sent nothing for
+// ttl before its latest ingest time, except those with an open incident
+// (its closing update must still be written).
+func (part *partition) evictIdle(ttl time.Duration) {
+	cut := part.MaxIngest.Add(-ttl)
+	for id, ds := range part.Devices {
+		if ds.LastIngest.IsZero() { // restored from a snapshot that did not keep it
+			ds.LastIngest = part.MaxIngest
+		}
+		if ds.LastIngest.Before(cut) && len(ds.Incidents) == 0 {
+			delete(part.Devices, id)
+			part.Evicted++
+		}
+	}
 }
 
 func newPartition() *partition { return &partition{Devices: map[string]*DeviceState{}} }
@@ -158,6 +183,15 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 	if ds.seen(r.ID, pr.cfg.DedupWindow) {
 		res.Duplicate = true
 		return buf
+	}
+	if r.IngestedAt.After(ds.LastIngest) {
+		ds.LastIngest = r.IngestedAt
+	}
+	if r.IngestedAt.After(part.MaxIngest) {
+		part.MaxIngest = r.IngestedAt
+	}
+	if part.Steps++; pr.cfg.DeviceIdleTTL > 0 && part.Steps%evictEvery == 0 {
+		part.evictIdle(pr.cfg.DeviceIdleTTL)
 	}
 	var dev *contract.Device
 	if pr.devices != nil {

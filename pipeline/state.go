@@ -42,18 +42,19 @@ type Incident struct {
 
 // DeviceState is everything the pipeline remembers about one device.
 type DeviceState struct {
-	N         int64
-	LastTS    time.Time
-	DtN       int64
-	LogDtMean float64
-	LogDtVar  float64
-	Metrics   map[string]*MetricState
-	Attrs     map[string]*AttrState
-	IDs       []string // ring of recent message ids
-	IDPos     int
-	Incidents map[string]*Incident
-	MV        *MVState  // the multivariate detector (nil until two metrics are seen)
-	Gap       *GapState // calibration of the gaps between readings
+	N          int64
+	LastTS     time.Time
+	LastIngest time.Time // ingest time of the latest reading (for pipeline.device_idle_ttl)
+	DtN        int64
+	LogDtMean  float64
+	LogDtVar   float64
+	Metrics    map[string]*MetricState
+	Attrs      map[string]*AttrState
+	IDs        []string // ring of recent message ids
+	IDPos      int
+	Incidents  map[string]*Incident
+	MV         *MVState  // the multivariate detector (nil until two metrics are seen)
+	Gap        *GapState // calibration of the gaps between readings
 
 	idSet map[string]struct{} // index of IDs, rebuilt after a snapshot load
 }
