@@ -2,15 +2,9 @@ package main
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
+	"github.com/vigil/vigil/internal/testutil"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,53 +12,6 @@ import (
 	"testing"
 	"time"
 )
-
-// testCA is a certificate authority made in the test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newTestCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue makes a leaf certificate: a server one for 127.0.0.1, or a client
-// one with the CN cn.
-func (ca *testCA) issue(t *testing.T, cn string, serial int64, server bool) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature}
-	if server {
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-	} else {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalECPrivateKey(key)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
-}
 
 func writeFile(t *testing.T, path string, b []byte) {
 	t.Helper()
@@ -80,16 +27,16 @@ func writeFile(t *testing.T, path string, b []byte) {
 // served without a restart.
 func TestHTTPSAndDeviceCertificates(t *testing.T) {
 	dir := t.TempDir()
-	ca, other := newTestCA(t, "vigil test CA"), newTestCA(t, "another CA")
-	srvCert, srvKey := ca.issue(t, "vigil", 100, true)
+	ca, other := testutil.NewCA(t, "vigil test CA"), testutil.NewCA(t, "another CA")
+	srvCert, srvKey := ca.Issue(t, "vigil", 100, true)
 	certFile, keyFile, caFile := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key"), filepath.Join(dir, "ca.pem")
 	writeFile(t, certFile, srvCert)
 	writeFile(t, keyFile, srvKey)
-	writeFile(t, caFile, ca.pem)
+	writeFile(t, caFile, ca.PEM)
 	s := newServer(t, filepath.Join(dir, "data"), "VIGIL_HTTP_TLS_CERT_FILE="+certFile, "VIGIL_HTTP_TLS_KEY_FILE="+keyFile, "VIGIL_HTTP_CLIENT_CA_FILE="+caFile)
 	s.httpURL = strings.Replace(s.httpURL, "http://", "https://", 1)
 	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(ca.pem)
+	roots.AppendCertsFromPEM(ca.PEM)
 	clientFor := func(certPEM, keyPEM []byte) *http.Client {
 		tc := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 		if certPEM != nil {
@@ -128,7 +75,7 @@ func TestHTTPSAndDeviceCertificates(t *testing.T) {
 	if code, b := post(s.client, keyA, "tls-dev-a"); code != 202 {
 		t.Fatalf("HTTPS ingest with a key: %d %s", code, b)
 	}
-	certA, privA := ca.issue(t, "tls-dev-a", 200, false)
+	certA, privA := ca.Issue(t, "tls-dev-a", 200, false)
 	clA := clientFor(certA, privA)
 	if code, b := post(clA, "", "tls-dev-a"); code != 202 {
 		t.Fatalf("device A by its certificate: %d %s", code, b)
@@ -136,13 +83,13 @@ func TestHTTPSAndDeviceCertificates(t *testing.T) {
 	if code, b := post(clA, "", "tls-dev-b"); code != 403 || !strings.Contains(b, "tls-dev-b") {
 		t.Fatalf("device A's certificate posting for device B: %d %s", code, b)
 	}
-	unknown, privU := ca.issue(t, "nobody", 201, false)
+	unknown, privU := ca.Issue(t, "nobody", 201, false)
 	if code, b := post(clientFor(unknown, privU), "", "tls-dev-a"); code != 401 || !strings.Contains(b, "names no registered device") {
 		t.Fatalf("a certificate naming no device: %d %s", code, b)
 	}
 	// a certificate from another CA, sent even though the server does not
 	// ask for that CA: the handshake fails
-	foreign, privF := other.issue(t, "tls-dev-a", 300, false)
+	foreign, privF := other.Issue(t, "tls-dev-a", 300, false)
 	fc, _ := tls.X509KeyPair(foreign, privF)
 	forced := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &fc, nil }}}}
@@ -165,7 +112,7 @@ func TestHTTPSAndDeviceCertificates(t *testing.T) {
 	if got := serial(); got != 100 {
 		t.Fatalf("served certificate serial %d, want 100", got)
 	}
-	newCert, newKey := ca.issue(t, "vigil", 101, true)
+	newCert, newKey := ca.Issue(t, "vigil", 101, true)
 	writeFile(t, keyFile+".new", newKey)
 	writeFile(t, certFile+".new", newCert)
 	if err := os.Rename(keyFile+".new", keyFile); err != nil {

@@ -6,6 +6,7 @@ package storage
 import (
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 )
 
@@ -26,6 +27,9 @@ type Config struct {
 	// Dir is the local directory store (no endpoint); "" means
 	// data.dir/objects. Processes on one machine may share it.
 	Dir string `yaml:"dir"`
+	// CAFile holds the CAs (PEM) that sign an https endpoint's certificate,
+	// beside the system's (a private MinIO or ECS). Default "".
+	CAFile string `yaml:"ca_file"`
 }
 
 // Default is the storage section's built-in configuration (config.yaml
@@ -45,6 +49,11 @@ func (c Config) Validate() error {
 		}
 		if c.AccessKey == "" || c.SecretKey == "" {
 			return fmt.Errorf("access_key: access_key and secret_key are required with an endpoint")
+		}
+	}
+	if c.CAFile != "" {
+		if _, err := os.Stat(c.CAFile); err != nil {
+			return fmt.Errorf("ca_file: %w", err)
 		}
 	}
 	return nil

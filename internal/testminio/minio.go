@@ -5,6 +5,8 @@
 package testminio
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -33,11 +35,13 @@ type Server struct {
 	Dir       string   // parent of the drives
 	Drives    []string // the four drive folders
 
-	bin  string
-	addr string
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	logs *os.File
+	bin      string
+	addr     string
+	certsDir string // set: MinIO serves HTTPS with public.crt/private.key from it
+	roots    *x509.CertPool
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	logs     *os.File
 }
 
 // Binary finds the MinIO server binary, or "".
@@ -59,6 +63,11 @@ func Binary() string {
 // Start starts MinIO and stops it when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return start(t, "", nil)
+}
+
+func start(t testing.TB, certsDir string, roots *x509.CertPool) *Server {
+	t.Helper()
 	bin := Binary()
 	if bin == "" {
 		t.Fatal("the MinIO server binary is needed: run ./scripts/test.sh (it builds it into ~/.cache/vigil/bin) or set VIGIL_MINIO_BIN")
@@ -70,7 +79,7 @@ func Start(t testing.TB) *Server {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	s := &Server{Endpoint: addr, AccessKey: "vigiltest", SecretKey: "vigiltest-secret", Dir: dir, bin: bin, addr: addr}
+	s := &Server{Endpoint: addr, AccessKey: "vigiltest", SecretKey: "vigiltest-secret", Dir: dir, bin: bin, addr: addr, certsDir: certsDir, roots: roots}
 	for i := 1; i <= 4; i++ {
 		s.Drives = append(s.Drives, filepath.Join(dir, fmt.Sprintf("d%d", i)))
 	}
@@ -83,13 +92,35 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
+// StartTLS starts MinIO serving HTTPS with the given certificate and key
+// (PEM), signed by the CA caPEM; its Endpoint is still host:port.
+func StartTLS(t testing.TB, certPEM, keyPEM, caPEM []byte) *Server {
+	t.Helper()
+	certs := t.TempDir()
+	if err := os.WriteFile(filepath.Join(certs, "public.crt"), certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(certs, "private.key"), keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	return start(t, certs, pool)
+}
+
 // Start (re)starts the server process and waits until it serves writes.
 func (s *Server) Start(t testing.TB) {
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cmd := exec.Command(s.bin, "server", "--quiet", "--address", s.addr, "--console-address", "127.0.0.1:0",
-		filepath.Join(s.Dir, "d{1...4}"))
+	args := []string{"server", "--quiet", "--address", s.addr, "--console-address", "127.0.0.1:0"}
+	scheme, client := "http://", http.DefaultClient
+	if s.certsDir != "" {
+		args = append(args, "--certs-dir", s.certsDir)
+		scheme = "https://"
+		client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.roots, MinVersion: tls.VersionTLS12}}}
+	}
+	cmd := exec.Command(s.bin, append(args, filepath.Join(s.Dir, "d{1...4}"))...)
 	cmd.Env = append(os.Environ(), "MINIO_CI_CD=1", "MINIO_ROOT_USER="+s.AccessKey, "MINIO_ROOT_PASSWORD="+s.SecretKey,
 		"MINIO_BROWSER=off", "MINIO_UPDATE=off")
 	cmd.Stdout, cmd.Stderr = s.logs, s.logs
@@ -99,7 +130,7 @@ func (s *Server) Start(t testing.TB) {
 	s.cmd = cmd
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		resp, err := http.Get("http://" + s.addr + "/minio/health/cluster")
+		resp, err := client.Get(scheme + s.addr + "/minio/health/cluster")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
