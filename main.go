@@ -137,6 +137,9 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	log := newLogger(cfg, stderr)
 	defer func() { _ = log.Sync() }()
 
+	// every directory and file Vigil makes (the broker's segments and
+	// DuckDB's spill files too) is its user's alone: 0700 and 0600
+	syscall.Umask(0o077)
 	if err := os.MkdirAll(cfg.Data.Dir, 0o700); err != nil {
 		return fmt.Errorf("data.dir %s: %w", cfg.Data.Dir, err)
 	}

@@ -40,6 +40,11 @@ type Config struct {
 	// MaxInflightBytes caps the request bytes being read and processed at
 	// once, across every key; over it: 503 with Retry-After. Default 64 MiB.
 	MaxInflightBytes int64 `yaml:"max_inflight_bytes"`
+	// BytesPerKey is each key's sustained request bytes/s, with a burst of
+	// twice max_body_bytes; charged from Content-Length before the body is
+	// read, so a key sending huge bodies is refused (429) without costing
+	// the server the read. 0: no limit. Default 8 MiB.
+	BytesPerKey int64 `yaml:"bytes_per_key"`
 }
 
 // Default is the ingest section's built-in configuration (config.yaml
@@ -47,7 +52,8 @@ type Config struct {
 func Default() Config {
 	return Config{MaxBodyBytes: 8 << 20, MaxReadings: 10_000, MaxMetrics: 256, FutureMargin: 5 * time.Minute, ProduceTimeout: 10 * time.Second,
 		MaxBufferedRecords: 200_000, RetryAfter: time.Second,
-		MaxMetricsPerDevice: 64, MaxDevicesPerGateway: 10_000, RatePerKey: 5000, BurstPerKey: 50_000, MaxInflightBytes: 64 << 20}
+		MaxMetricsPerDevice: 64, MaxDevicesPerGateway: 10_000, RatePerKey: 5000, BurstPerKey: 50_000, MaxInflightBytes: 64 << 20,
+		BytesPerKey: 8 << 20}
 }
 
 // Validate checks the ingest section; errors name the key below "ingest.".
@@ -75,6 +81,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("rate_per_key: must be 0 (no limit) or a positive number of readings/s, got %g", c.RatePerKey)
 	case c.RatePerKey > 0 && c.BurstPerKey < c.MaxReadings:
 		return fmt.Errorf("burst_per_key: must be at least max_readings (%d) so a whole request can pass, got %d", c.MaxReadings, c.BurstPerKey)
+	case c.BytesPerKey < 0:
+		return fmt.Errorf("bytes_per_key: must be 0 (no limit) or positive, got %d", c.BytesPerKey)
 	case c.MaxInflightBytes < c.MaxBodyBytes:
 		return fmt.Errorf("max_inflight_bytes: must be at least max_body_bytes (%d), got %d", c.MaxBodyBytes, c.MaxInflightBytes)
 	}

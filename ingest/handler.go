@@ -149,6 +149,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, &RequestError{Status: http.StatusUnsupportedMediaType, Message: err.Error()})
 		return
 	}
+	// the key's byte rate, charged before the body is read
+	if e := h.limits.takeBytes(who.Name(), r.ContentLength); e != nil {
+		h.refuse(w, e)
+		return
+	}
 	// the bytes this request may hold while it is read and processed
 	reserve := r.ContentLength
 	if reserve < 0 || reserve > h.cfg.MaxBodyBytes {
@@ -165,7 +170,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, rerr)
 		return
 	}
-	defer h.bufPool.Put(body)
+	defer h.putBuf(body)
+	if r.ContentLength < 0 {
+		h.limits.chargeBytes(who.Name(), int64(len(*body)))
+	}
 	readings, derr := h.dec.Decode(*body, ndjson, h.now())
 	if derr != nil {
 		h.refuse(w, derr)
@@ -209,6 +217,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	httpx.WriteJSON(w, http.StatusAccepted, map[string]int{"accepted": len(readings)})
 }
 
+// putBuf returns a body buffer to the pool unless it is large: a burst of
+// big bodies must not leave the pool holding their memory.
+func (h *Handler) putBuf(bp *[]byte) {
+	if cap(*bp) <= 1<<20 {
+		h.bufPool.Put(bp)
+	}
+}
+
 func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (*[]byte, *RequestError) {
 	bp, _ := h.bufPool.Get().(*[]byte)
 	if bp == nil {
@@ -216,6 +232,9 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (*[]byte, *Re
 		bp = &b
 	}
 	buf := (*bp)[:0]
+	if n := r.ContentLength; n > int64(cap(buf)) && n <= h.cfg.MaxBodyBytes {
+		buf = make([]byte, 0, n+1) // one allocation, not a doubling series
+	}
 	rd := http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)
 	for {
 		if len(buf) == cap(buf) {

@@ -384,6 +384,25 @@ func TestRateAndInflight(t *testing.T) {
 		t.Fatalf("after the wait: %d %+v", code, e)
 	}
 
+	// the byte rate: charged from Content-Length before the body is read
+	cfg = testConfig()
+	cfg.BytesPerKey = 1000 // burst: 2 × max_body_bytes = 8192
+	r3 := newRig(t, cfg)
+	fixed := time.Now()
+	r3.h.limits.now = func() time.Time { return fixed }
+	body := batch("dev-1", 5)
+	sent := 0
+	for sent+len(body) <= 8192 {
+		if code, e, _ := r3.post(t, r3.devKey, "application/json", body); code != 202 {
+			t.Fatalf("within the byte burst: %d %+v", code, e)
+		}
+		sent += len(body)
+	}
+	code, e, h = r3.post(t, r3.devKey, "application/json", body)
+	if code != 429 || !strings.Contains(e.Message, "bytes_per_key") || h.Get("Retry-After") == "" {
+		t.Fatalf("over the byte rate: %d %+v", code, e)
+	}
+
 	// the in-flight cap: a request that says it is larger than what is left
 	cfg = testConfig()
 	cfg.MaxInflightBytes = cfg.MaxBodyBytes

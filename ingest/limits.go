@@ -26,7 +26,8 @@ type limits struct {
 	mu       sync.Mutex
 	devices  map[string]*deviceNames // device id -> names used
 	gateways map[string]*hashSet     // gateway id -> device ids posted for
-	buckets  map[string]*tokenBucket // principal -> bucket
+	buckets  map[string]*tokenBucket // principal -> bucket of readings
+	bytes    map[string]*tokenBucket // principal -> bucket of request bytes
 }
 
 type hashSet struct{ h []uint64 } // sorted
@@ -46,7 +47,8 @@ type tokenBucket struct {
 }
 
 func newLimits(cfg Config, now func() time.Time) *limits {
-	return &limits{cfg: cfg, seed: maphash.MakeSeed(), now: now, devices: map[string]*deviceNames{}, gateways: map[string]*hashSet{}, buckets: map[string]*tokenBucket{}}
+	return &limits{cfg: cfg, seed: maphash.MakeSeed(), now: now, devices: map[string]*deviceNames{}, gateways: map[string]*hashSet{},
+		buckets: map[string]*tokenBucket{}, bytes: map[string]*tokenBucket{}}
 }
 
 func (l *limits) hash(s string) uint64 { return maphash.String(l.seed, s) }
@@ -172,6 +174,48 @@ func (l *limits) admit(who *Principal, readings []contract.Reading) (*RequestErr
 		}
 	}
 	return nil, commit
+}
+
+// takeBytes charges n request bytes to the key before its body is read
+// (n < 0: a body of unknown length, which needs a bucket not in debt and
+// is charged once read, by chargeBytes); it answers 429 with how long
+// until they are there.
+func (l *limits) takeBytes(key string, n int64) *RequestError {
+	rate := float64(l.cfg.BytesPerKey)
+	if rate <= 0 {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	burst := float64(2 * l.cfg.MaxBodyBytes)
+	now := l.now()
+	b := l.bytes[key]
+	if b == nil {
+		b = &tokenBucket{tokens: burst, at: now}
+		l.bytes[key] = b
+	}
+	b.tokens = math.Min(burst, b.tokens+rate*now.Sub(b.at).Seconds())
+	b.at = now
+	need := math.Max(float64(n), 0)
+	if b.tokens < need || n < 0 && b.tokens < 0 {
+		wait := time.Duration((need - b.tokens) / rate * float64(time.Second))
+		return &RequestError{Status: http.StatusTooManyRequests, retryAfter: wait,
+			Message: fmt.Sprintf("%s is over its byte rate (ingest.bytes_per_key %d bytes/s); retry after %s", key, l.cfg.BytesPerKey, wait.Round(time.Millisecond))}
+	}
+	b.tokens -= need
+	return nil
+}
+
+// chargeBytes charges a body read without a Content-Length.
+func (l *limits) chargeBytes(key string, n int64) {
+	if l.cfg.BytesPerKey <= 0 {
+		return
+	}
+	l.mu.Lock()
+	if b := l.bytes[key]; b != nil {
+		b.tokens -= float64(n)
+	}
+	l.mu.Unlock()
 }
 
 // take takes n readings from the key's bucket, or answers 429 with how

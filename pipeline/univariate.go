@@ -62,6 +62,20 @@ const (
 	uvRegimeHL   = 6.0
 )
 
+// The tail index's shrinkage: uvTailN0 readings' worth of the prior's
+// index (uvPriorA, a Gaussian's through its 95th and 99th percentiles);
+// uvTailN caps the count of readings it weighs against.
+const (
+	uvTailN0 = 100.0
+	uvTailN  = 30000
+)
+
+var uvPriorA = func() float64 {
+	c := math.Sqrt(2 / math.Pi)
+	q := func(p float64) float64 { return math.Sqrt2 * math.Erfinv(1-p) / c } // s exceeded with probability p
+	return math.Log(5) / math.Log(q(0.01)/q(0.05))
+}()
+
 // uvBudgetK turns an alert budget into a probability per reading: alerts
 // are rarer than alarming readings (an incident covers many readings, and
 // closes only after incident_quiet_readings), so the probability per
@@ -192,15 +206,21 @@ type uvHist struct {
 	Bins          [uvBins]float32
 	S50, S95, S99 float32 // quantiles
 	A             float32 // Pareto index of the tail beyond S99
-	Stale         int32   // additions since the quantiles were computed
+	Stale         int16   // additions since the quantiles were computed
+	N             int16   // additions, up to uvTailN: how far the tail index is trusted
 }
 
-func newUVHist() uvHist { return uvHist{Bins: uvPriorHist, Stale: 1 << 20} }
+func newUVHist() uvHist { return uvHist{Bins: uvPriorHist, Stale: 1 << 14} }
 
 func (h *uvHist) add(s float64, w float32) {
 	b, _ := uvBin(s)
 	h.Bins[b] += w
-	h.Stale++
+	if h.Stale < 1<<14 {
+		h.Stale++
+	}
+	if h.N < uvTailN {
+		h.N++
+	}
 }
 
 func (h *uvHist) scale(f float32) {
@@ -231,6 +251,12 @@ func (h *uvHist) refresh() {
 	if s99 > s95 {
 		a = math.Max(1, math.Min(8, math.Log(5)/math.Log(s99/s95)))
 	}
+	// The 99th percentile of a few dozen readings is their largest: one
+	// unsteady reading of the warm-up would make the tail look heavy and a
+	// 40-sigma jump score below the alert. The index is shrunk toward the
+	// prior's (a Gaussian's) by the readings it rests on.
+	n := float64(h.N)
+	a = (n*a + uvTailN0*uvPriorA) / (n + uvTailN0)
 	h.S50, h.S95, h.S99, h.A, h.Stale = float32(s50), float32(s95), float32(s99), float32(a), 0
 }
 
