@@ -4,6 +4,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"time"
 )
 
 // The multivariate detector of one device: a relationship between a
@@ -66,6 +67,12 @@ type MVState struct {
 	Noise    []float64 // short-term noise: sd of consecutive differences / sqrt 2
 	SinceFit int
 
+	// the anomalous run (score at the alert threshold): when it lasts
+	// pipeline.accept_after, its level is taken as the new normal
+	RunN     int32
+	RunQuiet int32
+	RunStart time.Time
+
 	zs []float64 // scratch
 }
 
@@ -77,6 +84,7 @@ type mvParams struct {
 	refit     int     // 0: never
 	drift     float64 // exponent of the trend ratio in the weights
 	spike     float64 // jump from the recent mean, in noise units, that maps to z = 6
+	accept    time.Duration
 }
 
 // MVObs is what the detector says about one reading.
@@ -88,6 +96,9 @@ type MVObs struct {
 	// scaled so that mv_spike maps to z = 6.
 	Spike  string
 	SpikeZ float64
+	// Accepted: the device's lasting change was taken as the new normal
+	// with this reading (its incident closes as accepted).
+	Accepted bool
 }
 
 func newMVState(names []string, smooth int) *MVState {
@@ -110,7 +121,7 @@ func (m *MVState) resetFit(n int) {
 
 // mvObserve folds the reading's metrics into the device's detector and
 // scores them with the model fitted so far.
-func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, out *MVObs) {
+func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, out *MVObs) {
 	*out = MVObs{}
 	if p.warmup <= 0 || len(metrics) < 2 {
 		return
@@ -197,6 +208,10 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, out *MVObs) {
 			out.Z = clampZ(math.Sqrt(ss/ws) * 6 / p.threshold)
 		}
 		m.SinceFit++
+		if m.accept(p, ts, out.Z >= 6) {
+			out.Accepted = true
+			return
+		}
 	}
 	// 3. collect (normal readings only, once the model exists) and fit
 	collecting := !m.Fitted || p.refit > 0 && m.SinceFit >= p.refit
@@ -212,6 +227,39 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, out *MVObs) {
 	if m.Collected >= p.warmup {
 		m.fit(p)
 	}
+}
+
+// accept follows the anomalous run (alarm: this reading is at the alert
+// threshold); once it lasted p.accept of event time (and six readings) the
+// model's medians move to the metrics' current smoothed values: a lasting
+// change (a new set point, a replaced part) becomes the new normal, as the
+// per-metric detector does. A fault that ends sooner never gets there.
+func (m *MVState) accept(p *mvParams, ts time.Time, alarm bool) bool {
+	if p.accept <= 0 {
+		return false
+	}
+	switch {
+	case alarm:
+		if m.RunN == 0 {
+			m.RunStart = ts
+		}
+		m.RunN++
+		m.RunQuiet = 0
+	case m.RunN > 0:
+		if m.RunQuiet++; m.RunQuiet >= 3 {
+			m.RunN, m.RunQuiet = 0, 0
+		}
+	}
+	if m.RunN < 6 || ts.Sub(m.RunStart) < p.accept {
+		return false
+	}
+	for j := range m.Names {
+		if m.Filled[j] > 0 {
+			m.Med[j] = m.Sum[j] / float64(m.Filled[j])
+		}
+	}
+	m.RunN, m.RunQuiet = 0, 0
+	return true
 }
 
 func sameNames(names []string, metrics []MetricObs) bool {

@@ -258,13 +258,20 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 			inc.Quiet = 0
 		}
 	}
-	// A metric whose anomalous run lasted pipeline.accept_after has a new
-	// normal: its incident closes as accepted.
-	for i := range o.Metrics {
-		if !o.Metrics[i].UV.Accepted {
+	// A metric (or the device's multivariate model) whose anomalous run
+	// lasted pipeline.accept_after has a new normal: its incident closes
+	// as accepted.
+	for i := 0; i <= len(o.Metrics); i++ {
+		key := contract.Multivariate
+		if i < len(o.Metrics) {
+			if !o.Metrics[i].UV.Accepted {
+				continue
+			}
+			key = o.Metrics[i].Name
+		} else if !o.MV.Accepted {
 			continue
 		}
-		if inc := ds.Incidents[o.Metrics[i].Name]; inc != nil {
+		if inc := ds.Incidents[key]; inc != nil {
 			delete(ds.Incidents, inc.Metric)
 			if inc.AlertID == incident {
 				incident = ""

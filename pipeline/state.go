@@ -137,7 +137,7 @@ func newParams(c Config) params {
 	hl := func(h float64) float64 { return 1 - math.Pow(2, -1/h) }
 	return params{alpha: hl(c.HalfLife), shortAlpha: hl(8), repAlpha: hl(100), dtAlpha: hl(50), warmup: int64(c.WarmupReadings),
 		uv: uvParams{warmup: int64(c.WarmupReadings), slowAlpha: hl(c.HalfLife), budget: c.AlertBudget, acceptAfter: c.AcceptAfter},
-		mv: mvParams{warmup: c.MVWarmup, smooth: c.MVSmooth, threshold: c.MVThreshold, refit: c.MVRefit, drift: 3, spike: c.MVSpike}}
+		mv: mvParams{warmup: c.MVWarmup, smooth: c.MVSmooth, threshold: c.MVThreshold, refit: c.MVRefit, drift: 3, spike: c.MVSpike, accept: c.AcceptAfter}}
 }
 
 const (
@@ -304,7 +304,7 @@ func (d *DeviceState) observe(p *params, r *contract.Reading, o *Observation) {
 		o.Attrs = append(o.Attrs, ao)
 	}
 	if inOrder {
-		d.mvObserve(&p.mv, o.Metrics, &o.MV)
+		d.mvObserve(&p.mv, o.Metrics, r.TS, &o.MV)
 		d.LastTS = r.TS
 	} else {
 		o.MV = MVObs{}

@@ -77,10 +77,15 @@ const (
 	Stuck      = "stuck"
 	Dropout    = "dropout"
 	NoiseBurst = "noise_burst"
+	// RegimeChange is a lasting shift: the level moves and stays. Its
+	// window is its first minute; the device should alert once and take
+	// the new level as normal after pipeline.accept_after (any later alert
+	// counts as false). The device gets no other anomaly for 2.5 h.
+	RegimeChange = "regime_change"
 )
 
 // Kinds lists every kind of injected anomaly.
-var Kinds = []string{Spike, LevelShift, Drift, Stuck, Dropout, NoiseBurst}
+var Kinds = []string{Spike, LevelShift, Drift, Stuck, Dropout, NoiseBurst, RegimeChange}
 
 // Anomaly is one injected anomaly: the ground truth.
 type Anomaly struct {
@@ -104,6 +109,10 @@ var metricSpecs = []metricSpec{
 	{"pressure_bar", 3, 0.1, 0.05, 0.03, 0.105},
 }
 
+// quantum is each metric's resolution: pressure_bar is read to 0.01 bar,
+// so it repeats its values as real pressure sensors do.
+var quantum = []float64{1e-5, 1e-5, 1e-5, 0.01}
+
 type device struct {
 	id     string
 	rng    *rand.Rand
@@ -121,6 +130,7 @@ type device struct {
 	anomN    int // readings into the anomaly
 	mag      float64
 	frozen   float64
+	shift    []float64 // lasting shifts of past regime changes, per metric
 }
 
 // Fleet is a running simulation.
@@ -159,7 +169,8 @@ func (f *Fleet) devices(start time.Time) []*device {
 	devs := make([]*device, f.cfg.Devices)
 	for i := range devs {
 		id := fmt.Sprintf("%s%04d", f.o.Prefix, i)
-		d := &device{id: id, rng: rand.New(rand.NewPCG(root.Uint64(), uint64(i))), phase: root.Float64() * 2 * math.Pi, status: "auto"}
+		d := &device{id: id, rng: rand.New(rand.NewPCG(root.Uint64(), uint64(i))), phase: root.Float64() * 2 * math.Pi, status: "auto",
+			shift: make([]float64, len(metricSpecs))}
 		for _, m := range metricSpecs {
 			d.offset = append(d.offset, root.NormFloat64()*m.marginalS*3)
 		}
@@ -188,7 +199,7 @@ func (f *Fleet) Replay(start time.Time, span time.Duration, emit func(r map[stri
 				if r := f.step(d, d.next, pAnom); r != nil {
 					emit(r)
 				}
-				d.next = d.next.Add(interval)
+				d.next = d.next.Add(d.gap(interval))
 			}
 		}
 		f.mu.Lock()
@@ -224,7 +235,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 					if r := f.step(d, d.next, pAnom); r != nil {
 						batch = append(batch, r)
 					}
-					d.next = d.next.Add(interval)
+					d.next = d.next.Add(d.gap(interval))
 				}
 			}
 			for len(batch) > 0 {
@@ -361,6 +372,17 @@ func (f *Fleet) count(posted, refused, retried int) {
 	f.mu.Unlock()
 }
 
+// gap is the time to d's next reading: the nominal interval ±20 %, and
+// one reading in 200 lost on the way (twice the interval), as radio links
+// and busy gateways do.
+func (d *device) gap(interval time.Duration) time.Duration {
+	g := time.Duration(float64(interval) * (0.8 + 0.4*d.rng.Float64()))
+	if d.rng.Float64() < 0.005 {
+		g += interval
+	}
+	return g
+}
+
 // step makes the reading of d at event time t; nil while d is in a dropout.
 func (f *Fleet) step(d *device, t time.Time, pAnom float64) map[string]any {
 	d.n++
@@ -380,10 +402,14 @@ func (f *Fleet) step(d *device, t time.Time, pAnom float64) map[string]any {
 			f.start(d, t)
 		}
 	}
+	// a daily cycle, 30 % weaker at the weekend (Unix day 0 was a Thursday)
 	daily := math.Sin(2*math.Pi*float64(t.Unix()%86400)/86400 + d.phase)
+	if wd := (t.Unix()/86400 + 4) % 7; wd == 0 || wd == 6 {
+		daily *= 0.7
+	}
 	vals := make([]float64, len(metricSpecs))
 	for i, m := range metricSpecs {
-		vals[i] = m.base + d.offset[i] + m.load*d.load + m.amp*daily + m.noise*d.rng.NormFloat64()
+		vals[i] = m.base + d.offset[i] + d.shift[i] + m.load*d.load + m.amp*daily + m.noise*d.rng.NormFloat64()
 	}
 	if a := d.anom; a != nil {
 		i := d.anomIdx
@@ -402,6 +428,11 @@ func (f *Fleet) step(d *device, t time.Time, pAnom float64) map[string]any {
 			vals[i] = d.frozen
 		case NoiseBurst:
 			vals[i] += d.mag * s * d.rng.NormFloat64()
+		case RegimeChange:
+			if d.anomN == 0 {
+				d.shift[i] += d.mag * s // and it stays
+			}
+			vals[i] += d.mag * s
 		}
 		d.anomN++
 		d.anomLeft--
@@ -419,13 +450,17 @@ func (f *Fleet) step(d *device, t time.Time, pAnom float64) map[string]any {
 			f.anomalies = append(f.anomalies, *a)
 			delete(f.active, a.DeviceID)
 			f.mu.Unlock()
+			if a.Kind == RegimeChange {
+				d.cool = int(2.5 * 3600 * f.cfg.Rate) // until its new level is accepted
+			} else {
+				d.cool = int(120 * f.cfg.Rate)
+			}
 			d.anom = nil
-			d.cool = int(120 * f.cfg.Rate)
 		}
 	}
 	metrics := make(map[string]float64, len(vals))
 	for i, m := range metricSpecs {
-		metrics[m.name] = math.Round(vals[i]*1e5) / 1e5
+		metrics[m.name] = math.Round(math.Round(vals[i]/quantum[i])*quantum[i]*1e5) / 1e5
 	}
 	return map[string]any{
 		"device_id": d.id, "id": d.id + "-" + strconv.Itoa(d.n), "ts": t.UTC().Format(time.RFC3339Nano),
@@ -454,6 +489,11 @@ func (f *Fleet) start(d *device, t time.Time) {
 		d.anomLeft = int(60 * perSec)
 	case NoiseBurst:
 		d.anomLeft, d.mag = int(40*perSec), 6+2*d.rng.Float64()
+	case RegimeChange:
+		d.anomLeft, d.mag = int(60*perSec), 7+3*d.rng.Float64()
+		if d.rng.IntN(2) == 0 {
+			d.mag = -d.mag
+		}
 	}
 	if d.anomLeft < 1 {
 		d.anomLeft = 1
