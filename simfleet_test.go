@@ -60,8 +60,8 @@ func replayFleet(t testing.TB, sc simulate.Config, span time.Duration) simulate.
 }
 
 // TestSimulatedFleetDetection: with the built-in configuration, at least
-// 95 % of the anomalies injected into the simulated fleet are alerted; the
-// report gives the delays and the false alerts per device-day.
+// 95 % of the anomalies injected into the simulated fleet are alerted, with
+// at most 1 false alert per device-day; the report gives the delays.
 func TestSimulatedFleetDetection(t *testing.T) {
 	cfg, err := loadConfig("", nil)
 	if err != nil {
@@ -90,5 +90,8 @@ func TestSimulatedFleetDetection(t *testing.T) {
 	}
 	if got := float64(rep.Alerted) / float64(rep.Injected); got < 0.95 {
 		t.Errorf("%.1f%% of injected anomalies alerted, want at least 95%%", 100*got)
+	}
+	if f := float64(rep.FalseAlerts) / rep.DeviceDays; f > 1 {
+		t.Errorf("%.2f false alerts per device-day, want at most 1", f)
 	}
 }
