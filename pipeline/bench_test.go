@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"github.com/vigil/vigil/contract"
+	"runtime"
 
 	"math/rand/v2"
 	"strconv"
@@ -182,4 +183,36 @@ func BenchmarkStepUnivariate(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkDeviceStateBytes reports the heap per device at steady state:
+// 2,000 devices of four metrics and an attr, 300 readings each (warm, the
+// dedup window full), with the default configuration.
+func BenchmarkDeviceStateBytes(b *testing.B) {
+	for b.Loop() {
+		cfg := Default()
+		cfg.MVWarmup = 0 // the per-metric path; the multivariate model is measured apart
+		pr := NewProcessor(cfg, "eu", nil)
+		rng := rand.New(rand.NewPCG(3, 3))
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		part := newPartition()
+		var res StepResult
+		const devices = 2000
+		for i := 0; i < devices*300; i++ {
+			r := ingest1(i, devices, rng)
+			pr.Step(part, &r, false, nil, &res)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/devices, "B/device")
+		runtime.KeepAlive(part)
+	}
+}
+
+func ingest1(i, devices int, rng *rand.Rand) contract.Reading {
+	return contract.Reading{ID: "msg-" + strconv.Itoa(i) + "-0123456789", DeviceID: "dev-" + strconv.Itoa(i%devices), TS: t0.Add(time.Duration(i/devices) * time.Second), IngestedAt: t0,
+		Metrics: []contract.Metric{{Name: "temp_c", Value: 60 + rng.NormFloat64()}, {Name: "current_a", Value: 5 + rng.NormFloat64()}, {Name: "vibration", Value: 0.03 + 0.001*rng.NormFloat64()}, {Name: "pressure_bar", Value: 3 + 0.01*rng.NormFloat64()}},
+		Attrs:   []contract.Attr{{Name: "status", Value: "auto"}}}
 }

@@ -50,39 +50,48 @@ type DeviceState struct {
 	LogDtVar   float64
 	Metrics    map[string]*MetricState
 	Attrs      map[string]*AttrState
-	IDs        []string // ring of recent message ids
-	IDPos      int
-	Incidents  map[string]*Incident
-	MV         *MVState  // the multivariate detector (nil until two metrics are seen)
-	Gap        *GapState // calibration of the gaps between readings
+	// IDHashes is the ring of the recent message ids' 64-bit hashes
+	// (pipeline.dedup_window of them: 2 KiB at the default, where the
+	// strings and their index took about 20 KiB).
+	IDHashes  []uint64
+	IDPos     int
+	Incidents map[string]*Incident
+	MV        *MVState  // the multivariate detector (nil until two metrics are seen)
+	Gap       *GapState // calibration of the gaps between readings
 
-	idSet map[string]struct{} // index of IDs, rebuilt after a snapshot load
 }
 
 func newDeviceState() *DeviceState {
-	return &DeviceState{Metrics: map[string]*MetricState{}, Attrs: map[string]*AttrState{}, Incidents: map[string]*Incident{}, idSet: map[string]struct{}{}}
+	return &DeviceState{Metrics: map[string]*MetricState{}, Attrs: map[string]*AttrState{}, Incidents: map[string]*Incident{}}
 }
 
 // seen reports whether id was among the device's recent ids, and remembers it.
 func (d *DeviceState) seen(id string, window int) bool {
-	if d.idSet == nil {
-		d.idSet = make(map[string]struct{}, len(d.IDs))
-		for _, x := range d.IDs {
-			d.idSet[x] = struct{}{}
+	h := idHash(id)
+	for _, x := range d.IDHashes { // a linear scan of 256 words beats a map here
+		if x == h {
+			return true
 		}
 	}
-	if _, ok := d.idSet[id]; ok {
-		return true
-	}
-	if len(d.IDs) < window {
-		d.IDs = append(d.IDs, id)
+	if len(d.IDHashes) < window {
+		d.IDHashes = append(d.IDHashes, h)
 	} else {
-		delete(d.idSet, d.IDs[d.IDPos])
-		d.IDs[d.IDPos] = id
+		d.IDHashes[d.IDPos%len(d.IDHashes)] = h
 		d.IDPos = (d.IDPos + 1) % window
 	}
-	d.idSet[id] = struct{}{}
 	return false
+}
+
+// idHash is a message id's 64-bit FNV-1a hash: fixed across processes
+// and restarts (the snapshots keep it), and two ids of one device's window
+// meet with a probability of about 2^-48.
+func idHash(id string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(id); i++ {
+		h ^= uint64(id[i])
+		h *= 1099511628211
+	}
+	return h
 }
 
 // MetricObs is what enrichment derives for one metric of one reading, from
