@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -48,15 +47,7 @@ func TestMain(m *testing.M) {
 
 var waitFor = testutil.WaitFor
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+var freeAddr = testutil.FreeAddr
 
 // server is a Vigil under test: in process (run) or as a child process.
 type server struct {

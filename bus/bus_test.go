@@ -2,7 +2,7 @@ package bus
 
 import (
 	"context"
-	"net"
+	"github.com/vigil/vigil/internal/testutil"
 	"strings"
 	"testing"
 	"time"
@@ -11,15 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+var freeAddr = testutil.FreeAddr
 
 // An embedded broker beyond loopback needs SASL: the configuration says
 // so before anything starts; with SASL set, Vigil's own clients get in and

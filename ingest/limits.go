@@ -115,28 +115,23 @@ func (l *limits) admit(who *Principal, readings []contract.Reading) (*RequestErr
 			known = &deviceNames{}
 		}
 		a := find(r.DeviceID)
-		for _, m := range r.Metrics {
-			h := l.hash(m.Name)
-			if known.metrics.has(h) || slices.Contains(a.metrics, h) {
-				continue
+		// newNames adds the names new to the device to *added, refusing
+		// those beyond the limit
+		newNames := func(kind string, known *hashSet, added *[]uint64, name func(int) string, n int) {
+			for k := 0; k < n; k++ {
+				h := l.hash(name(k))
+				if known.has(h) || slices.Contains(*added, h) {
+					continue
+				}
+				if len(known.h)+len(*added) >= max {
+					refuse(i, "device %q already has %d %s names, the limit (ingest.max_metrics_per_device); %q would be one more", r.DeviceID, max, kind, name(k))
+					continue
+				}
+				*added = append(*added, h)
 			}
-			if len(known.metrics.h)+len(a.metrics) >= max {
-				refuse(i, "device %q already has %d metric names, the limit (ingest.max_metrics_per_device); %q would be one more", r.DeviceID, max, m.Name)
-				continue
-			}
-			a.metrics = append(a.metrics, h)
 		}
-		for _, at := range r.Attrs {
-			h := l.hash(at.Name)
-			if known.attrs.has(h) || slices.Contains(a.attrs, h) {
-				continue
-			}
-			if len(known.attrs.h)+len(a.attrs) >= max {
-				refuse(i, "device %q already has %d attr names, the limit (ingest.max_metrics_per_device); %q would be one more", r.DeviceID, max, at.Name)
-				continue
-			}
-			a.attrs = append(a.attrs, h)
-		}
+		newNames("metric", &known.metrics, &a.metrics, func(k int) string { return r.Metrics[k].Name }, len(r.Metrics))
+		newNames("attr", &known.attrs, &a.attrs, func(k int) string { return r.Attrs[k].Name }, len(r.Attrs))
 	}
 	if len(details) > 0 {
 		return &RequestError{Status: http.StatusBadRequest, Message: "a reading would give its device more metric or attr names than ingest.max_metrics_per_device allows; nothing was accepted", Details: details}, nil
