@@ -18,6 +18,8 @@ import (
 
 	"github.com/go-json-experiment/json"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vigil/vigil/internal/testutil"
 )
 
 // rssMB is the resident memory of a process, MB (Linux).
@@ -61,6 +63,13 @@ func archiveObjects(dir string) int {
 func TestHostileDevices(t *testing.T) {
 	if testing.Short() {
 		t.Skip("hostile-device suite skipped in -short mode")
+	}
+	if testutil.Race {
+		// Vigil runs as its own process, built without -race; the attackers run
+		// here. Under -race they cost several times the CPU, and on two cores
+		// that, not Vigil, sets the probes' latency (324 ms p99 in CI against
+		// 20 ms without). scripts/test.sh runs this test on its own without -race.
+		t.Skip("timed hostile-device suite runs without -race (scripts/test.sh runs it on its own)")
 	}
 	dir := t.TempDir()
 	s := newServer(t, dir, "VIGIL_INGEST_RATE_PER_KEY=1000", "VIGIL_INGEST_BURST_PER_KEY=1000", "VIGIL_INGEST_MAX_READINGS=1000",

@@ -52,5 +52,7 @@ echo "== fuzz the ingest decoder (15 s) and the model reader (10 s)"
 go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime 15s ./ingest/
 go test -run '^$' -fuzz '^FuzzReadForest$' -fuzztime 10s ./ml/
 go test -run '^$' -fuzz '^FuzzDecodeEnriched$' -fuzztime 10s ./contract/
+echo "== the timed hostile-device suite, alone and without -race (its attackers run in the test binary)"
+go test -count=1 -timeout 5m -run '^TestHostileDevices$' .
 echo "== go test -race (every test, goleak on)"
 go test -race -count=1 -timeout 25m ./...
