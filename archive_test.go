@@ -203,11 +203,14 @@ func (p *poster) halt() map[string]bool {
 	return p.acked
 }
 
-func gatewayKey(t *testing.T, s *server) string {
+func gatewayKey(t *testing.T, s *server) string { return registerGateway(t, s, "gw-a", "dev-") }
+
+// registerGateway registers a gateway for the ids under prefix and returns its key.
+func registerGateway(t *testing.T, s *server, id, prefix string) string {
 	t.Helper()
-	code, b, _ := s.do("POST", "/api/v1/gateways", s.token, "application/json", []byte(`{"gateway_id":"gw-a","device_prefixes":["dev-"]}`))
+	code, b, _ := s.do("POST", "/api/v1/gateways", s.token, "application/json", []byte(`{"gateway_id":"`+id+`","device_prefixes":["`+prefix+`"]}`))
 	if code != http.StatusCreated {
-		t.Fatalf("gateway: %d %s", code, b)
+		t.Fatalf("gateway %s: %d %s", id, code, b)
 	}
 	return strings.Split(strings.Split(string(b), `"key":"`)[1], `"`)[0]
 }

@@ -21,6 +21,8 @@ import (
 	"github.com/vigil/vigil/bus"
 	"github.com/vigil/vigil/ingest"
 	"github.com/vigil/vigil/ml"
+	"github.com/vigil/vigil/mqtt"
+	"github.com/vigil/vigil/notify"
 	"github.com/vigil/vigil/pipeline"
 	"github.com/vigil/vigil/simulate"
 	"github.com/vigil/vigil/storage"
@@ -49,6 +51,8 @@ type Config struct {
 	Models   ml.Config             `yaml:"models"`
 	Simulate simulate.Config       `yaml:"simulate"`
 	Console  console.Config        `yaml:"console"`
+	MQTT     mqtt.Config           `yaml:"mqtt"`
+	Alerts   notify.Config         `yaml:"alerts"`
 	Log      struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"`
@@ -108,7 +112,7 @@ func (c Config) Validate() error {
 	sections := []struct {
 		name string
 		v    interface{ Validate() error }
-	}{{"http", c.HTTP}, {"kafka", c.Kafka}, {"storage", c.Storage}, {"archive", c.Archive}, {"ingest", c.Ingest}, {"pipeline", c.Pipeline}, {"models", c.Models}, {"simulate", c.Simulate}, {"console", c.Console}}
+	}{{"http", c.HTTP}, {"kafka", c.Kafka}, {"storage", c.Storage}, {"archive", c.Archive}, {"ingest", c.Ingest}, {"pipeline", c.Pipeline}, {"models", c.Models}, {"simulate", c.Simulate}, {"console", c.Console}, {"mqtt", c.MQTT}, {"alerts", c.Alerts}}
 	for _, s := range sections {
 		if err := s.v.Validate(); err != nil {
 			return fmt.Errorf("%s.%w", s.name, err)
@@ -223,6 +227,9 @@ func setField(v reflect.Value, s string) error {
 		}
 		v.SetFloat(f)
 	case reflect.Slice:
+		if v.Type().Elem().Kind() != reflect.String {
+			return fmt.Errorf("a list of settings has no environment form; set it in the config file")
+		}
 		var parts []string
 		for _, p := range strings.Split(s, ",") {
 			if p = strings.TrimSpace(p); p != "" {

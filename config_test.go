@@ -14,6 +14,8 @@ import (
 	"github.com/vigil/vigil/console"
 	"github.com/vigil/vigil/ingest"
 	"github.com/vigil/vigil/ml"
+	"github.com/vigil/vigil/mqtt"
+	"github.com/vigil/vigil/notify"
 	"github.com/vigil/vigil/pipeline"
 	"github.com/vigil/vigil/simulate"
 	"github.com/vigil/vigil/storage"
@@ -71,6 +73,15 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"VIGIL_LOG_LEVEL=loud", "log.level"},
 		{"VIGIL_SHUTDOWN_BUDGET=0s", "shutdown.budget"},
 		{"VIGIL_SHUTDOWN_BUDGET=2h", "shutdown.budget"},
+		{"VIGIL_MQTT_MAX_CLIENTS=0", "mqtt.max_clients"},
+		{"VIGIL_MQTT_BRIDGE_URL=http://broker:80", "mqtt.bridge.url"},
+		{"VIGIL_MQTT_BRIDGE_URL=mqtt://broker:1883|VIGIL_MQTT_BRIDGE_TOPIC=devices/+/readings", "mqtt.bridge.topic"},
+		{"VIGIL_MQTT_BRIDGE_URL=mqtt://broker:1883|VIGIL_MQTT_BRIDGE_GROUP=a/b", "mqtt.bridge.group"},
+		{"VIGIL_ALERTS_ALERTMANAGER_URL=am:9093", "alerts.alertmanager_url"},
+		{"VIGIL_ALERTS_WEBHOOK_SECRET=s", "alerts.webhook_secret"},
+		{"VIGIL_ALERTS_MAX_TRIES=0", "alerts.max_tries"},
+		{"VIGIL_ALERTS_RESEND_INTERVAL=10ms", "alerts.resend_interval"},
+		{"VIGIL_ALERTS_SINKS=a,b", "alerts.sinks"},
 		{"VIGIL_ADMIN_TOKEN=short", "admin.token"},
 		{"VIGIL_ADMIN_VIEWER_TOKEN=short", "admin.viewer_token"},
 		{"VIGIL_KAFKA_EMBEDDED_ADDR=0.0.0.0:9092", "kafka.embedded_addr"},
@@ -80,7 +91,7 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.env, func(t *testing.T) {
-			_, err := loadConfig("", []string{c.env})
+			_, err := loadConfig("", strings.Split(c.env, "|"))
 			if err == nil {
 				t.Fatal("accepted")
 			}
@@ -143,6 +154,9 @@ func TestDefaultsMirrorConfigYAML(t *testing.T) {
 	if len(c.Kafka.Brokers) == 0 {
 		c.Kafka.Brokers = nil // "brokers: []"
 	}
+	if len(c.Alerts.Sinks) == 0 {
+		c.Alerts.Sinks = nil // "sinks: []"
+	}
 	for _, s := range []struct {
 		name      string
 		yaml, def any
@@ -156,6 +170,8 @@ func TestDefaultsMirrorConfigYAML(t *testing.T) {
 		{"models", c.Models, ml.Default()},
 		{"console", c.Console, console.Default()},
 		{"simulate", c.Simulate, simulate.Default()},
+		{"mqtt", c.MQTT, mqtt.Default()},
+		{"alerts", c.Alerts, notify.Default()},
 	} {
 		if !reflect.DeepEqual(s.yaml, s.def) {
 			t.Errorf("config.yaml section %s %+v\ndiffers from its Default() %+v", s.name, s.yaml, s.def)

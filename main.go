@@ -29,8 +29,10 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/vigil/vigil/bus"
+	"github.com/vigil/vigil/contract"
 	"github.com/vigil/vigil/ingest"
 	"github.com/vigil/vigil/ml"
+	"github.com/vigil/vigil/notify"
 	"github.com/vigil/vigil/pipeline"
 	"github.com/vigil/vigil/simulate"
 	"github.com/vigil/vigil/storage"
@@ -172,7 +174,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		return err
 	}
 	closeOnErr = append(closeOnErr, registry.Close)
-	ing, err := ingest.NewHandler(cfg.Ingest, ingest.HandlerOptions{Region: cfg.Region, Topic: cfg.Kafka.Topics.Raw, Registry: registry,
+	ing, err := ingest.NewHandler(cfg.Ingest, ingest.HandlerOptions{Region: cfg.Region, Topic: cfg.Kafka.Topics.Raw, DLQTopic: cfg.Kafka.Topics.DLQ, Registry: registry,
 		ClientOpts: b.Opts(), Logger: log.Named("ingest"), Registerer: reg})
 	if err != nil {
 		return err
@@ -224,29 +226,43 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	}
 	status := sitestatus.New(sitestatus.Options{Region: cfg.Region, Store: store, Sources: sources, Interval: cfg.Console.StatusInterval, ClientOpts: b.Opts(),
 		Topics: []string{cfg.Kafka.Topics.Raw, cfg.Kafka.Topics.Enriched, cfg.Kafka.Topics.Alerts, cfg.Kafka.Topics.DLQ}, Logger: log.Named("status")})
+	mq, err := newMQTT(cfg, ing, reg, log)
+	if err != nil {
+		return err
+	}
+	closeOnErr = append(closeOnErr, mq.close)
+	scheme := "http://"
+	if cfg.HTTP.TLS() {
+		scheme = "https://"
+	}
+	notifier, err := notify.New(cfg.Alerts, notify.Options{Region: cfg.Region, Topic: cfg.Kafka.Topics.Alerts, ClientOpts: b.Opts(), Store: store,
+		Open:    func() []contract.Alert { return alerts.Query(1<<30, "", time.Time{}) },
+		PageURL: scheme + loopbackAddr(cfg.HTTP.Addr), Logger: log.Named("notify"), Registerer: reg})
+	if err != nil {
+		return err
+	}
+	ready := []web.Check{
+		{Name: "kafka", Fn: b.Ping},
+		{Name: "registry", Fn: chanReady(registry.Ready(), "device registry still loading")},
+		{Name: "alerts", Fn: chanReady(alerts.Loaded(), "alert store still loading")},
+		{Name: "pipeline", Fn: func(context.Context) error {
+			if !stream.Healthy() {
+				return errors.New("stream processor not running")
+			}
+			return nil
+		}},
+	}
+	if mq.bridge != nil {
+		ready = append(ready, web.Check{Name: "mqtt-bridge", Fn: mq.bridge.Ready})
+	}
 	srv, err := web.New(cfg.HTTP, web.Options{
 		AdminToken: token, ViewerToken: cfg.Admin.ViewerToken, Ingest: ing, Registry: registry, Alerts: alerts, Gatherer: reg, Logger: log.Named("web"),
 		Health:  func() sitestatus.Health { return sitestatus.HealthOf(sources) },
 		Console: sqlConsole, Store: store, Region: cfg.Region, KafkaOpts: b.Opts(), EnrichedTopic: cfg.Kafka.Topics.Enriched,
-		Models: models,
-		Ready: []web.Check{
-			{Name: "kafka", Fn: b.Ping},
-			{Name: "registry", Fn: chanReady(registry.Ready(), "device registry still loading")},
-			{Name: "alerts", Fn: chanReady(alerts.Loaded(), "alert store still loading")},
-			{Name: "pipeline", Fn: func(context.Context) error {
-				if !stream.Healthy() {
-					return errors.New("stream processor not running")
-				}
-				return nil
-			}},
-		},
+		Models: models, Notifier: notifier, MQTT: mq.status, Ready: ready,
 	})
 	if err != nil {
 		return err
-	}
-	scheme := "http://"
-	if cfg.HTTP.TLS() {
-		scheme = "https://"
 	}
 	base := scheme + loopbackAddr(srv.Addr())
 	if !isLoopback(srv.Addr()) && !cfg.HTTP.TLS() {
@@ -266,6 +282,13 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	c.start("status", status.Run)
 	c.start("models", models.Run)
 	c.start("console", sqlConsole.Run)
+	c.start("notify", notifier.Run)
+	if mq.listener != nil {
+		c.start("mqtt", mq.listener.Run)
+	}
+	if mq.bridge != nil {
+		c.start("mqtt-bridge", mq.bridge.Run)
+	}
 	if cfg.Archive.Enabled {
 		c.start("archive", archiver.Run)
 	}
@@ -288,12 +311,12 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		log.Info("stopping", zap.Duration("budget", cfg.Shutdown.Budget))
 	}
 	err = c.shutdown(cfg.Shutdown.Budget, []phase{
-		{name: "http", comps: []string{"simulate", "alert-log", "http", "status"}},           // stop taking requests
-		{name: "ingest", fn: func(ctx context.Context) error { ing.Close(ctx); return nil }}, // what was acknowledged is in Kafka
-		{name: "stream", comps: []string{"stream"}},                                          // the last micro-batch committed
-		{name: "archive", comps: []string{"archive"}},                                        // what it holds flushed to the bucket
-		{name: "models", comps: []string{"models"}},                                          // the trainer lease released
-		{name: "readers", comps: []string{"registry", "alerts", "console"}},                  // a sample load cancelled, DuckDB closed
+		{name: "http", comps: []string{"simulate", "alert-log", "http", "status", "mqtt", "mqtt-bridge"}}, // stop taking readings
+		{name: "ingest", fn: func(ctx context.Context) error { ing.Close(ctx); return nil }},              // what was acknowledged is in Kafka
+		{name: "stream", comps: []string{"stream"}},                                                       // the last micro-batch committed
+		{name: "archive", comps: []string{"archive"}},                                                     // what it holds flushed to the bucket
+		{name: "models", comps: []string{"models"}},                                                       // the trainer lease released
+		{name: "readers", comps: []string{"registry", "alerts", "console", "notify"}},                     // a sample load cancelled, DuckDB closed; delivery resumes from its commits
 		{name: "broker", fn: func(context.Context) error { b.Close(); return nil }},
 	})
 	if fleet != nil {

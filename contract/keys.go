@@ -26,7 +26,15 @@ const (
 	NotebooksPrefix = "notebooks/"
 	// SitesPrefix holds each region's status: sites/<region>/status.json.
 	SitesPrefix = "sites/"
+	// DeadLettersPrefix holds alert notifications a sink never took:
+	// notify/dead/<region>/<sink>/<alert id>.<state>.json.
+	DeadLettersPrefix = "notify/dead/"
 )
+
+// DeadLetterKey is the key of a parked notification.
+func DeadLetterKey(region, sink, alertID, state string) string {
+	return DeadLettersPrefix + region + "/" + sink + "/" + alertID + "." + state + ".json"
+}
 
 // ModelKey is the key of one file of a model version.
 func ModelKey(version, file string) string { return ModelsPrefix + version + "/" + file }

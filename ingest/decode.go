@@ -459,3 +459,15 @@ func truncate(s string) string {
 	}
 	return ""
 }
+
+// LooksNDJSON reports whether a body holds more than one top-level JSON
+// value (NDJSON), for transports without a Content-Type (MQTT): one object
+// or one array is JSON.
+func LooksNDJSON(body []byte) bool {
+	dec := jsontext.NewDecoder(bytes.NewReader(body))
+	if err := dec.SkipValue(); err != nil {
+		return false
+	}
+	_, err := dec.ReadToken()
+	return !errors.Is(err, io.EOF)
+}

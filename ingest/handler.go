@@ -29,6 +29,7 @@ type Handler struct {
 	cfg    Config
 	region string
 	topic  string
+	dlq    string
 	reg    *Registry
 	prod   *kgo.Client
 	dec    Decoder
@@ -47,6 +48,7 @@ type Handler struct {
 type HandlerOptions struct {
 	Region     string    // stamped on every reading
 	Topic      string    // the raw topic
+	DLQTopic   string    // refusals a transport cannot answer (MQTT 3.1.1)
 	Registry   *Registry // authenticates keys
 	ClientOpts []kgo.Opt // the bus's client options
 	Logger     *zap.Logger
@@ -71,7 +73,7 @@ func NewHandler(cfg Config, o HandlerOptions) (*Handler, error) {
 		return nil, fmt.Errorf("ingest producer: %w", err)
 	}
 	h := &Handler{
-		cfg: cfg, region: region, topic: topic, reg: reg, prod: prod, log: log, now: time.Now, limits: newLimits(cfg, time.Now),
+		cfg: cfg, region: region, topic: topic, dlq: o.DLQTopic, reg: reg, prod: prod, log: log, now: time.Now, limits: newLimits(cfg, time.Now),
 		dec: Decoder{MaxReadings: cfg.MaxReadings, FutureMargin: cfg.FutureMargin, MaxMetrics: cfg.MaxMetrics},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_ingest_requests_total", Help: "Ingest requests by HTTP status.",
@@ -174,33 +176,80 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength < 0 {
 		h.limits.chargeBytes(who.Name(), int64(len(*body)))
 	}
-	readings, derr := h.dec.Decode(*body, ndjson, h.now())
-	if derr != nil {
-		h.refuse(w, derr)
+	n, serr := h.Submit(r.Context(), Submission{Who: who, Body: *body, NDJSON: ndjson})
+	if serr != nil {
+		h.refuse(w, serr)
 		return
+	}
+	h.requests.WithLabelValues("202").Inc()
+	httpx.WriteJSON(w, http.StatusAccepted, map[string]int{"accepted": n})
+}
+
+// Submission is one body from a device or gateway, by any transport.
+type Submission struct {
+	Who    *Principal // authenticated sender
+	Body   []byte
+	NDJSON bool
+	// Device, when set, is the one device the body may hold readings of
+	// (an MQTT topic's device).
+	Device string
+	// Charge applies the key's byte rate and the in-flight cap to the body
+	// here; HTTP applies them before it reads the body.
+	Charge bool
+}
+
+// Submit runs one body through the path every transport shares: the key's
+// byte rate and the in-flight cap (when Charge), the decoder, the
+// sender's devices, the per-key limits, and the Kafka acknowledgement of
+// every reading. It returns how many readings Kafka acknowledged, or the
+// refusal; nothing of a refused body is stored.
+func (h *Handler) Submit(ctx context.Context, s Submission) (int, *RequestError) {
+	who := s.Who
+	if s.Charge {
+		if e := h.limits.takeBytes(who.Name(), int64(len(s.Body))); e != nil {
+			return 0, e
+		}
+		reserve := int64(len(s.Body))
+		if h.inflight.Add(reserve) > h.cfg.MaxInflightBytes {
+			h.inflight.Add(-reserve)
+			return 0, &RequestError{Status: http.StatusServiceUnavailable, Message: fmt.Sprintf("overloaded: more than %d request bytes in flight (ingest.max_inflight_bytes); retry later", h.cfg.MaxInflightBytes)}
+		}
+		defer h.inflight.Add(-reserve)
+		if int64(len(s.Body)) > h.cfg.MaxBodyBytes {
+			return 0, &RequestError{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf("body larger than %d bytes (ingest.max_body_bytes); split it", h.cfg.MaxBodyBytes)}
+		}
+	}
+	readings, derr := h.dec.Decode(s.Body, s.NDJSON, h.now())
+	if derr != nil {
+		return 0, derr
 	}
 	var denied []Detail
 	for i := range readings {
-		if !who.Allows(readings[i].DeviceID) {
-			if len(denied) < maxDetails {
-				denied = append(denied, Detail{Index: i, Reason: fmt.Sprintf("%s may not post for device %q", who.Name(), readings[i].DeviceID)})
-			}
+		id := readings[i].DeviceID
+		reason := ""
+		switch {
+		case s.Device != "" && id != s.Device:
+			reason = fmt.Sprintf("reading for device %q published on the topic of device %q", id, s.Device)
+		case !who.Allows(id):
+			reason = fmt.Sprintf("%s may not post for device %q", who.Name(), id)
+		default:
+			continue
+		}
+		if len(denied) < maxDetails {
+			denied = append(denied, Detail{Index: i, Reason: reason})
 		}
 	}
 	if len(denied) > 0 {
-		h.refuse(w, &RequestError{Status: http.StatusForbidden, Message: "key not allowed for a device in the request; nothing was accepted", Details: denied})
-		return
+		return 0, &RequestError{Status: http.StatusForbidden, Message: "key not allowed for a device in the request; nothing was accepted", Details: denied}
 	}
 	lerr, commit := h.limits.admit(who, readings)
 	if lerr != nil {
-		h.refuse(w, lerr)
-		return
+		return 0, lerr
 	}
 	if buffered := h.prod.BufferedProduceRecords(); buffered+int64(len(readings)) > int64(h.cfg.MaxBufferedRecords) {
-		h.refuse(w, &RequestError{Status: http.StatusTooManyRequests, Message: fmt.Sprintf("overloaded: %d readings are waiting for Kafka; retry later", buffered)})
-		return
+		return 0, &RequestError{Status: http.StatusTooManyRequests, Message: fmt.Sprintf("overloaded: %d readings are waiting for Kafka; retry later", buffered)}
 	}
-	if err := h.produceAll(r.Context(), readings); err != nil {
+	if err := h.produceAll(ctx, readings); err != nil {
 		status := http.StatusServiceUnavailable
 		msg := "Kafka did not acknowledge the readings: " + err.Error() + "; retry with the same ids (retries are stored once)"
 		if errors.Is(err, kgo.ErrMaxBuffered) {
@@ -208,14 +257,42 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			msg = "overloaded: the producer buffer is full; retry later with the same ids (retries are stored once)"
 		}
 		h.log.Warn("ingest request not acknowledged", zap.Int("readings", len(readings)), zap.String("principal", who.Name()), zap.Error(err))
-		h.refuse(w, &RequestError{Status: status, Message: msg})
-		return
+		return 0, &RequestError{Status: status, Message: msg}
 	}
 	commit()
 	h.readings.Add(float64(len(readings)))
-	h.requests.WithLabelValues("202").Inc()
-	httpx.WriteJSON(w, http.StatusAccepted, map[string]int{"accepted": len(readings)})
+	return len(readings), nil
 }
+
+// DeadLetter writes a refused body to the dead-letter topic with the
+// reason, and waits for Kafka's acknowledgement. Transports that cannot
+// answer a refusal (MQTT 3.1.1) keep it there.
+func (h *Handler) DeadLetter(ctx context.Context, key string, body []byte, source string, reason error) error {
+	if h.dlq == "" {
+		return errors.New("no dead-letter topic configured")
+	}
+	rec := &kgo.Record{Topic: h.dlq, Key: []byte(key), Value: body, Headers: []kgo.RecordHeader{
+		{Key: "reason", Value: []byte(reason.Error())}, {Key: "source", Value: []byte(source)},
+	}}
+	return h.prod.ProduceSync(ctx, rec).FirstErr()
+}
+
+// Authenticate returns the device or gateway a key belongs to, or nil.
+// Not ready (the registry still loading) is an error.
+func (h *Handler) Authenticate(key string) (*Principal, *RequestError) {
+	select {
+	case <-h.reg.Ready():
+	default:
+		return nil, &RequestError{Status: http.StatusServiceUnavailable, Message: "the device registry is still loading; retry shortly"}
+	}
+	if who := h.reg.Authenticate(key); who != nil {
+		return who, nil
+	}
+	return nil, &RequestError{Status: http.StatusUnauthorized, Message: "unknown device or gateway key"}
+}
+
+// Registry is the device registry the handler authenticates with.
+func (h *Handler) Registry() *Registry { return h.reg }
 
 // putBuf returns a body buffer to the pool unless it is large: a burst of
 // big bodies must not leave the pool holding their memory.

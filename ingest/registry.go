@@ -197,6 +197,15 @@ func (r *Registry) Device(id string) (*contract.Device, bool) {
 	return &d.Device, true
 }
 
+// Principal returns the principal of a registered device, or nil: a
+// transport that authenticated the sender itself (an MQTT bridge) posts
+// as the device.
+func (r *Registry) Principal(deviceID string) *Principal {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.byID["device/"+deviceID]
+}
+
 // AuthenticateCert returns the principal a verified client certificate
 // names, or nil: a URI SAN urn:vigil:device:<id> or urn:vigil:gateway:<id>,
 // else the subject's CN as a device id, then as a gateway id.

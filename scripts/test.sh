@@ -2,6 +2,8 @@
 # Installs everything Vigil's tests need, then runs them all:
 #   kcat (Debian)             - the alert test reads the alerts topic with it
 #   chromium (Debian)         - the status page is tested in headless Chromium
+#   mosquitto, mosquitto-clients (Debian) - the MQTT listener and bridge tests
+#   prometheus-alertmanager (Debian)      - the alert delivery test
 #   golangci-lint (go install) - lint, with .golangci.yml
 #   MinIO server (go install)  - built once (about six minutes) and cached
 # Binaries built with go install are cached under ~/.cache/vigil/bin (or
@@ -17,6 +19,9 @@ export PATH="$BIN:$PATH"
 missing=()
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+[ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
 if ((${#missing[@]})); then
   echo "== installing ${missing[*]} from Debian"
   SUDO=""

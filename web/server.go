@@ -100,6 +100,10 @@ type Options struct {
 	EnrichedTopic string
 	// Models is the models service (registry, lease); nil disables /models.
 	Models Models
+	// Notifier is alert delivery (nil: no sinks shown).
+	Notifier Notifier
+	// MQTT reports the MQTT listener and bridge (nil: none).
+	MQTT func() MQTTStatus
 }
 
 // Server is Vigil's HTTP server.
@@ -126,20 +130,10 @@ func New(cfg Config, o Options) (*Server, error) {
 		return nil, errors.New("listen on http.addr " + cfg.Addr + ": " + err.Error() + "; choose another address with VIGIL_HTTP_ADDR")
 	}
 	if cfg.TLS() {
-		rl, err := tlsx.NewReloader(cfg.TLSCertFile, cfg.TLSKeyFile)
+		tc, err := tlsx.ServerConfig(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.ClientCAFile)
 		if err != nil {
 			ln.Close()
-			return nil, fmt.Errorf("http.tls_cert_file: %w", err)
-		}
-		tc := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: rl.GetCertificate}
-		if cfg.ClientCAFile != "" {
-			pool, err := tlsx.ClientCAs(cfg.ClientCAFile)
-			if err != nil {
-				ln.Close()
-				return nil, fmt.Errorf("http.client_ca_file: %w", err)
-			}
-			// a key still works; a certificate, when given, must verify
-			tc.ClientCAs, tc.ClientAuth = pool, tls.VerifyClientCertIfGiven
+			return nil, fmt.Errorf("http.%w", err)
 		}
 		ln = tls.NewListener(ln, tc)
 	}
@@ -276,6 +270,9 @@ func (s *Server) Router() http.Handler {
 		r.Get("/devices/{id}", s.getDevice)
 		r.Post("/gateways", s.registerGateway)
 		r.Get("/alerts", s.listAlerts)
+		r.Get("/alerts/{id}", s.getAlert)
+		r.Get("/delivery", s.delivery)
+		r.Post("/sinks/{sink}/dead-letters/{id}/retry", s.retryDeadLetter)
 		r.Post("/alerts/{id}/feedback", s.feedback)
 		r.Get("/devices/{id}/readings", s.deviceReadings)
 		r.Get("/overview", s.overview)

@@ -87,3 +87,22 @@ func ClientCAs(file string) (*x509.CertPool, error) {
 	}
 	return pool, nil
 }
+
+// ServerConfig is the TLS of Vigil's listeners (HTTP and MQTT): the
+// certificate reloaded on change, and, with clientCAFile, client
+// certificates verified when given (a key still works without one).
+func ServerConfig(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
+	rl, err := NewReloader(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls_cert_file: %w", err)
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: rl.GetCertificate}
+	if clientCAFile != "" {
+		pool, err := ClientCAs(clientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("client_ca_file: %w", err)
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.VerifyClientCertIfGiven
+	}
+	return tc, nil
+}

@@ -304,6 +304,36 @@
     });
   }
 
+  // ---- delivery: alert sinks, dead letters, MQTT ----
+  function loadDelivery() {
+    return api('GET', '/api/v1/delivery').then(function (d) {
+      var tb = $('d-sinks'), dead = $('d-dead'); clear(tb); clear(dead);
+      $('d-none').hidden = d.sinks.length > 0;
+      d.sinks.forEach(function (k) {
+        var tr = el('tr');
+        [k.name, k.kind, k.url].forEach(function (v) { tr.appendChild(el('td', v)); });
+        tr.appendChild(el('td', k.healthy ? 'ok' : 'FAILING', k.healthy ? '' : 'high'));
+        [k.delivered, k.failed_tries, k.last_error || '', k.dead_letters.length].forEach(function (v) { tr.appendChild(el('td', v)); });
+        tb.appendChild(tr);
+        k.dead_letters.forEach(function (x) {
+          var r = el('tr'); r.className = 'dead-letter';
+          [k.name, x.id, x.alert.device_id, (x.parked_at || '').slice(0, 19).replace('T', ' '), x.tries, x.last_error].forEach(function (v) { r.appendChild(el('td', v)); });
+          var td = el('td'), b = el('button', 'Retry');
+          b.addEventListener('click', function () {
+            api('POST', '/api/v1/sinks/' + encodeURIComponent(k.name) + '/dead-letters/' + encodeURIComponent(x.id) + '/retry')
+              .then(function () { $('d-status').textContent = 'delivered ' + x.id; return loadDelivery(); })
+              .catch(function (e) { $('d-status').textContent = 'Error: ' + e.message; });
+          });
+          td.appendChild(b); r.appendChild(td); dead.appendChild(r);
+        });
+      });
+      var kv = $('d-mqtt'); clear(kv);
+      var m = d.mqtt, rows = [['listener', m.listener_addr || 'off (mqtt.addr)'], ['connected clients', m.clients]];
+      if (m.bridge) { rows.push(['bridge', m.bridge.url + ' ' + m.bridge.filter], ['bridge state', (m.bridge.connected ? 'connected' : 'DISCONNECTED') + ' since ' + (m.bridge.since || '').slice(0, 19).replace('T', ' ') + (m.bridge.last_error ? ' (' + m.bridge.last_error + ', ' + m.bridge.failed_attempts + ' failed attempts)' : '')]); }
+      rows.forEach(function (p) { kv.appendChild(el('span', p[0], 'muted')); kv.appendChild(el('span', fmt(p[1]))); });
+    });
+  }
+
   // ---- tabs, refresh ----
   var current = 'alerts', timer = null;
   function show(tab) {
@@ -313,7 +343,7 @@
     refresh();
   }
   function refresh() {
-    var p = current === 'alerts' ? loadAlerts() : current === 'overview' ? loadOverview() : current === 'notebooks' ? loadNotebooks() : current === 'sql' ? sampleStatus() : current === 'models' ? loadModels() : Promise.resolve();
+    var p = current === 'alerts' ? loadAlerts() : current === 'overview' ? loadOverview() : current === 'notebooks' ? loadNotebooks() : current === 'sql' ? sampleStatus() : current === 'models' ? loadModels() : current === 'delivery' ? loadDelivery() : Promise.resolve();
     if (current !== 'overview' && !refreshSet) { api('GET', '/api/v1/overview').then(function (d) { $('region').textContent = 'region ' + d.region; if (!refreshSet) { refreshSet = true; setRefresh(d.refresh_seconds); } }).catch(function () {}); }
     return p.then(function () { $('updated').textContent = 'updated ' + new Date().toLocaleTimeString(); }).catch(function (e) { $('updated').textContent = e.message; });
   }
@@ -366,5 +396,10 @@
   });
   // a viewer token reads: the buttons that would change something go
   api('GET', '/api/v1/whoami').then(function (w) { document.body.classList.toggle('viewer', w.role === 'viewer'); }).catch(function () {});
+  // a notification's link, /?alert=<id>: that alert's device and readings
+  var linked = q.get('alert');
+  if (linked) {
+    api('GET', '/api/v1/alerts/' + encodeURIComponent(linked)).then(function (a) { $('f-device').value = a.device_id; loadAlerts(); showDevice(a.device_id, a.ts); }).catch(function () {});
+  }
   show('alerts');
 })();
