@@ -58,6 +58,7 @@ type server struct {
 	token   string
 	env     []string
 	client  *http.Client // nil: http.DefaultClient (the TLS tests set one)
+	config  string       // a config file for --config, when set
 
 	cancel context.CancelFunc
 	done   chan error
@@ -100,14 +101,14 @@ func (s *server) startInProcess() {
 	s.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done = cancel, make(chan error, 1)
-	go func() { s.done <- run(ctx, []string{"serve"}, s.env, io.Discard, s.logs) }()
+	go func() { s.done <- run(ctx, s.serveArgs(), s.env, io.Discard, s.logs) }()
 	s.waitReady(30 * time.Second)
 }
 
 // startProcess runs the vigil binary and waits until ready.
 func (s *server) startProcess() {
 	s.t.Helper()
-	s.cmd = exec.Command(vigilBin, "serve")
+	s.cmd = exec.Command(vigilBin, s.serveArgs()...)
 	s.cmd.Env = append(os.Environ(), s.env...)
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
 	if err := s.cmd.Start(); err != nil {
@@ -116,6 +117,13 @@ func (s *server) startProcess() {
 	s.done = make(chan error, 1)
 	go func() { s.done <- s.cmd.Wait() }()
 	s.waitReady(60 * time.Second)
+}
+
+func (s *server) serveArgs() []string {
+	if s.config != "" {
+		return []string{"serve", "--config", s.config}
+	}
+	return []string{"serve"}
 }
 
 func (s *server) httpClient() *http.Client {

@@ -417,3 +417,15 @@ func TestRateAndInflight(t *testing.T) {
 		t.Fatalf("under the cap: %d %+v", code, e)
 	}
 }
+
+func TestLooksNDJSON(t *testing.T) {
+	cases := map[string]bool{
+		`{"a":1}`: false, `[{"a":1},{"a":2}]`: false, "{\"a\":1}\n": false, "  {\n \"a\": {\"b\": 1}\n}\n": false,
+		"{\"a\":1}\n{\"a\":2}": true, "{\"a\":1}\n{\"a\":2}\n": true, `{"a":1}{"a":2}`: true, `not json`: false, ``: false,
+	}
+	for body, want := range cases {
+		if got := LooksNDJSON([]byte(body)); got != want {
+			t.Errorf("LooksNDJSON(%q) = %v, want %v", body, got, want)
+		}
+	}
+}
