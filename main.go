@@ -65,7 +65,7 @@ func main() {
 
 const usage = `usage:
   vigil serve [--config config.yaml] [--check-config] [--simulate]
-  vigil simulate --url http://127.0.0.1:8080 --token ADMIN_TOKEN [--config config.yaml] [--duration 0]
+  vigil simulate --url http://127.0.0.1:8080 --token ADMIN_TOKEN [--mqtt 127.0.0.1:1883] [--config config.yaml] [--duration 0]
   vigil eval --data ../shared/data/skab [--url http://host:8080 --token T --kafka host:9092] [--warmup 400]
   vigil eval --csv FILE --labels FILE
   vigil version`
@@ -419,6 +419,7 @@ func simulateCmd(ctx context.Context, args, environ []string, stdout, stderr io.
 	url := fs.String("url", "http://127.0.0.1:8080", "Vigil server to post to")
 	token := fs.String("token", "", "admin token of that server (or VIGIL_ADMIN_TOKEN)")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C)")
+	mqttAddr := fs.String("mqtt", "", "send the readings over MQTT to this host:port (the server's mqtt.addr) instead of HTTP")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -439,7 +440,7 @@ func simulateCmd(ctx context.Context, args, environ []string, stdout, stderr io.
 		ctx, cancel = context.WithTimeout(ctx, *duration)
 		defer cancel()
 	}
-	fleet := simulate.New(cfg.Simulate, simulate.Options{URL: strings.TrimRight(*url, "/"), AdminToken: *token, Logger: log})
+	fleet := simulate.New(cfg.Simulate, simulate.Options{URL: strings.TrimRight(*url, "/"), AdminToken: *token, MQTTAddr: *mqttAddr, Logger: log})
 	if err := fleet.Run(ctx); err != nil {
 		return err
 	}

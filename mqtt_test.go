@@ -504,3 +504,28 @@ func TestMQTTKillNine(t *testing.T) {
 		t.Fatalf("lost %d PUBACKed readings, %d duplicated", lost, dup)
 	}
 }
+
+// TestSimulateOverMQTT: `vigil simulate --mqtt` drives a fleet through the
+// MQTT listener: its readings are acknowledged over MQTT and scored.
+func TestSimulateOverMQTT(t *testing.T) {
+	mqttAddr := freeAddr(t)
+	s := newServer(t, t.TempDir(), "VIGIL_MQTT_ADDR="+mqttAddr)
+	s.startInProcess()
+	defer s.stop()
+	var out syncBuffer
+	err := run(context.Background(), []string{"simulate", "--url", s.httpURL, "--token", s.token, "--mqtt", mqttAddr, "--duration", "4s"},
+		[]string{"VIGIL_SIMULATE_DEVICES=20", "VIGIL_SIMULATE_RATE=5"}, &out, &out)
+	if err != nil {
+		t.Fatalf("vigil simulate --mqtt: %v\n%s", err, out.String())
+	}
+	msgs := s.metric(`vigil_mqtt_messages_total{path="listener",result="accepted"}`)
+	readings := s.metric("vigil_ingest_readings_total")
+	t.Logf("4 s of 20 devices at 5 readings/s over MQTT: %v messages, %v readings acknowledged", msgs, readings)
+	if msgs < 20*4 || readings < 20*5*3 {
+		t.Fatalf("only %v MQTT messages and %v readings acknowledged; want at least 80 and 300\n%s", msgs, readings, out.String())
+	}
+	waitFor(t, 10*time.Second, "the readings scored", func() bool { return s.metric("vigil_pipeline_readings_total") >= readings })
+	if !strings.Contains(out.String(), "posted") && !strings.Contains(out.String(), "readings") {
+		t.Errorf("no fleet report printed:\n%s", out.String())
+	}
+}

@@ -65,8 +65,13 @@ type Options struct {
 	AdminToken string
 	// Prefix starts every device id. Default "sim-".
 	Prefix string
-	Logger *zap.Logger
-	Client *http.Client
+	// MQTTAddr, when set (host:port), sends the readings over MQTT to
+	// Vigil's listener (mqtt.addr), one QoS 1 message per device and tick
+	// on vigil/ingest/<device_id>, instead of POST /v1/ingest. The devices
+	// and the gateway are still registered over HTTP.
+	MQTTAddr string
+	Logger   *zap.Logger
+	Client   *http.Client
 }
 
 // Kinds of injected anomalies.
@@ -211,9 +216,15 @@ func (f *Fleet) Replay(start time.Time, span time.Duration, emit func(r map[stri
 // Run registers the fleet (devices and one gateway) and posts readings until
 // ctx ends. It fails when the server refuses the registration.
 func (f *Fleet) Run(ctx context.Context) error {
-	devs, key, err := f.register(ctx)
+	devs, gwID, key, err := f.register(ctx)
 	if err != nil {
 		return err
+	}
+	send := func(batch []map[string]any) { f.post(ctx, key, batch) }
+	if f.o.MQTTAddr != "" {
+		m := &mqttSender{f: f, addr: f.o.MQTTAddr, user: gwID, key: key}
+		defer m.close()
+		send = func(batch []map[string]any) { m.send(ctx, batch) }
 	}
 	f.mu.Lock()
 	f.started = time.Now()
@@ -240,7 +251,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 			}
 			for len(batch) > 0 {
 				n := min(len(batch), 5000)
-				f.post(ctx, key, batch[:n])
+				send(batch[:n])
 				batch = batch[n:]
 			}
 			f.mu.Lock()
@@ -250,7 +261,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 	}
 }
 
-func (f *Fleet) register(ctx context.Context) ([]*device, string, error) {
+func (f *Fleet) register(ctx context.Context) ([]*device, string, string, error) {
 	devs := f.devices(time.Now())
 	// Devices are registered with attributes (their own keys are made and
 	// discarded: the fleet posts through one gateway, as a site gateway would).
@@ -283,7 +294,7 @@ func (f *Fleet) register(ctx context.Context) ([]*device, string, error) {
 	}
 	wg.Wait()
 	if firstErr != nil {
-		return nil, "", firstErr
+		return nil, "", "", firstErr
 	}
 	var gw struct {
 		Key string `json:"key"`
@@ -291,13 +302,13 @@ func (f *Fleet) register(ctx context.Context) ([]*device, string, error) {
 	gwID := fmt.Sprintf("%sgateway-%d", f.o.Prefix, time.Now().UnixNano())
 	status, err := f.admin(ctx, "/api/v1/gateways", map[string]any{"gateway_id": gwID, "device_prefixes": []string{f.o.Prefix}}, &gw)
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	if status != http.StatusCreated {
-		return nil, "", fmt.Errorf("register gateway: HTTP %d", status)
+		return nil, "", "", fmt.Errorf("register gateway: HTTP %d", status)
 	}
 	f.log.Info("simulated fleet registered", zap.Int("devices", len(devs)), zap.String("gateway", gwID))
-	return devs, gw.Key, nil
+	return devs, gwID, gw.Key, nil
 }
 
 func (f *Fleet) admin(ctx context.Context, path string, body, out any) (int, error) {

@@ -42,8 +42,9 @@ func main() {
 	archive := flag.Bool("archive", true, "run the archiver in the measured process (archive.enabled)")
 	posters := flag.Int("posters", 8, "concurrent HTTP posters")
 	batch := flag.Int("batch", 500, "readings per POST")
+	mqttToo := flag.Bool("mqtt", true, "also measure MQTT ingest beside HTTP ingest")
 	flag.Parse()
-	if err := run(*seconds, *bin, *posters, *batch, *archive); err != nil {
+	if err := run(*seconds, *bin, *posters, *batch, *archive, *mqttToo); err != nil {
 		fmt.Fprintln(os.Stderr, "backbone:", err)
 		os.Exit(1)
 	}
@@ -60,7 +61,7 @@ func freeAddr() string {
 	return l.Addr().String()
 }
 
-func run(seconds int, bin string, posters, batch int, archive bool) error {
+func run(seconds int, bin string, posters, batch int, archive, mqttToo bool) error {
 	dir, err := os.MkdirTemp("", "vigil-bench-")
 	if err != nil {
 		return err
@@ -72,10 +73,10 @@ func run(seconds int, bin string, posters, batch int, archive bool) error {
 			return fmt.Errorf("go build (run from the repository root): %w\n%s", err, out)
 		}
 	}
-	httpAddr, kafkaAddr := freeAddr(), freeAddr()
+	httpAddr, kafkaAddr, mqttAddr := freeAddr(), freeAddr(), freeAddr()
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = append(os.Environ(), "VIGIL_DATA_DIR="+filepath.Join(dir, "data"), "VIGIL_HTTP_ADDR="+httpAddr,
-		"VIGIL_KAFKA_EMBEDDED_ADDR="+kafkaAddr, "VIGIL_ADMIN_TOKEN="+token, "VIGIL_LOG_LEVEL=warn",
+		"VIGIL_KAFKA_EMBEDDED_ADDR="+kafkaAddr, "VIGIL_ADMIN_TOKEN="+token, "VIGIL_LOG_LEVEL=warn", "VIGIL_MQTT_ADDR="+mqttAddr,
 		fmt.Sprintf("VIGIL_ARCHIVE_ENABLED=%t", archive),
 		"VIGIL_INGEST_RATE_PER_KEY=0") // one gateway key carries the whole load
 	var logs bytes.Buffer
@@ -126,6 +127,17 @@ func run(seconds int, bin string, posters, batch int, archive bool) error {
 		return fmt.Errorf("latency: %w", err)
 	}
 	fmt.Printf("latency   post-to-alert at %.0f readings/s background: p50 %s, p99 %s (%d alerts)\n", rate, p50.Round(100*time.Microsecond), p99.Round(100*time.Microsecond), n)
+	if mqttToo {
+		var seq atomic.Int64
+		evt := time.Now().Add(-24 * time.Hour)
+		for _, per := range []int{1, 100} {
+			h, m, err := ingestRates(base, mqttAddr, gwKey, seconds, posters, per, evt, &seq)
+			if err != nil {
+				return fmt.Errorf("ingest rates: %w", err)
+			}
+			fmt.Printf("ingest    %3d reading(s) of one device per request/message, %d clients: HTTP %8.0f readings/s, MQTT QoS 1 %8.0f readings/s (%.2f of HTTP)\n", per, posters, h, m, m/h)
+		}
+	}
 	return nil
 }
 
