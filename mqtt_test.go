@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,9 +17,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/go-json-experiment/json"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vigil/vigil/internal/testutil"
 )
 
 // mqttPub runs Debian's mosquitto_pub and returns its combined output.
@@ -527,5 +532,65 @@ func TestSimulateOverMQTT(t *testing.T) {
 	waitFor(t, 10*time.Second, "the readings scored", func() bool { return s.metric("vigil_pipeline_readings_total") >= readings })
 	if !strings.Contains(out.String(), "posted") && !strings.Contains(out.String(), "readings") {
 		t.Errorf("no fleet report printed:\n%s", out.String())
+	}
+}
+
+// TestMQTTOverTLS: with http.tls_* the MQTT listener speaks TLS with the
+// same certificate; with http.client_ca_file a device connects by its
+// client certificate alone and still cannot publish for another device;
+// mosquitto_pub with a key over TLS works too.
+func TestMQTTOverTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := testutil.NewCA(t, "vigil test CA")
+	srvCert, srvKey := ca.Issue(t, "127.0.0.1", 100, true)
+	certFile, keyFile, caFile := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key"), filepath.Join(dir, "ca.pem")
+	writeFile(t, certFile, srvCert)
+	writeFile(t, keyFile, srvKey)
+	writeFile(t, caFile, ca.PEM)
+	mqttAddr := freeAddr(t)
+	s := newServer(t, filepath.Join(dir, "data"), "VIGIL_MQTT_ADDR="+mqttAddr,
+		"VIGIL_HTTP_TLS_CERT_FILE="+certFile, "VIGIL_HTTP_TLS_KEY_FILE="+keyFile, "VIGIL_HTTP_CLIENT_CA_FILE="+caFile)
+	s.httpURL = strings.Replace(s.httpURL, "http://", "https://", 1)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.PEM)
+	s.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}}
+	s.startInProcess()
+	defer s.stop()
+	key := s.registerDevice("tls-m-1", nil)
+	s.registerDevice("tls-m-2", nil)
+
+	certPEM, keyPEM := ca.Issue(t, "tls-m-1", 200, false)
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", mqttAddr, &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatalf("TLS to the MQTT listener: %v", err)
+	}
+	c := paho.NewClient(paho.ClientConfig{Conn: packets.NewThreadSafeConn(conn), ClientID: "tls-m-1"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho.Connect{KeepAlive: 30, ClientID: "tls-m-1", CleanStart: true}); err != nil {
+		t.Fatalf("MQTT connect by client certificate alone: %v", err)
+	}
+	defer c.Disconnect(&paho.Disconnect{})
+	ts := time.Now().Add(-time.Minute)
+	if code, reason, err := publish5(c, "vigil/ingest/tls-m-1", reading("tls-m-1", "cert-1", ts, 1)); err != nil || code != 0 {
+		t.Fatalf("publish by certificate: %#x %q %v", code, reason, err)
+	}
+	if code, _, _ := publish5(c, "vigil/ingest/tls-m-2", reading("tls-m-2", "cert-2", ts, 1)); code != 0x87 {
+		t.Fatalf("a certificate of tls-m-1 publishing for tls-m-2: %#x, want 0x87", code)
+	}
+	host, port, _ := net.SplitHostPort(mqttAddr)
+	if out, err := mqttPub(t, "-h", host, "-p", port, "--cafile", caFile, "-u", "tls-m-1", "-P", key, "-q", "1", "-t", "vigil/ingest/tls-m-1", "-m", reading("tls-m-1", "key-1", ts.Add(time.Second), 2), "-d"); err != nil || !strings.Contains(out, "received PUBACK") {
+		t.Fatalf("mosquitto_pub over TLS with a key: %v %s", err, out)
+	}
+	if out, err := mqttPub(t, "-h", host, "-p", port, "-u", "tls-m-1", "-P", key, "-q", "1", "-t", "vigil/ingest/tls-m-1", "-m", "{}"); err == nil {
+		t.Fatalf("plain MQTT to the TLS listener was taken: %s", out)
+	}
+	ids := readingIDs(t, s.kafka, func(c map[string]int) bool { return c["cert-1"] > 0 && c["key-1"] > 0 }, 20*time.Second)
+	if ids["cert-1"] != 1 || ids["key-1"] != 1 || ids["cert-2"] != 0 {
+		t.Fatalf("enriched: cert-1 %d, key-1 %d, cert-2 %d; want 1, 1, 0", ids["cert-1"], ids["key-1"], ids["cert-2"])
 	}
 }

@@ -1,9 +1,14 @@
 package notify
 
 import (
+	"context"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-json-experiment/json"
 
 	"github.com/vigil/vigil/contract"
 )
@@ -98,5 +103,42 @@ func TestSignature(t *testing.T) {
 	// RFC 4231 test case 2: HMAC-SHA256("Jefe", "what do ya want for nothing?")
 	if got := Signature("Jefe", []byte("what do ya want for nothing?")); got != "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843" {
 		t.Fatalf("signature %s", got)
+	}
+}
+
+func TestSlackAndWebhookBodies(t *testing.T) {
+	var got []map[string]any
+	var hdr []http.Header
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var m map[string]any
+		if err := json.UnmarshalRead(r.Body, &m); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		got, hdr = append(got, m), append(hdr, r.Header.Clone())
+	}))
+	defer srv.Close()
+	a := contract.Alert{AlertID: "a-9", DeviceID: "pump-3", Severity: "high", Metric: "temp", State: "open", Score: 0.97,
+		Reasons: []contract.Reason{{Feature: "temp.level", Text: "expected 40-55, got 90"}}}
+	slack := &sender{sink: Sink{Kind: KindSlack, URL: srv.URL}, client: srv.Client(), pageURL: "http://vigil:8080"}
+	hook := &sender{sink: Sink{Kind: KindWebhook, URL: srv.URL, Secret: "k"}, client: srv.Client(), pageURL: "http://vigil:8080"}
+	for _, s := range []*sender{slack, hook} {
+		if err := s.send(context.Background(), []contract.Alert{a}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	text, _ := got[0]["text"].(string)
+	for _, want := range []string{"pump-3", "high", "expected 40-55, got 90", "<http://vigil:8080/?alert=a-9#alerts|open>"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("slack text %q lacks %q", text, want)
+		}
+	}
+	if got[1]["alert_id"] != "a-9" || got[1]["link"] != "http://vigil:8080/?alert=a-9#alerts" || hdr[1].Get("Idempotency-Key") != "a-9.open" ||
+		!strings.HasPrefix(hdr[1].Get("X-Vigil-Signature"), "sha256=") {
+		t.Errorf("webhook body %v, headers %v", got[1], hdr[1])
+	}
+	srv.Close()
+	if err := slack.send(context.Background(), []contract.Alert{a}); err == nil {
+		t.Error("a send to a closed server did not fail")
 	}
 }
