@@ -128,7 +128,7 @@ func reading(dev, id string, ts time.Time, v float64) string {
 // prefix; a redelivered message is stored once.
 func TestMQTTIngest(t *testing.T) {
 	mqttAddr := freeAddr(t)
-	s := newServer(t, t.TempDir(), "VIGIL_MQTT_ADDR="+mqttAddr)
+	s := newServer(t, t.TempDir(), "VIGIL_MQTT_ADDR="+mqttAddr, "VIGIL_INGEST_RATE_PER_KEY=1", "VIGIL_INGEST_BURST_PER_KEY=20", "VIGIL_INGEST_MAX_READINGS=20")
 	s.startInProcess()
 	defer s.stop()
 	host, port, _ := net.SplitHostPort(mqttAddr)
@@ -168,6 +168,14 @@ func TestMQTTIngest(t *testing.T) {
 		if code, reason, err := publish5(c1, "vigil/ingest/m-1", dup); err != nil || code != 0 {
 			t.Fatalf("publish %d of the duplicate: %#x %q %v", i, code, reason, err)
 		}
+	}
+	// the per-key limits of HTTP apply: m-1 has used 6 of its 20 (refilling at 1/s), so 20 more are refused with 0x97
+	var burst []string
+	for i := 0; i < 20; i++ {
+		burst = append(burst, reading("m-1", fmt.Sprintf("over-%d", i), ts.Add(time.Duration(20+i)*time.Second), 1))
+	}
+	if code, reason, _ := publish5(c1, "vigil/ingest/m-1", strings.Join(burst, "\n")); code != 0x97 || !strings.Contains(reason, "rate") {
+		t.Fatalf("a burst over the key's bucket: code %#x reason %q, want 0x97 naming the rate", code, reason)
 	}
 	// a gateway publishes for its prefix, not beyond
 	cg := mqtt5(t, mqttAddr, "gw-paho", "gw-m", gw)
@@ -223,7 +231,7 @@ func TestMQTTIngest(t *testing.T) {
 			t.Errorf("reading %s is in vigil.enriched %d times, want once", id, ids[id])
 		}
 	}
-	for _, id := range []string{"stolen-1", "stolen-2", "gw-stolen"} {
+	for _, id := range []string{"stolen-1", "stolen-2", "gw-stolen", "over-0"} {
 		if ids[id] != 0 {
 			t.Errorf("refused reading %s is in vigil.enriched", id)
 		}
