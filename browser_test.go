@@ -103,8 +103,8 @@ func TestStatusPageInBrowser(t *testing.T) {
 	if err := chromedp.Run(ctx,
 		chromedp.WaitVisible(`#alert-rows tr.alert`, chromedp.ByQuery),
 		chromedp.Text(`#alert-rows tr.alert`, &rowText, chromedp.ByQuery),
-		chromedp.Text(`#alert-rows tr.alert td:nth-child(3)`, &siteText, chromedp.ByQuery),
-		chromedp.Evaluate(`window.pwned !== undefined || document.querySelectorAll('script').length !== 1 || document.querySelector('#alert-rows img') !== null`, &pwned),
+		chromedp.Text(`#alert-rows tr.alert td:nth-child(4)`, &siteText, chromedp.ByQuery),
+		chromedp.Evaluate(`window.pwned !== undefined || document.querySelectorAll('script').length !== 2 || document.querySelector('#alert-rows img') !== null`, &pwned),
 		shot("2-alert.png"),
 	); err != nil {
 		t.Fatalf("alert on the page: %v", err)
@@ -119,8 +119,8 @@ func TestStatusPageInBrowser(t *testing.T) {
 	// 3. click through to the device's chart, with the alert marked
 	if err := chromedp.Run(ctx,
 		chromedp.Click(`#alert-rows tr.alert a.dev`, chromedp.ByQuery),
-		chromedp.WaitVisible(`#device-chart svg polyline`, chromedp.ByQuery),
-		chromedp.WaitVisible(`#device-chart svg line.alert-mark`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#device-panes .metric-pane .uplot canvas`, chromedp.ByQuery),
+		chromedp.Poll(`document.querySelector('#device-panes .metric-pane').dataset.marks > 0`, nil, chromedp.WithPollingTimeout(10*time.Second)),
 		shot("3-device-chart.png"),
 	); err != nil {
 		t.Fatalf("device chart: %v", err)
@@ -129,7 +129,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	// the overview: alert histograms and pipeline health
 	if err := chromedp.Run(ctx,
 		chromedp.Click(`#tabs button[data-tab="overview"]`, chromedp.ByQuery),
-		chromedp.WaitVisible(`#h-time svg rect[height]`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#h-time .uplot canvas`, chromedp.ByQuery),
 		chromedp.WaitVisible(`#health span`, chromedp.ByQuery),
 		shot("6-overview.png"),
 	); err != nil {
@@ -148,7 +148,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 		chromedp.SetValue(`#q`, `SELECT device_id, count(*) AS readings FROM enriched GROUP BY device_id`, chromedp.ByQuery),
 		chromedp.SetValue(`#q-chart`, "bar", chromedp.ByQuery),
 		chromedp.Click(`#q-run`, chromedp.ByQuery),
-		chromedp.WaitVisible(`#q-chart-out svg rect[height]`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#q-chart-out .uplot canvas`, chromedp.ByQuery),
 		chromedp.WaitVisible(`#q-out table td`, chromedp.ByQuery),
 		shot("4-query-chart.png"),
 	); err != nil {
@@ -204,7 +204,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 		chromedp.Click(`#nb-add`, chromedp.ByQuery),
 		chromedp.Poll(`document.getElementById('q-status').textContent.indexOf('saved') >= 0`, nil, chromedp.WithPollingTimeout(10*time.Second)),
 		chromedp.Navigate(s.httpURL+"/report/fleet"),
-		chromedp.WaitVisible(`#report-body .chart-out svg rect[height]`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#report-body .chart-out .uplot canvas`, chromedp.ByQuery),
 		chromedp.Text(`#report-title`, &title, chromedp.ByQuery),
 		shot("5-report.png"),
 	); err != nil {

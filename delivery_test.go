@@ -151,7 +151,7 @@ func TestAlertmanagerDelivery(t *testing.T) {
 	if !strings.Contains(got.Annotations["reasons"], "temp_c") || got.Annotations["score"] == "" || !strings.Contains(got.Annotations["expected_vs_observed"], "observed 99") {
 		t.Errorf("annotations do not explain the alert: %v", got.Annotations)
 	}
-	if !strings.HasPrefix(got.GeneratorURL, s.httpURL+"/?alert=") {
+	if !strings.HasPrefix(got.GeneratorURL, s.httpURL+"/alerts/") {
 		t.Errorf("generatorURL %q does not point to the alert on this region's page (%s)", got.GeneratorURL, s.httpURL)
 	}
 	// the link opens the page on the alert's device

@@ -224,6 +224,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	if cfg.Archive.Enabled {
 		sources.Archive = archiver
 	}
+	history := sitestatus.NewRecorder(sources, cfg.Console.HistoryInterval, int(time.Hour/cfg.Console.HistoryInterval))
 	status := sitestatus.New(sitestatus.Options{Region: cfg.Region, Store: store, Sources: sources, Interval: cfg.Console.StatusInterval, ClientOpts: b.Opts(),
 		Topics: []string{cfg.Kafka.Topics.Raw, cfg.Kafka.Topics.Enriched, cfg.Kafka.Topics.Alerts, cfg.Kafka.Topics.DLQ}, Logger: log.Named("status")})
 	mq, err := newMQTT(cfg, ing, reg, log)
@@ -259,7 +260,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		AdminToken: token, ViewerToken: cfg.Admin.ViewerToken, Ingest: ing, Registry: registry, Alerts: alerts, Gatherer: reg, Logger: log.Named("web"),
 		Health:  func() sitestatus.Health { return sitestatus.HealthOf(sources) },
 		Console: sqlConsole, Store: store, Region: cfg.Region, KafkaOpts: b.Opts(), EnrichedTopic: cfg.Kafka.Topics.Enriched,
-		Models: models, Notifier: notifier, MQTT: mq.status, Ready: ready,
+		Models: models, Notifier: notifier, MQTT: mq.status, Ready: ready, History: history.Points,
 	})
 	if err != nil {
 		return err
@@ -283,6 +284,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	c.start("models", models.Run)
 	c.start("console", sqlConsole.Run)
 	c.start("notify", notifier.Run)
+	c.start("history", history.Run)
 	if mq.listener != nil {
 		c.start("mqtt", mq.listener.Run)
 	}
@@ -311,7 +313,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		log.Info("stopping", zap.Duration("budget", cfg.Shutdown.Budget))
 	}
 	err = c.shutdown(cfg.Shutdown.Budget, []phase{
-		{name: "http", comps: []string{"simulate", "alert-log", "http", "status", "mqtt", "mqtt-bridge"}}, // stop taking readings
+		{name: "http", comps: []string{"simulate", "alert-log", "http", "status", "history", "mqtt", "mqtt-bridge"}}, // stop taking readings
 		{name: "ingest", fn: func(ctx context.Context) error { ing.Close(ctx); return nil }},              // what was acknowledged is in Kafka
 		{name: "stream", comps: []string{"stream"}},                                                       // the last micro-batch committed
 		{name: "archive", comps: []string{"archive"}},                                                     // what it holds flushed to the bucket

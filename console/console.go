@@ -57,13 +57,16 @@ type Config struct {
 	// picks, newest first). Default 10000 and 2 GiB.
 	MaxLoadObjects int   `yaml:"max_load_objects"`
 	MaxLoadBytes   int64 `yaml:"max_load_bytes"`
+	// HistoryInterval is the step of the overview's time series (the last
+	// hour, kept in memory). Default 10s.
+	HistoryInterval time.Duration `yaml:"history_interval"`
 }
 
 // Default is the console section's built-in configuration (config.yaml
 // mirrors it).
 func Default() Config {
 	return Config{SampleFraction: 0.01, QueryTimeout: 10 * time.Second, MaxRows: 10_000, RefreshInterval: time.Minute, StatusInterval: 5 * time.Second,
-		MemoryLimit: 1 << 30, Threads: 1, MaxTempBytes: 4 << 30, MaxResponseBytes: 8 << 20, MaxLoadObjects: 10_000, MaxLoadBytes: 2 << 30}
+		MemoryLimit: 1 << 30, Threads: 1, MaxTempBytes: 4 << 30, MaxResponseBytes: 8 << 20, MaxLoadObjects: 10_000, MaxLoadBytes: 2 << 30, HistoryInterval: 10 * time.Second}
 }
 
 // Validate checks the console section; errors name the key below "console.".
@@ -91,6 +94,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("max_load_objects: must be at least 1, got %d", c.MaxLoadObjects)
 	case c.MaxLoadBytes < 1<<20:
 		return fmt.Errorf("max_load_bytes: must be at least 1 MiB, got %d", c.MaxLoadBytes)
+	case c.HistoryInterval < 100*time.Millisecond || c.HistoryInterval > 5*time.Minute:
+		return fmt.Errorf("history_interval: must be between 100ms and 5m, got %s", c.HistoryInterval)
 	}
 	return nil
 }

@@ -186,6 +186,17 @@ func (r *Registry) Len() int {
 	return len(r.devices)
 }
 
+// Devices returns every registered device (a copy), in no order.
+func (r *Registry) Devices() []contract.Device {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]contract.Device, 0, len(r.devices))
+	for _, d := range r.devices {
+		out = append(out, d.Device)
+	}
+	return out
+}
+
 // Device returns a registered device.
 func (r *Registry) Device(id string) (*contract.Device, bool) {
 	r.mu.RLock()

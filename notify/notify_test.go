@@ -94,7 +94,7 @@ func TestAlertmanagerPayload(t *testing.T) {
 			t.Errorf("label %s missing: %v", k, out[0].Labels)
 		}
 	}
-	if out[0].GeneratorURL != "https://vigil.example/?alert=a1#alerts" || !strings.Contains(out[0].Annotations["expected_vs_observed"], "observed 90") {
+	if out[0].GeneratorURL != "https://vigil.example/alerts/a1" || !strings.Contains(out[0].Annotations["expected_vs_observed"], "observed 90") {
 		t.Errorf("generatorURL %q, annotations %v", out[0].GeneratorURL, out[0].Annotations)
 	}
 }
@@ -128,12 +128,12 @@ func TestSlackAndWebhookBodies(t *testing.T) {
 		}
 	}
 	text, _ := got[0]["text"].(string)
-	for _, want := range []string{"pump-3", "high", "expected 40-55, got 90", "<http://vigil:8080/?alert=a-9#alerts|open>"} {
+	for _, want := range []string{"pump-3", "high", "expected 40-55, got 90", "<http://vigil:8080/alerts/a-9|open>"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("slack text %q lacks %q", text, want)
 		}
 	}
-	if got[1]["alert_id"] != "a-9" || got[1]["link"] != "http://vigil:8080/?alert=a-9#alerts" || hdr[1].Get("Idempotency-Key") != "a-9.open" ||
+	if got[1]["alert_id"] != "a-9" || got[1]["link"] != "http://vigil:8080/alerts/a-9" || hdr[1].Get("Idempotency-Key") != "a-9.open" ||
 		!strings.HasPrefix(hdr[1].Get("X-Vigil-Signature"), "sha256=") {
 		t.Errorf("webhook body %v, headers %v", got[1], hdr[1])
 	}

@@ -43,7 +43,7 @@ func (s *sender) alertLink(a *contract.Alert) string {
 	if s.pageURL == "" {
 		return ""
 	}
-	return strings.TrimRight(s.pageURL, "/") + "/?alert=" + url.QueryEscape(a.AlertID) + "#alerts"
+	return strings.TrimRight(s.pageURL, "/") + "/alerts/" + url.PathEscape(a.AlertID)
 }
 
 // send delivers one batch of alerts (one, except Alertmanager's re-sends).

@@ -44,11 +44,24 @@ var indexHTML []byte
 //go:embed static/app.js
 var appJS []byte
 
+// The chart library, vendored by scripts/vendor-web.sh (version and
+// licence in static/vendor/VERSIONS).
+//
+//go:embed static/vendor/uplot/uPlot.iife.min.js
+var uplotJS []byte
+
+//go:embed static/vendor/uplot/uPlot.min.css
+var uplotCSS []byte
+
+//go:embed static/vendor/VERSIONS
+var vendorVersions []byte
+
 // Registry is what the admin API needs of the device registry.
 type Registry interface {
 	RegisterDevice(ctx context.Context, d contract.Device) (string, error)
 	RegisterGateway(ctx context.Context, g contract.Gateway) (string, error)
 	Device(id string) (*contract.Device, bool)
+	Devices() []contract.Device
 	Len() int
 }
 
@@ -104,6 +117,8 @@ type Options struct {
 	Notifier Notifier
 	// MQTT reports the MQTT listener and bridge (nil: none).
 	MQTT func() MQTTStatus
+	// History is the overview's time series, oldest first (nil: none).
+	History func() []sitestatus.Point
 }
 
 // Server is Vigil's HTTP server.
@@ -255,10 +270,19 @@ func (s *Server) Router() http.Handler {
 	}
 	r.Get("/", page)
 	r.Get("/report/{id}", page)
-	r.Get("/static/app.js", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
-		_, _ = w.Write(appJS)
-	})
+	r.Get("/alerts/{id}", page)
+	r.Get("/devices/{id}", page)
+	r.Get("/fleet", page)
+	static := func(path, ctype string, body []byte) {
+		r.Get(path, func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", ctype)
+			_, _ = w.Write(body)
+		})
+	}
+	static("/static/app.js", "text/javascript; charset=utf-8", appJS)
+	static("/static/vendor/uplot/uPlot.iife.min.js", "text/javascript; charset=utf-8", uplotJS)
+	static("/static/vendor/uplot/uPlot.min.css", "text/css; charset=utf-8", uplotCSS)
+	static("/static/vendor/VERSIONS", "text/plain; charset=utf-8", vendorVersions)
 	r.Get("/api/v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openAPI)
@@ -272,6 +296,7 @@ func (s *Server) Router() http.Handler {
 		r.Get("/alerts", s.listAlerts)
 		r.Get("/alerts/{id}", s.getAlert)
 		r.Get("/delivery", s.delivery)
+		r.Get("/fleet", s.fleet)
 		r.Post("/sinks/{sink}/dead-letters/{id}/retry", s.retryDeadLetter)
 		r.Post("/alerts/{id}/feedback", s.feedback)
 		r.Get("/devices/{id}/readings", s.deviceReadings)
