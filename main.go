@@ -314,11 +314,11 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	}
 	err = c.shutdown(cfg.Shutdown.Budget, []phase{
 		{name: "http", comps: []string{"simulate", "alert-log", "http", "status", "history", "mqtt", "mqtt-bridge"}}, // stop taking readings
-		{name: "ingest", fn: func(ctx context.Context) error { ing.Close(ctx); return nil }},              // what was acknowledged is in Kafka
-		{name: "stream", comps: []string{"stream"}},                                                       // the last micro-batch committed
-		{name: "archive", comps: []string{"archive"}},                                                     // what it holds flushed to the bucket
-		{name: "models", comps: []string{"models"}},                                                       // the trainer lease released
-		{name: "readers", comps: []string{"registry", "alerts", "console", "notify"}},                     // a sample load cancelled, DuckDB closed; delivery resumes from its commits
+		{name: "ingest", fn: func(ctx context.Context) error { ing.Close(ctx); return nil }},                         // what was acknowledged is in Kafka
+		{name: "stream", comps: []string{"stream"}},                                                                  // the last micro-batch committed
+		{name: "archive", comps: []string{"archive"}},                                                                // what it holds flushed to the bucket
+		{name: "models", comps: []string{"models"}},                                                                  // the trainer lease released
+		{name: "readers", comps: []string{"registry", "alerts", "console", "notify"}},                                // a sample load cancelled, DuckDB closed; delivery resumes from its commits
 		{name: "broker", fn: func(context.Context) error { b.Close(); return nil }},
 	})
 	if fleet != nil {

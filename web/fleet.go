@@ -110,5 +110,3 @@ func (s *Server) fleet(w http.ResponseWriter, _ *http.Request) {
 		"noisiest_metrics": top(byMetric, func(string) int { return len(devs) }),
 	})
 }
-
-
