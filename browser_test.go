@@ -17,7 +17,7 @@ import (
 
 // artifactsDir is where the browser tests leave their screenshots:
 // $VIGIL_ARTIFACTS or ./artifacts.
-func artifactsDir(t *testing.T) string {
+func artifactsDir(t testing.TB) string {
 	dir := os.Getenv("VIGIL_ARTIFACTS")
 	if dir == "" {
 		dir, _ = filepath.Abs("artifacts")
@@ -28,7 +28,7 @@ func artifactsDir(t *testing.T) string {
 	return dir
 }
 
-func chromium(t *testing.T) string {
+func chromium(t testing.TB) string {
 	for _, p := range []string{os.Getenv("VIGIL_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
 		if p != "" {
 			if _, err := os.Stat(p); err == nil {

@@ -24,14 +24,14 @@ var axeJS string
 // browser starts headless Chromium for a test: it records every request
 // the page makes, and writes screenshots to the artifacts folder.
 type browser struct {
-	t        *testing.T
+	t        testing.TB
 	ctx      context.Context
 	art      string
 	mu       sync.Mutex
 	requests []string
 }
 
-func newBrowser(t *testing.T, w, h int) *browser {
+func newBrowser(t testing.TB, w, h int) *browser {
 	bin := chromium(t)
 	ctx, cancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU,

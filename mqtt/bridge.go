@@ -62,6 +62,7 @@ func NewBridge(cfg BridgeConfig, o BridgeOptions) (*Bridge, error) {
 	if cfg.ClientID == "" {
 		cfg.ClientID = o.ClientID
 	}
+	o.Metrics.init("bridge")
 	return &Bridge{cfg: cfg, o: o, topic: tm, log: o.Logger,
 		status: BridgeStatus{URL: redact(cfg.URL), Filter: "$share/" + cfg.Group + "/" + tm.Filter(), Since: time.Now()}}, nil
 }

@@ -42,6 +42,16 @@ type Metrics struct {
 	messages *prometheus.CounterVec
 }
 
+// results are the outcomes a message is counted under.
+var results = []string{"accepted", "refused", "dead_lettered", "retry"}
+
+// init makes a path's series exist from the start, at zero.
+func (m *Metrics) init(path string) {
+	for _, r := range results {
+		m.messages.WithLabelValues(path, r)
+	}
+}
+
 // NewMetrics registers the MQTT counters with reg (nil: not registered).
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{messages: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -93,6 +103,7 @@ func NewListener(cfg Config, o ListenerOptions) (*Listener, error) {
 			return c
 		}(),
 	})
+	o.Metrics.init("listener")
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Listener{cfg: cfg, o: o, srv: srv, log: o.Logger, who: map[*mochi.Client]*ingest.Principal{}, ctx: ctx, cancel: cancel}
 	if err := srv.AddHook(&hook{l: l}, nil); err != nil {

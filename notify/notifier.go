@@ -117,6 +117,11 @@ func New(cfg Config, o Options) (*Notifier, error) {
 		r := &runner{n: n, sender: sender{sink: s, client: &http.Client{Timeout: cfg.Timeout}, pageURL: page, resend: cfg.ResendInterval},
 			st: SinkStatus{Name: s.Name, Kind: s.Kind, URL: redactURL(s.URL), Healthy: true}}
 		n.sinks = append(n.sinks, r)
+		// every sink's series exist from the start, at zero
+		n.m.sent.WithLabelValues(s.Name)
+		n.m.failed.WithLabelValues(s.Name)
+		n.m.parked.WithLabelValues(s.Name)
+		n.m.latency.WithLabelValues(s.Name)
 	}
 	return n, nil
 }

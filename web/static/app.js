@@ -563,7 +563,11 @@
     var p;
     if (current === 'alert') { p = first ? loadAlert(viewArg) : Promise.resolve(); } else if (current === 'device') { p = first ? loadDevice(viewArg) : Promise.resolve(); } else { p = (loaders[current] || function () { return Promise.resolve(); })(); }
     if (current !== 'overview' && !refreshSet) { api('GET', '/api/v1/overview').then(function (d) { $('region').textContent = 'region ' + d.region; if (!refreshSet) { refreshSet = true; setRefresh(d.refresh_seconds); } }).catch(function () {}); }
-    return p.then(function () { $('updated').textContent = 'updated ' + new Date().toLocaleTimeString(); document.body.dataset.ready = current; })
+    return p.then(function () {
+      $('updated').textContent = 'updated ' + new Date().toLocaleTimeString();
+      document.body.dataset.ready = current;
+      if (!window.vigilReadyAt) { window.vigilReadyAt = performance.now(); } // interactive: the first view drawn
+    })
       .catch(function (e) { $('updated').textContent = e.message; });
   }
   function setRefresh(sec) {
