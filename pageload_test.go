@@ -22,7 +22,7 @@ import (
 //	go test -run '^$' -bench PageLoad -benchtime 5x .
 func BenchmarkPageLoad(b *testing.B) {
 	for _, size := range []struct {
-		name             string
+		name            string
 		devices, alerts int
 	}{{"empty", 0, 0}, {"10000-devices-1000-alerts", 10000, 1000}} {
 		b.Run(size.name, func(b *testing.B) {
