@@ -270,6 +270,17 @@ func TestOperatorConsole(t *testing.T) {
 		b.audit("the " + v.tab + " view")
 	}
 
+	// a notebook's report view
+	nb := `{"title":"fleet report","paragraphs":[{"sql":"SELECT 1 AS one","chart":"table","refresh":0}]}`
+	if code, out, _ := s.do("PUT", "/api/v1/notebooks/ops", s.token, "application/json", []byte(nb)); code != http.StatusOK && code != http.StatusCreated {
+		t.Fatalf("save notebook: %d %s", code, out)
+	}
+	b.run("report view",
+		chromedp.Navigate(s.httpURL+"/report/ops"),
+		chromedp.Poll(`document.getElementById('report-title').textContent === 'fleet report'`, nil, chromedp.WithPollingTimeout(20*time.Second)),
+	)
+	b.audit("the report view")
+
 	// 390 px wide: nothing wider than the screen
 	for _, p := range []string{"/", "/fleet", "/devices/pump-00"} {
 		var overflow bool
@@ -290,5 +301,4 @@ func TestOperatorConsole(t *testing.T) {
 	b.mu.Lock()
 	t.Logf("%d requests, all to %s", len(b.requests), s.httpURL)
 	b.mu.Unlock()
-	_ = http.StatusOK
 }
