@@ -174,7 +174,9 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		return err
 	}
 	closeOnErr = append(closeOnErr, registry.Close)
+	var stream *pipeline.Stream // made below; ingest reads its lag once serving
 	ing, err := ingest.NewHandler(cfg.Ingest, ingest.HandlerOptions{Region: cfg.Region, Topic: cfg.Kafka.Topics.Raw, DLQTopic: cfg.Kafka.Topics.DLQ, Registry: registry,
+		Backlog:    func() int64 { return stream.Backlog() },
 		ClientOpts: b.Opts(), Logger: log.Named("ingest"), Registerer: reg})
 	if err != nil {
 		return err
@@ -187,7 +189,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		abs, _ := filepath.Abs(cfg.Data.Dir)
 		txnID = "vigil-stream-" + cfg.Region + "-" + host + "-" + shortHash(abs)
 	}
-	stream, err := pipeline.NewStream(cfg.Pipeline, pipeline.StreamOptions{
+	stream, err = pipeline.NewStream(cfg.Pipeline, pipeline.StreamOptions{
 		Region: cfg.Region, ClientOpts: b.Opts(), TransactionalID: txnID,
 		Topics:   pipeline.Topics{Raw: cfg.Kafka.Topics.Raw, Enriched: cfg.Kafka.Topics.Enriched, Alerts: cfg.Kafka.Topics.Alerts, DLQ: cfg.Kafka.Topics.DLQ},
 		StateDir: filepath.Join(cfg.Data.Dir, "state"), Devices: registry, Logger: log.Named("pipeline"), Registerer: reg,

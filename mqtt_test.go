@@ -325,9 +325,9 @@ func TestMQTTBridge(t *testing.T) {
 	env := []string{"VIGIL_MQTT_BRIDGE_URL=mqtt://" + mq.addr, "VIGIL_MQTT_BRIDGE_TOPIC=fleet/{device_id}/up", "VIGIL_MQTT_BRIDGE_BACKOFF_MAX=1s"}
 	a := newServer(t, t.TempDir(), append(env, "VIGIL_REGION=eu")...)
 	b := newServer(t, t.TempDir(), append(env, "VIGIL_REGION=us")...)
-	a.startInProcess()
+	a.startProcess() // two Vigil processes, each its own region and Kafka
 	defer a.stop()
-	b.startInProcess()
+	b.startProcess()
 	defer b.stop()
 	const devices, per = 4, 50
 	for _, s := range []*server{a, b} {

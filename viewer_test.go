@@ -85,7 +85,7 @@ func TestViewerToken(t *testing.T) {
 	}
 	for _, b := range visible {
 		switch b {
-		case "alerts", "overview", "sql", "notebooks", "models", "delivery", "logout", "f-apply", "device-close", "CV":
+		case "alerts", "fleet", "overview", "sql", "notebooks", "models", "delivery", "logout", "f-apply", "CV":
 		default:
 			t.Errorf("the viewer's page shows the button %q", b)
 		}

@@ -56,6 +56,9 @@ func Open(ctx context.Context, cfg Config, dataDir string, log *zap.Logger) (*Bu
 			kfake.ListenFn(func(network, _ string) (net.Listener, error) { return net.Listen(network, addr) }),
 			kfake.BrokerConfigs(map[string]string{
 				"log.retention.ms": strconv.FormatInt(cfg.Retention.Milliseconds(), 10),
+				// how often kfake applies retention.ms and retention.bytes
+				// (its default is an hour)
+				"log.cleaner.backoff.ms": strconv.FormatInt(cfg.RetentionCheck.Milliseconds(), 10),
 			}),
 		}
 		if cfg.SyncWrites {
@@ -153,18 +156,24 @@ func (b *Bus) baseOpts() ([]kgo.Opt, error) {
 func (b *Bus) ensureTopics(ctx context.Context) error {
 	adm := kadm.NewClient(b.admin)
 	retention := strconv.FormatInt(b.cfg.Retention.Milliseconds(), 10)
+	retBytes := strconv.FormatInt(b.cfg.RetentionBytes, 10)
+	if b.cfg.RetentionBytes == 0 {
+		retBytes = "-1"
+	}
 	type spec struct {
 		name    string
 		configs map[string]*string
 	}
 	compact, forever := "compact", "-1"
+	bounded := map[string]*string{"retention.ms": &retention, "retention.bytes": &retBytes}
 	specs := []spec{
-		{b.cfg.Topics.Raw, map[string]*string{"retention.ms": &retention}},
-		// No time retention on enriched: the archiver deletes records once
-		// archived (archive.keep_archived), so nothing unarchived is dropped.
+		{b.cfg.Topics.Raw, bounded},
+		// No time or size retention on enriched: the archiver deletes
+		// records once archived (archive.keep_archived), so nothing
+		// unarchived is dropped.
 		{b.cfg.Topics.Enriched, map[string]*string{"retention.ms": &forever}},
-		{b.cfg.Topics.Alerts, map[string]*string{"retention.ms": &retention}},
-		{b.cfg.Topics.DLQ, map[string]*string{"retention.ms": &retention}},
+		{b.cfg.Topics.Alerts, bounded},
+		{b.cfg.Topics.DLQ, bounded},
 		{b.cfg.Topics.Devices, map[string]*string{"cleanup.policy": &compact}},
 	}
 	var lastErr error
@@ -181,6 +190,23 @@ func (b *Bus) ensureTopics(ctx context.Context) error {
 			}
 		}
 		if lastErr == nil {
+			// topics made by an earlier start keep their configs: set the
+			// retention of this configuration on them
+			var alters []kadm.AlterConfig
+			for _, k := range []string{"retention.ms", "retention.bytes"} {
+				alters = append(alters, kadm.AlterConfig{Name: k, Value: bounded[k]})
+			}
+			resps, err := adm.AlterTopicConfigs(ctx, alters, b.cfg.Topics.Raw, b.cfg.Topics.Alerts, b.cfg.Topics.DLQ)
+			if err == nil {
+				for _, r := range resps {
+					if r.Err != nil && err == nil {
+						err = fmt.Errorf("topic %s: %w", r.Name, r.Err)
+					}
+				}
+			}
+			if err != nil {
+				b.log.Warn("could not set the retention (kafka.retention, retention_bytes) on existing topics; they keep their own", zap.Error(err))
+			}
 			return nil
 		}
 		if ctx.Err() != nil {

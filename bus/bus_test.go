@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"crypto/rand"
 	"github.com/vigil/vigil/internal/testutil"
 	"strings"
 	"testing"
@@ -61,5 +62,79 @@ func TestEmbeddedBrokerSASL(t *testing.T) {
 	defer prod.Close()
 	if err := prod.ProduceSync(actx, &kgo.Record{Key: []byte("gateway/evil"), Value: []byte(`{}`)}).FirstErr(); err == nil {
 		t.Fatal("a client without credentials wrote to the registry topic")
+	}
+}
+
+// TestRetentionBoundsTheEmbeddedBroker: with kafka.retention_bytes the raw
+// topic drops its oldest records once a partition holds more, within
+// kafka.retention_check; a restart with another bound sets it on the
+// existing topics; the enriched topic is not bounded.
+func TestRetentionBoundsTheEmbeddedBroker(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Default()
+	cfg.EmbeddedAddr, cfg.Partitions = freeAddr(t), 1
+	cfg.RetentionBytes, cfg.RetentionCheck = 1<<20, time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	b, err := Open(ctx, cfg, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(b.Opts()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 4000; i++ { // 4 MB into raw and into enriched
+		value := make([]byte, 1000)
+		_, _ = rand.Read(value) // incompressible: the producer compresses batches
+		cl.Produce(ctx, &kgo.Record{Topic: cfg.Topics.Raw, Value: value}, nil)
+		cl.Produce(ctx, &kgo.Record{Topic: cfg.Topics.Enriched, Value: value}, nil)
+	}
+	if err := cl.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	adm := kadm.NewClient(cl)
+	start := func(topic string) int64 {
+		offs, err := adm.ListStartOffsets(ctx, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, _ := offs.Lookup(topic, 0)
+		return o.Offset
+	}
+	testutil.WaitFor(t, 20*time.Second, "the raw topic trimmed to retention_bytes", func() bool { return start(cfg.Topics.Raw) > 2000 })
+	if s := start(cfg.Topics.Enriched); s != 0 {
+		t.Fatalf("the enriched topic was trimmed to offset %d; only the archiver may delete from it", s)
+	}
+	t.Logf("raw starts at offset %d of 4000 (at most 1 MiB kept, whole batches dropped)", start(cfg.Topics.Raw))
+	cl.Close()
+	b.Close()
+
+	// a restart with another bound: set on the existing topics
+	cfg.RetentionBytes = 64 << 20
+	b, err = Open(ctx, cfg, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	cl2, err := kgo.NewClient(b.Opts()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl2.Close()
+	rc, err := kadm.NewClient(cl2).DescribeTopicConfigs(ctx, cfg.Topics.Raw, cfg.Topics.DLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rc {
+		got := ""
+		for _, c := range r.Configs {
+			if c.Key == "retention.bytes" && c.Value != nil {
+				got = *c.Value
+			}
+		}
+		if got != "67108864" {
+			t.Errorf("topic %s: retention.bytes %q after the restart, want 67108864", r.Name, got)
+		}
 	}
 }

@@ -61,6 +61,15 @@ type Config struct {
 	// Retention is how long the raw, alerts and dlq topics keep data (the
 	// enriched topic keeps records until archived, see archive.keep_archived). Default 168h.
 	Retention time.Duration `yaml:"retention"`
+	// RetentionBytes bounds each partition of the raw, alerts and dlq
+	// topics, bytes (0: no bound): the embedded broker's disk, and its
+	// per-batch index in memory. Keep it above the largest backlog the
+	// pipeline may fall behind by (ingest.max_pipeline_lag refuses readings
+	// well before). Default 1 GiB.
+	RetentionBytes int64 `yaml:"retention_bytes"`
+	// RetentionCheck is how often the embedded broker applies retention
+	// (and archive deletions). Default 1m.
+	RetentionCheck time.Duration `yaml:"retention_check"`
 	// SyncWrites makes the embedded broker fsync every batch (survives power
 	// loss, not only process crashes) at a cost in throughput. Default false.
 	SyncWrites bool `yaml:"sync_writes"`
@@ -84,6 +93,7 @@ func (c Config) Embedded() bool { return len(c.Brokers) == 0 }
 // replication factor of the cluster, a week of retention, Vigil's topics.
 func Default() Config {
 	return Config{EmbeddedAddr: "127.0.0.1:9092", ClientID: "vigil", Partitions: 8, ReplicationFactor: -1, Retention: 168 * time.Hour,
+		RetentionBytes: 1 << 30, RetentionCheck: time.Minute,
 		Topics: Topics{Raw: "vigil.raw", Enriched: "vigil.enriched", Alerts: "vigil.alerts", DLQ: "vigil.dlq", Devices: "vigil.devices"}}
 }
 
@@ -126,6 +136,12 @@ func (c Config) Validate() error {
 	}
 	if c.Retention < time.Minute {
 		return fmt.Errorf("retention: must be at least 1m, got %s", c.Retention)
+	}
+	if c.RetentionBytes != 0 && c.RetentionBytes < 1<<20 {
+		return fmt.Errorf("retention_bytes: must be 0 (no bound) or at least 1 MiB, got %d", c.RetentionBytes)
+	}
+	if c.RetentionCheck < time.Second || c.RetentionCheck > time.Hour {
+		return fmt.Errorf("retention_check: must be between 1s and 1h, got %s", c.RetentionCheck)
 	}
 	names := map[string]string{"raw": c.Topics.Raw, "enriched": c.Topics.Enriched, "alerts": c.Topics.Alerts, "dlq": c.Topics.DLQ, "devices": c.Topics.Devices}
 	seen := map[string]string{}

@@ -45,6 +45,11 @@ type Config struct {
 	// read, so a key sending huge bodies is refused (429) without costing
 	// the server the read. 0: no limit. Default 8 MiB.
 	BytesPerKey int64 `yaml:"bytes_per_key"`
+	// MaxPipelineLag refuses readings (503 with Retry-After) while the
+	// pipeline is this many raw records behind, so a stalled or slow
+	// pipeline cannot let the raw topic's retention (kafka.retention_bytes)
+	// drop acknowledged readings. 0: no bound. Default 2,000,000.
+	MaxPipelineLag int64 `yaml:"max_pipeline_lag"`
 }
 
 // Default is the ingest section's built-in configuration (config.yaml
@@ -53,7 +58,7 @@ func Default() Config {
 	return Config{MaxBodyBytes: 8 << 20, MaxReadings: 10_000, MaxMetrics: 256, FutureMargin: 5 * time.Minute, ProduceTimeout: 10 * time.Second,
 		MaxBufferedRecords: 200_000, RetryAfter: time.Second,
 		MaxMetricsPerDevice: 64, MaxDevicesPerGateway: 10_000, RatePerKey: 5000, BurstPerKey: 50_000, MaxInflightBytes: 64 << 20,
-		BytesPerKey: 8 << 20}
+		BytesPerKey: 8 << 20, MaxPipelineLag: 2_000_000}
 }
 
 // Validate checks the ingest section; errors name the key below "ingest.".
@@ -83,6 +88,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("burst_per_key: must be at least max_readings (%d) so a whole request can pass, got %d", c.MaxReadings, c.BurstPerKey)
 	case c.BytesPerKey < 0:
 		return fmt.Errorf("bytes_per_key: must be 0 (no limit) or positive, got %d", c.BytesPerKey)
+	case c.MaxPipelineLag < 0:
+		return fmt.Errorf("max_pipeline_lag: must not be negative (0: no bound), got %d", c.MaxPipelineLag)
 	case c.MaxInflightBytes < c.MaxBodyBytes:
 		return fmt.Errorf("max_inflight_bytes: must be at least max_body_bytes (%d), got %d", c.MaxBodyBytes, c.MaxInflightBytes)
 	}

@@ -41,15 +41,18 @@ type Handler struct {
 	produce  prometheus.Histogram
 	bufPool  sync.Pool
 	limits   *limits
+	backlog  func() int64
 	inflight atomic.Int64 // request bytes reserved (ingest.max_inflight_bytes)
 }
 
 // HandlerOptions are the ingest handler's settings and dependencies.
 type HandlerOptions struct {
-	Region     string    // stamped on every reading
-	Topic      string    // the raw topic
-	DLQTopic   string    // refusals a transport cannot answer (MQTT 3.1.1)
-	Registry   *Registry // authenticates keys
+	Region   string    // stamped on every reading
+	Topic    string    // the raw topic
+	DLQTopic string    // refusals a transport cannot answer (MQTT 3.1.1)
+	Registry *Registry // authenticates keys
+	// Backlog is the pipeline's lag in raw records (nil: not checked).
+	Backlog    func() int64
 	ClientOpts []kgo.Opt // the bus's client options
 	Logger     *zap.Logger
 	Registerer prometheus.Registerer // nil: metrics not registered
@@ -73,7 +76,7 @@ func NewHandler(cfg Config, o HandlerOptions) (*Handler, error) {
 		return nil, fmt.Errorf("ingest producer: %w", err)
 	}
 	h := &Handler{
-		cfg: cfg, region: region, topic: topic, dlq: o.DLQTopic, reg: reg, prod: prod, log: log, now: time.Now, limits: newLimits(cfg, time.Now),
+		cfg: cfg, region: region, topic: topic, dlq: o.DLQTopic, backlog: o.Backlog, reg: reg, prod: prod, log: log, now: time.Now, limits: newLimits(cfg, time.Now),
 		dec: Decoder{MaxReadings: cfg.MaxReadings, FutureMargin: cfg.FutureMargin, MaxMetrics: cfg.MaxMetrics},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_ingest_requests_total", Help: "Ingest requests by HTTP status.",
@@ -217,6 +220,11 @@ func (h *Handler) Submit(ctx context.Context, s Submission) (int, *RequestError)
 		defer h.inflight.Add(-reserve)
 		if int64(len(s.Body)) > h.cfg.MaxBodyBytes {
 			return 0, &RequestError{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf("body larger than %d bytes (ingest.max_body_bytes); split it", h.cfg.MaxBodyBytes)}
+		}
+	}
+	if h.backlog != nil && h.cfg.MaxPipelineLag > 0 {
+		if lag := h.backlog(); lag > h.cfg.MaxPipelineLag {
+			return 0, &RequestError{Status: http.StatusServiceUnavailable, Message: fmt.Sprintf("overloaded: the pipeline is %d readings behind (ingest.max_pipeline_lag %d); retry later", lag, h.cfg.MaxPipelineLag)}
 		}
 	}
 	readings, derr := h.dec.Decode(s.Body, s.NDJSON, h.now())

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -427,5 +428,18 @@ func TestLooksNDJSON(t *testing.T) {
 		if got := LooksNDJSON([]byte(body)); got != want {
 			t.Errorf("LooksNDJSON(%q) = %v, want %v", body, got, want)
 		}
+	}
+}
+
+// TestPipelineLagRefuses: while the pipeline is more than
+// ingest.max_pipeline_lag records behind, readings are refused with 503
+// naming the bound; nothing is produced.
+func TestPipelineLagRefuses(t *testing.T) {
+	var lag atomic.Int64
+	h := &Handler{cfg: Default(), backlog: lag.Load}
+	lag.Store(h.cfg.MaxPipelineLag + 1)
+	_, err := h.Submit(context.Background(), Submission{Body: []byte(`{}`)})
+	if err == nil || err.Status != http.StatusServiceUnavailable || !strings.Contains(err.Message, "ingest.max_pipeline_lag") {
+		t.Fatalf("over the lag bound: %v", err)
 	}
 }

@@ -225,6 +225,18 @@ type Stats struct {
 	LagByPartition map[string]int64 // raw records not yet processed, per partition
 }
 
+// Backlog is the raw records not yet processed, all partitions, as of the
+// last fetch of each.
+func (s *Stream) Backlog() int64 {
+	s.lagMu.Lock()
+	defer s.lagMu.Unlock()
+	var n int64
+	for _, l := range s.lag {
+		n += l
+	}
+	return n
+}
+
 // Stats reads the stream's figures.
 func (s *Stream) Stats() Stats {
 	st := Stats{Readings: promread.Value(s.m.readings), Batches: promread.Value(s.m.batches), DLQ: promread.Value(s.m.dlq),
