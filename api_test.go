@@ -51,6 +51,19 @@ func TestAdminAPI(t *testing.T) {
 		{"status page", "GET", "/", "", ``, 200, "<title>Vigil</title>"},
 		{"unknown path", "GET", "/nope", "", ``, 404, "no such endpoint"},
 		{"ingest GET", "GET", "/v1/ingest", "", ``, 405, "not allowed"},
+		{"profiler without token", "GET", "/debug/pprof/", "", ``, 401, "admin token"},
+		{"profiler with a device key", "GET", "/debug/pprof/heap?debug=1", "vgl_x", ``, 401, "admin token"},
+		{"profiler", "GET", "/debug/pprof/heap?debug=1", s.token, ``, 200, "heap profile"},
+		{"alert view", "GET", "/alerts/a-1", "", ``, 200, "<title>Vigil</title>"},
+		{"device view", "GET", "/devices/pump-1", "", ``, 200, "<title>Vigil</title>"},
+		{"fleet view", "GET", "/fleet", "", ``, 200, "<title>Vigil</title>"},
+		{"fleet", "GET", "/api/v1/fleet", s.token, ``, 200, `"noisiest_devices"`},
+		{"readings bad range", "GET", "/api/v1/devices/pump-1/readings?range=3w", s.token, ``, 400, "15m, 1h, 24h or 7d"},
+		{"readings bad from", "GET", "/api/v1/devices/pump-1/readings?from=monday", s.token, ``, 400, "RFC 3339"},
+		{"readings to before from", "GET", "/api/v1/devices/pump-1/readings?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", s.token, ``, 400, "after from"},
+		{"missing alert", "GET", "/api/v1/alerts/nope", s.token, ``, 404, "no alert"},
+		{"retry without sinks", "POST", "/api/v1/sinks/x/dead-letters/a.open/retry", s.token, ``, 404, "no such alert sink"},
+		{"vendored chart library", "GET", "/static/vendor/VERSIONS", "", ``, 200, "uplot 1.6.32 MIT"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
