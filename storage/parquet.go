@@ -203,11 +203,21 @@ func NewFileWriter(w io.Writer, metrics, derived []string) *FileWriter {
 		f.dynamic = append(f.dynamic, index[c])
 	}
 	f.cw = &CountingWriter{W: w}
-	f.pw = parquet.NewGenericWriter[any](f.cw, schema, parquet.Compression(&zstd.Codec{Level: zstd.SpeedDefault}), parquet.MaxRowsPerRowGroup(256_000))
+	f.pw = parquet.NewGenericWriter[any](f.cw, schema, parquet.Compression(pageCodec), parquet.MaxRowsPerRowGroup(rowGroupRows))
 	f.values = make([]parquet.Value, batchRows*f.ncols)
 	f.batch = make([]parquet.Row, 0, batchRows)
 	return f
 }
+
+// pageCodec compresses every file's pages. One codec for all writers: its
+// pool of zstd encoders (each holds a history window of megabytes) is then
+// shared, instead of one pool per open file. The heap profile of 20,000
+// warm devices showed 240 MB of encoder history with a codec per writer.
+var pageCodec = &zstd.Codec{Level: zstd.SpeedDefault}
+
+// rowGroupRows bounds a row group: the writer buffers a row group's
+// columns in memory until it is written.
+const rowGroupRows = 64_000
 
 // Rows is the number of rows written so far.
 func (f *FileWriter) Rows() int { return f.rows }

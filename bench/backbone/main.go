@@ -43,6 +43,7 @@ func main() {
 	posters := flag.Int("posters", 8, "concurrent HTTP posters")
 	batch := flag.Int("batch", 500, "readings per POST")
 	mqttToo := flag.Bool("mqtt", true, "also measure MQTT ingest beside HTTP ingest")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write Vigil's CPU profile over the throughput phase to this file (from /debug/pprof)")
 	flag.Parse()
 	if err := run(*seconds, *bin, *posters, *batch, *archive, *mqttToo); err != nil {
 		fmt.Fprintln(os.Stderr, "backbone:", err)
@@ -51,6 +52,34 @@ func main() {
 }
 
 const token = "bench-token-0123456789abcdef012345"
+
+var cpuProfile string
+
+// profile fetches Vigil's CPU profile over the next seconds into path.
+func profile(base, path string, seconds int) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, seconds), nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(path)
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = io.Copy(f, resp.Body)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		done <- err
+	}()
+	return done
+}
 
 func freeAddr() string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -104,9 +133,19 @@ func run(seconds int, bin string, posters, batch int, archive, mqttToo bool) err
 	if err != nil {
 		return err
 	}
+	var prof <-chan error
+	if cpuProfile != "" {
+		prof = profile(base, cpuProfile, seconds)
+	}
 	thr, err := throughput(base, kafkaAddr, gwKey, seconds, posters, batch)
 	if err != nil {
 		return fmt.Errorf("throughput: %w", err)
+	}
+	if prof != nil {
+		if err := <-prof; err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		fmt.Printf("          CPU profile of the throughput phase in %s (go tool pprof -top %s)\n", cpuProfile, cpuProfile)
 	}
 	fmt.Printf("backbone  POST -> enriched committed:                   %8.0f readings/s  (%.2f of baseline)\n", thr, thr/base1)
 

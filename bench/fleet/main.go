@@ -1,0 +1,332 @@
+// Command fleet measures Vigil with a large fleet, in one run: it starts
+// Vigil as a process, warms N devices of four metrics each through
+// POST /v1/ingest (a gateway posting batches, closed loop), and reports
+//
+//   - readings/s from the first POST to the last enriched record committed,
+//     while the devices are first seen and warmed up;
+//   - RSS and the Go heap after warm-up, and the heap per device (heap
+//     after minus heap before the load, divided by N);
+//   - restore time after SIGTERM and after SIGKILL: from the process start
+//     to a probe reading of a warm device scored.
+//
+// Usage: go run ./bench/fleet [-devices 100000] [-warmup 25] [-vigil path]
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/go-json-experiment/json"
+)
+
+const token = "bench-token-0123456789abcdef012345"
+
+var heapProfile string
+
+func main() {
+	devices := flag.Int("devices", 100000, "devices to warm")
+	warmup := flag.Int("warmup", 25, "readings per device")
+	bin := flag.String("vigil", "", "vigil binary (default: go build it)")
+	posters := flag.Int("posters", 8, "concurrent HTTP posters")
+	batch := flag.Int("batch", 500, "readings per POST")
+	archive := flag.Bool("archive", true, "run the archiver in the measured process")
+	flag.StringVar(&heapProfile, "heapprofile", "", "write Vigil's heap profile after warm-up to this file")
+	flag.Parse()
+	if err := run(*devices, *warmup, *bin, *posters, *batch, *archive); err != nil {
+		fmt.Fprintln(os.Stderr, "fleet:", err)
+		os.Exit(1)
+	}
+}
+
+type vigil struct {
+	cmd  *exec.Cmd
+	base string
+	logs bytes.Buffer
+	env  []string
+	bin  string
+	done chan struct{}
+}
+
+func (v *vigil) start() error {
+	v.logs.Reset()
+	v.cmd = exec.Command(v.bin, "serve")
+	v.cmd.Env = append(os.Environ(), v.env...)
+	v.cmd.Stdout, v.cmd.Stderr = &v.logs, &v.logs
+	if err := v.cmd.Start(); err != nil {
+		return err
+	}
+	v.done = make(chan struct{})
+	go func() { _ = v.cmd.Wait(); close(v.done) }()
+	return nil
+}
+
+func (v *vigil) ready(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(v.base + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		select {
+		case <-v.done:
+			return fmt.Errorf("vigil exited:\n%s", v.logs.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return errors.New("vigil not ready")
+}
+
+func (v *vigil) stop(sig os.Signal) {
+	_ = v.cmd.Process.Signal(sig)
+	select {
+	case <-v.done:
+	case <-time.After(90 * time.Second):
+		_ = v.cmd.Process.Kill()
+		<-v.done
+	}
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func run(devices, warmup int, bin string, posters, batch int, archive bool) error {
+	dir, err := os.MkdirTemp("", "vigil-fleet-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if bin == "" {
+		bin = filepath.Join(dir, "vigil")
+		if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+			return fmt.Errorf("go build (run from the repository root): %w\n%s", err, out)
+		}
+	}
+	httpAddr := freeAddr()
+	v := &vigil{bin: bin, base: "http://" + httpAddr, env: []string{"VIGIL_DATA_DIR=" + filepath.Join(dir, "data"), "VIGIL_HTTP_ADDR=" + httpAddr,
+		"VIGIL_KAFKA_EMBEDDED_ADDR=" + freeAddr(), "VIGIL_ADMIN_TOKEN=" + token, "VIGIL_LOG_LEVEL=warn",
+		fmt.Sprintf("VIGIL_ARCHIVE_ENABLED=%t", archive), "VIGIL_INGEST_RATE_PER_KEY=0",
+		fmt.Sprintf("VIGIL_INGEST_MAX_DEVICES_PER_GATEWAY=%d", devices+10)}}
+	if err := v.start(); err != nil {
+		return err
+	}
+	defer func() {
+		if v.cmd.ProcessState == nil {
+			v.stop(os.Interrupt)
+		}
+	}()
+	if err := v.ready(60 * time.Second); err != nil {
+		return err
+	}
+	key, err := gateway(v.base)
+	if err != nil {
+		return err
+	}
+	gc(v.base)
+	heap0 := metric(v.base, "go_memstats_heap_inuse_bytes")
+	fmt.Printf("vigil: %d devices of 4 metrics, %d readings each, archiver in process: %t\n", devices, warmup, archive)
+
+	// warm every device: readings interleaved across devices, closed loop
+	total := int64(devices) * int64(warmup)
+	var next, acked atomic.Int64
+	var wg sync.WaitGroup
+	evt := time.Now().Add(-time.Duration(warmup+5) * time.Minute)
+	start := time.Now()
+	lastReport := time.Now()
+	var repMu sync.Mutex
+	for p := 0; p < posters; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Timeout: 60 * time.Second}
+			rng := rand.New(rand.NewPCG(uint64(p), 7))
+			var b bytes.Buffer
+			for {
+				first := next.Add(int64(batch)) - int64(batch)
+				if first >= total {
+					return
+				}
+				n := min(int64(batch), total-first)
+				b.Reset()
+				b.WriteByte('[')
+				for i := first; i < first+n; i++ {
+					if i > first {
+						b.WriteByte(',')
+					}
+					d, k := i%int64(devices), i/int64(devices)
+					fmt.Fprintf(&b, `{"device_id":"f-%d","id":"w%d","ts":%d,"metrics":{"temp_c":%.3f,"current_a":%.3f,"vibration":%.5f,"pressure_bar":%.4f}}`,
+						d, i, evt.Add(time.Duration(k)*time.Minute).UnixMilli()+d%60000, 60+rng.NormFloat64(), 5+0.1*rng.NormFloat64(), 0.03+0.002*rng.NormFloat64(), 3+0.03*rng.NormFloat64())
+				}
+				b.WriteByte(']')
+				for {
+					code, err := post(client, v.base+"/v1/ingest", key, b.Bytes())
+					if err == nil && code == 202 {
+						break
+					}
+					time.Sleep(100 * time.Millisecond) // 429/503: the documented retry
+				}
+				done := acked.Add(n)
+				repMu.Lock()
+				if time.Since(lastReport) > 10*time.Second {
+					lastReport = time.Now()
+					fmt.Printf("          %d of %d readings acknowledged (%.0f%%), %s\n", done, total, 100*float64(done)/float64(total), time.Since(start).Round(time.Second))
+				}
+				repMu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	posted := time.Since(start)
+	for metric(v.base, "vigil_pipeline_readings_total") < float64(total) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	took := time.Since(start)
+	fmt.Printf("warm-up   %d readings posted in %s, enriched and committed in %s: %.0f readings/s\n", total, posted.Round(time.Millisecond), took.Round(time.Millisecond), float64(total)/took.Seconds())
+	time.Sleep(2 * time.Second)
+	gc(v.base)
+	heap := metric(v.base, "go_memstats_heap_inuse_bytes")
+	rss := rssMB(v.cmd.Process.Pid)
+	if heapProfile != "" {
+		req, _ := http.NewRequest("GET", v.base+"/debug/pprof/heap", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			_ = os.WriteFile(heapProfile, b, 0o644)
+			fmt.Printf("          heap profile in %s (go tool pprof -top -sample_index=inuse_space %s)\n", heapProfile, heapProfile)
+		}
+	}
+	fmt.Printf("memory    RSS %.0f MB, Go heap in use after a GC %.0f MB; heap per device %.0f bytes ((heap after - heap before) / devices; all of Vigil, not only the device state)\n",
+		rss, heap/1e6, (heap-heap0)/float64(devices))
+
+	// restore: SIGTERM, then SIGKILL; each time, from start to a probe of a warm device scored
+	for _, sig := range []os.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		v.stop(sig)
+		t0 := time.Now()
+		if err := v.start(); err != nil {
+			return err
+		}
+		if err := v.ready(5 * time.Minute); err != nil {
+			return err
+		}
+		ready := time.Since(t0)
+		before := metric(v.base, "vigil_pipeline_readings_total")
+		probe := fmt.Sprintf(`{"device_id":"f-%d","id":"probe-%d","ts":%d,"metrics":{"temp_c":60,"current_a":5,"vibration":0.03,"pressure_bar":3}}`,
+			devices/2, t0.UnixNano(), evt.Add(time.Duration(warmup+1)*time.Minute).UnixMilli())
+		client := &http.Client{Timeout: 60 * time.Second}
+		for {
+			if code, err := post(client, v.base+"/v1/ingest", key, []byte(probe)); err == nil && code == 202 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		for metric(v.base, "vigil_pipeline_readings_total") <= before {
+			time.Sleep(20 * time.Millisecond)
+		}
+		fmt.Printf("restore   after %-8s ready in %s, a warm device's reading scored %s after the start (%.0f readings replayed)\n",
+			strings.TrimPrefix(fmt.Sprint(sig), "signal "), ready.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond), metric(v.base, "vigil_pipeline_restored_readings_total"))
+	}
+	return nil
+}
+
+// gc makes Vigil collect garbage (through its profiler's heap endpoint),
+// so the heap in use is what is live.
+func gc(base string) {
+	req, _ := http.NewRequest("GET", base+"/debug/pprof/heap?gc=1", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+}
+
+func post(client *http.Client, url, key string, body []byte) (int, error) {
+	req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+func gateway(base string) (string, error) {
+	req, _ := http.NewRequest("POST", base+"/api/v1/gateways", strings.NewReader(`{"gateway_id":"fleet","device_prefixes":["f-"]}`))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Key string `json:"key"`
+	}
+	if err := json.UnmarshalRead(resp.Body, &out); err != nil || resp.StatusCode != 201 {
+		return "", fmt.Errorf("register gateway: %d %w", resp.StatusCode, err)
+	}
+	return out.Key, nil
+}
+
+// metric reads one unlabelled metric (or the sum of a labelled one) from /metrics.
+func metric(base, name string) float64 {
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	sum := 0.0
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name) || (len(line) > len(name) && line[len(name)] != ' ' && line[len(name)] != '{') {
+			continue
+		}
+		f := strings.Fields(line)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+func rssMB(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			f := strings.Fields(l)
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
