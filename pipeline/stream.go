@@ -148,6 +148,9 @@ func (s *Stream) runSession(ctx context.Context) error {
 		fetches := s.poll(ctx, sess)
 		s.lastLoop.Store(time.Now().UnixNano())
 		if ctx.Err() != nil && fetches.NumRecords() == 0 {
+			// stopping while idle: the state of every committed batch goes
+			// to the snapshots, so the next start replays nothing
+			s.snapshotAll()
 			return nil
 		}
 		if s.coldAll.Swap(false) {
