@@ -329,7 +329,7 @@ func TestDeadLetterOnPage(t *testing.T) {
 	art := artifactsDir(t)
 	rcv := newWebhookReceiver(t, "", 0)
 	rcv.failing.Store(true)
-	rcv.delay.Store(int64(time.Second)) // slow as well as failing
+	rcv.delay.Store(int64(3 * time.Second)) // slow as well as failing: it parks only after 2 tries of 3 s
 	ok := newWebhookReceiver(t, "", 0)
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "vigil.yaml")

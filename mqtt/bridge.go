@@ -29,12 +29,14 @@ type BridgeOptions struct {
 
 // BridgeStatus is the bridge's connection, for /readyz and the status page.
 type BridgeStatus struct {
-	URL       string    `json:"url"`
-	Filter    string    `json:"filter"`
-	Connected bool      `json:"connected"`
-	Since     time.Time `json:"since"`
-	Attempts  int       `json:"failed_attempts"` // since the last connection
-	LastError string    `json:"last_error,omitempty"`
+	URL       string `json:"url"`
+	Filter    string `json:"filter"`
+	Connected bool   `json:"connected"`
+	// Subscribed: the broker granted the shared subscription on this connection.
+	Subscribed bool      `json:"subscribed"`
+	Since      time.Time `json:"since"`
+	Attempts   int       `json:"failed_attempts"` // since the last connection
+	LastError  string    `json:"last_error,omitempty"`
 }
 
 // Bridge subscribes to the fleet's broker with a shared subscription and
@@ -85,8 +87,11 @@ func (b *Bridge) Status() BridgeStatus {
 // Ready is nil while the bridge is connected.
 func (b *Bridge) Ready(context.Context) error {
 	st := b.Status()
-	if st.Connected {
+	if st.Connected && st.Subscribed {
 		return nil
+	}
+	if st.Connected {
+		return fmt.Errorf("MQTT bridge to %s connected but not subscribed to %s yet", st.URL, st.Filter)
 	}
 	msg := fmt.Sprintf("MQTT bridge to %s not connected (%d failed attempts)", st.URL, st.Attempts)
 	if st.LastError != "" {
@@ -102,6 +107,9 @@ func (b *Bridge) setStatus(up bool, err error) {
 		b.status.Since = time.Now()
 	}
 	b.status.Connected = up
+	if !up {
+		b.status.Subscribed = false
+	}
 	if up {
 		b.status.Attempts, b.status.LastError = 0, ""
 	}
@@ -159,10 +167,18 @@ func (b *Bridge) Run(ctx context.Context) error {
 			go func() {
 				sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				defer cancel()
-				if _, err := cm.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}); err != nil {
+				sa, err := cm.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
+				if err == nil && sa != nil && len(sa.Reasons) > 0 && sa.Reasons[0] >= 0x80 {
+					err = fmt.Errorf("the broker refused it with reason code %#x", sa.Reasons[0])
+				}
+				if err != nil {
 					b.setStatus(true, fmt.Errorf("subscribe %s: %w", filter, err))
 					b.log.Error("MQTT bridge subscription failed; does the broker allow MQTT 5 shared subscriptions and this filter for the bridge's user?", zap.String("filter", filter), zap.Error(err))
+					return
 				}
+				b.mu.Lock()
+				b.status.Subscribed = true
+				b.mu.Unlock()
 			}()
 		},
 		OnConnectionDown: func() bool {
