@@ -208,12 +208,25 @@ func TestMQTTIngest(t *testing.T) {
 		_, b, _ := s.do("GET", "/api/v1/delivery", s.token, "", nil)
 		return json.Unmarshal(b, &st, json.RejectUnknownMembers(false)) == nil && st.MQTT.Clients >= 3
 	})
-	time.Sleep(200 * time.Millisecond) // the SUBSCRIBE follows the CONNECT; no event to wait on from here
-	if out, err := mqttPub(t, "-V", "mqttv311", "-h", host, "-p", port, "-u", "m-2", "-P", k2, "-q", "1", "-t", "vigil/ingest/m-2", "-m", `{"device_id":"m-2","ts":"later","metrics":{"v":1}}`, "-d"); err != nil || !strings.Contains(out, "received PUBACK") {
-		t.Fatalf("3.1.1 bad payload: %v %s", err, out)
+	// the SUBSCRIBE follows the CONNECT and nothing here tells when the
+	// broker has it: publish the bad payload until the subscriber got one
+	subDone := make(chan error, 1)
+	go func() { subDone <- subCmd.Wait() }()
+	var subErr error
+	for got := false; !got; {
+		if out, err := mqttPub(t, "-V", "mqttv311", "-h", host, "-p", port, "-u", "m-2", "-P", k2, "-q", "1", "-t", "vigil/ingest/m-2", "-m", `{"device_id":"m-2","ts":"later","metrics":{"v":1}}`, "-d"); err != nil || !strings.Contains(out, "received PUBACK") {
+			t.Fatalf("3.1.1 bad payload: %v %s", err, out)
+		}
+		select {
+		case subErr = <-subDone:
+			got = true
+		case <-time.After(500 * time.Millisecond):
+		case <-subCtx.Done():
+			t.Fatal("mosquitto_sub never received the refusal on vigil/errors/m-2")
+		}
 	}
-	if err := subCmd.Wait(); err != nil || !strings.Contains(subOut.String(), `"status":400`) || !strings.Contains(subOut.String(), "later") {
-		t.Fatalf("vigil/errors/m-2 did not carry the refusal: %v %q", err, subOut.String())
+	if subErr != nil || !strings.Contains(subOut.String(), `"status":400`) || !strings.Contains(subOut.String(), "later") {
+		t.Fatalf("vigil/errors/m-2 did not carry the refusal: %v %q", subErr, subOut.String())
 	}
 	kcat, err := exec.LookPath("kcat")
 	if err != nil {
