@@ -291,7 +291,7 @@ func (s *Server) Router() http.Handler {
 	// token only: `go tool pprof -http :0 'http://127.0.0.1:8080/debug/pprof/profile?seconds=20'`
 	// with the header Authorization: Bearer <admin.token>.
 	r.Route("/debug", func(r chi.Router) {
-		r.Use(s.adminOnly)
+		r.Use(s.authorize, adminOnly)
 		r.Mount("/", middleware.Profiler())
 	})
 	r.Route("/api/v1", func(r chi.Router) {
@@ -338,12 +338,11 @@ func writeErr(w http.ResponseWriter, status int, msg string) {
 	httpx.WriteJSON(w, status, map[string]string{"error": msg})
 }
 
-// adminOnly lets the admin token through, and nothing else.
-func (s *Server) adminOnly(next http.Handler) http.Handler {
+// adminOnly, after authorize, lets only the admin token through.
+func adminOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a := r.Header.Get("Authorization")
-		if !strings.HasPrefix(a, "Bearer ") || subtle.ConstantTimeCompare([]byte(strings.TrimPrefix(a, "Bearer ")), []byte(s.o.AdminToken)) != 1 {
-			writeErr(w, http.StatusUnauthorized, "the profiler needs the admin token: send Authorization: Bearer <admin.token>")
+		if role, _ := r.Context().Value(roleKey{}).(string); role != "admin" {
+			writeErr(w, http.StatusForbidden, "the profiler needs the admin token: send Authorization: Bearer <admin.token>")
 			return
 		}
 		next.ServeHTTP(w, r)

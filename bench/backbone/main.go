@@ -21,16 +21,16 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/vigil/vigil/bench/internal/benchutil"
 
 	"github.com/go-json-experiment/json"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -51,17 +51,13 @@ func main() {
 	}
 }
 
-const token = "bench-token-0123456789abcdef012345"
-
 var cpuProfile string
 
 // profile fetches Vigil's CPU profile over the next seconds into path.
 func profile(base, path string, seconds int) <-chan error {
 	done := make(chan error, 1)
 	go func() {
-		req, _ := http.NewRequest("GET", fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, seconds), nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := benchutil.AdminGet(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, seconds))
 		if err != nil {
 			done <- err
 			return
@@ -81,15 +77,6 @@ func profile(base, path string, seconds int) <-chan error {
 	return done
 }
 
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func run(seconds int, bin string, posters, batch int, archive, mqttToo bool) error {
 	dir, err := os.MkdirTemp("", "vigil-bench-")
 	if err != nil {
@@ -102,10 +89,10 @@ func run(seconds int, bin string, posters, batch int, archive, mqttToo bool) err
 			return fmt.Errorf("go build (run from the repository root): %w\n%s", err, out)
 		}
 	}
-	httpAddr, kafkaAddr, mqttAddr := freeAddr(), freeAddr(), freeAddr()
+	httpAddr, kafkaAddr, mqttAddr := benchutil.FreeAddr(), benchutil.FreeAddr(), benchutil.FreeAddr()
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = append(os.Environ(), "VIGIL_DATA_DIR="+filepath.Join(dir, "data"), "VIGIL_HTTP_ADDR="+httpAddr,
-		"VIGIL_KAFKA_EMBEDDED_ADDR="+kafkaAddr, "VIGIL_ADMIN_TOKEN="+token, "VIGIL_LOG_LEVEL=warn", "VIGIL_MQTT_ADDR="+mqttAddr,
+		"VIGIL_KAFKA_EMBEDDED_ADDR="+kafkaAddr, "VIGIL_ADMIN_TOKEN="+benchutil.Token, "VIGIL_LOG_LEVEL=warn", "VIGIL_MQTT_ADDR="+mqttAddr,
 		fmt.Sprintf("VIGIL_ARCHIVE_ENABLED=%t", archive),
 		"VIGIL_INGEST_RATE_PER_KEY=0") // one gateway key carries the whole load
 	var logs bytes.Buffer
@@ -129,7 +116,7 @@ func run(seconds int, bin string, posters, batch int, archive, mqttToo bool) err
 	}
 	fmt.Printf("baseline  franz-go produce->consume->produce->consume: %8.0f records/s\n", base1)
 
-	gwKey, err := gateway(base)
+	gwKey, err := benchutil.Gateway(base, "bench", "b-")
 	if err != nil {
 		return err
 	}
@@ -154,7 +141,7 @@ func run(seconds int, bin string, posters, batch int, archive, mqttToo bool) err
 		// throughput phase before latency is measured.
 		start := time.Now()
 		for time.Since(start) < 120*time.Second {
-			if metric(base, "vigil_archive_rows_total")+metric(base, "vigil_archive_pending_rows") >= metric(base, "vigil_pipeline_readings_total") {
+			if benchutil.Metric(base, "vigil_archive_rows_total")+benchutil.Metric(base, "vigil_archive_pending_rows") >= benchutil.Metric(base, "vigil_pipeline_readings_total") {
 				break
 			}
 			time.Sleep(100 * time.Millisecond)
@@ -197,36 +184,6 @@ func waitReady(base string) error {
 	return errors.New("vigil not ready after 60s")
 }
 
-func post(client *http.Client, url, key string, body []byte) (int, error) {
-	req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode, nil
-}
-
-func gateway(base string) (string, error) {
-	req, _ := http.NewRequest("POST", base+"/api/v1/gateways", strings.NewReader(`{"gateway_id":"bench","device_prefixes":["b-"]}`))
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	var out struct {
-		Key string `json:"key"`
-	}
-	if err := json.UnmarshalRead(resp.Body, &out); err != nil || resp.StatusCode != 201 {
-		return "", fmt.Errorf("register gateway: %d %w", resp.StatusCode, err)
-	}
-	return out.Key, nil
-}
-
 // payload builds a batch of n readings of the simulator's shape.
 func payload(rng *rand.Rand, devices int, n int, seq *atomic.Int64, evt time.Time) []byte {
 	var b bytes.Buffer
@@ -263,7 +220,7 @@ func throughput(base, kafka, key string, seconds, posters, batch int) (float64, 
 			rng := rand.New(rand.NewPCG(uint64(p), 1))
 			for time.Now().Before(stop) {
 				body := payload(rng, 1000, batch, &seq, evt)
-				code, err := post(client, base+"/v1/ingest", key, body)
+				code, err := benchutil.Post(client, base+"/v1/ingest", key, body)
 				if err == nil && code == 202 {
 					accepted.Add(int64(batch))
 				} else if code == 429 || code == 503 {
@@ -288,29 +245,12 @@ func throughput(base, kafka, key string, seconds, posters, batch int) (float64, 
 func waitEnriched(base string, want int64, timeout time.Duration) (time.Time, error) {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if n := metric(base, "vigil_pipeline_readings_total"); n >= float64(want) {
+		if n := benchutil.Metric(base, "vigil_pipeline_readings_total"); n >= float64(want) {
 			return time.Now(), nil
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return time.Time{}, fmt.Errorf("pipeline committed %v of %d readings in %s", metric(base, "vigil_pipeline_readings_total"), want, timeout)
-}
-
-func metric(base, name string) float64 {
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		return -1
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			var f float64
-			fmt.Sscan(v, &f)
-			return f
-		}
-	}
-	return 0
+	return time.Time{}, fmt.Errorf("pipeline committed %v of %d readings in %s", benchutil.Metric(base, "vigil_pipeline_readings_total"), want, timeout)
 }
 
 // latency runs a paced background load at rate readings/s and measures
@@ -331,7 +271,7 @@ func latency(base, kafka, key string, seconds int, rate float64, batch int) (p50
 			fmt.Fprintf(&b, `{"device_id":"b-probe-%d","id":"w%d-%d","ts":%d,"metrics":{"temp_c":%.3f}}`, d, w, d, evt.Add(time.Duration(w)*time.Second).UnixMilli(), 60+rng.NormFloat64())
 		}
 		b.WriteByte(']')
-		if code, err := post(client, base+"/v1/ingest", key, b.Bytes()); err != nil || code != 202 {
+		if code, err := benchutil.Post(client, base+"/v1/ingest", key, b.Bytes()); err != nil || code != 202 {
 			return 0, 0, 0, 0, fmt.Errorf("warm probes: %d %w", code, err)
 		}
 	}
@@ -395,7 +335,7 @@ func latency(base, kafka, key string, seconds int, rate float64, batch int) (p50
 			next := time.Now()
 			for time.Now().Before(stop) {
 				body := payload(r, 1000, batch, &seq, evt.Add(-time.Hour))
-				if code, err := post(c, base+"/v1/ingest", key, body); err == nil && code == 202 {
+				if code, err := benchutil.Post(c, base+"/v1/ingest", key, body); err == nil && code == 202 {
 					accepted.Add(int64(batch))
 				}
 				next = next.Add(interval)
@@ -411,7 +351,7 @@ func latency(base, kafka, key string, seconds int, rate float64, batch int) (p50
 		mu.Lock()
 		sent[id] = time.Now()
 		mu.Unlock()
-		if code, err := post(client, base+"/v1/ingest", key, body); err != nil || code != 202 {
+		if code, err := benchutil.Post(client, base+"/v1/ingest", key, body); err != nil || code != 202 {
 			return 0, 0, 0, 0, fmt.Errorf("outlier post: %d %w", code, err)
 		}
 		time.Sleep(gap)

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vigil/vigil/bench/internal/benchutil"
+
 	"github.com/eclipse/paho.golang/paho"
 )
 
@@ -70,7 +72,7 @@ func ingestRates(base, mqttAddr, key string, seconds, clients, n int, evt time.T
 		k := 0
 		return func() bool {
 			k++
-			code, err := post(client, base+"/v1/ingest", key, devicePayload(rng, (c*7919+k)%1000, n, seq, evt, false))
+			code, err := benchutil.Post(client, base+"/v1/ingest", key, devicePayload(rng, (c*7919+k)%1000, n, seq, evt, false))
 			return err == nil && code == 202
 		}, client.CloseIdleConnections
 	})

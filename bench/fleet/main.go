@@ -13,14 +13,12 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -32,10 +30,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/go-json-experiment/json"
+	"github.com/vigil/vigil/bench/internal/benchutil"
 )
-
-const token = "bench-token-0123456789abcdef012345"
 
 var heapProfile string
 
@@ -104,15 +100,6 @@ func (v *vigil) stop(sig os.Signal) {
 	}
 }
 
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func run(devices, warmup int, bin string, posters, batch int, archive bool) error {
 	dir, err := os.MkdirTemp("", "vigil-fleet-")
 	if err != nil {
@@ -125,9 +112,9 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 			return fmt.Errorf("go build (run from the repository root): %w\n%s", err, out)
 		}
 	}
-	httpAddr := freeAddr()
+	httpAddr := benchutil.FreeAddr()
 	v := &vigil{bin: bin, base: "http://" + httpAddr, env: []string{"VIGIL_DATA_DIR=" + filepath.Join(dir, "data"), "VIGIL_HTTP_ADDR=" + httpAddr,
-		"VIGIL_KAFKA_EMBEDDED_ADDR=" + freeAddr(), "VIGIL_ADMIN_TOKEN=" + token, "VIGIL_LOG_LEVEL=warn",
+		"VIGIL_KAFKA_EMBEDDED_ADDR=" + benchutil.FreeAddr(), "VIGIL_ADMIN_TOKEN=" + benchutil.Token, "VIGIL_LOG_LEVEL=warn",
 		fmt.Sprintf("VIGIL_ARCHIVE_ENABLED=%t", archive), "VIGIL_INGEST_RATE_PER_KEY=0",
 		fmt.Sprintf("VIGIL_INGEST_MAX_DEVICES_PER_GATEWAY=%d", devices+10)}}
 	if err := v.start(); err != nil {
@@ -141,12 +128,12 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 	if err := v.ready(60 * time.Second); err != nil {
 		return err
 	}
-	key, err := gateway(v.base)
+	key, err := benchutil.Gateway(v.base, "fleet", "f-")
 	if err != nil {
 		return err
 	}
 	gc(v.base)
-	heap0 := metric(v.base, "go_memstats_heap_inuse_bytes")
+	heap0 := benchutil.Metric(v.base, "go_memstats_heap_inuse_bytes")
 	fmt.Printf("vigil: %d devices of 4 metrics, %d readings each, archiver in process: %t\n", devices, warmup, archive)
 
 	// warm every device: readings interleaved across devices, closed loop
@@ -182,7 +169,7 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 				}
 				b.WriteByte(']')
 				for {
-					code, err := post(client, v.base+"/v1/ingest", key, b.Bytes())
+					code, err := benchutil.Post(client, v.base+"/v1/ingest", key, b.Bytes())
 					if err == nil && code == 202 {
 						break
 					}
@@ -200,19 +187,17 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 	}
 	wg.Wait()
 	posted := time.Since(start)
-	for metric(v.base, "vigil_pipeline_readings_total") < float64(total) {
+	for benchutil.Metric(v.base, "vigil_pipeline_readings_total") < float64(total) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	took := time.Since(start)
 	fmt.Printf("warm-up   %d readings posted in %s, enriched and committed in %s: %.0f readings/s\n", total, posted.Round(time.Millisecond), took.Round(time.Millisecond), float64(total)/took.Seconds())
 	time.Sleep(2 * time.Second)
 	gc(v.base)
-	heap := metric(v.base, "go_memstats_heap_inuse_bytes")
+	heap := benchutil.Metric(v.base, "go_memstats_heap_inuse_bytes")
 	rss := rssMB(v.cmd.Process.Pid)
 	if heapProfile != "" {
-		req, _ := http.NewRequest("GET", v.base+"/debug/pprof/heap", nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
+		if resp, err := benchutil.AdminGet(v.base + "/debug/pprof/heap"); err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			_ = os.WriteFile(heapProfile, b, 0o644)
@@ -233,21 +218,21 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 			return err
 		}
 		ready := time.Since(t0)
-		before := metric(v.base, "vigil_pipeline_readings_total")
+		before := benchutil.Metric(v.base, "vigil_pipeline_readings_total")
 		probe := fmt.Sprintf(`{"device_id":"f-%d","id":"probe-%d","ts":%d,"metrics":{"temp_c":60,"current_a":5,"vibration":0.03,"pressure_bar":3}}`,
 			devices/2, t0.UnixNano(), evt.Add(time.Duration(warmup+1)*time.Minute).UnixMilli())
 		client := &http.Client{Timeout: 60 * time.Second}
 		for {
-			if code, err := post(client, v.base+"/v1/ingest", key, []byte(probe)); err == nil && code == 202 {
+			if code, err := benchutil.Post(client, v.base+"/v1/ingest", key, []byte(probe)); err == nil && code == 202 {
 				break
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		for metric(v.base, "vigil_pipeline_readings_total") <= before {
+		for benchutil.Metric(v.base, "vigil_pipeline_readings_total") <= before {
 			time.Sleep(20 * time.Millisecond)
 		}
 		fmt.Printf("restore   after %-8s ready in %s, a warm device's reading scored %s after the start (%.0f readings replayed)\n",
-			strings.TrimPrefix(fmt.Sprint(sig), "signal "), ready.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond), metric(v.base, "vigil_pipeline_restored_readings_total"))
+			strings.TrimPrefix(fmt.Sprint(sig), "signal "), ready.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond), benchutil.Metric(v.base, "vigil_pipeline_restored_readings_total"))
 	}
 	return nil
 }
@@ -255,65 +240,10 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 // gc makes Vigil collect garbage (through its profiler's heap endpoint),
 // so the heap in use is what is live.
 func gc(base string) {
-	req, _ := http.NewRequest("GET", base+"/debug/pprof/heap?gc=1", nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	if resp, err := http.DefaultClient.Do(req); err == nil {
+	if resp, err := benchutil.AdminGet(base + "/debug/pprof/heap?gc=1"); err == nil {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
-}
-
-func post(client *http.Client, url, key string, body []byte) (int, error) {
-	req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode, nil
-}
-
-func gateway(base string) (string, error) {
-	req, _ := http.NewRequest("POST", base+"/api/v1/gateways", strings.NewReader(`{"gateway_id":"fleet","device_prefixes":["f-"]}`))
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	var out struct {
-		Key string `json:"key"`
-	}
-	if err := json.UnmarshalRead(resp.Body, &out); err != nil || resp.StatusCode != 201 {
-		return "", fmt.Errorf("register gateway: %d %w", resp.StatusCode, err)
-	}
-	return out.Key, nil
-}
-
-// metric reads one unlabelled metric (or the sum of a labelled one) from /metrics.
-func metric(base, name string) float64 {
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	sum := 0.0
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) || (len(line) > len(name) && line[len(name)] != ' ' && line[len(name)] != '{') {
-			continue
-		}
-		f := strings.Fields(line)
-		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
-			sum += v
-		}
-	}
-	return sum
 }
 
 func rssMB(pid int) float64 {
