@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/go-json-experiment/json"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // TestKillNineLosesNothing kills the server with SIGKILL while readings are
@@ -134,49 +132,7 @@ func TestKillNineLosesNothing(t *testing.T) {
 		t.Fatalf("only %d readings acknowledged; the test did not load the server", want)
 	}
 
-	cl, err := kgo.NewClient(kgo.SeedBrokers(s.kafka), kgo.ConsumeTopics("vigil.enriched"),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	count := map[string]int{}
-	deadline := time.Now().Add(90 * time.Second)
-	missing := want
-	for missing > 0 && time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		fs := cl.PollFetches(ctx)
-		cancel()
-		fs.EachRecord(func(r *kgo.Record) {
-			var e struct {
-				ID string `json:"id"`
-			}
-			if err := json.Unmarshal(r.Value, &e, json.RejectUnknownMembers(false)); err != nil {
-				t.Errorf("enriched record at %d/%d is not JSON: %v", r.Partition, r.Offset, err)
-				return
-			}
-			count[e.ID]++
-			if count[e.ID] == 1 && acked[e.ID] {
-				missing--
-			}
-		})
-	}
-	// Read on until the topic is drained, to see duplicates written last.
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		fs := cl.PollFetches(ctx)
-		cancel()
-		if fs.NumRecords() == 0 {
-			break
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			var e struct {
-				ID string `json:"id"`
-			}
-			_ = json.Unmarshal(r.Value, &e, json.RejectUnknownMembers(false))
-			count[e.ID]++
-		})
-	}
+	count := readingIDs(t, s.kafka, func(c enrichedCounts) bool { return allIn(acked, c.IDs) }, 90*time.Second).IDs
 	lost, dup := 0, 0
 	var lostEx, dupEx []string
 	for id := range acked {

@@ -71,9 +71,13 @@ func publish5(c *paho.Client, topic, payload string) (byte, string, error) {
 	return pr.ReasonCode, reason, nil
 }
 
-// readingIDs reads the enriched topic from the start until it has been
-// quiet for a while, and counts each reading id.
-func readingIDs(t *testing.T, seeds string, until func(map[string]int) bool, timeout time.Duration) map[string]int {
+// enrichedCounts counts the records of vigil.enriched by reading id and by device.
+type enrichedCounts struct{ IDs, Devices map[string]int }
+
+// readingIDs reads the enriched topic from the start until until holds and
+// it has been quiet for two polls (or timeout), counting reading ids and
+// devices.
+func readingIDs(t *testing.T, seeds string, until func(enrichedCounts) bool, timeout time.Duration) enrichedCounts {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds), kgo.ConsumeTopics("vigil.enriched"),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
@@ -81,7 +85,7 @@ func readingIDs(t *testing.T, seeds string, until func(map[string]int) bool, tim
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	count := map[string]int{}
+	count := enrichedCounts{IDs: map[string]int{}, Devices: map[string]int{}}
 	deadline := time.Now().Add(timeout)
 	quiet := 0
 	for time.Now().Before(deadline) {
@@ -97,8 +101,8 @@ func readingIDs(t *testing.T, seeds string, until func(map[string]int) bool, tim
 				t.Errorf("enriched record at %d/%d is not JSON: %v", r.Partition, r.Offset, err)
 				return
 			}
-			count[e.ID]++
-			count["device:"+e.DeviceID]++
+			count.IDs[e.ID]++
+			count.Devices[e.DeviceID]++
 		})
 		if fs.NumRecords() == 0 {
 			quiet++
@@ -110,6 +114,16 @@ func readingIDs(t *testing.T, seeds string, until func(map[string]int) bool, tim
 		}
 	}
 	return count
+}
+
+// allIn reports whether every id of want was counted.
+func allIn(want map[string]bool, count map[string]int) bool {
+	for id := range want {
+		if count[id] == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func reading(dev, id string, ts time.Time, v float64) string {
@@ -238,7 +252,8 @@ func TestMQTTIngest(t *testing.T) {
 		return strings.Contains(string(dlq), "RFC 3339") && strings.Contains(string(dlq), `"ts":"later"`) && strings.Contains(string(dlq), "source=mqtt:vigil/ingest/m-2")
 	})
 
-	ids := readingIDs(t, s.kafka, func(c map[string]int) bool { return c["gw-1"] > 0 && c["device:m-1"] >= 5 }, 30*time.Second)
+	got := readingIDs(t, s.kafka, func(c enrichedCounts) bool { return c.IDs["gw-1"] > 0 && c.Devices["m-1"] >= 5 }, 30*time.Second)
+	ids := got.IDs
 	for _, id := range []string{"pub-0", "pub-0-b", "pub-1", "pub-1-b", "gw-1"} {
 		if ids[id] != 1 {
 			t.Errorf("reading %s is in vigil.enriched %d times, want once", id, ids[id])
@@ -249,8 +264,8 @@ func TestMQTTIngest(t *testing.T) {
 			t.Errorf("refused reading %s is in vigil.enriched", id)
 		}
 	}
-	if ids["device:m-1"] != 5 || ids["device:m-2"] != 0 {
-		t.Errorf("vigil.enriched holds %d readings of m-1 (want 5: four, and the duplicate once) and %d of m-2 (want 0)", ids["device:m-1"], ids["device:m-2"])
+	if got.Devices["m-1"] != 5 || got.Devices["m-2"] != 0 {
+		t.Errorf("vigil.enriched holds %d readings of m-1 (want 5: four, and the duplicate once) and %d of m-2 (want 0)", got.Devices["m-1"], got.Devices["m-2"])
 	}
 	if got := s.metric(`vigil_mqtt_messages_total{path="listener",result="accepted"}`); got != 5 {
 		t.Errorf("vigil_mqtt_messages_total accepted = %v, want 5 (two mosquitto_pub, the duplicate twice, the gateway)", got)
@@ -371,8 +386,8 @@ func TestMQTTBridge(t *testing.T) {
 		got := a.metric("vigil_pipeline_readings_total") + b.metric("vigil_pipeline_readings_total")
 		return got >= float64(total)
 	})
-	ia = readingIDs(t, a.kafka, func(map[string]int) bool { return true }, 10*time.Second)
-	ib = readingIDs(t, b.kafka, func(map[string]int) bool { return true }, 10*time.Second)
+	ia = readingIDs(t, a.kafka, func(enrichedCounts) bool { return true }, 10*time.Second).IDs
+	ib = readingIDs(t, b.kafka, func(enrichedCounts) bool { return true }, 10*time.Second).IDs
 	shareA, shareB := 0, 0
 	for d := 0; d < devices; d++ {
 		for i := 0; i < per; i++ {
@@ -503,22 +518,15 @@ func TestMQTTKillNine(t *testing.T) {
 	mu.Lock()
 	want := len(acked)
 	mu.Unlock()
-	count := readingIDs(t, s.kafka, func(c map[string]int) bool {
-		for id := range acked {
-			if c[id] == 0 {
-				return false
-			}
-		}
-		return true
-	}, 90*time.Second)
+	count := readingIDs(t, s.kafka, func(c enrichedCounts) bool { return allIn(acked, c.IDs) }, 90*time.Second).IDs
 	lost, dup := 0, 0
 	for id := range acked {
 		if count[id] == 0 {
 			lost++
 		}
 	}
-	for id, n := range count {
-		if n > 1 && !strings.HasPrefix(id, "device:") {
+	for _, n := range count {
+		if n > 1 {
 			dup++
 		}
 	}
@@ -610,7 +618,7 @@ func TestMQTTOverTLS(t *testing.T) {
 	if out, err := mqttPub(t, "-h", host, "-p", port, "-u", "tls-m-1", "-P", key, "-q", "1", "-t", "vigil/ingest/tls-m-1", "-m", "{}"); err == nil {
 		t.Fatalf("plain MQTT to the TLS listener was taken: %s", out)
 	}
-	ids := readingIDs(t, s.kafka, func(c map[string]int) bool { return c["cert-1"] > 0 && c["key-1"] > 0 }, 20*time.Second)
+	ids := readingIDs(t, s.kafka, func(c enrichedCounts) bool { return c.IDs["cert-1"] > 0 && c.IDs["key-1"] > 0 }, 20*time.Second).IDs
 	if ids["cert-1"] != 1 || ids["key-1"] != 1 || ids["cert-2"] != 0 {
 		t.Fatalf("enriched: cert-1 %d, key-1 %d, cert-2 %d; want 1, 1, 0", ids["cert-1"], ids["key-1"], ids["cert-2"])
 	}
