@@ -189,6 +189,11 @@ func (d *DeviceState) observe(p *params, r *contract.Reading, o *Observation) {
 			ratio := dt / math.Exp(d.LogDtMean)
 			o.GapL = d.Gap.Hist.l(ratio)
 			o.GapAL = -math.Log(math.Max(1e-12, math.Min(uvPAlertMax, p.uv.budget*uvBudgetK/(86400/math.Exp(d.LogDtMean)))))
+			if o.GapL > 0.9*o.GapAL && d.Gap.seen(ratio/2) >= gapRecurN {
+				// the device has gone this quiet before, often enough
+				// that it is its habit: held below the alert
+				o.GapL = math.Min(o.GapL, 0.9*o.GapAL)
+			}
 			d.Gap.add(ratio)
 		}
 		a := math.Max(p.dtAlpha, 1/float64(d.DtN+1))
@@ -327,6 +332,21 @@ func (d *DeviceState) observe(p *params, r *contract.Reading, o *Observation) {
 type GapState struct {
 	Hist  uvHist
 	HistW float32
+}
+
+// gapRecurN is how many earlier gaps (decayed, half-life uvHistHL gaps)
+// at least half as long as this one make a gap the device's habit rather
+// than news.
+const gapRecurN = 2.5
+
+// seen is the decayed count of earlier gaps of at least ratio.
+func (g *GapState) seen(ratio float64) float64 {
+	b, _ := uvBin(ratio)
+	var w float64
+	for ; b < uvBins; b++ {
+		w += float64(g.Hist.Bins[b])
+	}
+	return w / float64(g.HistW)
 }
 
 func (g *GapState) add(ratio float64) {

@@ -205,3 +205,81 @@ func mustOpened(steps []uvStep, from int) int {
 	n, _ := opened(steps, from, len(steps))
 	return n
 }
+
+// A job that spikes the metric at 02:10 every night alerts on its first
+// nights, then is the metric's habit and stays silent; the same spike at
+// 15:00 is still news and alerts.
+func TestDailyRecurringSpikeIsLearnt(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	const perDay = 288 // every 5 minutes
+	offHour := 9*perDay + 15*12
+	steps := uvRun(t, 11*perDay, 5*time.Minute, func(i int, ts time.Time) float64 {
+		v := 50 + 2*rng.NormFloat64()
+		if ts.Hour() == 2 && ts.Minute() == 10 || i == offHour {
+			v += 40
+		}
+		return v
+	})
+	nightly := func(day int) int {
+		n, _ := opened(steps, day*perDay+2*12, day*perDay+3*12)
+		return n
+	}
+	if nightly(0) != 1 {
+		t.Fatalf("the first night's spike raised %d alerts, want 1", nightly(0))
+	}
+	for day := 3; day < 11; day++ {
+		if n := nightly(day); n != 0 {
+			t.Errorf("night %d: the recurring 02:10 spike raised %d alerts, want none once it is a habit", day, n)
+		}
+	}
+	if n, _ := opened(steps, offHour, offHour+1); n != 1 {
+		t.Errorf("the same spike at 15:00 raised %d alerts, want 1", n)
+	}
+	if n, _ := opened(steps, 3*perDay, 11*perDay); n != 1 {
+		t.Errorf("%d alerts from day 3 on, want exactly the off-hour one", n)
+	}
+}
+
+// A device that goes silent for an hour every six hours alerts on its
+// first gaps; once the gap is its habit it stays silent, and a far longer
+// silence alerts again.
+func TestRecurringGapIsLearnt(t *testing.T) {
+	off := NewOffline(Default(), "r", nil)
+	ts := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
+	rng := rand.New(rand.NewPCG(7, 7))
+	var gapAlerts []int // the gap (1-based) each gap alert followed
+	gap := 0
+	step := func() {
+		r := contract.Reading{ID: ts.String(), DeviceID: "d", TS: ts, IngestedAt: ts,
+			Metrics: []contract.Metric{{Name: "m", Value: 50 + rng.NormFloat64()}}}
+		_, res := off.Step(&r)
+		for _, a := range res.Alerts {
+			if a.State == "open" && a.Metric == "dt" {
+				gapAlerts = append(gapAlerts, gap)
+			}
+		}
+	}
+	for gap = 0; gap < 12; gap++ {
+		for i := 0; i < 300; i++ { // five hours, a reading a minute
+			step()
+			ts = ts.Add(time.Minute + time.Duration(rng.IntN(5))*time.Second)
+		}
+		ts = ts.Add(time.Hour)
+		if gap == 10 {
+			ts = ts.Add(9 * time.Hour) // ten hours this time
+		}
+	}
+	step()
+	t.Logf("gap alerts after gaps %v", gapAlerts)
+	if len(gapAlerts) == 0 || gapAlerts[0] != 1 {
+		t.Fatalf("the first hour-long gap did not alert: %v", gapAlerts)
+	}
+	for _, g := range gapAlerts[1:] {
+		if g >= 5 && g != 11 {
+			t.Errorf("gap %d alerted after the hour-long gap became the habit: %v", g, gapAlerts)
+		}
+	}
+	if gapAlerts[len(gapAlerts)-1] != 11 {
+		t.Errorf("the ten-hour gap did not alert: %v", gapAlerts)
+	}
+}
