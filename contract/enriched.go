@@ -218,6 +218,8 @@ type EnrichedDecoder struct {
 	dec   *jsontext.Decoder
 	rd    bytes.Reader
 	names map[string]string
+	// the scanner's names of the previous record's metrics and derived
+	prevMetrics, prevDerived []string
 }
 
 var trusted = []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
@@ -249,13 +251,30 @@ func (d *EnrichedDecoder) name() (string, error) {
 	return s, nil
 }
 
-// Decode parses one record value.
+// Decode parses one record value. Records as AppendEnriched writes them
+// (compact, ASCII names, the known members) are read by a byte scanner
+// (scan); anything else by the token decoder, which also words every
+// error. Both give the same record for what the scanner takes
+// (FuzzEnrichedScanner checks it).
 func (d *EnrichedDecoder) Decode(b []byte) (Enriched, error) {
+	if d.names == nil {
+		d.names = map[string]string{}
+	}
+	if r, ok := d.scan(b); ok {
+		return r, nil
+	}
+	return d.decodeTokens(b)
+}
+
+// decodeTokens parses one record value with the jsontext token decoder.
+func (d *EnrichedDecoder) decodeTokens(b []byte) (Enriched, error) {
 	var r Enriched
 	d.rd.Reset(b)
+	if d.names == nil {
+		d.names = map[string]string{}
+	}
 	if d.dec == nil {
 		d.dec = jsontext.NewDecoder(&d.rd, trusted...)
-		d.names = map[string]string{}
 	} else {
 		d.dec.Reset(&d.rd, trusted...)
 	}

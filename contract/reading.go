@@ -119,7 +119,18 @@ type rawReading struct {
 // DecodeRaw decodes a raw-topic record value. It is strict: a record that
 // was not written by ingest (a hand-made record on the raw topic) is refused
 // with the reason, which the pipeline puts in the dead-letter header.
+// Records exactly as AppendJSON writes them are read by a byte scanner
+// (scanRaw); any other input by the strict decoder, which words every
+// refusal (FuzzRawScanner checks that both read the same reading).
 func DecodeRaw(value []byte) (Reading, error) {
+	if r, ok := scanRaw(value); ok {
+		return r, nil
+	}
+	return decodeRawStrict(value)
+}
+
+// decodeRawStrict decodes a raw-topic record value with encoding/json/v2.
+func decodeRawStrict(value []byte) (Reading, error) {
 	var rr rawReading
 	if err := json.Unmarshal(value, &rr, json.RejectUnknownMembers(true)); err != nil {
 		return Reading{}, fmt.Errorf("raw record is not a Vigil reading: %w", err)
