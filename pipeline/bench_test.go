@@ -185,29 +185,40 @@ func BenchmarkStepUnivariate(b *testing.B) {
 	}
 }
 
-// BenchmarkDeviceStateBytes reports the heap per device at steady state:
-// 2,000 devices of four metrics and an attr, 300 readings each (warm, the
-// dedup window full), with the default configuration.
+// BenchmarkDeviceStateBytes reports the heap per device at steady state,
+// 2,000 devices of four metrics and an attr with the dedup window full:
+//   - per-metric: the multivariate model off, 300 readings each (the
+//     per-metric detectors judge the device);
+//   - multivariate: the defaults, 600 readings each (the model fitted at
+//     400 judges the device; the per-metric state is let go).
 func BenchmarkDeviceStateBytes(b *testing.B) {
-	for b.Loop() {
-		cfg := Default()
-		cfg.MVWarmup = 0 // the per-metric path; the multivariate model is measured apart
-		pr := NewProcessor(cfg, "eu", nil)
-		rng := rand.New(rand.NewPCG(3, 3))
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		part := newPartition()
-		var res StepResult
-		const devices = 2000
-		for i := 0; i < devices*300; i++ {
-			r := ingest1(i, devices, rng)
-			pr.Step(part, &r, false, nil, &res)
-		}
-		runtime.GC()
-		runtime.ReadMemStats(&after)
-		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/devices, "B/device")
-		runtime.KeepAlive(part)
+	for _, c := range []struct {
+		name     string
+		mv       int
+		readings int
+	}{{"per-metric", 0, 300}, {"multivariate", Default().MVWarmup, 600}} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				cfg := Default()
+				cfg.MVWarmup = c.mv
+				pr := NewProcessor(cfg, "eu", nil)
+				rng := rand.New(rand.NewPCG(3, 3))
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				part := newPartition()
+				var res StepResult
+				const devices = 2000
+				for i := 0; i < devices*c.readings; i++ {
+					r := ingest1(i, devices, rng)
+					pr.Step(part, &r, false, nil, &res)
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/devices, "B/device")
+				runtime.KeepAlive(part)
+			}
+		})
 	}
 }
 

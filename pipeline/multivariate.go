@@ -51,14 +51,9 @@ type MVState struct {
 	Filled []int
 	Sum    []float64
 
-	// fit accumulators: smoothed values, and raw sums for the trend ratio
-	Buf       [][]float64
-	SX, SXX   []float64
-	SDD       []float64
-	Last      []float64
-	HasLast   []bool
-	NX, ND    []int
-	Collected int // readings folded into the accumulators
+	// the fit's accumulators, only while a fit or refit collects (nil
+	// between refits: most devices, most of the time)
+	Collect *MVCollect
 
 	Fitted   bool
 	Med      []float64
@@ -74,6 +69,32 @@ type MVState struct {
 	RunStart time.Time
 
 	zs []float64 // scratch
+}
+
+// MVCollect accumulates the readings a fit is made from: the smoothed
+// values, and raw sums for the trend ratio.
+type MVCollect struct {
+	Buf       [][]float64
+	SX, SXX   []float64
+	SDD       []float64
+	Last      []float64
+	HasLast   []bool
+	NX, ND    []int
+	Collected int // readings folded into the accumulators
+}
+
+// collect returns the accumulators, started if need be.
+func (m *MVState) collect(warmup int) *MVCollect {
+	if m.Collect == nil {
+		n := len(m.Names)
+		c := &MVCollect{Buf: make([][]float64, n), SX: make([]float64, n), SXX: make([]float64, n), SDD: make([]float64, n),
+			Last: make([]float64, n), HasLast: make([]bool, n), NX: make([]int, n), ND: make([]int, n)}
+		for j := range c.Buf {
+			c.Buf[j] = make([]float64, 0, warmup)
+		}
+		m.Collect = c
+	}
+	return m.Collect
 }
 
 // mvParams are the detector's constants.
@@ -107,16 +128,7 @@ func newMVState(names []string, smooth int) *MVState {
 	for i := range m.Ring {
 		m.Ring[i] = make([]float64, smooth)
 	}
-	m.resetFit(n)
 	return m
-}
-
-func (m *MVState) resetFit(n int) {
-	m.Buf = make([][]float64, n)
-	m.SX, m.SXX, m.SDD = make([]float64, n), make([]float64, n), make([]float64, n)
-	m.Last, m.HasLast = make([]float64, n), make([]bool, n)
-	m.NX, m.ND = make([]int, n), make([]int, n)
-	m.Collected = 0
 }
 
 // mvObserve folds the reading's metrics into the device's detector and
@@ -165,15 +177,16 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 		m.Sum[j] += v
 		// raw sums for the trend ratio
 		if !m.Fitted || m.SinceFit >= p.refit && p.refit > 0 {
-			m.SX[j] += v
-			m.SXX[j] += v * v
-			m.NX[j]++
-			if m.HasLast[j] {
-				dd := v - m.Last[j]
-				m.SDD[j] += dd * dd
-				m.ND[j]++
+			c := m.collect(p.warmup)
+			c.SX[j] += v
+			c.SXX[j] += v * v
+			c.NX[j]++
+			if c.HasLast[j] {
+				dd := v - c.Last[j]
+				c.SDD[j] += dd * dd
+				c.ND[j]++
 			}
-			m.Last[j], m.HasLast[j] = v, true
+			c.Last[j], c.HasLast[j] = v, true
 		}
 	}
 	if present == 0 {
@@ -218,13 +231,14 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 	if !collecting || m.Fitted && out.Z >= 3 {
 		return
 	}
-	m.Collected++
+	c := m.collect(p.warmup)
+	c.Collected++
 	for j := range m.Names {
 		if m.Filled[j] == p.smooth {
-			m.Buf[j] = append(m.Buf[j], m.Sum[j]/float64(p.smooth))
+			c.Buf[j] = append(c.Buf[j], m.Sum[j]/float64(p.smooth))
 		}
 	}
-	if m.Collected >= p.warmup {
+	if c.Collected >= p.warmup {
 		m.fit(p)
 	}
 }
@@ -278,13 +292,14 @@ func sameNames(names []string, metrics []MetricObs) bool {
 // accumulators and starts the next collection.
 func (m *MVState) fit(p *mvParams) {
 	n := len(m.Names)
+	c := m.collect(p.warmup)
 	med, scale, weight, noises := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
 	usable := 0
 	for j := 0; j < n; j++ {
-		if len(m.Buf[j]) < 10 || m.NX[j] < 10 || m.ND[j] < 10 {
+		if len(c.Buf[j]) < 10 || c.NX[j] < 10 || c.ND[j] < 10 {
 			continue
 		}
-		b := append([]float64(nil), m.Buf[j]...)
+		b := c.Buf[j] // sorted in place: the accumulators end with this fit
 		sort.Float64s(b)
 		md := b[len(b)/2]
 		for i := range b {
@@ -292,10 +307,10 @@ func (m *MVState) fit(p *mvParams) {
 		}
 		sort.Float64s(b)
 		mad := 1.4826 * b[len(b)/2]
-		nx := float64(m.NX[j])
-		mean := m.SX[j] / nx
-		varRaw := math.Max(m.SXX[j]/nx-mean*mean, 0)
-		noise := math.Sqrt(m.SDD[j] / float64(m.ND[j]) / 2)
+		nx := float64(c.NX[j])
+		mean := c.SX[j] / nx
+		varRaw := math.Max(c.SXX[j]/nx-mean*mean, 0)
+		noise := math.Sqrt(c.SDD[j] / float64(c.ND[j]) / 2)
 		if mad <= 1e-12*(1+math.Abs(md)) || varRaw <= 0 || noise <= 0 {
 			continue // did not move: the per-metric baseline watches it
 		}
@@ -303,7 +318,7 @@ func (m *MVState) fit(p *mvParams) {
 		med[j], scale[j], weight[j], noises[j] = md, mad, math.Pow(r, -p.drift), noise
 		usable++
 	}
-	m.resetFit(n)
+	m.Collect = nil
 	m.SinceFit = 0
 	if usable < 2 && !m.Fitted {
 		return // collect again

@@ -285,7 +285,13 @@ func (d *DeviceState) observe(p *params, r *contract.Reading, o *Observation) {
 		}
 		// a device whose multivariate model is fitted is judged by it; its
 		// per-metric detectors wait (and cost nothing) meanwhile
-		if inOrder && !p.uv.off && (d.MV == nil || !d.MV.Fitted) {
+		switch {
+		case d.MV != nil && d.MV.Fitted:
+			// the multivariate model judges the device from now on (it
+			// stays fitted: refits replace it): the per-metric state,
+			// about 2 KiB a metric, is let go
+			ms.UV = nil
+		case inOrder && !p.uv.off:
 			if ms.UV == nil {
 				ms.UV = newUVState()
 			}
