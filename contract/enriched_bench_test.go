@@ -214,9 +214,9 @@ func FuzzRawScanner(f *testing.F) {
 		if err != nil {
 			t.Fatalf("the scanner took %q, the strict decoder refused it: %v", b, err)
 		}
+		sameAttrs := len(got.Attrs) == 0 && len(want.Attrs) == 0 || slices.Equal(got.Attrs, want.Attrs)
 		if got.ID != want.ID || got.DeviceID != want.DeviceID || got.TS != want.TS || got.IngestedAt != want.IngestedAt ||
-			got.Label != want.Label || got.Region != want.Region || !slices.Equal(got.Metrics, want.Metrics) ||
-			!(len(got.Attrs) == 0 && len(want.Attrs) == 0 || slices.Equal(got.Attrs, want.Attrs)) {
+			got.Label != want.Label || got.Region != want.Region || !slices.Equal(got.Metrics, want.Metrics) || !sameAttrs {
 			t.Fatalf("%q: scanner %+v, strict %+v", b, got, want)
 		}
 	})
