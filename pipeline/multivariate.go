@@ -83,15 +83,14 @@ type MVCollect struct {
 	Collected int // readings folded into the accumulators
 }
 
-// collect returns the accumulators, started if need be.
-func (m *MVState) collect(warmup int) *MVCollect {
+// collect returns the accumulators, started if need be. Buf grows as the
+// readings come (a fleet of devices still warming up holds a few values
+// each, not mv_warmup).
+func (m *MVState) collect() *MVCollect {
 	if m.Collect == nil {
 		n := len(m.Names)
 		c := &MVCollect{Buf: make([][]float64, n), SX: make([]float64, n), SXX: make([]float64, n), SDD: make([]float64, n),
 			Last: make([]float64, n), HasLast: make([]bool, n), NX: make([]int, n), ND: make([]int, n)}
-		for j := range c.Buf {
-			c.Buf[j] = make([]float64, 0, warmup)
-		}
 		m.Collect = c
 	}
 	return m.Collect
@@ -177,7 +176,7 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 		m.Sum[j] += v
 		// raw sums for the trend ratio
 		if !m.Fitted || m.SinceFit >= p.refit && p.refit > 0 {
-			c := m.collect(p.warmup)
+			c := m.collect()
 			c.SX[j] += v
 			c.SXX[j] += v * v
 			c.NX[j]++
@@ -231,7 +230,7 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 	if !collecting || m.Fitted && out.Z >= 3 {
 		return
 	}
-	c := m.collect(p.warmup)
+	c := m.collect()
 	c.Collected++
 	for j := range m.Names {
 		if m.Filled[j] == p.smooth {
@@ -292,7 +291,7 @@ func sameNames(names []string, metrics []MetricObs) bool {
 // accumulators and starts the next collection.
 func (m *MVState) fit(p *mvParams) {
 	n := len(m.Names)
-	c := m.collect(p.warmup)
+	c := m.collect()
 	med, scale, weight, noises := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
 	usable := 0
 	for j := 0; j < n; j++ {
