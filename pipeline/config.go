@@ -38,6 +38,12 @@ type Config struct {
 	// per-metric detector is calibrated to: a score of 0.8 is a reading as
 	// unlikely as that, on every metric. Default 0.6.
 	AlertBudget float64 `yaml:"alert_budget"`
+	// RealertReadings: within this many readings of the device after an
+	// incident of a metric, a new incident of the metric led by the same
+	// reason and scoring no higher than that one's peak is a repeat: it is
+	// kept silent, without an alert, unless it grows stronger than the
+	// peak. 0 alerts every incident. Default 600.
+	RealertReadings int `yaml:"realert_readings"`
 	// AcceptAfter is how long (event time) a metric's anomalous run lasts
 	// before it is accepted as the new normal: its incident closes as
 	// accepted and its baseline restarts from the new values. 0 never
@@ -156,6 +162,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("incident_quiet_readings: must not be negative, got %d", c.IncidentQuietReadings)
 	case !(c.AlertBudget > 0 && c.AlertBudget <= 100):
 		return fmt.Errorf("alert_budget: must be more than 0 and at most 100 false alerts per device-day, got %g", c.AlertBudget)
+	case c.RealertReadings < 0:
+		return fmt.Errorf("realert_readings: must not be negative (0 alerts every incident), got %d", c.RealertReadings)
 	case c.AcceptAfter < 0:
 		return fmt.Errorf("accept_after: must not be negative (0 never accepts), got %s", c.AcceptAfter)
 	case c.DedupWindow < 1:
@@ -203,7 +211,7 @@ func (c Config) Validate() error {
 func Default() Config {
 	return Config{Group: "stream", BatchMaxReadings: 5000, BatchMaxWait: 5 * time.Millisecond, Threshold: 0.8,
 		WarmupReadings: 20, HalfLife: 500, IncidentQuiet: 5 * time.Minute, IncidentQuietReadings: 150,
-		AlertBudget: 0.6, AcceptAfter: 2 * time.Hour, DedupWindow: 256, DeviceIdleTTL: 7 * 24 * time.Hour,
+		AlertBudget: 0.6, RealertReadings: 600, AcceptAfter: 2 * time.Hour, DedupWindow: 256, DeviceIdleTTL: 7 * 24 * time.Hour,
 		SnapshotInterval: 30 * time.Second, RestoreLookback: 200000, AlertStoreSize: 10000, AttrBuckets: 32,
 		MVWarmup: 400, MVSmooth: 10, MVThreshold: 2.7, MVSpike: 8, MVRefit: 3600}
 }

@@ -14,6 +14,7 @@ type metrics struct {
 	duplicates  prometheus.Counter
 	dlq         prometheus.Counter
 	alerts      *prometheus.CounterVec
+	repeats     prometheus.Counter
 	aborts      prometheus.Counter
 	postToAlert prometheus.Histogram
 	postToDone  prometheus.Histogram
@@ -32,7 +33,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_pipeline_duplicates_total", Help: "Re-sent readings dropped by id."}),
 		dlq:        prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_pipeline_dlq_total", Help: "Raw records sent to the dead-letter topic."}),
 		alerts:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_pipeline_alerts_total", Help: "Alert records written, by incident state."}, []string{"state"}),
-		aborts:     prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_pipeline_aborted_batches_total", Help: "Micro-batches whose transaction was aborted (rebalance or error); they are processed again."}),
+		repeats: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_pipeline_repeats_total",
+			Help: "Incidents kept silent, without an alert, as repeats of their metric's previous incident (pipeline.realert_readings)."}),
+		aborts: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_pipeline_aborted_batches_total", Help: "Micro-batches whose transaction was aborted (rebalance or error); they are processed again."}),
 		postToAlert: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vigil_pipeline_post_to_alert_seconds",
 			Help: "From ingest acknowledgement time to the commit of the alert it raised.", Buckets: lat}),
 		postToDone: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vigil_pipeline_post_to_commit_seconds",
@@ -44,7 +47,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.batchTime, m.readings, m.duplicates, m.dlq, m.alerts, m.aborts, m.postToAlert, m.postToDone, m.lag, m.restored, m.swaps} {
+	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.batchTime, m.readings, m.duplicates, m.dlq, m.alerts, m.repeats, m.aborts, m.postToAlert, m.postToDone, m.lag, m.restored, m.swaps} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register pipeline metrics: %w", err)
 		}

@@ -86,6 +86,9 @@ func TestNABDebug(t *testing.T) {
 	if v := os.Getenv("NAB_QUIETN"); v != "" {
 		fmt.Sscan(v, &cfg.IncidentQuietReadings)
 	}
+	if v := os.Getenv("NAB_REALERT"); v != "" {
+		fmt.Sscan(v, &cfg.RealertReadings)
+	}
 	tab := nabRun(t, cfg, reasons)
 	t.Logf("\n%s", tab)
 	var keys []string

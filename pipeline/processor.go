@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"github.com/vigil/vigil/contract"
+	"math"
 
 	"crypto/sha256"
 	"encoding/hex"
@@ -168,13 +169,14 @@ type StepResult struct {
 	Duplicate bool
 	Score     float64
 	Incident  string           // the alert id of the incident the reading belongs to ("" if none)
+	Repeat    bool             // the reading began a silent repeat of its metric's previous incident
 	Alerts    []contract.Alert // opened or closed incidents
 }
 
 // Step folds r into the partition state and, when emit is set, appends the
 // enriched record to buf. It returns the grown buffer and what happened.
 func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf []byte, res *StepResult) []byte {
-	res.Duplicate, res.Score, res.Incident, res.Alerts = false, 0, "", res.Alerts[:0]
+	res.Duplicate, res.Score, res.Incident, res.Repeat, res.Alerts = false, 0, "", false, res.Alerts[:0]
 	ds := part.Devices[r.DeviceID]
 	if ds == nil {
 		ds = newDeviceState()
@@ -203,7 +205,8 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 	for metric, inc := range ds.Incidents {
 		if r.TS.Sub(inc.LastTS) > g.cfg.IncidentQuiet && inc.Quiet >= g.cfg.IncidentQuietReadings {
 			delete(ds.Incidents, metric)
-			if emit {
+			ds.rememberClosed(inc)
+			if emit && !inc.Silent {
 				a := inc.First
 				a.State, a.Readings, a.LastTS, a.MaxScore = "closed", inc.Readings, inc.LastTS, inc.MaxScore
 				res.Alerts = append(res.Alerts, a)
@@ -216,42 +219,59 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 	score, reasons := pr.score(o)
 	pr.reasons = reasons
 	res.Score = score
-	incident := ""
+	var cur *Incident // the incident this reading belongs to
 	if len(reasons) > 0 && score >= thr*0.8 {
 		metric := metricOf(reasons[0].Feature)
 		inc := ds.Incidents[metric]
 		switch {
+		case inc != nil && inc.Silent && score >= thr && stronger(strength(reasons, inc.Feature), score, inc.RefPeak, inc.RefScore):
+			// a repeat that grew stronger than the incident it repeats:
+			// it is news after all, and raises its alert now
+			a := pr.newAlert(r, dev, metric, score, thr, reasons)
+			inc.AlertID, inc.First, inc.Silent = a.AlertID, a, false
+			inc.Active, inc.Readings, inc.LastTS, inc.LastN = true, inc.Readings+1, r.TS, ds.N
+			inc.MaxScore = max(inc.MaxScore, score)
+			inc.Strength = max(inc.Strength, strength(reasons, inc.Feature))
+			cur = inc
+			if emit {
+				res.Alerts = append(res.Alerts, a)
+			}
 		case inc != nil && (inc.Active || score >= thr):
 			// hysteresis: an incident goes on while its readings stay above
 			// 80% of the threshold; once they dropped below, it takes the
 			// threshold again to resume it (same alert, until it closes)
-			incident = inc.AlertID
 			inc.Active = true
 			inc.Readings++
-			inc.LastTS = r.TS
-			if score > inc.MaxScore {
-				inc.MaxScore = score
-			}
+			inc.LastTS, inc.LastN = r.TS, ds.N
+			inc.MaxScore = max(inc.MaxScore, score)
+			inc.Strength = max(inc.Strength, strength(reasons, inc.Feature))
+			cur = inc
 		case inc == nil && score >= thr:
-			a := contract.Alert{
-				AlertID: alertID(r.DeviceID, r.ID, metric), DeviceID: r.DeviceID, Region: pr.region,
-				TS: r.TS, DetectedAt: pr.now().UTC(), IngestedAt: r.IngestedAt,
-				Score: score, Threshold: thr, Severity: contract.Severity(score), Model: pr.active.name(),
-				MessageID: r.ID, Metric: metric, Reasons: describedCopy(reasons, r.TS),
-				State: "open", Readings: 1, LastTS: r.TS, MaxScore: score,
+			feature, st := reasons[0].Feature, math.Abs(reasons[0].Value)
+			if ref, ok := ds.repeats(g.cfg.RealertReadings, metric, feature, st, score); ok {
+				// the metric does again what its last incident did, no
+				// stronger: the incident is kept, silent, without an alert
+				cur = &Incident{Metric: metric, Feature: feature, OpenedTS: r.TS, LastTS: r.TS, Readings: 1, LastN: ds.N, MaxScore: score, Strength: st,
+					Active: true, Silent: true, RefPeak: ref.Strength, RefScore: ref.MaxScore}
+				ds.Incidents[metric] = cur
+				res.Repeat = true
+				break
 			}
-			if dev != nil {
-				a.Site = dev.Site
-			}
-			ds.Incidents[metric] = &Incident{AlertID: a.AlertID, Metric: metric, OpenedTS: r.TS, LastTS: r.TS, Readings: 1, MaxScore: score, First: a, Active: true}
-			incident = a.AlertID
+			a := pr.newAlert(r, dev, metric, score, thr, reasons)
+			cur = &Incident{AlertID: a.AlertID, Metric: metric, Feature: feature, OpenedTS: r.TS, LastTS: r.TS, Readings: 1, LastN: ds.N, MaxScore: score, Strength: st,
+				First: a, Active: true}
+			ds.Incidents[metric] = cur
 			if emit {
 				res.Alerts = append(res.Alerts, a)
 			}
 		}
 	}
+	incident := ""
+	if cur != nil {
+		incident = cur.AlertID // "" while silent
+	}
 	for _, inc := range ds.Incidents {
-		if inc.AlertID != incident {
+		if inc != cur {
 			inc.Active = false
 			inc.Quiet++
 		} else {
@@ -273,10 +293,10 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 		}
 		if inc := ds.Incidents[key]; inc != nil {
 			delete(ds.Incidents, inc.Metric)
-			if inc.AlertID == incident {
+			if inc == cur {
 				incident = ""
 			}
-			if emit {
+			if emit && !inc.Silent {
 				a := inc.First
 				a.State, a.Readings, a.LastTS, a.MaxScore, a.Accepted = "closed", inc.Readings, inc.LastTS, inc.MaxScore, true
 				res.Alerts = append(res.Alerts, a)
@@ -296,6 +316,76 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 		buf = contract.AppendEnriched(buf, o.Reading, s)
 	}
 	return buf
+}
+
+// newAlert is the alert a reading raises when it opens an incident.
+func (pr *Processor) newAlert(r *contract.Reading, dev *contract.Device, metric string, score, thr float64, reasons []contract.Reason) contract.Alert {
+	a := contract.Alert{
+		AlertID: alertID(r.DeviceID, r.ID, metric), DeviceID: r.DeviceID, Region: pr.region,
+		TS: r.TS, DetectedAt: pr.now().UTC(), IngestedAt: r.IngestedAt,
+		Score: score, Threshold: thr, Severity: contract.Severity(score), Model: pr.active.name(),
+		MessageID: r.ID, Metric: metric, Reasons: describedCopy(reasons, r.TS),
+		State: "open", Readings: 1, LastTS: r.TS, MaxScore: score,
+	}
+	if dev != nil {
+		a.Site = dev.Site
+	}
+	return a
+}
+
+// rememberClosed keeps what a closed incident leaves behind, one per
+// metric. A silent repeat extends the memory of the incident it repeated
+// (its peak stays the reference).
+func (d *DeviceState) rememberClosed(inc *Incident) {
+	c := ClosedIncident{Metric: inc.Metric, Feature: inc.Feature, LastTS: inc.LastTS, LastN: inc.LastN, Strength: inc.Strength, MaxScore: inc.MaxScore}
+	for i := range d.Closed {
+		if p := &d.Closed[i]; p.Metric == inc.Metric {
+			if inc.Silent {
+				p.LastTS, p.LastN = inc.LastTS, inc.LastN
+				p.Strength, p.MaxScore = max(p.Strength, inc.Strength), max(p.MaxScore, inc.MaxScore)
+			} else {
+				*p = c
+			}
+			return
+		}
+	}
+	if !inc.Silent {
+		d.Closed = append(d.Closed, c)
+	}
+}
+
+// repeats reports whether an incident of metric led by feature at
+// strength st and score repeats the metric's last closed incident: the
+// same leading reason, no stronger by either figure, within n readings of
+// the device after its last anomalous reading. It returns that incident.
+func (d *DeviceState) repeats(n int, metric, feature string, st, score float64) (ClosedIncident, bool) {
+	if n <= 0 {
+		return ClosedIncident{}, false
+	}
+	for _, c := range d.Closed {
+		if c.Metric == metric {
+			return c, d.N-c.LastN < int64(n) && c.Feature == feature && !stronger(st, score, c.Strength, c.MaxScore)
+		}
+	}
+	return ClosedIncident{}, false
+}
+
+// stronger reports whether a reading of strength st and score goes
+// clearly beyond an incident's peak (refSt, refScore): half as far again
+// on its leading reason, or 0.02 higher in score. Noise alone does not
+// make an event of the same size stronger.
+func stronger(st, score, refSt, refScore float64) bool {
+	return st > 1.5*refSt || score > refScore+0.02
+}
+
+// strength is how far the reading goes on feature, its incident's
+// leading reason: the reason's figure (a nonconformity, a z, a gap), which
+// unlike the score does not saturate; 0 when another reason leads.
+func strength(reasons []contract.Reason, feature string) float64 {
+	if len(reasons) == 0 || reasons[0].Feature != feature {
+		return 0
+	}
+	return math.Abs(reasons[0].Value)
 }
 
 func alertID(device, msg, metric string) string {

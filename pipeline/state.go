@@ -34,10 +34,32 @@ type Incident struct {
 	OpenedTS time.Time // event time of the reading that opened it
 	LastTS   time.Time // event time of its latest anomalous reading
 	Readings int
+	LastN    int64 // the device's reading count at its latest anomalous reading
 	MaxScore float64
 	First    contract.Alert // the alert as raised, updated when the incident closes
 	Active   bool           // the device's latest reading belonged to it
-	Quiet    int            // readings of the device since its latest anomalous one
+	// Silent: a repeat of the metric's previous incident (see
+	// pipeline.realert_readings), kept without an alert unless a reading
+	// goes further than RefPeak or scores above RefScore, that incident's
+	// strength and peak score.
+	Silent   bool
+	RefPeak  float64
+	RefScore float64
+	// Feature is the leading reason of the reading that opened it, and
+	// Strength its peak on that reason.
+	Feature  string
+	Strength float64
+	Quiet    int // readings of the device since its latest anomalous one
+}
+
+// ClosedIncident is what a closed incident leaves behind.
+type ClosedIncident struct {
+	Metric   string
+	Feature  string // the leading reason of the reading that opened it
+	LastTS   time.Time
+	LastN    int64   // the device's reading count at its latest anomalous reading
+	Strength float64 // its peak on Feature (see strength)
+	MaxScore float64
 }
 
 // DeviceState is everything the pipeline remembers about one device.
@@ -56,8 +78,12 @@ type DeviceState struct {
 	IDHashes  []uint64
 	IDPos     int
 	Incidents map[string]*Incident
-	MV        *MVState  // the multivariate detector (nil until two metrics are seen)
-	Gap       *GapState // calibration of the gaps between readings
+	// Closed are the latest closed incidents' metrics, close times and
+	// peaks (one per metric): within pipeline.realert_after of one, a new
+	// incident of the metric opens only above its peak.
+	Closed []ClosedIncident
+	MV     *MVState  // the multivariate detector (nil until two metrics are seen)
+	Gap    *GapState // calibration of the gaps between readings
 
 }
 

@@ -299,6 +299,9 @@ func (b *batch) partition(fp kgo.FetchTopicPartition) {
 			continue
 		}
 		b.stats.readings++
+		if b.res.Repeat {
+			b.stats.repeats++
+		}
 		b.stats.ingestTimes = append(b.stats.ingestTimes, r.IngestedAt)
 		b.sess.Produce(b.ctx, &kgo.Record{Topic: s.o.Topics.Enriched, Key: rec.Key, Value: b.buf[off:len(b.buf):len(b.buf)]}, b.e.Promise())
 		for i := range b.res.Alerts {
@@ -330,6 +333,7 @@ func (b *batch) partition(fp kgo.FetchTopicPartition) {
 type batchStats struct {
 	readings, duplicates, dlq int
 	alertsOpen, alertsClosed  int
+	repeats                   int
 	ingestTimes, alertIngest  []time.Time // of the readings, of the alerts opened
 }
 
@@ -348,6 +352,7 @@ func (st *batchStats) record(m *metrics, start, done time.Time) {
 	m.dlq.Add(float64(st.dlq))
 	m.alerts.WithLabelValues("open").Add(float64(st.alertsOpen))
 	m.alerts.WithLabelValues("closed").Add(float64(st.alertsClosed))
+	m.repeats.Add(float64(st.repeats))
 	for _, t := range st.ingestTimes {
 		m.postToDone.Observe(done.Sub(t).Seconds())
 	}

@@ -17,6 +17,7 @@ type uvStep struct {
 	ts       time.Time
 	score    float64
 	incident string
+	repeat   bool
 	alerts   []contract.Alert
 }
 
@@ -29,7 +30,7 @@ func uvRun(t *testing.T, n int, step time.Duration, gen func(i int, ts time.Time
 		r := contract.Reading{ID: strconv.Itoa(i), DeviceID: "d", TS: ts, IngestedAt: ts,
 			Metrics: []contract.Metric{{Name: "m", Value: gen(i, ts)}}}
 		_, res := off.Step(&r)
-		out[i] = uvStep{ts: ts, score: res.Score, incident: res.Incident, alerts: append([]contract.Alert(nil), res.Alerts...)}
+		out[i] = uvStep{ts: ts, score: res.Score, incident: res.Incident, repeat: res.Repeat, alerts: append([]contract.Alert(nil), res.Alerts...)}
 		ts = ts.Add(step)
 	}
 	return out
@@ -281,5 +282,32 @@ func TestRecurringGapIsLearnt(t *testing.T) {
 	}
 	if gapAlerts[len(gapAlerts)-1] != 11 {
 		t.Errorf("the ten-hour gap did not alert: %v", gapAlerts)
+	}
+}
+
+// A metric that does again what its last incident did, no stronger and
+// within realert_readings, is not alerted again (the incident is kept
+// silent); a stronger one is, and so is the same one once the metric has
+// been quiet for longer.
+func TestRepeatIsSilentUnlessStronger(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 11))
+	spikes := map[int]float64{2000: 40, 2200: 40, 2400: 80, 3300: 40}
+	steps := uvRun(t, 3500, 5*time.Minute, func(i int, _ time.Time) float64 {
+		return 50 + 2*rng.NormFloat64() + spikes[i]
+	})
+	if n, a := opened(steps, 2000, 2001); n != 1 || steps[2000].repeat {
+		t.Fatalf("the first spike raised %d alerts (%+v), want 1", n, a)
+	}
+	if n, _ := opened(steps, 2001, 2400); n != 0 || !steps[2200].repeat || steps[2200].incident != "" {
+		t.Errorf("the same spike 200 readings later: %d alerts, repeat %v, incident %q; want a silent repeat", n, steps[2200].repeat, steps[2200].incident)
+	}
+	if n, _ := opened(steps, 2400, 2401); n != 1 {
+		t.Errorf("a spike twice as large raised %d alerts, want 1", n)
+	}
+	if n, _ := opened(steps, 3300, 3301); n != 1 || steps[3300].repeat {
+		t.Errorf("the first spike's size 900 readings after the last incident raised %d alerts (repeat %v), want 1", n, steps[3300].repeat)
+	}
+	if Default().RealertReadings >= 900 {
+		t.Fatalf("the test assumes realert_readings below 900, not %d", Default().RealertReadings)
 	}
 }
