@@ -251,7 +251,8 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 			if ref, ok := ds.repeats(g.cfg.RealertReadings, metric, feature, st, score); ok {
 				// the metric does again what its last incident did, no
 				// stronger: the incident is kept, silent, without an alert
-				cur = &Incident{Metric: metric, Feature: feature, OpenedTS: r.TS, LastTS: r.TS, Readings: 1, LastN: ds.N, MaxScore: score, Strength: st,
+				// (its readings carry the repeated alert's id)
+				cur = &Incident{AlertID: ref.AlertID, Metric: metric, Feature: feature, OpenedTS: r.TS, LastTS: r.TS, Readings: 1, LastN: ds.N, MaxScore: score, Strength: st,
 					Active: true, Silent: true, RefPeak: ref.Strength, RefScore: ref.MaxScore}
 				ds.Incidents[metric] = cur
 				res.Repeat = true
@@ -268,7 +269,7 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 	}
 	incident := ""
 	if cur != nil {
-		incident = cur.AlertID // "" while silent
+		incident = cur.AlertID
 	}
 	for _, inc := range ds.Incidents {
 		if inc != cur {
@@ -337,7 +338,7 @@ func (pr *Processor) newAlert(r *contract.Reading, dev *contract.Device, metric 
 // metric. A silent repeat extends the memory of the incident it repeated
 // (its peak stays the reference).
 func (d *DeviceState) rememberClosed(inc *Incident) {
-	c := ClosedIncident{Metric: inc.Metric, Feature: inc.Feature, LastTS: inc.LastTS, LastN: inc.LastN, Strength: inc.Strength, MaxScore: inc.MaxScore}
+	c := ClosedIncident{AlertID: inc.AlertID, Metric: inc.Metric, Feature: inc.Feature, LastTS: inc.LastTS, LastN: inc.LastN, Strength: inc.Strength, MaxScore: inc.MaxScore}
 	for i := range d.Closed {
 		if p := &d.Closed[i]; p.Metric == inc.Metric {
 			if inc.Silent {

@@ -39,7 +39,8 @@ type Incident struct {
 	First    contract.Alert // the alert as raised, updated when the incident closes
 	Active   bool           // the device's latest reading belonged to it
 	// Silent: a repeat of the metric's previous incident (see
-	// pipeline.realert_readings), kept without an alert unless a reading
+	// pipeline.realert_readings; AlertID is that incident's alert, which
+	// its readings carry), kept without an alert unless a reading
 	// goes further than RefPeak or scores above RefScore, that incident's
 	// strength and peak score.
 	Silent   bool
@@ -54,6 +55,7 @@ type Incident struct {
 
 // ClosedIncident is what a closed incident leaves behind.
 type ClosedIncident struct {
+	AlertID  string // the alert it raised
 	Metric   string
 	Feature  string // the leading reason of the reading that opened it
 	LastTS   time.Time

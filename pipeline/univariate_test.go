@@ -298,8 +298,8 @@ func TestRepeatIsSilentUnlessStronger(t *testing.T) {
 	if n, a := opened(steps, 2000, 2001); n != 1 || steps[2000].repeat {
 		t.Fatalf("the first spike raised %d alerts (%+v), want 1", n, a)
 	}
-	if n, _ := opened(steps, 2001, 2400); n != 0 || !steps[2200].repeat || steps[2200].incident != "" {
-		t.Errorf("the same spike 200 readings later: %d alerts, repeat %v, incident %q; want a silent repeat", n, steps[2200].repeat, steps[2200].incident)
+	if n, _ := opened(steps, 2001, 2400); n != 0 || !steps[2200].repeat || steps[2200].incident != steps[2000].incident {
+		t.Errorf("the same spike 200 readings later: %d alerts, repeat %v, incident %q; want a silent repeat of %q", n, steps[2200].repeat, steps[2200].incident, steps[2000].incident)
 	}
 	if n, _ := opened(steps, 2400, 2401); n != 1 {
 		t.Errorf("a spike twice as large raised %d alerts, want 1", n)
