@@ -55,9 +55,10 @@ func (Baseline) Score(o *Observation, reasons []contract.Reason) (float64, []con
 	for i := range o.Metrics {
 		m := &o.Metrics[i]
 		// Once the device's multivariate model is fitted it judges level and
-		// volatility (jointly, smoothed, drift-aware); the per-metric
-		// detector scores only on a device without one.
-		if u := &m.UV; !o.MV.Warm && u.Warm {
+		// volatility (jointly, smoothed, drift-aware) of the metrics it
+		// weighs; the per-metric detector scores the others (it does not
+		// run for those, so their UV is not Warm).
+		if u := &m.UV; u.Warm {
 			if sc := scoreOfL(u.PointL, u.AlertL); sc >= minScore {
 				det := "tail"
 				if u.Kind == "cycle" {

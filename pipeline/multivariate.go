@@ -83,6 +83,13 @@ type MVCollect struct {
 	Collected int // readings folded into the accumulators
 }
 
+// watches reports whether the fitted model judges the named metric (it
+// knows it and gave it weight).
+func (m *MVState) watches(name string) bool {
+	j, ok := slices.BinarySearch(m.Names, name)
+	return ok && m.Weight[j] > 0
+}
+
 // collect returns the accumulators, started if need be. Buf grows as the
 // readings come (a fleet of devices still warming up holds a few values
 // each, not mv_warmup).

@@ -65,3 +65,36 @@ func TestMultivariateRelationshipAndSpike(t *testing.T) {
 }
 
 func secs(i int) time.Duration { return time.Duration(i) * time.Second }
+
+// A metric that did not move during the multivariate warm-up gets no
+// weight in the model, so the per-metric detector keeps watching it after
+// the fit: a later jump of that metric alerts, led by that metric.
+func TestUnweightedMetricStaysWatched(t *testing.T) {
+	off := NewOffline(Default(), "eu", nil)
+	rng := rand.New(rand.NewPCG(8, 8))
+	ts := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
+	var alerts []contract.Alert
+	for i := 0; i < 1500; i++ {
+		setpoint := 5.0
+		if i >= 1200 {
+			setpoint = 7 // changed by hand, long after the fit
+		}
+		r := contract.Reading{ID: strconv.Itoa(i), DeviceID: "d", TS: ts, IngestedAt: ts, Metrics: []contract.Metric{
+			{Name: "temp_c", Value: 60 + rng.NormFloat64()}, {Name: "current_a", Value: 5 + 0.2*rng.NormFloat64()}, {Name: "setpoint", Value: setpoint}}}
+		_, res := off.Step(&r)
+		if i == 1199 {
+			if m := off.part.Devices["d"].MV; m == nil || !m.Fitted || m.watches("setpoint") || !m.watches("temp_c") {
+				t.Fatalf("the model should be fitted, weigh temp_c and not setpoint: %+v", m)
+			}
+		}
+		for _, a := range res.Alerts {
+			if a.State == "open" && i >= 1200 {
+				alerts = append(alerts, a)
+			}
+		}
+		ts = ts.Add(time.Second)
+	}
+	if len(alerts) == 0 || alerts[0].Metric != "setpoint" || alerts[0].TS.Sub(time.Date(2026, 3, 2, 0, 20, 0, 0, time.UTC)) > 5*time.Second {
+		t.Fatalf("the setpoint's jump after the fit: alerts %+v, want one on setpoint within 5 s", alerts)
+	}
+}

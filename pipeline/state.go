@@ -314,10 +314,12 @@ func (d *DeviceState) observe(p *params, r *contract.Reading, o *Observation) {
 		// a device whose multivariate model is fitted is judged by it; its
 		// per-metric detectors wait (and cost nothing) meanwhile
 		switch {
-		case d.MV != nil && d.MV.Fitted:
-			// the multivariate model judges the device from now on (it
+		case d.MV != nil && d.MV.Fitted && d.MV.watches(m.Name):
+			// the multivariate model judges the metric from now on (it
 			// stays fitted: refits replace it): the per-metric state,
-			// about 2 KiB a metric, is let go
+			// about 2 KiB a metric, is let go. A metric the model gave no
+			// weight (it did not move in the warm-up) or does not know
+			// keeps its per-metric detector.
 			ms.UV = nil
 		case inOrder && !p.uv.off:
 			if ms.UV == nil {
