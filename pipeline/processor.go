@@ -2,10 +2,10 @@ package pipeline
 
 import (
 	"github.com/vigil/vigil/contract"
-	"math"
 
 	"crypto/sha256"
 	"encoding/hex"
+	"math"
 	"sync/atomic"
 	"time"
 )
@@ -224,7 +224,7 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 		metric := metricOf(reasons[0].Feature)
 		inc := ds.Incidents[metric]
 		switch {
-		case inc != nil && inc.Silent && score >= thr && stronger(strength(reasons, inc.Feature), score, inc.RefPeak, inc.RefScore):
+		case inc != nil && inc.Silent && score >= thr && ds.closedOf(metric).outdoneBy(strength(reasons, inc.Feature), score):
 			// a repeat that grew stronger than the incident it repeats:
 			// it is news after all, and raises its alert now
 			a := pr.newAlert(r, dev, metric, score, thr, reasons)
@@ -253,7 +253,7 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 				// stronger: the incident is kept, silent, without an alert
 				// (its readings carry the repeated alert's id)
 				cur = &Incident{AlertID: ref.AlertID, Metric: metric, Feature: feature, OpenedTS: r.TS, LastTS: r.TS, Readings: 1, LastN: ds.N, MaxScore: score, Strength: st,
-					Active: true, Silent: true, RefPeak: ref.Strength, RefScore: ref.MaxScore}
+					Active: true, Silent: true}
 				ds.Incidents[metric] = cur
 				res.Repeat = true
 				break
@@ -336,47 +336,51 @@ func (pr *Processor) newAlert(r *contract.Reading, dev *contract.Device, metric 
 
 // rememberClosed keeps what a closed incident leaves behind, one per
 // metric. A silent repeat extends the memory of the incident it repeated
-// (its peak stays the reference).
+// (whose peak stays the reference).
 func (d *DeviceState) rememberClosed(inc *Incident) {
-	c := ClosedIncident{AlertID: inc.AlertID, Metric: inc.Metric, Feature: inc.Feature, LastTS: inc.LastTS, LastN: inc.LastN, Strength: inc.Strength, MaxScore: inc.MaxScore}
-	for i := range d.Closed {
-		if p := &d.Closed[i]; p.Metric == inc.Metric {
-			if inc.Silent {
-				p.LastTS, p.LastN = inc.LastTS, inc.LastN
-				p.Strength, p.MaxScore = max(p.Strength, inc.Strength), max(p.MaxScore, inc.MaxScore)
-			} else {
-				*p = c
-			}
-			return
+	if p := d.closedOf(inc.Metric); p != nil {
+		if inc.Silent {
+			p.LastN = inc.LastN
+			p.Strength, p.MaxScore = max(p.Strength, inc.Strength), max(p.MaxScore, inc.MaxScore)
+		} else {
+			*p = ClosedIncident{AlertID: inc.AlertID, Metric: inc.Metric, Feature: inc.Feature, LastN: inc.LastN, Strength: inc.Strength, MaxScore: inc.MaxScore}
 		}
+		return
 	}
 	if !inc.Silent {
-		d.Closed = append(d.Closed, c)
+		d.Closed = append(d.Closed, ClosedIncident{AlertID: inc.AlertID, Metric: inc.Metric, Feature: inc.Feature, LastN: inc.LastN, Strength: inc.Strength, MaxScore: inc.MaxScore})
 	}
+}
+
+// closedOf is the metric's last closed incident (nil: none).
+func (d *DeviceState) closedOf(metric string) *ClosedIncident {
+	for i := range d.Closed {
+		if d.Closed[i].Metric == metric {
+			return &d.Closed[i]
+		}
+	}
+	return nil
 }
 
 // repeats reports whether an incident of metric led by feature at
 // strength st and score repeats the metric's last closed incident: the
-// same leading reason, no stronger by either figure, within n readings of
-// the device after its last anomalous reading. It returns that incident.
-func (d *DeviceState) repeats(n int, metric, feature string, st, score float64) (ClosedIncident, bool) {
-	if n <= 0 {
-		return ClosedIncident{}, false
+// same leading reason, not outdoing it, within n readings of the device
+// after its last anomalous reading. It returns that incident.
+func (d *DeviceState) repeats(n int, metric, feature string, st, score float64) (*ClosedIncident, bool) {
+	c := d.closedOf(metric)
+	if n <= 0 || c == nil {
+		return nil, false
 	}
-	for _, c := range d.Closed {
-		if c.Metric == metric {
-			return c, d.N-c.LastN < int64(n) && c.Feature == feature && !stronger(st, score, c.Strength, c.MaxScore)
-		}
-	}
-	return ClosedIncident{}, false
+	return c, d.N-c.LastN < int64(n) && c.Feature == feature && !c.outdoneBy(st, score)
 }
 
-// stronger reports whether a reading of strength st and score goes
-// clearly beyond an incident's peak (refSt, refScore): half as far again
-// on its leading reason, or 0.02 higher in score. Noise alone does not
-// make an event of the same size stronger.
-func stronger(st, score, refSt, refScore float64) bool {
-	return st > 1.5*refSt || score > refScore+0.02
+// outdoneBy reports whether a reading of strength st and score goes
+// clearly beyond the incident's peak: half as far again on its leading
+// reason, or 0.02 higher in score. Noise alone does not make an event of
+// the same size stronger. A silent repeat whose incident is gone (nil)
+// is outdone by anything.
+func (c *ClosedIncident) outdoneBy(st, score float64) bool {
+	return c == nil || st > 1.5*c.Strength || score > c.MaxScore+0.02
 }
 
 // strength is how far the reading goes on feature, its incident's

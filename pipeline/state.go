@@ -41,11 +41,9 @@ type Incident struct {
 	// Silent: a repeat of the metric's previous incident (see
 	// pipeline.realert_readings; AlertID is that incident's alert, which
 	// its readings carry), kept without an alert unless a reading
-	// goes further than RefPeak or scores above RefScore, that incident's
-	// strength and peak score.
-	Silent   bool
-	RefPeak  float64
-	RefScore float64
+	// outdoes that incident (ClosedIncident.outdoneBy), which stays in
+	// DeviceState.Closed while the repeat is open.
+	Silent bool
 	// Feature is the leading reason of the reading that opened it, and
 	// Strength its peak on that reason.
 	Feature  string
@@ -57,8 +55,7 @@ type Incident struct {
 type ClosedIncident struct {
 	AlertID  string // the alert it raised
 	Metric   string
-	Feature  string // the leading reason of the reading that opened it
-	LastTS   time.Time
+	Feature  string  // the leading reason of the reading that opened it
 	LastN    int64   // the device's reading count at its latest anomalous reading
 	Strength float64 // its peak on Feature (see strength)
 	MaxScore float64
