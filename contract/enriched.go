@@ -241,14 +241,20 @@ func (d *EnrichedDecoder) name() (string, error) {
 		}
 		return s, nil
 	}
-	if s, ok := d.names[string(raw)]; ok {
-		return s, nil
+	return d.intern(raw), nil
+}
+
+// intern returns the string of b, the same string for the same bytes
+// (up to 4,096 distinct names are kept).
+func (d *EnrichedDecoder) intern(b []byte) string {
+	if s, ok := d.names[string(b)]; ok {
+		return s
 	}
-	s := string(raw)
+	s := string(b)
 	if len(d.names) < 4096 {
 		d.names[s] = s
 	}
-	return s, nil
+	return s
 }
 
 // Decode parses one record value. Records as AppendEnriched writes them

@@ -160,66 +160,59 @@ func (s *escan) tm() (time.Time, bool) {
 	return t, true
 }
 
-// name reads a string and interns it.
+// scanName reads a string and interns it.
 func (d *EnrichedDecoder) scanName(s *escan) (string, bool) {
 	v, ok := s.str()
 	if !ok {
 		return "", false
 	}
-	if x, ok := d.names[string(v)]; ok {
-		return x, true
-	}
-	x := string(v)
-	if len(d.names) < 4096 {
-		d.names[x] = x
-	}
-	return x, true
+	return d.intern(v), true
 }
 
-// fields reads an object of numbers. Records of one device, and of one
-// fleet, name the same fields in the same order: prev, the names of the
-// previous record's object, is tried before the intern map, and sizes
-// the slice.
+// members reads the members of an object whose '{' was read, through its
+// '}': for each, its name (a plain string) and, after the colon, member
+// reads the value. n is how many there were.
+func (s *escan) members(member func(k int, name []byte) bool) (n int, ok bool) {
+	for ; !s.eat('}'); n++ {
+		if n > 0 && !s.eat(',') {
+			return n, false
+		}
+		name, ok := s.str()
+		if !ok || !s.eat(':') || !member(n, name) {
+			return n, false
+		}
+	}
+	return n, true
+}
+
+// scanFields reads an object of numbers. Records of one device, and of
+// one fleet, name the same fields in the same order: prev, the names of
+// the previous record's object, is tried before the intern map, and
+// sizes the slice.
 func (d *EnrichedDecoder) scanFields(s *escan, dst *[]Field, prev *[]string) bool {
 	if !s.eat('{') {
 		return false
 	}
-	if s.eat('}') {
-		return true
-	}
 	if *dst == nil {
 		*dst = make([]Field, 0, max(len(*prev), 4))
 	}
-	names := (*prev)[:0]
-	for k := 0; ; k++ {
+	names := (*prev)[:0] // written at k after (*prev)[k] was read
+	n, ok := s.members(func(k int, v []byte) bool {
 		var name string
-		if v, ok := s.str(); !ok {
-			return false
-		} else if k < len(*prev) && (*prev)[k] == string(v) {
+		if k < len(*prev) && (*prev)[k] == string(v) {
 			name = (*prev)[k]
-		} else if name, ok = d.names[string(v)]; !ok {
-			name = string(v)
-			if len(d.names) < 4096 {
-				d.names[name] = name
-			}
+		} else {
+			name = d.intern(v)
 		}
 		names = append(names, name)
-		if !s.eat(':') {
-			return false
-		}
-		v, ok := s.num()
-		if !ok {
-			return false
-		}
-		*dst = append(*dst, Field{name, v})
-		if s.eat('}') {
-			*prev = names
-			return true
-		}
-		if !s.eat(',') {
-			return false
-		}
+		x, ok := s.num()
+		*dst = append(*dst, Field{name, x})
+		return ok
+	})
+	if ok && n > 0 {
+		*prev = names
 	}
+	return ok
 }
 
 // scan reads b as AppendEnriched writes it; ok is false when b is not in
@@ -341,47 +334,31 @@ func scanRaw(b []byte) (r Reading, ok bool) {
 		return r, false
 	}
 	r.Metrics = make([]Metric, 0, 4)
-	for !s.eat('}') {
-		if len(r.Metrics) > 0 && !s.eat(',') {
-			return r, false
-		}
-		if v, ok = s.str(); !ok || !s.eat(':') {
-			return r, false
-		}
+	n, ok := s.members(func(_ int, name []byte) bool {
 		for _, m := range r.Metrics {
-			if m.Name == string(v) {
-				return r, false // a duplicate: the strict decoder words it
+			if m.Name == string(name) {
+				return false // a duplicate: the strict decoder words it
 			}
 		}
 		x, ok := s.num()
-		if !ok {
-			return r, false
-		}
-		r.Metrics = append(r.Metrics, Metric{Name: string(v), Value: x})
-	}
-	if len(r.Metrics) == 0 {
+		r.Metrics = append(r.Metrics, Metric{Name: string(name), Value: x})
+		return ok
+	})
+	if !ok || n == 0 {
 		return r, false
 	}
 	if s.lit(`,"attrs":{`) {
-		for !s.eat('}') {
-			if len(r.Attrs) > 0 && !s.eat(',') {
-				return r, false
-			}
-			name, ok := s.str()
-			if !ok || !s.eat(':') {
-				return r, false
-			}
+		n, ok := s.members(func(_ int, name []byte) bool {
 			for _, a := range r.Attrs {
 				if a.Name == string(name) {
-					return r, false
+					return false
 				}
 			}
-			if v, ok = s.str(); !ok {
-				return r, false
-			}
+			v, ok := s.str()
 			r.Attrs = append(r.Attrs, Attr{Name: string(name), Value: string(v)})
-		}
-		if len(r.Attrs) == 0 {
+			return ok
+		})
+		if !ok || n == 0 {
 			return r, false
 		}
 	}
