@@ -15,30 +15,44 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// After a crash the broker can hold a committed batch whose consumed
-// offsets it lost, so the batch is consumed again. Simulated here by
-// rewinding the group to offset 0 and dropping the state snapshots: the
-// restarted stream must not write any reading to the enriched topic twice.
-func TestStreamDedupAfterOffsetRegression(t *testing.T) {
+// rawTopicWith starts an embedded broker with the stream's topics and
+// puts n readings of the given number of devices on the raw topic; it
+// returns the client options to reach it and a producing client (both
+// closed when the test ends).
+func rawTopicWith(t *testing.T, n, devices int) ([]kgo.Opt, *kgo.Client) {
+	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "raw", "enriched", "alerts", "dlq"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(c.Close)
 	opts := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
-	const n = 400
+	t.Cleanup(cl.Close)
 	for i := 0; i < n; i++ {
-		r := contract.Reading{ID: fmt.Sprintf("m%d", i), DeviceID: fmt.Sprintf("d%d", i%7), TS: t0.Add(time.Duration(i) * time.Second),
-			Metrics: []contract.Metric{{Name: "v", Value: float64(i % 10)}}, Region: "eu", IngestedAt: t0}
-		if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "raw", Key: []byte(r.DeviceID), Value: r.AppendJSON(nil)}).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
+		produceRaw(t, cl, contract.Reading{ID: fmt.Sprintf("m%d", i), DeviceID: fmt.Sprintf("d%d", i%devices), TS: t0.Add(time.Duration(i) * time.Second),
+			Metrics: []contract.Metric{{Name: "v", Value: float64(i % 10)}}, Region: "eu", IngestedAt: t0})
 	}
+	return opts, cl
+}
+
+func produceRaw(t *testing.T, cl *kgo.Client, r contract.Reading) {
+	t.Helper()
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "raw", Key: []byte(r.DeviceID), Value: r.AppendJSON(nil)}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// After a crash the broker can hold a committed batch whose consumed
+// offsets it lost, so the batch is consumed again. Simulated here by
+// rewinding the group to offset 0 and dropping the state snapshots: the
+// restarted stream must not write any reading to the enriched topic twice.
+func TestStreamDedupAfterOffsetRegression(t *testing.T) {
+	const n = 400
+	opts, cl := rawTopicWith(t, n, 7)
 	count := func() (total int, ids map[string]int) {
 		rd, err := kgo.NewClient(append(opts, kgo.ConsumeTopics("enriched"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
 		if err != nil {
@@ -95,7 +109,10 @@ func TestStreamDedupAfterOffsetRegression(t *testing.T) {
 	offs := kadm.Offsets{}
 	offs.Add(kadm.Offset{Topic: "raw", Partition: 0, At: 0, LeaderEpoch: -1})
 	offs.Add(kadm.Offset{Topic: "raw", Partition: 1, At: 0, LeaderEpoch: -1})
-	var resp kadm.OffsetResponses
+	var (
+		resp kadm.OffsetResponses
+		err  error
+	)
 	for deadline := time.Now().Add(20 * time.Second); ; {
 		resp, err = adm.CommitOffsets(context.Background(), cfg.Group, offs)
 		if err == nil && resp.Error() == nil {
@@ -121,25 +138,8 @@ func TestStreamDedupAfterOffsetRegression(t *testing.T) {
 // A stream stopped while idle writes its snapshots, so the next start on
 // the same state dir replays nothing.
 func TestStreamSnapshotsWhenStoppedIdle(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "raw", "enriched", "alerts", "dlq"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	opts := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	const n = 300
-	for i := 0; i < n; i++ {
-		r := contract.Reading{ID: fmt.Sprintf("m%d", i), DeviceID: fmt.Sprintf("d%d", i%5), TS: t0.Add(time.Duration(i) * time.Second),
-			Metrics: []contract.Metric{{Name: "v", Value: float64(i % 10)}}, Region: "eu", IngestedAt: t0}
-		if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "raw", Key: []byte(r.DeviceID), Value: r.AppendJSON(nil)}).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	opts, cl := rawTopicWith(t, n, 5)
 	cfg := testCfg()
 	cfg.SnapshotInterval = time.Hour // only the stop writes one
 	dir := t.TempDir()
@@ -170,11 +170,8 @@ func TestStreamSnapshotsWhenStoppedIdle(t *testing.T) {
 	}
 	// one more reading for every partition: each is warmed from its snapshot
 	for i := 0; i < 5; i++ {
-		r := contract.Reading{ID: fmt.Sprintf("after%d", i), DeviceID: fmt.Sprintf("d%d", i), TS: t0.Add(time.Duration(n+i) * time.Second),
-			Metrics: []contract.Metric{{Name: "v", Value: 1}}, Region: "eu", IngestedAt: t0}
-		if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "raw", Key: []byte(r.DeviceID), Value: r.AppendJSON(nil)}).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
+		produceRaw(t, cl, contract.Reading{ID: fmt.Sprintf("after%d", i), DeviceID: fmt.Sprintf("d%d", i), TS: t0.Add(time.Duration(n+i) * time.Second),
+			Metrics: []contract.Metric{{Name: "v", Value: 1}}, Region: "eu", IngestedAt: t0})
 	}
 	var restored float64
 	run(func(st *Stream) bool { restored = promread.Value(st.m.restored); return st.Stats().Readings >= 5 })
