@@ -303,7 +303,7 @@ func (d *EnrichedDecoder) decodeTokens(b []byte) (Enriched, error) {
 		if v.Kind() != '0' {
 			return 0, fmt.Errorf("want a number, got %s", v.Kind())
 		}
-		return strconv.ParseFloat(unsafeString(v), 64)
+		return ParseNumber(unsafeString(v))
 	}
 	tm := func() (time.Time, error) {
 		v, err := dec.ReadValue()

@@ -2,7 +2,6 @@ package contract
 
 import (
 	"bytes"
-	"strconv"
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -84,7 +83,7 @@ func (s *escan) num() (float64, bool) {
 			return 0, false
 		}
 	}
-	v, err := strconv.ParseFloat(unsafeString(s.b[start:s.i]), 64)
+	v, err := ParseNumber(unsafeString(s.b[start:s.i]))
 	return v, err == nil
 }
 

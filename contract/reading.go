@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strconv"
 	"time"
 
 	"github.com/go-json-experiment/json"
@@ -96,14 +95,6 @@ func (r *Reading) appendBody(b []byte) []byte {
 	return b
 }
 
-// AppendFloat appends the shortest JSON number for a finite v.
-func AppendFloat(b []byte, v float64) []byte {
-	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
-		return strconv.AppendInt(b, int64(v), 10)
-	}
-	return strconv.AppendFloat(b, v, 'g', -1, 64)
-}
-
 // rawReading is the raw-topic form, decoded by the pipeline.
 type rawReading struct {
 	ID         string         `json:"id"`
@@ -148,7 +139,7 @@ func decodeRawStrict(value []byte) (Reading, error) {
 		if tok.Kind() != '0' {
 			return fmt.Errorf("metric %q is not a number", name)
 		}
-		v, err := strconv.ParseFloat(tok.String(), 64)
+		v, err := ParseNumber(tok.String())
 		if err != nil || math.IsInf(v, 0) || math.IsNaN(v) {
 			return fmt.Errorf("metric %q is not a finite number", name)
 		}

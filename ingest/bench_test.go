@@ -7,6 +7,8 @@ import (
 	"time"
 
 	stdjson "encoding/json"
+
+	"github.com/vigil/vigil/contract"
 )
 
 func benchBody(n int) []byte {
@@ -71,4 +73,41 @@ func BenchmarkAppendJSON(b *testing.B) {
 	for b.Loop() {
 		buf = r.AppendJSON(buf[:0])
 	}
+}
+
+// BenchmarkAdmit is the per-key and per-device limits on a gateway's
+// 500-reading batch of 500 devices that have posted before (the steady
+// state): the rate bucket, the gateway's device ids, each device's names.
+func BenchmarkAdmit(b *testing.B) {
+	d := &Decoder{MaxReadings: 10000, FutureMargin: 5 * time.Minute, MaxMetrics: 256}
+	now := time.Date(2026, 11, 25, 13, 0, 0, 0, time.UTC)
+	var body strings.Builder
+	body.WriteByte('[')
+	for i := 0; i < 500; i++ {
+		if i > 0 {
+			body.WriteByte(',')
+		}
+		fmt.Fprintf(&body, `{"device_id":"pump-%d","id":"m%d","ts":"2026-11-25T12:00:%02d.250Z","metrics":{"temp_c":71.2,"current_a":5.1,"vibration":0.031,"pressure_bar":3.02},"attrs":{"status":"auto"}}`, i, i, i%60)
+	}
+	body.WriteByte(']')
+	rs, err := d.Decode([]byte(body.String()), false, now)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := Default()
+	cfg.RatePerKey, cfg.BurstPerKey = 0, 0
+	l := newLimits(cfg, func() time.Time { return now })
+	gw := &Principal{Gateway: &contract.Gateway{GatewayID: "gw-1"}}
+	if e, commit := l.admit(gw, rs); e != nil {
+		b.Fatal(e)
+	} else {
+		commit()
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if e, _ := l.admit(gw, rs); e != nil {
+			b.Fatal(e)
+		}
+	}
+	b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "readings/s")
 }

@@ -280,7 +280,7 @@ func (d *Decoder) readOne(dec *jsontext.Decoder, body []byte, now time.Time) (co
 					fail(fieldErrf("metrics.%s must be a finite number, got %s", m, contract.KindName(tok.Kind())))
 					return nil
 				}
-				v, perr := strconv.ParseFloat(tok.String(), 64)
+				v, perr := contract.ParseNumber(tok.String())
 				if perr != nil || math.IsInf(v, 0) || math.IsNaN(v) {
 					fail(fieldErrf("metrics.%s is out of the range of a 64-bit float", m))
 					return nil

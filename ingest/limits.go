@@ -98,12 +98,15 @@ func (l *limits) admit(who *Principal, readings []contract.Reading) (*RequestErr
 		metrics, attrs []uint64
 	}
 	var adds []added
+	var addOf map[string]int // device id -> index in adds, made at the first new name
 	find := func(dev string) *added {
-		for k := range adds {
-			if adds[k].dev == dev {
-				return &adds[k]
-			}
+		if k, ok := addOf[dev]; ok {
+			return &adds[k]
 		}
+		if addOf == nil {
+			addOf = map[string]int{}
+		}
+		addOf[dev] = len(adds)
 		adds = append(adds, added{dev: dev})
 		return &adds[len(adds)-1]
 	}
@@ -114,13 +117,20 @@ func (l *limits) admit(who *Principal, readings []contract.Reading) (*RequestErr
 		if known == nil {
 			known = &deviceNames{}
 		}
-		a := find(r.DeviceID)
-		// newNames adds the names new to the device to *added, refusing
-		// those beyond the limit
-		newNames := func(kind string, known *hashSet, added *[]uint64, name func(int) string, n int) {
+		var a *added // the device's new names (most readings have none)
+		// newNames adds the names new to the device to the device's added
+		// names (of), refusing those beyond the limit
+		newNames := func(kind string, known *hashSet, of func(*added) *[]uint64, name func(int) string, n int) {
 			for k := 0; k < n; k++ {
 				h := l.hash(name(k))
-				if known.has(h) || slices.Contains(*added, h) {
+				if known.has(h) {
+					continue
+				}
+				if a == nil {
+					a = find(r.DeviceID)
+				}
+				added := of(a)
+				if slices.Contains(*added, h) {
 					continue
 				}
 				if len(known.h)+len(*added) >= max {
@@ -130,8 +140,8 @@ func (l *limits) admit(who *Principal, readings []contract.Reading) (*RequestErr
 				*added = append(*added, h)
 			}
 		}
-		newNames("metric", &known.metrics, &a.metrics, func(k int) string { return r.Metrics[k].Name }, len(r.Metrics))
-		newNames("attr", &known.attrs, &a.attrs, func(k int) string { return r.Attrs[k].Name }, len(r.Attrs))
+		newNames("metric", &known.metrics, func(a *added) *[]uint64 { return &a.metrics }, func(k int) string { return r.Metrics[k].Name }, len(r.Metrics))
+		newNames("attr", &known.attrs, func(a *added) *[]uint64 { return &a.attrs }, func(k int) string { return r.Attrs[k].Name }, len(r.Attrs))
 	}
 	if len(details) > 0 {
 		return &RequestError{Status: http.StatusBadRequest, Message: "a reading would give its device more metric or attr names than ingest.max_metrics_per_device allows; nothing was accepted", Details: details}, nil

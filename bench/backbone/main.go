@@ -5,12 +5,15 @@
 //     produce -> consume (group) -> produce -> consume, records of the size
 //     of a raw reading;
 //   - throughput: readings/s from the first POST /v1/ingest to the last
-//     enriched record committed (read_committed);
-//   - latency: post-to-alert p50/p99 while a background load runs at half
-//     the measured throughput: outliers to warmed-up probe devices, timed
-//     from the start of the POST to the alert read from the alerts topic.
+//     enriched record committed (read_committed), and Vigil's CPU time a
+//     reading (its process_cpu_seconds_total over the readings enriched:
+//     the figure to compare across runs on a noisy machine);
+//   - latency: post-to-alert p50/p99 while an open-loop background load
+//     runs at half the measured throughput (or -rate): outliers to
+//     warmed-up probe devices, timed from the start of the POST to the
+//     alert read from the alerts topic.
 //
-// Usage: go run ./bench/backbone [-seconds 10] [-vigil path/to/vigil]
+// Usage: go run ./bench/backbone [-seconds 10] [-rate 50000] [-vigil path/to/vigil]
 package main
 
 import (
@@ -43,6 +46,7 @@ func main() {
 	posters := flag.Int("posters", 8, "concurrent HTTP posters")
 	batch := flag.Int("batch", 500, "readings per POST")
 	mqttToo := flag.Bool("mqtt", true, "also measure MQTT ingest beside HTTP ingest")
+	flag.Float64Var(&openRate, "rate", 0, "readings/s of the latency phase's open-loop background load (0: half the measured throughput; issue #14 asks for 50000)")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write Vigil's CPU profile over the throughput phase to this file (from /debug/pprof)")
 	flag.Parse()
 	if err := run(*seconds, *bin, *posters, *batch, *archive, *mqttToo); err != nil {
@@ -51,7 +55,10 @@ func main() {
 	}
 }
 
-var cpuProfile string
+var (
+	cpuProfile string
+	openRate   float64
+)
 
 // profile fetches Vigil's CPU profile over the next seconds into path.
 func profile(base, path string, seconds int) <-chan error {
@@ -124,10 +131,12 @@ func run(seconds int, bin string, posters, batch int, archive, mqttToo bool) err
 	if cpuProfile != "" {
 		prof = profile(base, cpuProfile, seconds)
 	}
+	cpu0, done0 := benchutil.Metric(base, "process_cpu_seconds_total"), benchutil.Metric(base, "vigil_pipeline_readings_total")
 	thr, err := throughput(base, kafkaAddr, gwKey, seconds, posters, batch)
 	if err != nil {
 		return fmt.Errorf("throughput: %w", err)
 	}
+	cpu1, done1 := benchutil.Metric(base, "process_cpu_seconds_total"), benchutil.Metric(base, "vigil_pipeline_readings_total")
 	if prof != nil {
 		if err := <-prof; err != nil {
 			return fmt.Errorf("cpu profile: %w", err)
@@ -135,6 +144,9 @@ func run(seconds int, bin string, posters, batch int, archive, mqttToo bool) err
 		fmt.Printf("          CPU profile of the throughput phase in %s (go tool pprof -top %s)\n", cpuProfile, cpuProfile)
 	}
 	fmt.Printf("backbone  POST -> enriched committed:                   %8.0f readings/s  (%.2f of baseline)\n", thr, thr/base1)
+	// Vigil's own CPU time a reading: unlike the rate, it does not move
+	// with what else the machine runs (the load generator included)
+	fmt.Printf("          Vigil's CPU: %.1f µs a reading to enriched committed", (cpu1-cpu0)/(done1-done0)*1e6)
 
 	if archive {
 		// Steady state: let the archiver take in the backlog of the
@@ -146,9 +158,17 @@ func run(seconds int, bin string, posters, batch int, archive, mqttToo bool) err
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
+		cpu2 := benchutil.Metric(base, "process_cpu_seconds_total")
+		fmt.Printf(", %.1f µs with its archiving\n", (cpu2-cpu0)/(done1-done0)*1e6)
 		fmt.Printf("          archiver caught up with the backlog in %s\n", time.Since(start).Round(100*time.Millisecond))
+	} else {
+		fmt.Println()
 	}
-	p50, p99, n, rate, err := latency(base, kafkaAddr, gwKey, seconds, thr/2, batch)
+	bg := thr / 2
+	if openRate > 0 {
+		bg = openRate
+	}
+	p50, p99, n, rate, err := latency(base, kafkaAddr, gwKey, seconds, bg, batch)
 	if err != nil {
 		return fmt.Errorf("latency: %w", err)
 	}
