@@ -53,12 +53,13 @@ echo "== go vet"
 go vet ./...
 echo "== golangci-lint"
 golangci-lint run ./...
-echo "== fuzz the ingest decoder (15 s), the model reader and the record decoders (10 s each)"
+echo "== fuzz the ingest decoder (15 s), the model reader, the record decoders and their number fast paths (10 s each)"
 go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime 15s ./ingest/
 go test -run '^$' -fuzz '^FuzzReadForest$' -fuzztime 10s ./ml/
 go test -run '^$' -fuzz '^FuzzDecodeEnriched$' -fuzztime 10s ./contract/
 go test -run '^$' -fuzz '^FuzzEnrichedScanner$' -fuzztime 10s ./contract/
 go test -run '^$' -fuzz '^FuzzRawScanner$' -fuzztime 10s ./contract/
+go test -run '^$' -fuzz '^FuzzNumbers$' -fuzztime 10s ./contract/
 echo "== the timed hostile-device suite, alone and without -race (its attackers run in the test binary)"
 go test -count=1 -timeout 5m -run '^TestHostileDevices$' .
 echo "== go test -race (every test, goleak on)"
