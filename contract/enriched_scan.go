@@ -382,3 +382,55 @@ func scanRaw(b []byte) (r Reading, ok bool) {
 	}
 	return r, true
 }
+
+// Scanner lends the records' byte scanner to other packages' fast paths
+// (ingest reads request bodies with it). Its reads are the scanner's:
+// plain ASCII strings without escapes, JSON numbers, UTC RFC 3339 times;
+// unlike the records' scanner, it lets JSON whitespace stand between
+// tokens (SkipWS).
+type Scanner struct{ s escan }
+
+// NewScanner starts at the beginning of b.
+func NewScanner(b []byte) *Scanner { return &Scanner{escan{b: b}} }
+
+// Pos is the offset of the next byte.
+func (s *Scanner) Pos() int { return s.s.i }
+
+// SkipWS skips JSON whitespace.
+func (s *Scanner) SkipWS() {
+	for s.s.i < len(s.s.b) {
+		switch s.s.b[s.s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.s.i++
+		default:
+			return
+		}
+	}
+}
+
+// Peek is the next byte (0 at the end).
+func (s *Scanner) Peek() byte {
+	if s.s.i < len(s.s.b) {
+		return s.s.b[s.s.i]
+	}
+	return 0
+}
+
+// Eat reads c if it is the next byte.
+func (s *Scanner) Eat(c byte) bool { return s.s.eat(c) }
+
+// Str reads a string of printable ASCII without escapes, unquoted.
+func (s *Scanner) Str() ([]byte, bool) { return s.s.str() }
+
+// Num reads a JSON number: its text and value.
+func (s *Scanner) Num() ([]byte, float64, bool) {
+	start := s.s.i
+	v, ok := s.s.num()
+	return s.s.b[start:s.s.i], v, ok
+}
+
+// Time reads a string holding a UTC RFC 3339 time ("2026-11-25T12:00:00.25Z").
+func (s *Scanner) Time() (time.Time, bool) { return s.s.tm() }
+
+// Lit reads the literal lit.
+func (s *Scanner) Lit(lit string) bool { return s.s.lit(lit) }

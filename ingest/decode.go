@@ -55,6 +55,17 @@ type Decoder struct {
 // objects, or (ndjson) one object per line. It returns every reading, or
 // a RequestError naming every bad reading; never a mix.
 func (d *Decoder) Decode(body []byte, ndjson bool, now time.Time) ([]contract.Reading, *RequestError) {
+	if !ndjson {
+		if out, ok := d.scanBody(body, now); ok {
+			return out, nil
+		}
+	}
+	return d.decodeStrict(body, ndjson, now)
+}
+
+// decodeStrict is Decode by the token decoder, which judges any body and
+// words each refusal.
+func (d *Decoder) decodeStrict(body []byte, ndjson bool, now time.Time) ([]contract.Reading, *RequestError) {
 	var (
 		out     []contract.Reading
 		details []Detail
@@ -413,12 +424,10 @@ func (d *Decoder) readTS(dec *jsontext.Decoder, now time.Time) (time.Time, error
 		if err != nil {
 			return ts, err
 		}
-		ms, perr := strconv.ParseFloat(tok.String(), 64)
-		if perr != nil || ms < 0 || ms > float64(maxTS.UnixMilli()) {
+		var ok bool
+		if ts, ok = epochMillis(tok.String()); !ok {
 			return ts, fieldErrf("ts %s is not a Unix epoch time in milliseconds between 1970 and 9999", truncate(tok.String()))
 		}
-		whole := math.Floor(ms)
-		ts = time.UnixMilli(int64(whole)).Add(time.Duration((ms - whole) * 1e6)).UTC()
 	default:
 		k := dec.PeekKind()
 		if err := dec.SkipValue(); err != nil {
@@ -426,14 +435,30 @@ func (d *Decoder) readTS(dec *jsontext.Decoder, now time.Time) (time.Time, error
 		}
 		return ts, fieldErrf("ts must be an RFC 3339 string or Unix epoch milliseconds, got %s", contract.KindName(k))
 	}
+	return ts, d.checkTS(ts, now)
+}
+
+// epochMillis reads a ts given as Unix epoch milliseconds (a JSON
+// number's text); ok is false outside 1970-9999.
+func epochMillis(text string) (time.Time, bool) {
+	ms, err := strconv.ParseFloat(text, 64)
+	if err != nil || ms < 0 || ms > float64(maxTS.UnixMilli()) {
+		return time.Time{}, false
+	}
+	whole := math.Floor(ms)
+	return time.UnixMilli(int64(whole)).Add(time.Duration((ms - whole) * 1e6)).UTC(), true
+}
+
+// checkTS refuses an event time outside 1970-9999 or too far in the future.
+func (d *Decoder) checkTS(ts, now time.Time) error {
 	if ts.Year() < 1970 || ts.After(maxTS) {
-		return ts, fieldErrf("ts %s is outside 1970-9999", ts.Format(time.RFC3339))
+		return fieldErrf("ts %s is outside 1970-9999", ts.Format(time.RFC3339))
 	}
 	if ts.After(now.Add(d.FutureMargin)) {
-		return ts, fieldErrf("ts %s is %s in the future (more than ingest.future_margin %s); check the device clock",
+		return fieldErrf("ts %s is %s in the future (more than ingest.future_margin %s); check the device clock",
 			ts.Format(time.RFC3339Nano), ts.Sub(now).Round(time.Millisecond), d.FutureMargin)
 	}
-	return ts, nil
+	return nil
 }
 
 func validMessageID(s string) bool {

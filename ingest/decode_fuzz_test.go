@@ -5,6 +5,7 @@ import (
 
 	"math"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -95,4 +96,75 @@ func FuzzDecodeRaw(f *testing.F) {
 			t.Fatalf("invalid raw record accepted: %+v", r)
 		}
 	})
+}
+
+// scanSeeds are bodies the scanner takes, and near misses it must leave
+// to the token decoder.
+var scanSeeds = []string{
+	`[{"device_id":"pump-1","id":"m1","ts":"2026-11-25T12:00:00.250Z","metrics":{"temp_c":71.2,"current_a":5.1},"attrs":{"status":"auto","fw":1.50,"on":true}}]`,
+	" [ {\"device_id\" : \"a\", \"ts\" : 1700000000000.5 , \"metrics\" : { \"x\" : -0.0 } } ,\n {\"device_id\":\"b\",\"ts\":\"2026-01-01T00:00:00Z\",\"metrics\":{\"y\":1e3},\"label\":\"anomaly\"} ] ",
+	` {"device_id":"a","ts":"2026-11-25T12:00:00Z","metrics":{"x":1}}`,
+	`{"device_id":"a","ts":"2026-11-25T12:00:00+01:00","metrics":{"x":1}}`,
+	`{"device_id":"a","ts":"2026-11-25T13:00:00Z","metrics":{"x":1}}`,
+	`{"device_id":"a","ts":"2026-02-30T12:00:00Z","metrics":{"x":1}}`,
+	`{"device_id":"a","ts":1,"metrics":{"x":1,"x":2}}`,
+	`{"device_id":"a","ts":1,"metrics":{"x":1},"attrs":{"s":"\u00e9"}}`,
+	`{"device_id":"a","ts":1,"metrics":{"x":1},"ts":2}`,
+	`{"device_id":"a","ts":1,"metrics":{"x":1},"id":""}`,
+	`[{"device_id":"a","ts":1,"metrics":{"x":1}},]`,
+	`{"device_id":"a","ts":-1,"metrics":{"x":1}}`,
+	`{"device_id":"a","ts":1,"metrics":{"x":1},"attrs":{"s":null}}`,
+}
+
+// FuzzScanBody holds Decode's byte scanner to the token decoder: whatever
+// body the scanner takes, the token decoder takes too, with the same
+// readings, ids included.
+func FuzzScanBody(f *testing.F) {
+	for _, s := range append(scanSeeds, fuzzSeeds...) {
+		f.Add([]byte(s))
+	}
+	d := &Decoder{MaxReadings: 50, FutureMargin: 5 * time.Minute, MaxMetrics: 16}
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fast, ok := d.scanBody(body, now)
+		if !ok {
+			return
+		}
+		strict, err := d.decodeStrict(body, false, now)
+		if err != nil {
+			t.Fatalf("the scanner took a body the token decoder refuses (%s): %q", err.Message, body)
+		}
+		if len(fast) != len(strict) {
+			t.Fatalf("%d readings scanned, %d decoded", len(fast), len(strict))
+		}
+		for i := range fast {
+			a, b := fast[i], strict[i]
+			if a.ID != b.ID || a.DeviceID != b.DeviceID || a.Label != b.Label || !a.TS.Equal(b.TS) || a.TS.Location() != b.TS.Location() ||
+				!slices.Equal(a.Metrics, b.Metrics) || !slices.Equal(a.Attrs, b.Attrs) {
+				t.Fatalf("reading %d: scanned %+v, decoded %+v", i, a, b)
+			}
+		}
+	})
+}
+
+// TestScanBodyTakesTheCommonBodies: the fast path is taken for the bodies
+// gateways and devices send (the fuzzer checks it agrees; this checks it
+// is used).
+func TestScanBodyTakesTheCommonBodies(t *testing.T) {
+	d := &Decoder{MaxReadings: 50, FutureMargin: 5 * time.Minute, MaxMetrics: 16}
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	for i, s := range scanSeeds[:3] {
+		if _, ok := d.scanBody([]byte(s), now); !ok {
+			t.Errorf("seed %d not scanned: %s", i, s)
+		}
+	}
+	for i, s := range scanSeeds[3:] {
+		if _, ok := d.scanBody([]byte(s), now); ok {
+			t.Errorf("near miss %d scanned: %s", i+3, s)
+		}
+	}
+	d.MaxReadings = 500
+	if _, ok := d.scanBody(benchBody(500), now); !ok {
+		t.Error("the benchmark's body is not scanned")
+	}
 }

@@ -55,6 +55,7 @@ echo "== golangci-lint"
 golangci-lint run ./...
 echo "== fuzz the ingest decoder (15 s), the model reader, the record decoders and their number fast paths (10 s each)"
 go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime 15s ./ingest/
+go test -run '^$' -fuzz '^FuzzScanBody$' -fuzztime 10s ./ingest/
 go test -run '^$' -fuzz '^FuzzReadForest$' -fuzztime 10s ./ml/
 go test -run '^$' -fuzz '^FuzzDecodeEnriched$' -fuzztime 10s ./contract/
 go test -run '^$' -fuzz '^FuzzEnrichedScanner$' -fuzztime 10s ./contract/

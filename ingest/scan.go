@@ -1,0 +1,257 @@
+package ingest
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+
+	"github.com/vigil/vigil/contract"
+)
+
+// scanBody is Decode's fast path: a byte scanner for a body of good
+// readings as gateways and devices send them (one object or an array of
+// objects; known fields; strings of printable ASCII without escapes; UTC
+// RFC 3339 or epoch-millisecond times; JSON whitespace anywhere). On
+// anything else, including every reading Decode would refuse, ok is
+// false and the token decoder judges the whole body, so refusals and
+// their wording are the token decoder's alone. FuzzScanBody holds the two
+// to the same readings (ids included) for every body the scanner takes.
+func (d *Decoder) scanBody(body []byte, now time.Time) (out []contract.Reading, ok bool) {
+	s := contract.NewScanner(body)
+	c := &scanCache{}
+	s.SkipWS()
+	switch {
+	case s.Peek() == '{':
+		r, ok := d.scanOne(s, c, body, 0, now)
+		if !ok {
+			return nil, false
+		}
+		out = []contract.Reading{r}
+	case s.Eat('['):
+		// the hashed bytes of a reading without an id start where the
+		// token decoder's do: after the '[' or the previous reading (the
+		// separator included)
+		start := s.Pos()
+		for {
+			s.SkipWS()
+			if len(out) > 0 && !s.Eat(',') {
+				return nil, false
+			}
+			s.SkipWS()
+			if len(out) == d.MaxReadings || s.Peek() != '{' {
+				return nil, false
+			}
+			r, ok := d.scanOne(s, c, body, start, now)
+			if !ok {
+				return nil, false
+			}
+			out = append(out, r)
+			start = s.Pos()
+			s.SkipWS()
+			if s.Eat(']') {
+				break
+			}
+		}
+	default:
+		return nil, false
+	}
+	s.SkipWS()
+	return out, s.Pos() == len(body)
+}
+
+// scanOne reads one good reading object at s; start is where its hashed
+// bytes begin.
+func (d *Decoder) scanOne(s *contract.Scanner, c *scanCache, body []byte, start int, now time.Time) (r contract.Reading, ok bool) {
+	const (
+		fDevice = 1 << iota
+		fID
+		fLabel
+		fTS
+		fMetrics
+		fAttrs
+	)
+	var seen int
+	field := func(f int) bool { // a field seen twice is the token decoder's to refuse
+		if seen&f != 0 {
+			return false
+		}
+		seen |= f
+		return true
+	}
+	if !s.Eat('{') {
+		return r, false
+	}
+	for n := 0; ; n++ {
+		s.SkipWS()
+		if s.Eat('}') {
+			break
+		}
+		if n > 0 {
+			if !s.Eat(',') {
+				return r, false
+			}
+			s.SkipWS()
+		}
+		name, ok := s.Str()
+		if !ok {
+			return r, false
+		}
+		s.SkipWS()
+		if !s.Eat(':') {
+			return r, false
+		}
+		s.SkipWS()
+		switch string(name) {
+		case "device_id":
+			v, ok := s.Str()
+			if !field(fDevice) || !ok || !contract.ValidName(string(v)) {
+				return r, false
+			}
+			r.DeviceID = string(v)
+		case "id":
+			v, ok := s.Str()
+			if !field(fID) || !ok || len(v) == 0 || len(v) > 128 {
+				return r, false
+			}
+			r.ID = string(v)
+		case "label":
+			v, ok := s.Str()
+			if !field(fLabel) || !ok || string(v) != "normal" && string(v) != "anomaly" {
+				return r, false
+			}
+			r.Label = string(v)
+		case "ts":
+			if !field(fTS) {
+				return r, false
+			}
+			if s.Peek() == '"' {
+				r.TS, ok = s.Time()
+			} else {
+				var text []byte
+				if text, _, ok = s.Num(); ok {
+					r.TS, ok = epochMillis(string(text))
+				}
+			}
+			if !ok || d.checkTS(r.TS, now) != nil {
+				return r, false
+			}
+		case "metrics":
+			from := len(c.metrics)
+			if !field(fMetrics) || !scanMembers(s, func(name []byte) bool {
+				_, v, ok := s.Num()
+				if !ok || len(c.metrics)-from == d.MaxMetrics || !contract.ValidName(string(name)) || hasMetric(c.metrics[from:], name) {
+					return false
+				}
+				c.metrics = append(c.metrics, contract.Metric{Name: c.name(name), Value: v})
+				return true
+			}) {
+				return r, false
+			}
+			r.Metrics = c.metrics[from:len(c.metrics):len(c.metrics)]
+		case "attrs":
+			if !field(fAttrs) || !scanMembers(s, func(name []byte) bool {
+				var v []byte
+				switch c := s.Peek(); {
+				case c == '"':
+					v, ok = s.Str()
+				case c == 't' || c == 'f':
+					ok = s.Lit("true") || s.Lit("false")
+					v = []byte("false")
+					if ok && c == 't' {
+						v = []byte("true")
+					}
+				default:
+					v, _, ok = s.Num()
+				}
+				if !ok || len(v) > 1024 || len(r.Attrs) == d.MaxMetrics || !contract.ValidName(string(name)) || hasAttr(r.Attrs, name) {
+					return false
+				}
+				r.Attrs = append(r.Attrs, contract.Attr{Name: c.name(name), Value: c.name(v)})
+				return true
+			}) {
+				return r, false
+			}
+		default:
+			return r, false
+		}
+	}
+	if seen&fDevice == 0 || seen&fTS == 0 || len(r.Metrics) == 0 {
+		return r, false
+	}
+	if r.ID == "" {
+		sum := sha256.Sum256(body[start:s.Pos()])
+		r.ID = "h-" + hex.EncodeToString(sum[:16])
+	}
+	return r, true
+}
+
+// scanMembers reads an object (whitespace allowed), calling member for
+// each member's name with s at its value.
+func scanMembers(s *contract.Scanner, member func(name []byte) bool) bool {
+	if !s.Eat('{') {
+		return false
+	}
+	for n := 0; ; n++ {
+		s.SkipWS()
+		if s.Eat('}') {
+			return true
+		}
+		if n > 0 {
+			if !s.Eat(',') {
+				return false
+			}
+			s.SkipWS()
+		}
+		name, ok := s.Str()
+		if !ok {
+			return false
+		}
+		s.SkipWS()
+		if !s.Eat(':') {
+			return false
+		}
+		s.SkipWS()
+		if !member(name) {
+			return false
+		}
+	}
+}
+
+func hasMetric(ms []contract.Metric, name []byte) bool {
+	for i := range ms {
+		if ms[i].Name == string(name) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasAttr(as []contract.Attr, name []byte) bool {
+	for i := range as {
+		if as[i].Name == string(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// scanCache is what the readings of one body share: their metrics, in one
+// array (each reading's slice capped at its own), and the names and
+// values they repeat, made into strings once.
+type scanCache struct {
+	metrics []contract.Metric
+	names   []string
+}
+
+func (c *scanCache) name(b []byte) string {
+	for _, n := range c.names {
+		if n == string(b) {
+			return n
+		}
+	}
+	n := string(b)
+	if len(c.names) < 32 {
+		c.names = append(c.names, n)
+	}
+	return n
+}
