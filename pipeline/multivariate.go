@@ -46,7 +46,7 @@ import (
 type MVState struct {
 	Names []string // metrics, sorted; fixed by the first reading with two or more
 
-	Ring   [][]float64 // last Smooth raw values per metric
+	Ring   []float64 // last mv_smooth raw values of each metric, metric j's from j·mv_smooth
 	Pos    []int
 	Filled []int
 	Sum    []float64
@@ -130,11 +130,7 @@ type MVObs struct {
 
 func newMVState(names []string, smooth int) *MVState {
 	n := len(names)
-	m := &MVState{Names: names, Ring: make([][]float64, n), Pos: make([]int, n), Filled: make([]int, n), Sum: make([]float64, n)}
-	for i := range m.Ring {
-		m.Ring[i] = make([]float64, smooth)
-	}
-	return m
+	return &MVState{Names: names, Ring: make([]float64, n*smooth), Pos: make([]int, n), Filled: make([]int, n), Sum: make([]float64, n)}
 }
 
 // mvObserve folds the reading's metrics into the device's detector and
@@ -145,7 +141,9 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 		return
 	}
 	m := d.MV
-	if m == nil || !m.Fitted && !sameNames(m.Names, metrics) {
+	// a new metric set during the warm-up, or a changed mv_smooth (a state
+	// restored under another config), starts the detector over
+	if m == nil || !m.Fitted && !sameNames(m.Names, metrics) || len(m.Ring) != len(m.Names)*p.smooth {
 		names := make([]string, len(metrics))
 		for i := range metrics {
 			names[i] = metrics[i].Name
@@ -174,11 +172,11 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 			}
 		}
 		if m.Filled[j] == p.smooth {
-			m.Sum[j] -= m.Ring[j][m.Pos[j]]
+			m.Sum[j] -= m.Ring[j*p.smooth+m.Pos[j]]
 		} else {
 			m.Filled[j]++
 		}
-		m.Ring[j][m.Pos[j]] = v
+		m.Ring[j*p.smooth+m.Pos[j]] = v
 		m.Pos[j] = (m.Pos[j] + 1) % p.smooth
 		m.Sum[j] += v
 		// raw sums for the trend ratio

@@ -375,9 +375,11 @@ const gapRecurN = 2.5
 // seen is the decayed count of earlier gaps of at least ratio.
 func (g *GapState) seen(ratio float64) float64 {
 	b, _ := uvBin(ratio)
+	var tmp [uvBins]float32
+	bins := g.Hist.Bins.all(tmp[:], uvPriorHist[:])
 	var w float64
 	for ; b < uvBins; b++ {
-		w += float64(g.Hist.Bins[b])
+		w += float64(bins[b])
 	}
 	return w / float64(g.HistW)
 }

@@ -135,8 +135,8 @@ type UVState struct {
 	Err      [nForecasters]float64 // EW mean absolute error of each forecaster
 	ErrN     [nForecasters]int32   // forecasts scored
 	Spread   float64               // EW mean absolute deviation from Slow (a floor for the scales)
-	Day      []float32             // value per half hour of day, interpolated (NaN: unseen)
-	Week     []float32             // per hour of week
+	Day      lazyBins              // value per half hour of day, interpolated (NaN: unseen)
+	Week     lazyBins              // per hour of week
 	ProfRPD  float32               // readings per day the profile rates were computed for
 	DayA     float32               // the profiles' learning rates per reading
 	WeekA    float32
@@ -235,18 +235,18 @@ func newUVState() *UVState {
 // cached quantiles (refreshed every 32 additions: the hot path reads
 // three numbers, not the bins).
 type uvHist struct {
-	Bins          [uvBins]float32
-	S50, S95, S99 float32 // quantiles
-	A             float32 // Pareto index of the tail beyond S99
-	Stale         int16   // additions since the quantiles were computed
-	N             int16   // additions, up to uvTailN: how far the tail index is trusted
+	Bins          lazyBins // from uvPriorHist
+	S50, S95, S99 float32  // quantiles
+	A             float32  // Pareto index of the tail beyond S99
+	Stale         int16    // additions since the quantiles were computed
+	N             int16    // additions, up to uvTailN: how far the tail index is trusted
 }
 
-func newUVHist() uvHist { return uvHist{Bins: uvPriorHist, Stale: 1 << 14} }
+func newUVHist() uvHist { return uvHist{Stale: 1 << 14} }
 
 func (h *uvHist) add(s float64, w float32) {
 	b, _ := uvBin(s)
-	h.Bins[b] += w
+	*h.Bins.ref(b, uvPriorHist[:]) += w
 	if h.Stale < 1<<14 {
 		h.Stale++
 	}
@@ -256,20 +256,23 @@ func (h *uvHist) add(s float64, w float32) {
 }
 
 func (h *uvHist) scale(f float32) {
-	for b := range h.Bins {
-		h.Bins[b] /= f
+	h.Bins.densify(uvPriorHist[:])
+	for b := range h.Bins.V {
+		h.Bins.V[b] /= f
 	}
 }
 
 func (h *uvHist) refresh() {
+	var tmp [uvBins]float32
+	bins := h.Bins.all(tmp[:], uvPriorHist[:])
 	var tot float64
-	for _, v := range h.Bins {
+	for _, v := range bins {
 		tot += float64(v)
 	}
 	q := func(surv float64) float64 {
 		acc := 0.0
 		for b := uvBins - 1; b >= 0; b-- {
-			m := float64(h.Bins[b]) / tot
+			m := float64(bins[b]) / tot
 			if m > 0 && acc+m >= surv {
 				f := (surv - acc) / m // fraction of the bin above the quantile
 				return math.Exp2((float64(b+1)-f)/uvBinsPerOct + uvMinLog2)
@@ -352,9 +355,9 @@ func profileBins(n int, pos float64) (int, int, float64) {
 	return (b%n + n) % n, ((b+1)%n + n) % n, f
 }
 
-func profileAt(prof []float32, pos float64) (float64, bool) {
-	a, b, f := profileBins(len(prof), pos)
-	va, vb := float64(prof[a]), float64(prof[b])
+func profileAt(prof *lazyBins, tmpl []float32, pos float64) (float64, bool) {
+	a, b, f := profileBins(len(tmpl), pos)
+	va, vb := float64(prof.at(a, tmpl)), float64(prof.at(b, tmpl))
 	switch {
 	case math.IsNaN(va) && math.IsNaN(vb):
 		return 0, false
@@ -367,10 +370,10 @@ func profileAt(prof []float32, pos float64) (float64, bool) {
 }
 
 // profileLearn moves the two bins around pos toward x, each by its share.
-func profileLearn(prof []float32, pos, x, alpha float64) {
-	a, b, f := profileBins(len(prof), pos)
-	updBin(&prof[a], x, alpha*(1-f))
-	updBin(&prof[b], x, alpha*f)
+func profileLearn(prof *lazyBins, tmpl []float32, pos, x, alpha float64) {
+	a, b, f := profileBins(len(tmpl), pos)
+	updBin(prof.ref(a, tmpl), x, alpha*(1-f))
+	updBin(prof.ref(b, tmpl), x, alpha*f)
 }
 
 // forecast is forecaster f's expected value at ts (ok false while it cannot
@@ -382,15 +385,15 @@ func (u *UVState) forecast(f int, ts time.Time) (float64, bool) {
 	case fcFast:
 		return u.Fast, true
 	case fcDay:
-		if u.Day == nil || ts.Sub(u.FirstTS) < 3*24*time.Hour {
+		if u.Day.untouched() || ts.Sub(u.FirstTS) < 3*24*time.Hour {
 			return 0, false
 		}
-		return profileAt(u.Day, dayPos(ts))
+		return profileAt(&u.Day, uvUnseenDay, dayPos(ts))
 	case fcWeek:
-		if u.Week == nil || ts.Sub(u.FirstTS) < 21*24*time.Hour {
+		if u.Week.untouched() || ts.Sub(u.FirstTS) < 21*24*time.Hour {
 			return 0, false
 		}
-		return profileAt(u.Week, weekPos(ts))
+		return profileAt(&u.Week, uvUnseenWeek, weekPos(ts))
 	}
 	return 0, false
 }
@@ -487,17 +490,14 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 		u.ErrN[f]++
 	}
 	if u.N >= p.warmup {
-		if u.Day == nil {
-			u.Day, u.Week = nanSlice(uvDayBins), nanSlice(uvWeekBins)
-		}
 		// each bin moves by about a third per day (week) it is seen
 		if r := float32(rpd); r != u.ProfRPD {
 			u.ProfRPD = r
 			u.DayA = float32(1 - math.Pow(0.7, uvDayBins/math.Max(rpd, 1)))
 			u.WeekA = float32(1 - math.Pow(0.6, uvDayBins/2/math.Max(rpd, 1)))
 		}
-		profileLearn(u.Day, dayPos(ts), x, float64(u.DayA))
-		profileLearn(u.Week, weekPos(ts), x, float64(u.WeekA))
+		profileLearn(&u.Day, uvUnseenDay, dayPos(ts), x, float64(u.DayA))
+		profileLearn(&u.Week, uvUnseenWeek, weekPos(ts), x, float64(u.WeekA))
 	}
 	// the histograms learn every reading: what keeps recurring is normal
 	if warm {
@@ -576,14 +576,6 @@ func (u *UVState) recurrence(x float64, ts time.Time, o *UVObs) {
 	o.Recurring = true
 }
 
-func nanSlice(n int) []float32 {
-	s := make([]float32, n)
-	for i := range s {
-		s[i] = float32(math.NaN())
-	}
-	return s
-}
-
 func updBin(b *float32, d, alpha float64) {
 	if math.IsNaN(float64(*b)) {
 		*b = float32(d)
@@ -619,7 +611,7 @@ func (u *UVState) accept() {
 }
 
 // uvStateBytes is the memory of one metric's detector state once its
-// profiles exist.
+// histograms and profiles are dense (the recurrence memory included).
 func uvStateBytes() int {
-	return int(unsafe.Sizeof(UVState{})) + 4*(uvDayBins+uvWeekBins) + 4*uvDayBins
+	return int(unsafe.Sizeof(UVState{})) + 4*(3*uvBins+uvDayBins+uvWeekBins) + 4*uvDayBins
 }
