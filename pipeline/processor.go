@@ -254,14 +254,14 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 				// (its readings carry the repeated alert's id)
 				cur = &Incident{AlertID: ref.AlertID, Metric: metric, Feature: feature, OpenedTS: r.TS, LastTS: r.TS, Readings: 1, LastN: ds.N, MaxScore: score, Strength: st,
 					Active: true, Silent: true}
-				ds.Incidents[metric] = cur
+				ds.openIncident(metric, cur)
 				res.Repeat = true
 				break
 			}
 			a := pr.newAlert(r, dev, metric, score, thr, reasons)
 			cur = &Incident{AlertID: a.AlertID, Metric: metric, Feature: feature, OpenedTS: r.TS, LastTS: r.TS, Readings: 1, LastN: ds.N, MaxScore: score, Strength: st,
 				First: a, Active: true}
-			ds.Incidents[metric] = cur
+			ds.openIncident(metric, cur)
 			if emit {
 				res.Alerts = append(res.Alerts, a)
 			}

@@ -90,16 +90,5 @@ func (s *snapshots) load(p int32) (*partition, error) {
 	if err := gob.NewDecoder(bufio.NewReader(f)).Decode(part); err != nil {
 		return nil, fmt.Errorf("decode %s: %w", f.Name(), err)
 	}
-	for _, d := range part.Devices {
-		if d.Metrics == nil {
-			d.Metrics = map[string]*MetricState{}
-		}
-		if d.Attrs == nil {
-			d.Attrs = map[string]*AttrState{}
-		}
-		if d.Incidents == nil {
-			d.Incidents = map[string]*Incident{}
-		}
-	}
 	return part, nil
 }

@@ -10,6 +10,7 @@ import (
 // MetricState is the streaming baseline of one metric of one device.
 // Fields are exported for the snapshot encoding.
 type MetricState struct {
+	Name     string
 	N        int64    // readings seen
 	Mean     float64  // exponentially weighted mean (winsorized updates once warm)
 	Var      float64  // exponentially weighted variance
@@ -22,9 +23,26 @@ type MetricState struct {
 
 // AttrState counts the values of one attr of one device.
 type AttrState struct {
-	Counts map[string]float64
+	Name   string
+	Counts []AttrCount // nil once closed
 	Total  float64
 	Open   bool // false once the attr has shown too many distinct values to be a category
+}
+
+// AttrCount is how often an attr took a value.
+type AttrCount struct {
+	Value string
+	N     float64
+}
+
+// count is the value's count, and a pointer to it (nil: unseen).
+func (a *AttrState) count(v string) *float64 {
+	for i := range a.Counts {
+		if a.Counts[i].Value == v {
+			return &a.Counts[i].N
+		}
+	}
+	return nil
 }
 
 // Incident is an open run of anomalous readings of one device and metric.
@@ -69,8 +87,11 @@ type DeviceState struct {
 	DtN        int64
 	LogDtMean  float64
 	LogDtVar   float64
-	Metrics    map[string]*MetricState
-	Attrs      map[string]*AttrState
+	// Metrics and Attrs, in the order first seen: slices, not maps (a
+	// device has a handful, and a reading names them in the same order,
+	// so the lookup tries the reading's position first)
+	Metrics []MetricState
+	Attrs   []AttrState
 	// IDHashes is the ring of the recent message ids' 64-bit hashes
 	// (pipeline.dedup_window of them: 2 KiB at the default, where the
 	// strings and their index took about 20 KiB).
@@ -87,7 +108,46 @@ type DeviceState struct {
 }
 
 func newDeviceState() *DeviceState {
-	return &DeviceState{Metrics: map[string]*MetricState{}, Attrs: map[string]*AttrState{}, Incidents: map[string]*Incident{}}
+	return &DeviceState{}
+}
+
+// openIncident records the metric's new incident (the map is made at a
+// device's first: most devices never have one).
+func (d *DeviceState) openIncident(metric string, inc *Incident) {
+	if d.Incidents == nil {
+		d.Incidents = map[string]*Incident{}
+	}
+	d.Incidents[metric] = inc
+}
+
+// metric is the state of the named metric, added when new; k is where
+// the reading names it, tried first. The pointer is good until the next
+// call.
+func (d *DeviceState) metric(name string, k int) *MetricState {
+	if k < len(d.Metrics) && d.Metrics[k].Name == name {
+		return &d.Metrics[k]
+	}
+	for i := range d.Metrics {
+		if d.Metrics[i].Name == name {
+			return &d.Metrics[i]
+		}
+	}
+	d.Metrics = append(d.Metrics, MetricState{Name: name})
+	return &d.Metrics[len(d.Metrics)-1]
+}
+
+// attr is the state of the named attr, added when new (see metric).
+func (d *DeviceState) attr(name string, k int) *AttrState {
+	if k < len(d.Attrs) && d.Attrs[k].Name == name {
+		return &d.Attrs[k]
+	}
+	for i := range d.Attrs {
+		if d.Attrs[i].Name == name {
+			return &d.Attrs[i]
+		}
+	}
+	d.Attrs = append(d.Attrs, AttrState{Name: name, Open: true})
+	return &d.Attrs[len(d.Attrs)-1]
 }
 
 // seen reports whether id was among the device's recent ids, and remembers it.
@@ -237,12 +297,8 @@ func (d *DeviceState) observe(p *params, r *contract.Reading, o *Observation) {
 	if d.DtN >= 2 {
 		rpd = 86400 / math.Exp(d.LogDtMean)
 	}
-	for _, m := range r.Metrics {
-		ms := d.Metrics[m.Name]
-		if ms == nil {
-			ms = &MetricState{}
-			d.Metrics[m.Name] = ms
-		}
+	for k, m := range r.Metrics {
+		ms := d.metric(m.Name, k)
 		mo := MetricObs{Name: m.Name, Value: m.Value}
 		if ms.N > 0 {
 			mo.HasPrev = true
@@ -328,21 +384,26 @@ func (d *DeviceState) observe(p *params, r *contract.Reading, o *Observation) {
 		ms.N++
 		o.Metrics = append(o.Metrics, mo)
 	}
-	for _, at := range r.Attrs {
-		as := d.Attrs[at.Name]
-		if as == nil {
-			as = &AttrState{Counts: map[string]float64{}, Open: true}
-			d.Attrs[at.Name] = as
-		}
+	for k, at := range r.Attrs {
+		as := d.attr(at.Name, k)
 		ao := AttrObs{Name: at.Name, Value: at.Value}
 		if as.Open {
+			c := as.count(at.Value)
 			if as.Total >= attrMinTotal {
-				freq := (as.Counts[at.Value] + 0.5) / (as.Total + 1)
+				n := 0.0
+				if c != nil {
+					n = *c
+				}
+				freq := (n + 0.5) / (as.Total + 1)
 				if freq < 0.02 {
 					ao.Z = clampZ(1.5 * math.Sqrt(2*-math.Log(freq)))
 				}
 			}
-			as.Counts[at.Value]++
+			if c != nil {
+				*c++
+			} else {
+				as.Counts = append(as.Counts, AttrCount{Value: at.Value, N: 1})
+			}
 			as.Total++
 			if len(as.Counts) > attrMaxValues {
 				as.Open, as.Counts = false, nil // free text, not a category
