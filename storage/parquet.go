@@ -159,9 +159,15 @@ type FileWriter struct {
 	metricIdx  map[string]int
 	derivedIdx map[string]int
 	dynamic    []int
-	values     []parquet.Value
-	batch      []parquet.Row
+	cols       [][]parquet.Value // the batch's values, column by column
+	nulls      []parquet.Value   // each column's null
+	lastM      []string          // the previous row's metric names, and their columns
+	lastMIdx   []int
+	lastD      []string // and its derived names
+	lastDIdx   []int
+	batched    int // rows in cols
 	rows       int
+	groupRows  int // rows in the current row group
 }
 
 const batchRows = 256
@@ -204,16 +210,22 @@ func NewFileWriter(w io.Writer, metrics, derived []string) *FileWriter {
 	}
 	f.cw = &CountingWriter{W: w}
 	f.pw = parquet.NewGenericWriter[any](f.cw, schema, parquet.Compression(pageCodec), parquet.MaxRowsPerRowGroup(rowGroupRows))
-	f.values = make([]parquet.Value, batchRows*f.ncols)
-	f.batch = make([]parquet.Row, 0, batchRows)
+	f.cols = make([][]parquet.Value, f.ncols)
+	f.nulls = make([]parquet.Value, f.ncols)
+	for j := range f.cols {
+		f.cols[j] = make([]parquet.Value, 0, batchRows)
+		f.nulls[j] = parquet.NullValue().Level(0, 0, j)
+	}
 	return f
 }
 
-// pageCodec compresses every file's pages. One codec for all writers: its
+// pageCodec compresses every file's pages, at zstd's fastest level: on
+// the archiver's rows it writes 8-12 % more rows/s than the default
+// level for files 2.8 % larger. One codec for all writers: its
 // pool of zstd encoders (each holds a history window of megabytes) is then
 // shared, instead of one pool per open file. The heap profile of 20,000
 // warm devices showed 240 MB of encoder history with a codec per writer.
-var pageCodec = &zstd.Codec{Level: zstd.SpeedDefault}
+var pageCodec = &zstd.Codec{Level: zstd.SpeedFastest}
 
 // rowGroupRows bounds a row group: the writer buffers a row group's
 // columns in memory until it is written.
@@ -238,50 +250,48 @@ func (f *FileWriter) Fits(r *contract.Enriched) bool {
 }
 
 // Write adds one row; r must fit (see Fits). A name without a column is
-// dropped, so check Fits first.
+// dropped, so check Fits first. Rows are kept column by column and handed
+// to the column writers 256 at a time: the writer then has no rows to
+// take apart (its row path spent a third of the archiver's Parquet time
+// doing that).
 func (f *FileWriter) Write(r *contract.Enriched) error {
-	k := len(f.batch)
-	row := parquet.Row(f.values[k*f.ncols : (k+1)*f.ncols : (k+1)*f.ncols])
+	k := f.batched
 	for _, j := range f.dynamic {
-		row[j] = parquet.NullValue().Level(0, 0, j)
+		f.cols[j] = append(f.cols[j], f.nulls[j])
 	}
-	for _, m := range r.Metrics {
-		if j, ok := f.metricIdx[m.Name]; ok {
-			row[j] = parquet.DoubleValue(m.Value).Level(0, 1, j)
-		}
-	}
-	for _, d := range r.Derived {
-		if j, ok := f.derivedIdx[d.Name]; ok {
-			row[j] = parquet.DoubleValue(d.Value).Level(0, 1, j)
-		}
-	}
+	f.fields(r.Metrics, f.metricIdx, &f.lastM, &f.lastMIdx, k)
+	f.fields(r.Derived, f.derivedIdx, &f.lastD, &f.lastDIdx, k)
 	fx := &f.fx
-	str := func(c int, s string) { row[fx[c]] = parquet.ByteArrayValue(unsafeBytes(s)).Level(0, 0, fx[c]) }
+	put := func(c int, v parquet.Value, def int) {
+		j := fx[c]
+		f.cols[j] = append(f.cols[j], v.Level(0, def, j))
+	}
+	str := func(c int, s string) { put(c, parquet.ByteArrayValue(unsafeBytes(s)), 0) }
 	optStr := func(c int, s string) {
 		if s == "" {
-			row[fx[c]] = parquet.NullValue().Level(0, 0, fx[c])
+			put(c, parquet.NullValue(), 0)
 		} else {
-			row[fx[c]] = parquet.ByteArrayValue(unsafeBytes(s)).Level(0, 1, fx[c])
+			put(c, parquet.ByteArrayValue(unsafeBytes(s)), 1)
 		}
 	}
 	optRaw := func(c int, b []byte) {
 		if len(b) == 0 || string(b) == "null" {
-			row[fx[c]] = parquet.NullValue().Level(0, 0, fx[c])
+			put(c, parquet.NullValue(), 0)
 		} else {
-			row[fx[c]] = parquet.ByteArrayValue(b).Level(0, 1, fx[c])
+			put(c, parquet.ByteArrayValue(b), 1)
 		}
 	}
 	optNum := func(c int, p *float64) {
 		if p == nil {
-			row[fx[c]] = parquet.NullValue().Level(0, 0, fx[c])
+			put(c, parquet.NullValue(), 0)
 		} else {
-			row[fx[c]] = parquet.DoubleValue(*p).Level(0, 1, fx[c])
+			put(c, parquet.DoubleValue(*p), 1)
 		}
 	}
 	str(cID, r.ID)
 	str(cDevice, r.DeviceID)
-	row[fx[cTS]] = parquet.Int64Value(r.TS.UnixMicro()).Level(0, 0, fx[cTS])
-	row[fx[cIngested]] = parquet.Int64Value(r.IngestedAt.UnixMicro()).Level(0, 0, fx[cIngested])
+	put(cTS, parquet.Int64Value(r.TS.UnixMicro()), 0)
+	put(cIngested, parquet.Int64Value(r.IngestedAt.UnixMicro()), 0)
 	str(cRegion, r.Region)
 	optStr(cSite, r.Site)
 	optStr(cDeviceModel, r.DeviceModel)
@@ -291,30 +301,66 @@ func (f *FileWriter) Write(r *contract.Enriched) error {
 	optRaw(cDeviceAttrs, r.DeviceAttrs)
 	optRaw(cAttrs, r.Attrs)
 	optStr(cLabel, r.Label)
-	row[fx[cScore]] = parquet.DoubleValue(r.Score).Level(0, 0, fx[cScore])
-	row[fx[cThreshold]] = parquet.DoubleValue(r.Threshold).Level(0, 0, fx[cThreshold])
+	put(cScore, parquet.DoubleValue(r.Score), 0)
+	put(cThreshold, parquet.DoubleValue(r.Threshold), 0)
 	str(cModel, r.Model)
 	optStr(cShadowModel, r.ShadowModel)
 	optNum(cShadowScore, r.ShadowScore)
 	optStr(cIncident, r.Incident)
-	row[fx[cPartition]] = parquet.Int32Value(r.Partition).Level(0, 0, fx[cPartition])
-	row[fx[cOffset]] = parquet.Int64Value(r.Offset).Level(0, 0, fx[cOffset])
-	f.batch = append(f.batch, row)
+	put(cPartition, parquet.Int32Value(r.Partition), 0)
+	put(cOffset, parquet.Int64Value(r.Offset), 0)
+	f.batched++
 	f.rows++
-	if len(f.batch) == batchRows {
+	if f.batched == batchRows {
 		return f.flush()
 	}
 	return nil
 }
 
+// fields puts row k's numbers in their columns. Rows of one fleet name
+// the same fields in the same order: the previous row's names (last) are
+// tried before the index map.
+func (f *FileWriter) fields(fs []contract.Field, index map[string]int, last *[]string, lastIdx *[]int, k int) {
+	for i, fd := range fs {
+		j := -1
+		if i < len(*last) && (*last)[i] == fd.Name {
+			j = (*lastIdx)[i]
+		} else if c, ok := index[fd.Name]; ok {
+			j = c
+			if i < len(*last) {
+				(*last)[i], (*lastIdx)[i] = fd.Name, c
+			} else if i == len(*last) {
+				*last, *lastIdx = append(*last, fd.Name), append(*lastIdx, c)
+			}
+		}
+		if j >= 0 {
+			f.cols[j][k] = parquet.DoubleValue(fd.Value).Level(0, 1, j)
+		}
+	}
+}
+
+// flush hands the batch to the column writers, and closes the row group
+// once it holds rowGroupRows rows.
 func (f *FileWriter) flush() error {
-	if len(f.batch) == 0 {
+	if f.batched == 0 {
 		return nil
 	}
-	if _, err := f.pw.WriteRows(f.batch); err != nil {
-		return fmt.Errorf("write parquet rows: %w", err)
+	cws := f.pw.ColumnWriters()
+	for j, vs := range f.cols {
+		if _, err := cws[j].WriteRowValues(vs); err != nil {
+			return fmt.Errorf("write parquet column %d: %w", j, err)
+		}
+		clear(vs) // let go of the records' strings
+		f.cols[j] = vs[:0]
 	}
-	f.batch = f.batch[:0]
+	f.groupRows += f.batched
+	f.batched = 0
+	if f.groupRows >= rowGroupRows {
+		f.groupRows = 0
+		if err := f.pw.Flush(); err != nil {
+			return fmt.Errorf("write parquet row group: %w", err)
+		}
+	}
 	return nil
 }
 

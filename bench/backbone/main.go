@@ -22,7 +22,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -59,30 +58,6 @@ var (
 	cpuProfile string
 	openRate   float64
 )
-
-// profile fetches Vigil's CPU profile over the next seconds into path.
-func profile(base, path string, seconds int) <-chan error {
-	done := make(chan error, 1)
-	go func() {
-		resp, err := benchutil.AdminGet(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, seconds))
-		if err != nil {
-			done <- err
-			return
-		}
-		defer resp.Body.Close()
-		f, err := os.Create(path)
-		if err != nil {
-			done <- err
-			return
-		}
-		_, err = io.Copy(f, resp.Body)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		done <- err
-	}()
-	return done
-}
 
 func run(seconds int, bin string, posters, batch int, archive, mqttToo bool) error {
 	dir, err := os.MkdirTemp("", "vigil-bench-")
@@ -129,7 +104,7 @@ func run(seconds int, bin string, posters, batch int, archive, mqttToo bool) err
 	}
 	var prof <-chan error
 	if cpuProfile != "" {
-		prof = profile(base, cpuProfile, seconds)
+		prof = benchutil.Profile(base, cpuProfile, seconds)
 	}
 	cpu0, done0 := benchutil.Metric(base, "process_cpu_seconds_total"), benchutil.Metric(base, "vigil_pipeline_readings_total")
 	thr, err := throughput(base, kafkaAddr, gwKey, seconds, posters, batch)

@@ -33,7 +33,7 @@ import (
 	"github.com/vigil/vigil/bench/internal/benchutil"
 )
 
-var heapProfile string
+var heapProfile, cpuProfile string
 
 func main() {
 	devices := flag.Int("devices", 100000, "devices to warm")
@@ -43,6 +43,7 @@ func main() {
 	batch := flag.Int("batch", 500, "readings per POST")
 	archive := flag.Bool("archive", true, "run the archiver in the measured process")
 	flag.StringVar(&heapProfile, "heapprofile", "", "write Vigil's heap profile after warm-up to this file")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write Vigil's CPU profile over the first 30 s of the warm-up to this file")
 	flag.Parse()
 	if err := run(*devices, *warmup, *bin, *posters, *batch, *archive); err != nil {
 		fmt.Fprintln(os.Stderr, "fleet:", err)
@@ -141,6 +142,10 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 	var next, acked atomic.Int64
 	var wg sync.WaitGroup
 	evt := time.Now().Add(-time.Duration(warmup+5) * time.Minute)
+	var prof <-chan error
+	if cpuProfile != "" {
+		prof = benchutil.Profile(v.base, cpuProfile, 30)
+	}
 	start := time.Now()
 	lastReport := time.Now()
 	var repMu sync.Mutex
@@ -191,6 +196,12 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 		time.Sleep(100 * time.Millisecond)
 	}
 	took := time.Since(start)
+	if prof != nil {
+		if err := <-prof; err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		fmt.Printf("          CPU profile of the warm-up's first 30 s in %s\n", cpuProfile)
+	}
 	fmt.Printf("warm-up   %d readings posted in %s, enriched and committed in %s: %.0f readings/s\n", total, posted.Round(time.Millisecond), took.Round(time.Millisecond), float64(total)/took.Seconds())
 	time.Sleep(2 * time.Second)
 	gc(v.base)

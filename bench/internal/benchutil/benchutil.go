@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 
@@ -89,4 +90,28 @@ func Metric(base, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// Profile fetches Vigil's CPU profile over the next seconds into path.
+func Profile(base, path string, seconds int) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		resp, err := AdminGet(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, seconds))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(path)
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = io.Copy(f, resp.Body)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		done <- err
+	}()
+	return done
 }
