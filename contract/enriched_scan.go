@@ -2,6 +2,7 @@ package contract
 
 import (
 	"bytes"
+	"encoding/binary"
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -46,6 +47,17 @@ func (s *escan) str() ([]byte, bool) {
 		return nil, false
 	}
 	start := s.i
+	// eight bytes at a time while none of them ends the string or is
+	// outside plain ASCII, then one at a time
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for s.i+8 <= len(s.b) {
+		x := binary.LittleEndian.Uint64(s.b[s.i:])
+		q, bs := x^(ones*'"'), x^(ones*'\\')
+		if ((x-ones*0x20)&^x|(x|(x+ones))|(q-ones)&^q|(bs-ones)&^bs)&highs != 0 {
+			break
+		}
+		s.i += 8
+	}
 	for s.i < len(s.b) && plainASCII[s.b[s.i]] {
 		s.i++
 	}
