@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -108,6 +109,40 @@ func BenchmarkAdmit(b *testing.B) {
 		if e, _ := l.admit(gw, rs); e != nil {
 			b.Fatal(e)
 		}
+	}
+	b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "readings/s")
+}
+
+// BenchmarkAdmitNewDevices is the limits on batches of 500 devices seen
+// for the first time, by a gateway that already posted for a million:
+// the gateway's device set must not cost in proportion to its size.
+func BenchmarkAdmitNewDevices(b *testing.B) {
+	now := time.Date(2026, 11, 25, 13, 0, 0, 0, time.UTC)
+	cfg := Default()
+	cfg.RatePerKey, cfg.BurstPerKey, cfg.MaxDevicesPerGateway = 0, 0, 1<<30
+	l := newLimits(cfg, func() time.Time { return now })
+	gw := &Principal{Gateway: &contract.Gateway{GatewayID: "gw-1"}}
+	next := 0
+	batch := func() []contract.Reading {
+		rs := make([]contract.Reading, 500)
+		for i := range rs {
+			rs[i] = contract.Reading{DeviceID: "d-" + strconv.Itoa(next), Metrics: []contract.Metric{{Name: "temp_c", Value: 1}}}
+			next++
+		}
+		return rs
+	}
+	for next < 1_000_000 {
+		_, commit := l.admit(gw, batch())
+		commit()
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		rs := batch()
+		e, commit := l.admit(gw, rs)
+		if e != nil {
+			b.Fatal(e)
+		}
+		commit()
 	}
 	b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "readings/s")
 }

@@ -24,10 +24,10 @@ type limits struct {
 	now  func() time.Time
 
 	mu       sync.Mutex
-	devices  map[string]*deviceNames // device id -> names used
-	gateways map[string]*hashSet     // gateway id -> device ids posted for
-	buckets  map[string]*tokenBucket // principal -> bucket of readings
-	bytes    map[string]*tokenBucket // principal -> bucket of request bytes
+	devices  map[string]*deviceNames        // device id -> names used
+	gateways map[string]map[uint64]struct{} // gateway id -> device ids posted for (a map: a gateway may serve a million)
+	buckets  map[string]*tokenBucket        // principal -> bucket of readings
+	bytes    map[string]*tokenBucket        // principal -> bucket of request bytes
 }
 
 type hashSet struct{ h []uint64 } // sorted
@@ -47,7 +47,7 @@ type tokenBucket struct {
 }
 
 func newLimits(cfg Config, now func() time.Time) *limits {
-	return &limits{cfg: cfg, seed: maphash.MakeSeed(), now: now, devices: map[string]*deviceNames{}, gateways: map[string]*hashSet{},
+	return &limits{cfg: cfg, seed: maphash.MakeSeed(), now: now, devices: map[string]*deviceNames{}, gateways: map[string]map[uint64]struct{}{},
 		buckets: map[string]*tokenBucket{}, bytes: map[string]*tokenBucket{}}
 }
 
@@ -70,23 +70,29 @@ func (l *limits) admit(who *Principal, readings []contract.Reading) (*RequestErr
 		}
 	}
 	// gateways: distinct device ids
-	var newDevices []uint64
-	var gw *hashSet
+	var newDevices map[uint64]struct{}
+	var gw map[uint64]struct{}
 	if who.Gateway != nil && l.cfg.MaxDevicesPerGateway > 0 {
 		gw = l.gateways[who.Gateway.GatewayID]
 		if gw == nil {
-			gw = &hashSet{}
+			gw = map[uint64]struct{}{}
 		}
 		for i := range readings {
 			h := l.hash(readings[i].DeviceID)
-			if gw.has(h) || slices.Contains(newDevices, h) {
+			if _, ok := gw[h]; ok {
 				continue
 			}
-			if len(gw.h)+len(newDevices) >= l.cfg.MaxDevicesPerGateway {
+			if _, ok := newDevices[h]; ok {
+				continue
+			}
+			if len(gw)+len(newDevices) >= l.cfg.MaxDevicesPerGateway {
 				refuse(i, "gateway %s already posted for %d device ids, the limit (ingest.max_devices_per_gateway); device %q is one more", who.Gateway.GatewayID, l.cfg.MaxDevicesPerGateway, readings[i].DeviceID)
 				continue
 			}
-			newDevices = append(newDevices, h)
+			if newDevices == nil {
+				newDevices = map[uint64]struct{}{}
+			}
+			newDevices[h] = struct{}{}
 		}
 		if len(details) > 0 {
 			return &RequestError{Status: http.StatusForbidden, Message: "a device id beyond the gateway's limit; nothing was accepted", Details: details}, nil
@@ -151,9 +157,9 @@ func (l *limits) admit(who *Principal, readings []contract.Reading) (*RequestErr
 		defer l.mu.Unlock()
 		if gw != nil && len(newDevices) > 0 {
 			l.gateways[who.Gateway.GatewayID] = gw
-			for _, h := range newDevices {
-				if len(gw.h) < l.cfg.MaxDevicesPerGateway {
-					gw.add(h)
+			for h := range newDevices {
+				if len(gw) < l.cfg.MaxDevicesPerGateway {
+					gw[h] = struct{}{}
 				}
 			}
 		}
