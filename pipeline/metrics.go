@@ -21,6 +21,7 @@ type metrics struct {
 	lag         *prometheus.GaugeVec
 	restored    prometheus.Counter
 	swaps       prometheus.Counter
+	snapTime    prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -43,11 +44,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		lag:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vigil_pipeline_lag_records", Help: "Raw records not yet processed, per partition."}, []string{"partition"}),
 		restored: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_pipeline_restored_readings_total", Help: "Raw readings replayed to rebuild per-device state."}),
 		swaps:    prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_pipeline_model_swaps_total", Help: "Times a new scorer (model or shadow) took over between micro-batches."}),
+		snapTime: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_pipeline_snapshot_seconds",
+			Help: "Time the latest round of state snapshots took (the stream waits; the next round comes after at least nine times this, and pipeline.snapshot_interval)."}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.batchTime, m.readings, m.duplicates, m.dlq, m.alerts, m.repeats, m.aborts, m.postToAlert, m.postToDone, m.lag, m.restored, m.swaps} {
+	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.batchTime, m.readings, m.duplicates, m.dlq, m.alerts, m.repeats, m.aborts, m.postToAlert, m.postToDone, m.lag, m.restored, m.swaps, m.snapTime} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register pipeline metrics: %w", err)
 		}

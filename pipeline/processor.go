@@ -25,10 +25,13 @@ type partition struct {
 	MaxIngest time.Time
 	Steps     int64
 	Evicted   int64
+	EvictAt   int64 // the step of the next scan for idle devices
 }
 
-// evictEvery is how many readings of a partition pass between two scans
-// for idle devices.
+// evictEvery is how many readings of a partition pass at least between
+// two scans for idle devices; with more devices than that, as many
+// readings as devices pass, so a scan costs about one device a reading
+// however large the fleet.
 const evictEvery = 4096
 
 // evictIdle drops the state of the devices of part that sent nothing for
@@ -192,8 +195,11 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 	if r.IngestedAt.After(part.MaxIngest) {
 		part.MaxIngest = r.IngestedAt
 	}
-	if part.Steps++; pr.cfg.DeviceIdleTTL > 0 && part.Steps%evictEvery == 0 {
-		part.evictIdle(pr.cfg.DeviceIdleTTL)
+	if part.Steps++; pr.cfg.DeviceIdleTTL > 0 && part.Steps >= part.EvictAt {
+		if part.EvictAt > 0 {
+			part.evictIdle(pr.cfg.DeviceIdleTTL)
+		}
+		part.EvictAt = part.Steps + max(evictEvery, int64(len(part.Devices)))
 	}
 	var dev *contract.Device
 	if pr.devices != nil {

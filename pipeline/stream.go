@@ -143,7 +143,7 @@ func (s *Stream) runSession(ctx context.Context) error {
 	s.lastLoop.Store(time.Now().UnixNano())
 
 	b := &batch{s: s}
-	lastSnap := time.Now()
+	lastSnap, snapEvery := time.Now(), s.cfg.SnapshotInterval
 	for {
 		fetches := s.poll(ctx, sess)
 		s.lastLoop.Store(time.Now().UnixNano())
@@ -208,8 +208,8 @@ func (s *Stream) runSession(ctx context.Context) error {
 			continue
 		}
 		b.stats.record(s.m, start, time.Now())
-		if time.Since(lastSnap) >= s.cfg.SnapshotInterval || ctx.Err() != nil {
-			s.snapshotAll()
+		if time.Since(lastSnap) >= snapEvery || ctx.Err() != nil {
+			snapEvery = s.snapshotPaced()
 			lastSnap = time.Now()
 		}
 		if ctx.Err() != nil {
@@ -522,6 +522,35 @@ func (s *Stream) replay(ctx context.Context, p int32, from, upTo int64, part *pa
 		}
 	})
 	return n, err
+}
+
+// snapshotPaced writes the snapshots and answers when the next round is
+// due. A round encodes every device of the partitions, and the stream
+// waits for it: with a million devices it takes tens of seconds, which a
+// fixed 30 s interval would repeat back to back, starving the stream. So
+// the next round comes after pipeline.snapshot_interval or nine times
+// this round's time, whichever is longer: snapshots take at most a tenth
+// of the stream's time, and a restart after SIGKILL replays the readings
+// of at most that interval.
+func (s *Stream) snapshotPaced() time.Duration {
+	t0 := time.Now()
+	s.snapshotAll()
+	took := time.Since(t0)
+	s.m.snapTime.Set(took.Seconds())
+	next := max(s.cfg.SnapshotInterval, 9*took)
+	if next > s.cfg.SnapshotInterval {
+		s.log.Info("state snapshots are large; spacing them out so they take at most a tenth of the stream's time",
+			zap.Duration("took", took.Round(time.Millisecond)), zap.Duration("next_in", next.Round(time.Second)), zap.Int("devices", s.devices()))
+	}
+	return next
+}
+
+func (s *Stream) devices() int {
+	n := 0
+	for _, part := range s.parts {
+		n += len(part.Devices)
+	}
+	return n
 }
 
 func (s *Stream) snapshotAll() {
