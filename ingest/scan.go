@@ -151,15 +151,13 @@ func (d *Decoder) scanOne(s *contract.Scanner, c *scanCache, body []byte, start 
 		case "attrs":
 			if !field(fAttrs) || !scanMembers(s, func(name []byte) bool {
 				var v []byte
-				switch c := s.Peek(); {
-				case c == '"':
+				switch s.Peek() {
+				case '"':
 					v, ok = s.Str()
-				case c == 't' || c == 'f':
-					ok = s.Lit("true") || s.Lit("false")
-					v = []byte("false")
-					if ok && c == 't' {
-						v = []byte("true")
-					}
+				case 't':
+					v, ok = []byte("true"), s.Lit("true")
+				case 'f':
+					v, ok = []byte("false"), s.Lit("false")
 				default:
 					v, _, ok = s.Num()
 				}
