@@ -12,17 +12,18 @@ import "math"
 // same values.
 //
 // V is empty while no bin was written, holds (bin, value) pairs while
-// sparse (fewer than n/2 floats; a bin number is exact as a float32),
-// and all n bins once dense.
-type lazyBins struct {
-	V []float32
+// sparse (fewer than n/2 elements; a bin number is exact as a float32,
+// and fits a byte for the recurrence memory's 192 bins), and all n bins
+// once dense.
+type lazyBins[T float32 | uint8] struct {
+	V []T
 }
 
 // untouched reports whether no bin was written.
-func (l *lazyBins) untouched() bool { return len(l.V) == 0 }
+func (l *lazyBins[T]) untouched() bool { return len(l.V) == 0 }
 
 // at is bin b's value.
-func (l *lazyBins) at(b int, tmpl []float32) float32 {
+func (l *lazyBins[T]) at(b int, tmpl []T) T {
 	if len(l.V) == len(tmpl) {
 		return l.V[b]
 	}
@@ -35,7 +36,7 @@ func (l *lazyBins) at(b int, tmpl []float32) float32 {
 }
 
 // ref points at bin b for a write. The pointer is good until the next ref.
-func (l *lazyBins) ref(b int, tmpl []float32) *float32 {
+func (l *lazyBins[T]) ref(b int, tmpl []T) *T {
 	if len(l.V) == len(tmpl) {
 		return &l.V[b]
 	}
@@ -48,16 +49,16 @@ func (l *lazyBins) ref(b int, tmpl []float32) *float32 {
 		l.densify(tmpl)
 		return &l.V[b]
 	}
-	l.V = append(l.V, float32(b), tmpl[b])
+	l.V = append(l.V, T(b), tmpl[b])
 	return &l.V[len(l.V)-1]
 }
 
 // densify turns the bins into the plain array.
-func (l *lazyBins) densify(tmpl []float32) {
+func (l *lazyBins[T]) densify(tmpl []T) {
 	if len(l.V) == len(tmpl) {
 		return
 	}
-	d := make([]float32, len(tmpl))
+	d := make([]T, len(tmpl))
 	copy(d, tmpl)
 	for i := 0; i < len(l.V); i += 2 {
 		d[int(l.V[i])] = l.V[i+1]
@@ -66,7 +67,7 @@ func (l *lazyBins) densify(tmpl []float32) {
 }
 
 // all is every bin: the array itself once dense, else dst filled.
-func (l *lazyBins) all(dst, tmpl []float32) []float32 {
+func (l *lazyBins[T]) all(dst, tmpl []T) []T {
 	if len(l.V) == len(tmpl) {
 		return l.V
 	}
@@ -77,10 +78,12 @@ func (l *lazyBins) all(dst, tmpl []float32) []float32 {
 	return dst
 }
 
-// The profiles' template: every bin unseen.
+// The profiles' template: every bin unseen; the recurrence memory's:
+// nothing seen yet.
 var (
 	uvUnseenDay  = nanBins(uvDayBins)
 	uvUnseenWeek = nanBins(uvWeekBins)
+	uvRecZero    = make([]uint8, 4*uvDayBins)
 )
 
 func nanBins(n int) []float32 {

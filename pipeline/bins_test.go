@@ -13,7 +13,7 @@ func TestLazyBinsActAsTheArray(t *testing.T) {
 	for _, tmpl := range [][]float32{uvPriorHist[:], uvUnseenDay, uvUnseenWeek} {
 		rng := rand.New(rand.NewPCG(1, uint64(len(tmpl))))
 		for trial := 0; trial < 50; trial++ {
-			var l lazyBins
+			var l lazyBins[float32]
 			plain := append([]float32(nil), tmpl...)
 			spread := 1 + rng.IntN(len(tmpl)) // how many distinct bins this trial writes
 			for op := 0; op < 200; op++ {
@@ -43,6 +43,38 @@ func TestLazyBinsActAsTheArray(t *testing.T) {
 			if spread <= len(tmpl)/4 && len(l.V) >= len(tmpl) {
 				t.Fatalf("%d distinct bins of %d made the bins dense", spread, len(tmpl))
 			}
+		}
+	}
+}
+
+// TestLazyByteBinsActAsTheArray: the same for the recurrence memory's
+// byte bins (raised to a maximum, read, and turned dense at a new day).
+func TestLazyByteBinsActAsTheArray(t *testing.T) {
+	rng := rand.New(rand.NewPCG(2, 2))
+	for trial := 0; trial < 100; trial++ {
+		var l lazyBins[uint8]
+		plain := make([]uint8, len(uvRecZero))
+		spread := 1 + rng.IntN(len(plain))
+		for op := 0; op < 300; op++ {
+			b := rng.IntN(spread)
+			switch rng.IntN(8) {
+			case 0:
+				l.densify(uvRecZero)
+			case 1, 2, 3:
+				q := uint8(rng.IntN(200))
+				if q > l.at(b, uvRecZero) {
+					*l.ref(b, uvRecZero) = q
+				}
+				plain[b] = max(plain[b], q)
+			default:
+				if got := l.at(b, uvRecZero); got != plain[b] {
+					t.Fatalf("trial %d op %d: bin %d = %d, the array %d", trial, op, b, got, plain[b])
+				}
+			}
+		}
+		var tmp [4 * uvDayBins]uint8
+		if got := l.all(tmp[:], uvRecZero); string(got) != string(plain) {
+			t.Fatalf("trial %d: all() differs from the array", trial)
 		}
 	}
 }

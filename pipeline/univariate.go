@@ -135,8 +135,8 @@ type UVState struct {
 	Err      [nForecasters]float64 // EW mean absolute error of each forecaster
 	ErrN     [nForecasters]int32   // forecasts scored
 	Spread   float64               // EW mean absolute deviation from Slow (a floor for the scales)
-	Day      lazyBins              // value per half hour of day, interpolated (NaN: unseen)
-	Week     lazyBins              // per hour of week
+	Day      lazyBins[float32]     // value per half hour of day, interpolated (NaN: unseen)
+	Week     lazyBins[float32]     // per hour of week
 	ProfRPD  float32               // readings per day the profile rates were computed for
 	DayA     float32               // the profiles' learning rates per reading
 	WeekA    float32
@@ -153,7 +153,7 @@ type UVState struct {
 	// Rec remembers how far from the slow level the metric went at each
 	// half hour of day (see recurrence): up and down on the days before
 	// (decayed), then up and down today; RecDay is today's day number.
-	Rec    []uint8
+	Rec    lazyBins[uint8]
 	RecDay int32
 }
 
@@ -235,11 +235,11 @@ func newUVState() *UVState {
 // cached quantiles (refreshed every 32 additions: the hot path reads
 // three numbers, not the bins).
 type uvHist struct {
-	Bins          lazyBins // from uvPriorHist
-	S50, S95, S99 float32  // quantiles
-	A             float32  // Pareto index of the tail beyond S99
-	Stale         int16    // additions since the quantiles were computed
-	N             int16    // additions, up to uvTailN: how far the tail index is trusted
+	Bins          lazyBins[float32] // from uvPriorHist
+	S50, S95, S99 float32           // quantiles
+	A             float32           // Pareto index of the tail beyond S99
+	Stale         int16             // additions since the quantiles were computed
+	N             int16             // additions, up to uvTailN: how far the tail index is trusted
 }
 
 func newUVHist() uvHist { return uvHist{Stale: 1 << 14} }
@@ -355,7 +355,7 @@ func profileBins(n int, pos float64) (int, int, float64) {
 	return (b%n + n) % n, ((b+1)%n + n) % n, f
 }
 
-func profileAt(prof *lazyBins, tmpl []float32, pos float64) (float64, bool) {
+func profileAt(prof *lazyBins[float32], tmpl []float32, pos float64) (float64, bool) {
 	a, b, f := profileBins(len(tmpl), pos)
 	va, vb := float64(prof.at(a, tmpl)), float64(prof.at(b, tmpl))
 	switch {
@@ -370,7 +370,7 @@ func profileAt(prof *lazyBins, tmpl []float32, pos float64) (float64, bool) {
 }
 
 // profileLearn moves the two bins around pos toward x, each by its share.
-func profileLearn(prof *lazyBins, tmpl []float32, pos, x, alpha float64) {
+func profileLearn(prof *lazyBins[float32], tmpl []float32, pos, x, alpha float64) {
 	a, b, f := profileBins(len(tmpl), pos)
 	updBin(prof.ref(a, tmpl), x, alpha*(1-f))
 	updBin(prof.ref(b, tmpl), x, alpha*f)
@@ -540,17 +540,19 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 // (they may still carry an open incident on: 0.9 of the alert level).
 func (u *UVState) recurrence(x float64, ts time.Time, o *UVObs) {
 	const n = uvDayBins
-	if u.Rec == nil {
-		u.Rec = make([]uint8, 4*n)
-		u.RecDay = int32(ts.Unix() / 86400)
-	}
 	day := int32(ts.Unix() / 86400)
-	if day > u.RecDay {
+	switch {
+	case u.Rec.untouched():
+		// all zero: a new day changes nothing but the day
+		u.RecDay = max(u.RecDay, day)
+	case day > u.RecDay:
 		// a new day: today's figures join the earlier days', all decayed
+		u.Rec.densify(uvRecZero)
+		rec := u.Rec.V
 		dec := int(min(day-u.RecDay, 255)) * uvRecDecay
 		for b := 0; b < 2*n; b++ {
-			v := max(int(u.Rec[b])-dec, int(u.Rec[2*n+b])-dec+uvRecDecay, 0)
-			u.Rec[b], u.Rec[2*n+b] = uint8(v), 0
+			v := max(int(rec[b])-dec, int(rec[2*n+b])-dec+uvRecDecay, 0)
+			rec[b], rec[2*n+b] = uint8(v), 0
 		}
 		u.RecDay = day
 	}
@@ -561,13 +563,13 @@ func (u *UVState) recurrence(x float64, ts time.Time, o *UVObs) {
 	}
 	q := recLevel(d)
 	b := int(dayPos(ts)) % n
-	if t := &u.Rec[2*n+side+b]; q > *t {
-		*t = q
+	if q > u.Rec.at(2*n+side+b, uvRecZero) {
+		*u.Rec.ref(2*n+side+b, uvRecZero) = q
 	}
 	if q == 0 {
 		return
 	}
-	prev := u.Rec[side+b]
+	prev := u.Rec.at(side+b, uvRecZero)
 	if prev == 0 || int(q) > int(prev)+uvRecTol {
 		return
 	}
