@@ -3,6 +3,7 @@ package ingest
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"slices"
 	"time"
 
 	"github.com/vigil/vigil/contract"
@@ -61,7 +62,8 @@ func (d *Decoder) scanBody(body []byte, now time.Time) (out []contract.Reading, 
 
 // scanOne reads one good reading object at s; start is where its hashed
 // bytes begin.
-func (d *Decoder) scanOne(s *contract.Scanner, c *scanCache, body []byte, start int, now time.Time) (r contract.Reading, ok bool) {
+func (d *Decoder) scanOne(s *contract.Scanner, c *scanCache, body []byte, start int, now time.Time) (contract.Reading, bool) {
+	var r contract.Reading
 	const (
 		fDevice = 1 << iota
 		fID
@@ -78,51 +80,30 @@ func (d *Decoder) scanOne(s *contract.Scanner, c *scanCache, body []byte, start 
 		seen |= f
 		return true
 	}
-	if !s.Eat('{') {
-		return r, false
-	}
-	for n := 0; ; n++ {
-		s.SkipWS()
-		if s.Eat('}') {
-			break
-		}
-		if n > 0 {
-			if !s.Eat(',') {
-				return r, false
-			}
-			s.SkipWS()
-		}
-		name, ok := s.Str()
-		if !ok {
-			return r, false
-		}
-		s.SkipWS()
-		if !s.Eat(':') {
-			return r, false
-		}
-		s.SkipWS()
+	if !scanMembers(s, func(name []byte) bool {
+		var ok bool
 		switch string(name) {
 		case "device_id":
 			v, ok := s.Str()
 			if !field(fDevice) || !ok || !contract.ValidName(string(v)) {
-				return r, false
+				return false
 			}
 			r.DeviceID = string(v)
 		case "id":
 			v, ok := s.Str()
 			if !field(fID) || !ok || len(v) == 0 || len(v) > 128 {
-				return r, false
+				return false
 			}
 			r.ID = string(v)
 		case "label":
 			v, ok := s.Str()
 			if !field(fLabel) || !ok || string(v) != "normal" && string(v) != "anomaly" {
-				return r, false
+				return false
 			}
 			r.Label = string(v)
 		case "ts":
 			if !field(fTS) {
-				return r, false
+				return false
 			}
 			if s.Peek() == '"' {
 				r.TS, ok = s.Time()
@@ -133,19 +114,19 @@ func (d *Decoder) scanOne(s *contract.Scanner, c *scanCache, body []byte, start 
 				}
 			}
 			if !ok || d.checkTS(r.TS, now) != nil {
-				return r, false
+				return false
 			}
 		case "metrics":
 			from := len(c.metrics)
 			if !field(fMetrics) || !scanMembers(s, func(name []byte) bool {
 				_, v, ok := s.Num()
-				if !ok || len(c.metrics)-from == d.MaxMetrics || !contract.ValidName(string(name)) || hasMetric(c.metrics[from:], name) {
+				if !ok || len(c.metrics)-from == d.MaxMetrics || !contract.ValidName(string(name)) || slices.ContainsFunc(c.metrics[from:], func(m contract.Metric) bool { return m.Name == string(name) }) {
 					return false
 				}
 				c.metrics = append(c.metrics, contract.Metric{Name: c.name(name), Value: v})
 				return true
 			}) {
-				return r, false
+				return false
 			}
 			r.Metrics = c.metrics[from:len(c.metrics):len(c.metrics)]
 		case "attrs":
@@ -161,17 +142,20 @@ func (d *Decoder) scanOne(s *contract.Scanner, c *scanCache, body []byte, start 
 				default:
 					v, _, ok = s.Num()
 				}
-				if !ok || len(v) > 1024 || len(r.Attrs) == d.MaxMetrics || !contract.ValidName(string(name)) || hasAttr(r.Attrs, name) {
+				if !ok || len(v) > 1024 || len(r.Attrs) == d.MaxMetrics || !contract.ValidName(string(name)) || slices.ContainsFunc(r.Attrs, func(a contract.Attr) bool { return a.Name == string(name) }) {
 					return false
 				}
 				r.Attrs = append(r.Attrs, contract.Attr{Name: c.name(name), Value: c.name(v)})
 				return true
 			}) {
-				return r, false
+				return false
 			}
 		default:
-			return r, false
+			return false
 		}
+		return true
+	}) {
+		return r, false
 	}
 	if seen&fDevice == 0 || seen&fTS == 0 || len(r.Metrics) == 0 {
 		return r, false
@@ -213,24 +197,6 @@ func scanMembers(s *contract.Scanner, member func(name []byte) bool) bool {
 			return false
 		}
 	}
-}
-
-func hasMetric(ms []contract.Metric, name []byte) bool {
-	for i := range ms {
-		if ms[i].Name == string(name) {
-			return true
-		}
-	}
-	return false
-}
-
-func hasAttr(as []contract.Attr, name []byte) bool {
-	for i := range as {
-		if as[i].Name == string(name) {
-			return true
-		}
-	}
-	return false
 }
 
 // scanCache is what the readings of one body share: their metrics, in one
