@@ -69,6 +69,8 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"VIGIL_PIPELINE_THRESHOLD=1.5", "pipeline.threshold"},
 		{"VIGIL_PIPELINE_WARMUP_READINGS=1", "pipeline.warmup_readings"},
 		{"VIGIL_PIPELINE_GROUP=", "pipeline.group"},
+		{"VIGIL_PIPELINE_DEDUP_HORIZON=10ms", "pipeline.dedup_horizon"},
+		{"VIGIL_PIPELINE_DEDUP_HORIZON=-1m", "pipeline.dedup_horizon"},
 		{"VIGIL_SIMULATE_RATE=0", "simulate.rate"},
 		{"VIGIL_LOG_LEVEL=loud", "log.level"},
 		{"VIGIL_SHUTDOWN_BUDGET=0s", "shutdown.budget"},

@@ -50,8 +50,14 @@ type Config struct {
 	// accepts. Default 2h.
 	AcceptAfter time.Duration `yaml:"accept_after"`
 	// DedupWindow is how many recent message ids per device are remembered
-	// to drop re-sent readings. Default 256.
+	// at most to drop re-sent readings. Default 256.
 	DedupWindow int `yaml:"dedup_window"`
+	// DedupHorizon is how long (by ingest time) a message id is remembered:
+	// a reading re-sent later than this after it was accepted is stored
+	// again. The dedup memory is then bounded by the ingest rate times the
+	// horizon, not by devices times the window. 0: the window alone.
+	// Default 10m.
+	DedupHorizon time.Duration `yaml:"dedup_horizon"`
 	// DeviceIdleTTL: the state of a device that sent nothing for this long
 	// (by ingest time) is dropped; a device that comes back is warmed up
 	// again from scratch. 0 keeps every device. Default 168h.
@@ -168,6 +174,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("accept_after: must not be negative (0 never accepts), got %s", c.AcceptAfter)
 	case c.DedupWindow < 1:
 		return fmt.Errorf("dedup_window: must be at least 1, got %d", c.DedupWindow)
+	case c.DedupHorizon < 0 || c.DedupHorizon > 0 && c.DedupHorizon < time.Second:
+		return fmt.Errorf("dedup_horizon: must be 0 (the window alone) or at least 1s, got %s", c.DedupHorizon)
 	case c.DeviceIdleTTL < 0 || c.DeviceIdleTTL > 0 && c.DeviceIdleTTL < time.Minute:
 		return fmt.Errorf("device_idle_ttl: must be 0 (keep every device) or at least 1m, got %s", c.DeviceIdleTTL)
 	case c.SnapshotInterval < time.Second:
@@ -211,7 +219,7 @@ func (c Config) Validate() error {
 func Default() Config {
 	return Config{Group: "stream", BatchMaxReadings: 5000, BatchMaxWait: 5 * time.Millisecond, Threshold: 0.8,
 		WarmupReadings: 20, HalfLife: 500, IncidentQuiet: 5 * time.Minute, IncidentQuietReadings: 150,
-		AlertBudget: 0.6, RealertReadings: 600, AcceptAfter: 2 * time.Hour, DedupWindow: 256, DeviceIdleTTL: 7 * 24 * time.Hour,
+		AlertBudget: 0.6, RealertReadings: 600, AcceptAfter: 2 * time.Hour, DedupWindow: 256, DedupHorizon: 10 * time.Minute, DeviceIdleTTL: 7 * 24 * time.Hour,
 		SnapshotInterval: 30 * time.Second, RestoreLookback: 200000, AlertStoreSize: 10000, AttrBuckets: 32,
 		MVWarmup: 400, MVSmooth: 10, MVThreshold: 2.7, MVSpike: 8, MVRefit: 3600}
 }

@@ -4,6 +4,8 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strings"
+	"sync"
 	"time"
 )
 
@@ -47,8 +49,8 @@ type MVState struct {
 	Names []string // metrics, sorted; fixed by the first reading with two or more
 
 	Ring   []float64 // last mv_smooth raw values of each metric, metric j's from j·mv_smooth
-	Pos    []int
-	Filled []int
+	Pos    []int32
+	Filled []int32
 	Sum    []float64
 
 	// the fit's accumulators, only while a fit or refit collects (nil
@@ -67,8 +69,6 @@ type MVState struct {
 	RunN     int32
 	RunQuiet int32
 	RunStart time.Time
-
-	zs []float64 // scratch
 }
 
 // MVCollect accumulates the readings a fit is made from: the smoothed
@@ -81,6 +81,32 @@ type MVCollect struct {
 	HasLast   []bool
 	NX, ND    []int
 	Collected int // readings folded into the accumulators
+}
+
+// nameSets holds the sorted metric-name sets of the multivariate
+// detectors, shared by every device that carries the set: a fleet's
+// devices carry a few sets, and each device saves its own copy (64 bytes
+// for four names). A shared set is never written. At most maxNameSets
+// are kept; beyond them a device keeps its own.
+var nameSets = struct {
+	sync.Mutex
+	m map[string][]string
+}{m: map[string][]string{}}
+
+const maxNameSets = 4096
+
+// sharedNames is the shared copy of names, a sorted name set.
+func sharedNames(names []string) []string {
+	key := strings.Join(names, "\x00")
+	nameSets.Lock()
+	defer nameSets.Unlock()
+	if s, ok := nameSets.m[key]; ok {
+		return s
+	}
+	if len(nameSets.m) < maxNameSets {
+		nameSets.m[key] = names
+	}
+	return names
 }
 
 // watches reports whether the fitted model judges the named metric (it
@@ -130,7 +156,7 @@ type MVObs struct {
 
 func newMVState(names []string, smooth int) *MVState {
 	n := len(names)
-	return &MVState{Names: names, Ring: make([]float64, n*smooth), Pos: make([]int, n), Filled: make([]int, n), Sum: make([]float64, n)}
+	return &MVState{Names: names, Ring: make([]float64, n*smooth), Pos: make([]int32, n), Filled: make([]int32, n), Sum: make([]float64, n)}
 }
 
 // mvObserve folds the reading's metrics into the device's detector and
@@ -153,7 +179,7 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 		if len(names) < 2 {
 			return
 		}
-		m = newMVState(names, p.smooth)
+		m = newMVState(sharedNames(names), p.smooth)
 		d.MV = m
 	}
 	// 1. roll the smoothing windows of the metrics this reading carries
@@ -171,13 +197,13 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 				out.Spike, out.SpikeZ = m.Names[j], sz
 			}
 		}
-		if m.Filled[j] == p.smooth {
-			m.Sum[j] -= m.Ring[j*p.smooth+m.Pos[j]]
+		if int(m.Filled[j]) == p.smooth {
+			m.Sum[j] -= m.Ring[j*p.smooth+int(m.Pos[j])]
 		} else {
 			m.Filled[j]++
 		}
-		m.Ring[j*p.smooth+m.Pos[j]] = v
-		m.Pos[j] = (m.Pos[j] + 1) % p.smooth
+		m.Ring[j*p.smooth+int(m.Pos[j])] = v
+		m.Pos[j] = int32((int(m.Pos[j]) + 1) % p.smooth)
 		m.Sum[j] += v
 		// raw sums for the trend ratio
 		if !m.Fitted || m.SinceFit >= p.refit && p.refit > 0 {
@@ -199,26 +225,26 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 	// 2. score with the fitted model
 	if m.Fitted {
 		var ss, ws, zsum float64
-		zs := m.zs[:0]
+		z := func(j int) float64 { return (m.Sum[j]/float64(m.Filled[j]) - m.Med[j]) / m.Scale[j] }
 		for j := range m.Names {
-			z := 0.0
 			if m.Weight[j] > 0 && m.Filled[j] > 0 {
-				z = (m.Sum[j]/float64(m.Filled[j]) - m.Med[j]) / m.Scale[j]
-				zsum += m.Weight[j] * z
+				zsum += m.Weight[j] * z(j)
 				ws += m.Weight[j]
 			}
-			zs = append(zs, z)
 		}
-		m.zs = zs
 		cm := 0.0
 		if ws > 0 {
 			cm = zsum / ws // the weighted common mode
 		}
-		for j, z := range zs {
+		for j := range m.Names {
 			if m.Weight[j] == 0 {
 				continue
 			}
-			ss += m.Weight[j] * (z - cm) * (z - cm)
+			d := -cm // a metric not yet seen since the fit counts as z = 0
+			if m.Filled[j] > 0 {
+				d += z(j)
+			}
+			ss += m.Weight[j] * d * d
 		}
 		if ws > 0 {
 			out.Warm = true
@@ -238,7 +264,7 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 	c := m.collect()
 	c.Collected++
 	for j := range m.Names {
-		if m.Filled[j] == p.smooth {
+		if int(m.Filled[j]) == p.smooth {
 			c.Buf[j] = append(c.Buf[j], m.Sum[j]/float64(p.smooth))
 		}
 	}

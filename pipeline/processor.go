@@ -185,7 +185,7 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 		ds = newDeviceState()
 		part.Devices[r.DeviceID] = ds
 	}
-	if ds.seen(r.ID, pr.cfg.DedupWindow) {
+	if ds.seen(r.ID, r.IngestedAt, pr.cfg.DedupWindow, pr.cfg.DedupHorizon) {
 		res.Duplicate = true
 		return buf
 	}

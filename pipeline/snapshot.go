@@ -90,5 +90,10 @@ func (s *snapshots) load(p int32) (*partition, error) {
 	if err := gob.NewDecoder(bufio.NewReader(f)).Decode(part); err != nil {
 		return nil, fmt.Errorf("decode %s: %w", f.Name(), err)
 	}
+	for _, d := range part.Devices {
+		if d.MV != nil && len(d.MV.Names) > 0 {
+			d.MV.Names = sharedNames(d.MV.Names)
+		}
+	}
 	return part, nil
 }

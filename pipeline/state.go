@@ -4,6 +4,7 @@ import (
 	"github.com/vigil/vigil/contract"
 
 	"math"
+	"slices"
 	"time"
 )
 
@@ -92,11 +93,16 @@ type DeviceState struct {
 	// so the lookup tries the reading's position first)
 	Metrics []MetricState
 	Attrs   []AttrState
-	// IDHashes is the ring of the recent message ids' 64-bit hashes
-	// (pipeline.dedup_window of them: 2 KiB at the default, where the
-	// strings and their index took about 20 KiB).
-	IDHashes  []uint64
-	IDPos     int
+	// IDHashes is a ring of the recent message ids' 64-bit hashes and
+	// IDAt of their readings' ingest times (Unix seconds): IDN of them
+	// from IDPos, oldest first. An id is remembered for
+	// pipeline.dedup_horizon of ingest time, and at most the last
+	// pipeline.dedup_window of them; the ring grows and shrinks with what
+	// it holds (see seen).
+	IDHashes []uint64
+	IDAt     []uint32
+	IDPos    int
+	IDN      int
 	Incidents map[string]*Incident
 	// Closed are the latest closed incidents' metrics, close times and
 	// peaks (one per metric): within pipeline.realert_after of one, a new
@@ -150,21 +156,83 @@ func (d *DeviceState) attr(name string, k int) *AttrState {
 	return &d.Attrs[len(d.Attrs)-1]
 }
 
-// seen reports whether id was among the device's recent ids, and remembers it.
-func (d *DeviceState) seen(id string, window int) bool {
+// dedupKeep ids of a device are remembered however old (within the
+// window): a device that comes back after an outage re-sends its latest
+// unacknowledged readings (an MQTT session its in-flight messages), and
+// those are its last ones.
+const dedupKeep = 16
+
+// seen reports whether id was among the device's recent ids, and
+// remembers it, with at, its reading's ingest time. Ids ingested more
+// than horizon (0: no limit) before the newest are forgotten, except the
+// last dedupKeep, and so are all but the last window. Only ingest times
+// decide, so a replay of the same records remembers the same ids.
+func (d *DeviceState) seen(id string, at time.Time, window int, horizon time.Duration) bool {
 	h := idHash(id)
-	for _, x := range d.IDHashes { // a linear scan of 256 words beats a map here
-		if x == h {
+	if len(d.IDAt) != len(d.IDHashes) {
+		d.upgradeIDs()
+	}
+	c := len(d.IDHashes)
+	if end := d.IDPos + d.IDN; end <= c {
+		if slices.Contains(d.IDHashes[d.IDPos:end], h) {
 			return true
 		}
+	} else if slices.Contains(d.IDHashes[d.IDPos:], h) || slices.Contains(d.IDHashes[:end-c], h) {
+		return true
 	}
-	if len(d.IDHashes) < window {
-		d.IDHashes = append(d.IDHashes, h)
-	} else {
-		d.IDHashes[d.IDPos%len(d.IDHashes)] = h
-		d.IDPos = (d.IDPos + 1) % window
+	now := unixSeconds(at)
+	if d.IDN > 0 {
+		now = max(now, d.IDAt[(d.IDPos+d.IDN-1)%c])
 	}
+	hs := int64(horizon / time.Second)
+	for d.IDN > 0 && (d.IDN >= window || horizon > 0 && d.IDN >= dedupKeep && int64(d.IDAt[d.IDPos])+hs < int64(now)) {
+		d.IDPos = (d.IDPos + 1) % c
+		d.IDN--
+	}
+	switch {
+	case d.IDN == c: // full, and under the window: grow
+		d.resizeIDs(min(max(2*c, 4), window))
+	case c > 8 && 4*d.IDN < c: // mostly forgotten: shrink
+		d.resizeIDs(c / 2)
+	}
+	c = len(d.IDHashes)
+	i := (d.IDPos + d.IDN) % c
+	d.IDHashes[i], d.IDAt[i] = h, unixSeconds(at)
+	d.IDN++
 	return false
+}
+
+// resizeIDs moves the dedup ring into one of capacity c (> IDN), oldest
+// first.
+func (d *DeviceState) resizeIDs(c int) {
+	hs, at := make([]uint64, c), make([]uint32, c)
+	for k := 0; k < d.IDN; k++ {
+		j := (d.IDPos + k) % len(d.IDHashes)
+		hs[k], at[k] = d.IDHashes[j], d.IDAt[j]
+	}
+	d.IDHashes, d.IDAt, d.IDPos = hs, at, 0
+}
+
+// upgradeIDs reads the dedup ring of a snapshot written before ingest
+// times were kept (hashes only; full from IDPos, or filling from 0): its
+// ids are taken as ingested at the device's latest ingest time.
+func (d *DeviceState) upgradeIDs() {
+	d.IDN = len(d.IDHashes)
+	d.IDAt = make([]uint32, d.IDN)
+	for i := range d.IDAt {
+		d.IDAt[i] = unixSeconds(d.LastIngest)
+	}
+	if d.IDN > 0 {
+		d.IDPos %= d.IDN
+	} else {
+		d.IDPos = 0
+	}
+}
+
+// unixSeconds is t in Unix seconds, clamped to what a uint32 holds (until
+// 2106).
+func unixSeconds(t time.Time) uint32 {
+	return uint32(min(max(t.Unix(), 0), math.MaxUint32))
 }
 
 // idHash is a message id's 64-bit FNV-1a hash: fixed across processes

@@ -486,7 +486,7 @@ func (s *Stream) seedDedup(ctx context.Context, p int32, part *partition) (int, 
 			ds = newDeviceState()
 			part.Devices[e.DeviceID] = ds
 		}
-		ds.seen(e.ID, s.cfg.DedupWindow)
+		ds.seen(e.ID, e.IngestedAt, s.cfg.DedupWindow, s.cfg.DedupHorizon)
 		n++
 	})
 	return n, err
