@@ -61,6 +61,11 @@ type Config struct {
 		// Budget is how long a graceful stop may take, all phases together.
 		Budget time.Duration `yaml:"budget"`
 	} `yaml:"shutdown"`
+	Memory struct {
+		// Limit is the Go heap's soft limit: auto, off or a size (see
+		// memoryLimit).
+		Limit string `yaml:"limit"`
+	} `yaml:"memory"`
 }
 
 // loadConfig starts from the built-in defaults, applies the file (when
@@ -102,6 +107,9 @@ func (c Config) Validate() error {
 	}
 	if c.Data.Dir == "" {
 		return errors.New("data.dir: must not be empty")
+	}
+	if _, _, err := memoryLimit(c.Memory.Limit, nil, nil); err != nil {
+		return fmt.Errorf("memory.limit: %w", err)
 	}
 	if t := c.Admin.ViewerToken; t != "" && (len(t) < 32 || t == c.Admin.Token) {
 		return fmt.Errorf("admin.viewer_token: must be at least 32 characters and differ from admin.token")

@@ -33,7 +33,7 @@ import (
 	"github.com/vigil/vigil/bench/internal/benchutil"
 )
 
-var heapProfile, cpuProfile string
+var heapProfile, cpuProfile, memLimit string
 
 func main() {
 	devices := flag.Int("devices", 100000, "devices to warm")
@@ -42,6 +42,7 @@ func main() {
 	posters := flag.Int("posters", 8, "concurrent HTTP posters")
 	batch := flag.Int("batch", 500, "readings per POST")
 	archive := flag.Bool("archive", true, "run the archiver in the measured process")
+	flag.StringVar(&memLimit, "memory-limit", "auto", "Vigil's memory.limit (auto, off or a size such as 8GiB)")
 	flag.StringVar(&heapProfile, "heapprofile", "", "write Vigil's heap profile after warm-up to this file")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write Vigil's CPU profile over the first 30 s of the warm-up to this file")
 	flag.Parse()
@@ -117,7 +118,7 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 	v := &vigil{bin: bin, base: "http://" + httpAddr, env: []string{"VIGIL_DATA_DIR=" + filepath.Join(dir, "data"), "VIGIL_HTTP_ADDR=" + httpAddr,
 		"VIGIL_KAFKA_EMBEDDED_ADDR=" + benchutil.FreeAddr(), "VIGIL_ADMIN_TOKEN=" + benchutil.Token, "VIGIL_LOG_LEVEL=warn",
 		fmt.Sprintf("VIGIL_ARCHIVE_ENABLED=%t", archive), "VIGIL_INGEST_RATE_PER_KEY=0",
-		fmt.Sprintf("VIGIL_INGEST_MAX_DEVICES_PER_GATEWAY=%d", devices+10)}}
+		fmt.Sprintf("VIGIL_INGEST_MAX_DEVICES_PER_GATEWAY=%d", devices+10), "VIGIL_MEMORY_LIMIT=" + memLimit}}
 	if err := v.start(); err != nil {
 		return err
 	}
@@ -135,7 +136,7 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 	}
 	gc(v.base)
 	heap0 := benchutil.Metric(v.base, "go_memstats_heap_inuse_bytes")
-	fmt.Printf("vigil: %d devices of 4 metrics, %d readings each, archiver in process: %t\n", devices, warmup, archive)
+	fmt.Printf("vigil: %d devices of 4 metrics, %d readings each, archiver in process: %t, memory.limit %s\n", devices, warmup, archive, memLimit)
 
 	// warm every device: readings interleaved across devices, closed loop
 	total := int64(devices) * int64(warmup)
