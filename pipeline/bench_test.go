@@ -189,7 +189,8 @@ func BenchmarkStepUnivariate(b *testing.B) {
 // BenchmarkDeviceStateBytes reports the heap per device,
 // 2,000 devices of four metrics and an attr:
 //   - warming: 25 readings each (the per-metric detectors judge the
-//     device while the multivariate model collects its warm-up);
+//     device while the multivariate model collects its warm-up), and
+//     350, late in the warm-up, when the collected values peak;
 //   - per-metric: the multivariate model off, 300 readings each (the
 //     per-metric detectors judge the device);
 //   - multivariate: the defaults, 600 readings each (the model fitted at
@@ -207,6 +208,7 @@ func BenchmarkDeviceStateBytes(b *testing.B) {
 		every    time.Duration
 	}{
 		{"warming", Default().MVWarmup, 25, time.Second},
+		{"warming/350", Default().MVWarmup, 350, time.Second},
 		{"per-metric", 0, 300, time.Second},
 		{"multivariate", Default().MVWarmup, 600, time.Second},
 		{"warming/every20s", Default().MVWarmup, 25, 20 * time.Second},

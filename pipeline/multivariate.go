@@ -68,7 +68,7 @@ type MVState struct {
 	// pipeline.accept_after, its level is taken as the new normal
 	RunN     int32
 	RunQuiet int32
-	RunStart time.Time
+	RunStart stamp
 }
 
 // MVCollect accumulates the readings a fit is made from: the smoothed
@@ -265,6 +265,14 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 	c.Collected++
 	for j := range m.Names {
 		if int(m.Filled[j]) == p.smooth {
+			if b := c.Buf[j]; len(b) == cap(b) {
+				// grow by doubling, but never past the mv_warmup values a fit
+				// takes (append's doubling made 512 of 400: 3 KiB a
+				// four-metric device wasted at the end of its warm-up)
+				nb := make([]float64, len(b), max(min(max(2*len(b), 16), p.warmup), len(b)+1))
+				copy(nb, b)
+				c.Buf[j] = nb
+			}
 			c.Buf[j] = append(c.Buf[j], m.Sum[j]/float64(p.smooth))
 		}
 	}
@@ -285,7 +293,7 @@ func (m *MVState) accept(p *mvParams, ts time.Time, alarm bool) bool {
 	switch {
 	case alarm:
 		if m.RunN == 0 {
-			m.RunStart = ts
+			m.RunStart = stampOf(ts)
 		}
 		m.RunN++
 		m.RunQuiet = 0
@@ -294,7 +302,7 @@ func (m *MVState) accept(p *mvParams, ts time.Time, alarm bool) bool {
 			m.RunN, m.RunQuiet = 0, 0
 		}
 	}
-	if m.RunN < 6 || ts.Sub(m.RunStart) < p.accept {
+	if m.RunN < 6 || m.RunStart.since(ts) < p.accept {
 		return false
 	}
 	for j := range m.Names {

@@ -99,10 +99,10 @@ type DeviceState struct {
 	// pipeline.dedup_horizon of ingest time, and at most the last
 	// pipeline.dedup_window of them; the ring grows and shrinks with what
 	// it holds (see seen).
-	IDHashes []uint64
-	IDAt     []uint32
-	IDPos    int
-	IDN      int
+	IDHashes  []uint64
+	IDAt      []uint32
+	IDPos     int
+	IDN       int
 	Incidents map[string]*Incident
 	// Closed are the latest closed incidents' metrics, close times and
 	// peaks (one per metric): within pipeline.realert_after of one, a new

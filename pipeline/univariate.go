@@ -128,33 +128,34 @@ const (
 // UVState is the per-metric detector's state. Fields are exported for the
 // snapshot encoding.
 type UVState struct {
-	N        int64
-	FirstTS  time.Time
-	Slow     float64
-	Fast     float64
-	Err      [nForecasters]float64 // EW mean absolute error of each forecaster
-	ErrN     [nForecasters]int32   // forecasts scored
-	Spread   float64               // EW mean absolute deviation from Slow (a floor for the scales)
-	Day      lazyBins[float32]     // value per half hour of day, interpolated (NaN: unseen)
-	Week     lazyBins[float32]     // per hour of week
-	ProfRPD  float32               // readings per day the profile rates were computed for
-	DayA     float32               // the profiles' learning rates per reading
-	WeekA    float32
-	Hist     uvHist          // decayed histogram of s
-	RHist    uvHist          // of the regime figure
-	LHist    uvHist          // of the level figure
-	HistW    float32         // weight of the next histogram increment (grows; rescaled)
-	Regime   float64         // EW mean of s
-	Ring     [uvRing]float32 // last values
-	RingN    int32
-	RunN     int32     // readings of the current anomalous run
-	RunQuiet int32     // normal readings in a row within the run
-	RunStart time.Time // event time of the run's first reading
+	// (8-byte fields first, then 4-byte ones: no padding, 384 bytes)
+	N       int64
+	FirstTS stamp
+	Slow    float64
+	Fast    float64
+	Err     [nForecasters]float64 // EW mean absolute error of each forecaster
+	Spread  float64               // EW mean absolute deviation from Slow (a floor for the scales)
+	Day     lazyBins[float32]     // value per half hour of day, interpolated (NaN: unseen)
+	Week    lazyBins[float32]     // per hour of week
+	Hist    uvHist                // decayed histogram of s
+	RHist   uvHist                // of the regime figure
+	LHist   uvHist                // of the level figure
+	Regime  float64               // EW mean of s
 	// Rec remembers how far from the slow level the metric went at each
 	// half hour of day (see recurrence): up and down on the days before
 	// (decayed), then up and down today; RecDay is today's day number.
-	Rec    lazyBins[uint8]
-	RecDay int32
+	Rec      lazyBins[uint8]
+	RunStart stamp               // event time of the run's first reading
+	ErrN     [nForecasters]int32 // forecasts scored
+	ProfRPD  float32             // readings per day the profile rates were computed for
+	DayA     float32             // the profiles' learning rates per reading
+	WeekA    float32
+	HistW    float32         // weight of the next histogram increment (grows; rescaled)
+	Ring     [uvRing]float32 // last values
+	RingN    int32
+	RunN     int32 // readings of the current anomalous run
+	RunQuiet int32 // normal readings in a row within the run
+	RecDay   int32
 }
 
 // UVObs is what the per-metric detector says about one reading.
@@ -385,12 +386,12 @@ func (u *UVState) forecast(f int, ts time.Time) (float64, bool) {
 	case fcFast:
 		return u.Fast, true
 	case fcDay:
-		if u.Day.untouched() || ts.Sub(u.FirstTS) < 3*24*time.Hour {
+		if u.Day.untouched() || u.FirstTS.since(ts) < 3*24*time.Hour {
 			return 0, false
 		}
 		return profileAt(&u.Day, uvUnseenDay, dayPos(ts))
 	case fcWeek:
-		if u.Week.untouched() || ts.Sub(u.FirstTS) < 21*24*time.Hour {
+		if u.Week.untouched() || u.FirstTS.since(ts) < 21*24*time.Hour {
 			return 0, false
 		}
 		return profileAt(&u.Week, uvUnseenWeek, weekPos(ts))
@@ -403,7 +404,7 @@ func (u *UVState) forecast(f int, ts time.Time) (float64, bool) {
 func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *UVObs) {
 	*o = UVObs{}
 	if u.N == 0 {
-		u.FirstTS, u.Slow, u.Fast = ts, x, x
+		u.FirstTS, u.Slow, u.Fast = stampOf(ts), x, x
 	}
 	// 1. pick the forecaster with the smallest error
 	best, bestErr, bestE := -1, math.Inf(1), 0.0
@@ -454,7 +455,7 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 	elevated := warm && maxL >= 0.5*o.AlertL
 	if alerting || u.RunN > 0 && elevated {
 		if u.RunN == 0 {
-			u.RunStart = ts
+			u.RunStart = stampOf(ts)
 		}
 		u.RunN++
 		u.RunQuiet = 0
@@ -466,7 +467,7 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 	}
 	u.Ring[u.RingN%uvRing] = float32(x)
 	u.RingN++
-	if u.RunN > 0 && p.acceptAfter > 0 && u.RunN >= 6 && ts.Sub(u.RunStart) >= p.acceptAfter {
+	if u.RunN > 0 && p.acceptAfter > 0 && u.RunN >= 6 && u.RunStart.since(ts) >= p.acceptAfter {
 		u.accept()
 		o.Accepted = true
 		u.N++
