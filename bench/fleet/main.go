@@ -1,5 +1,14 @@
-// Command fleet measures Vigil with a large fleet, in one run: it starts
-// Vigil as a process, warms N devices of four metrics each through
+// Command fleet measures Vigil against issue #14's goals, in one run.
+// First the backbone, each phase with a fresh Vigil process:
+//
+//   - the bare loop: franz-go produce -> consume -> produce -> consume
+//     through the embedded broker;
+//   - closed loop, archive on and archive off: readings/s of 10,000
+//     devices from the first POST to the last enriched record committed,
+//     and Vigil's CPU time a reading;
+//   - open loop at -rate (50,000/s): post-to-alert p50 and p99.
+//
+// Then the fleet: it warms N devices of four metrics each through
 // POST /v1/ingest (a gateway posting batches, closed loop), and reports
 //
 //   - readings/s from the first POST to the last enriched record committed,
@@ -9,7 +18,9 @@
 //   - restore time after SIGTERM and after SIGKILL: from the process start
 //     to a probe reading of a warm device scored.
 //
-// Usage: go run ./bench/fleet [-devices 100000] [-warmup 25] [-vigil path]
+// It ends with a summary beside the goals.
+//
+// Usage: go run ./bench/fleet [-devices 1000000] [-warmup 25] [-seconds 15] [-rate 50000] [-backbone=false] [-vigil path]
 package main
 
 import (
@@ -33,7 +44,13 @@ import (
 	"github.com/vigil/vigil/bench/internal/benchutil"
 )
 
-var heapProfile, cpuProfile, memLimit string
+var (
+	heapProfile, cpuProfile, memLimit string
+	seconds                           int
+	openRate                          float64
+	backbone                          bool
+	summary                           []string // the goals' lines, printed at the end
+)
 
 func main() {
 	devices := flag.Int("devices", 100000, "devices to warm")
@@ -45,6 +62,9 @@ func main() {
 	flag.StringVar(&memLimit, "memory-limit", "auto", "Vigil's memory.limit (auto, off or a size such as 8GiB)")
 	flag.StringVar(&heapProfile, "heapprofile", "", "write Vigil's heap profile after warm-up to this file")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write Vigil's CPU profile over the first 30 s of the warm-up to this file")
+	flag.IntVar(&seconds, "seconds", 15, "length of each backbone load phase")
+	flag.Float64Var(&openRate, "rate", 50000, "readings/s of the open-loop latency phase")
+	flag.BoolVar(&backbone, "backbone", true, "measure the backbone (bare loop, closed loops, open loop) before the fleet")
 	flag.Parse()
 	if err := run(*devices, *warmup, *bin, *posters, *batch, *archive); err != nil {
 		fmt.Fprintln(os.Stderr, "fleet:", err)
@@ -53,12 +73,13 @@ func main() {
 }
 
 type vigil struct {
-	cmd  *exec.Cmd
-	base string
-	logs bytes.Buffer
-	env  []string
-	bin  string
-	done chan struct{}
+	cmd   *exec.Cmd
+	base  string
+	kafka string // the embedded broker's address
+	logs  bytes.Buffer
+	env   []string
+	bin   string
+	done  chan struct{}
 }
 
 func (v *vigil) start() error {
@@ -114,11 +135,12 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 			return fmt.Errorf("go build (run from the repository root): %w\n%s", err, out)
 		}
 	}
-	httpAddr := benchutil.FreeAddr()
-	v := &vigil{bin: bin, base: "http://" + httpAddr, env: []string{"VIGIL_DATA_DIR=" + filepath.Join(dir, "data"), "VIGIL_HTTP_ADDR=" + httpAddr,
-		"VIGIL_KAFKA_EMBEDDED_ADDR=" + benchutil.FreeAddr(), "VIGIL_ADMIN_TOKEN=" + benchutil.Token, "VIGIL_LOG_LEVEL=warn",
-		fmt.Sprintf("VIGIL_ARCHIVE_ENABLED=%t", archive), "VIGIL_INGEST_RATE_PER_KEY=0",
-		fmt.Sprintf("VIGIL_INGEST_MAX_DEVICES_PER_GATEWAY=%d", devices+10), "VIGIL_MEMORY_LIMIT=" + memLimit}}
+	if backbone {
+		if err := backbonePhases(dir, bin, posters, batch); err != nil {
+			return err
+		}
+	}
+	v := newVigil(bin, filepath.Join(dir, "fleet"), archive, devices)
 	if err := v.start(); err != nil {
 		return err
 	}
@@ -204,6 +226,7 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 		fmt.Printf("          CPU profile of the warm-up's first 30 s in %s\n", cpuProfile)
 	}
 	fmt.Printf("warm-up   %d readings posted in %s, enriched and committed in %s: %.0f readings/s\n", total, posted.Round(time.Millisecond), took.Round(time.Millisecond), float64(total)/took.Seconds())
+	summary = append(summary, fmt.Sprintf("%d devices warmed up (%d readings each) at %.0f readings/s", devices, warmup, float64(total)/took.Seconds()))
 	time.Sleep(2 * time.Second)
 	gc(v.base)
 	heap := benchutil.Metric(v.base, "go_memstats_heap_inuse_bytes")
@@ -218,6 +241,8 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 	}
 	fmt.Printf("memory    RSS %.0f MB, Go heap in use after a GC %.0f MB; heap per device %.0f bytes ((heap after - heap before) / devices; all of Vigil, not only the device state)\n",
 		rss, heap/1e6, (heap-heap0)/float64(devices))
+	summary = append(summary, fmt.Sprintf("RSS %.2f GiB (goal ≤ 6 GiB at 1,000,000 devices), memory.limit %s", rss/1024, memLimit),
+		fmt.Sprintf("heap per device %.0f bytes, all of Vigil, devices %d readings into their warm-up (goal: steady-state state ≤ 2,048; see go test -bench DeviceStateBytes ./pipeline/)", (heap-heap0)/float64(devices), warmup))
 
 	// restore: SIGTERM, then SIGKILL; each time, from start to a probe of a warm device scored
 	for _, sig := range []os.Signal{syscall.SIGTERM, syscall.SIGKILL} {
@@ -243,8 +268,92 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 		for benchutil.Metric(v.base, "vigil_pipeline_readings_total") <= before {
 			time.Sleep(20 * time.Millisecond)
 		}
+		took := time.Since(t0)
 		fmt.Printf("restore   after %-8s ready in %s, a warm device's reading scored %s after the start (%.0f readings replayed)\n",
-			strings.TrimPrefix(fmt.Sprint(sig), "signal "), ready.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond), benchutil.Metric(v.base, "vigil_pipeline_restored_readings_total"))
+			strings.TrimPrefix(fmt.Sprint(sig), "signal "), ready.Round(time.Millisecond), took.Round(time.Millisecond), benchutil.Metric(v.base, "vigil_pipeline_restored_readings_total"))
+		if sig == syscall.SIGKILL {
+			summary = append(summary, fmt.Sprintf("restore after SIGKILL: a warm device scored %s after the start (goal < 60 s)", took.Round(100*time.Millisecond)))
+		}
+	}
+	fmt.Println("summary   (issue #14's goals)")
+	for _, l := range summary {
+		fmt.Println("         ", l)
+	}
+	return nil
+}
+
+// newVigil is a Vigil process (not started yet) with its data under dir.
+func newVigil(bin, dir string, archive bool, devices int) *vigil {
+	httpAddr, kafka := benchutil.FreeAddr(), benchutil.FreeAddr()
+	return &vigil{bin: bin, base: "http://" + httpAddr, kafka: kafka, env: []string{"VIGIL_DATA_DIR=" + dir, "VIGIL_HTTP_ADDR=" + httpAddr,
+		"VIGIL_KAFKA_EMBEDDED_ADDR=" + kafka, "VIGIL_ADMIN_TOKEN=" + benchutil.Token, "VIGIL_LOG_LEVEL=warn",
+		fmt.Sprintf("VIGIL_ARCHIVE_ENABLED=%t", archive), "VIGIL_INGEST_RATE_PER_KEY=0",
+		fmt.Sprintf("VIGIL_INGEST_MAX_DEVICES_PER_GATEWAY=%d", devices+10), "VIGIL_MEMORY_LIMIT=" + memLimit}}
+}
+
+// backbonePhases measures the bare loop, the closed loop with the archive
+// on and off (10,000 devices), and the open loop at openRate, each Vigil
+// started fresh.
+func backbonePhases(dir, bin string, posters, batch int) error {
+	const devices = 10000
+	var (
+		thr  [2]float64
+		bare float64
+	)
+	for i, archive := range []bool{true, false} {
+		v := newVigil(bin, filepath.Join(dir, fmt.Sprintf("backbone-%t", archive)), archive, devices+400)
+		if err := v.start(); err != nil {
+			return err
+		}
+		err := func() error {
+			defer v.stop(os.Interrupt)
+			if err := v.ready(60 * time.Second); err != nil {
+				return err
+			}
+			if archive {
+				b, err := benchutil.Baseline(v.kafka, seconds)
+				if err != nil {
+					return fmt.Errorf("baseline: %w", err)
+				}
+				fmt.Printf("baseline  franz-go produce->consume->produce->consume: %8.0f records/s\n", b)
+				summary = append(summary, fmt.Sprintf("bare loop %.0f records/s", b))
+				bare = b
+			}
+			key, err := benchutil.Gateway(v.base, "bench", "b-")
+			if err != nil {
+				return err
+			}
+			cpu0, done0 := benchutil.Metric(v.base, "process_cpu_seconds_total"), benchutil.Metric(v.base, "vigil_pipeline_readings_total")
+			thr[i], err = benchutil.Throughput(v.base, v.kafka, key, devices, seconds, posters, batch)
+			if err != nil {
+				return fmt.Errorf("throughput: %w", err)
+			}
+			cpu1, done1 := benchutil.Metric(v.base, "process_cpu_seconds_total"), benchutil.Metric(v.base, "vigil_pipeline_readings_total")
+			fmt.Printf("closed    archive %-5t POST -> enriched committed: %8.0f readings/s, Vigil's CPU %.1f µs a reading\n", archive, thr[i], (cpu1-cpu0)/(done1-done0)*1e6)
+			goal := ""
+			if archive {
+				goal = " (goal ≥ 100,000)"
+			}
+			summary = append(summary, fmt.Sprintf("closed loop, archive %t: %.0f readings/s, %.2f of the bare loop%s", archive, thr[i], thr[i]/bare, goal))
+			if !archive {
+				return nil
+			}
+			// let the archiver take in the backlog before the open loop
+			start := time.Now()
+			for time.Since(start) < 120*time.Second && benchutil.Metric(v.base, "vigil_archive_rows_total")+benchutil.Metric(v.base, "vigil_archive_pending_rows") < benchutil.Metric(v.base, "vigil_pipeline_readings_total") {
+				time.Sleep(100 * time.Millisecond)
+			}
+			p50, p99, n, rate, err := benchutil.Latency(v.base, v.kafka, key, seconds, openRate, batch)
+			if err != nil {
+				return fmt.Errorf("latency: %w", err)
+			}
+			fmt.Printf("open      post-to-alert at %.0f readings/s: p50 %s, p99 %s (%d alerts)\n", rate, p50.Round(100*time.Microsecond), p99.Round(100*time.Microsecond), n)
+			summary = append(summary, fmt.Sprintf("open loop at %.0f readings/s: post-to-alert p50 %s, p99 %s (goal p99 ≤ 100 ms at 50,000/s)", rate, p50.Round(100*time.Microsecond), p99.Round(100*time.Microsecond)))
+			return nil
+		}()
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
