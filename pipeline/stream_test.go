@@ -179,3 +179,56 @@ func TestStreamSnapshotsWhenStoppedIdle(t *testing.T) {
 		t.Fatalf("after a stop while idle the restart replayed %v readings, want 0", restored)
 	}
 }
+
+// A snapshot round saves one partition between micro-batches (the stream
+// waits for one partition's devices at a time), each at its own offset,
+// and the next round comes after snapshot_interval.
+func TestSnapshotRoundOnePartitionAtATime(t *testing.T) {
+	cfg := testCfg()
+	cfg.SnapshotInterval = time.Hour
+	st, err := NewStream(cfg, StreamOptions{Region: "eu", Topics: Topics{Raw: "raw"}, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res StepResult
+	for p := int32(0); p < 4; p++ {
+		part := newPartition()
+		for i := 0; i < 20; i++ {
+			r := reading(fmt.Sprintf("d%d", p), i, float64(i))
+			st.proc.Step(part, &r, false, nil, &res)
+		}
+		part.Next = int64(100 + p)
+		st.parts[p] = part
+	}
+	saved := func() int {
+		n := 0
+		for p, part := range st.parts {
+			if !st.snap.dirty(p, part.Next) {
+				n++
+			}
+		}
+		return n
+	}
+	r := &snapRound{last: time.Now().Add(-2 * time.Hour), every: time.Hour}
+	for step := 1; step <= 4; step++ {
+		st.snapshotStep(r)
+		if got := saved(); got != step {
+			t.Fatalf("after %d steps %d partitions saved, want %d", step, got, step)
+		}
+	}
+	if len(r.queue) != 0 || time.Since(r.last) > time.Minute || r.every != time.Hour {
+		t.Fatalf("the round did not end: %d queued, last %s ago, next in %s", len(r.queue), time.Since(r.last), r.every)
+	}
+	// nothing is due: a step saves nothing, even for a partition that moved on
+	st.parts[2].Next++
+	st.snapshotStep(r)
+	if got := saved(); got != 3 {
+		t.Fatalf("a step between rounds saved a partition: %d saved, want 3", got)
+	}
+	for p := int32(0); p < 4; p++ {
+		loaded, err := st.snap.load(p)
+		if err != nil || loaded == nil || loaded.Next != int64(100+p) || len(loaded.Devices) != 1 {
+			t.Fatalf("partition %d's snapshot: %v, %v", p, loaded, err)
+		}
+	}
+}
