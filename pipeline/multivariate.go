@@ -72,9 +72,14 @@ type MVState struct {
 }
 
 // MVCollect accumulates the readings a fit is made from: the smoothed
-// values, and raw sums for the trend ratio.
+// values, and raw sums for the trend ratio. The smoothed values are kept
+// as float32 differences from each metric's first one (Base): half the
+// bytes of float64 values, which a device holds up to mv_warmup of a
+// metric late in its warm-up (12.8 KB for four metrics as float64), and
+// exact to about 1e-7 of the metric's spread, not of its magnitude.
 type MVCollect struct {
-	Buf       [][]float64
+	Vals      [][]float32
+	Base      []float64
 	SX, SXX   []float64
 	SDD       []float64
 	Last      []float64
@@ -116,13 +121,16 @@ func (m *MVState) watches(name string) bool {
 	return ok && m.Weight[j] > 0
 }
 
-// collect returns the accumulators, started if need be. Buf grows as the
+// collect returns the accumulators, started if need be. Vals grow as the
 // readings come (a fleet of devices still warming up holds a few values
 // each, not mv_warmup).
 func (m *MVState) collect() *MVCollect {
+	n := len(m.Names)
+	if m.Collect != nil && (len(m.Collect.Vals) != n || len(m.Collect.Base) != n) {
+		m.Collect = nil // a snapshot written before Vals: collect again
+	}
 	if m.Collect == nil {
-		n := len(m.Names)
-		c := &MVCollect{Buf: make([][]float64, n), SX: make([]float64, n), SXX: make([]float64, n), SDD: make([]float64, n),
+		c := &MVCollect{Vals: make([][]float32, n), Base: make([]float64, n), SX: make([]float64, n), SXX: make([]float64, n), SDD: make([]float64, n),
 			Last: make([]float64, n), HasLast: make([]bool, n), NX: make([]int, n), ND: make([]int, n)}
 		m.Collect = c
 	}
@@ -265,15 +273,19 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 	c.Collected++
 	for j := range m.Names {
 		if int(m.Filled[j]) == p.smooth {
-			if b := c.Buf[j]; len(b) == cap(b) {
-				// grow by doubling, but never past the mv_warmup values a fit
-				// takes (append's doubling made 512 of 400: 3 KiB a
-				// four-metric device wasted at the end of its warm-up)
-				nb := make([]float64, len(b), max(min(max(2*len(b), 16), p.warmup), len(b)+1))
-				copy(nb, b)
-				c.Buf[j] = nb
+			v := m.Sum[j] / float64(p.smooth)
+			b := c.Vals[j]
+			if len(b) == 0 {
+				c.Base[j] = v
 			}
-			c.Buf[j] = append(c.Buf[j], m.Sum[j]/float64(p.smooth))
+			if len(b) == cap(b) {
+				// grow by doubling, but never past the mv_warmup values a fit
+				// takes (append's doubling made 512 of 400)
+				nb := make([]float32, len(b), max(min(max(2*len(b), 16), p.warmup), len(b)+1))
+				copy(nb, b)
+				b = nb
+			}
+			c.Vals[j] = append(b, float32(v-c.Base[j]))
 		}
 	}
 	if c.Collected >= p.warmup {
@@ -333,15 +345,21 @@ func (m *MVState) fit(p *mvParams) {
 	c := m.collect()
 	med, scale, weight, noises := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
 	usable := 0
+	var buf []float64
 	for j := 0; j < n; j++ {
-		if len(c.Buf[j]) < 10 || c.NX[j] < 10 || c.ND[j] < 10 {
+		if len(c.Vals[j]) < 10 || c.NX[j] < 10 || c.ND[j] < 10 {
 			continue
 		}
-		b := c.Buf[j] // sorted in place: the accumulators end with this fit
+		b := buf[:0]
+		for _, d := range c.Vals[j] {
+			b = append(b, float64(d))
+		}
+		buf = b
 		sort.Float64s(b)
-		md := b[len(b)/2]
+		mdd := b[len(b)/2] // the median's difference from Base
+		md := c.Base[j] + mdd
 		for i := range b {
-			b[i] = math.Abs(b[i] - md)
+			b[i] = math.Abs(b[i] - mdd)
 		}
 		sort.Float64s(b)
 		mad := 1.4826 * b[len(b)/2]
