@@ -11,7 +11,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/dustin/go-humanize"
 	"github.com/vigil/vigil/console"
 	"github.com/vigil/vigil/sitestatus"
 	"io"
@@ -139,12 +138,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	}
 	log := newLogger(cfg, stderr)
 	defer func() { _ = log.Sync() }()
-	if lim, from, _ := memoryLimit(cfg.Memory.Limit, environ, os.DirFS("/")); lim >= 0 {
-		defer debug.SetMemoryLimit(debug.SetMemoryLimit(lim))
-		log.Info("Go heap soft limit set (memory.limit)", zap.String("limit", humanize.IBytes(uint64(lim))), zap.String("from", from))
-	} else {
-		log.Info("Go heap soft limit: the runtime's (memory.limit auto)", zap.String("from", from))
-	}
+	defer setMemoryLimit(cfg.Memory.Limit, environ, log)()
 
 	// every directory and file Vigil makes (the broker's segments and
 	// DuckDB's spill files too) is its user's alone: 0700 and 0600
@@ -446,12 +440,7 @@ func simulateCmd(ctx context.Context, args, environ []string, stdout, stderr io.
 	}
 	log := newLogger(cfg, stderr)
 	defer func() { _ = log.Sync() }()
-	if lim, from, _ := memoryLimit(cfg.Memory.Limit, environ, os.DirFS("/")); lim >= 0 {
-		defer debug.SetMemoryLimit(debug.SetMemoryLimit(lim))
-		log.Info("Go heap soft limit set (memory.limit)", zap.String("limit", humanize.IBytes(uint64(lim))), zap.String("from", from))
-	} else {
-		log.Info("Go heap soft limit: the runtime's (memory.limit auto)", zap.String("from", from))
-	}
+	defer setMemoryLimit(cfg.Memory.Limit, environ, log)()
 	if *duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, *duration)

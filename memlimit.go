@@ -6,12 +6,29 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"os"
 	"path"
+	"runtime/debug"
 	"strconv"
 	"strings"
 
 	"github.com/dustin/go-humanize"
+	"go.uber.org/zap"
 )
+
+// setMemoryLimit sets the Go heap's soft limit from memory.limit for a
+// command's run, logs which limit it took and where from, and returns
+// the function that puts the previous limit back.
+func setMemoryLimit(setting string, environ []string, log *zap.Logger) (restore func()) {
+	lim, from, _ := memoryLimit(setting, environ, os.DirFS("/")) // validated with the config
+	if lim < 0 {
+		log.Info("Go heap soft limit: the runtime's (memory.limit auto)", zap.String("from", from))
+		return func() {}
+	}
+	prev := debug.SetMemoryLimit(lim)
+	log.Info("Go heap soft limit set (memory.limit)", zap.String("limit", humanize.IBytes(uint64(lim))), zap.String("from", from))
+	return func() { debug.SetMemoryLimit(prev) }
+}
 
 // memoryLimit resolves memory.limit to the Go runtime's soft memory limit
 // in bytes (-1: leave the runtime's own, GOMEMLIMIT or none) and says

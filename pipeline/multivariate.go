@@ -248,11 +248,11 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 			if m.Weight[j] == 0 {
 				continue
 			}
-			d := -cm // a metric not yet seen since the fit counts as z = 0
+			dz := -cm // a metric not yet seen since the fit counts as z = 0
 			if m.Filled[j] > 0 {
-				d += z(j)
+				dz += z(j)
 			}
-			ss += m.Weight[j] * d * d
+			ss += m.Weight[j] * dz * dz
 		}
 		if ws > 0 {
 			out.Warm = true
