@@ -30,6 +30,13 @@ type Span struct {
 	// To overrides the end of each partition (nil: the end offset listed
 	// when the read begins).
 	To func(partition int32, start, end int64) int64
+	// Settle is how long the reader waits, with no record arriving, for a
+	// partition whose last stable offset is still below its end: records
+	// of a transaction not yet decided (a producer that died mid-commit,
+	// say, that the broker completes or aborts later) are not readable
+	// until it is. 0 waits a second and then takes what is left for
+	// transaction markers or aborted records.
+	Settle time.Duration
 }
 
 // ReadToEnd reads span with a read_committed consumer, calling fn for each
@@ -136,6 +143,7 @@ func read(ctx context.Context, opts []kgo.Opt, span Span, fn func(*kgo.Record), 
 	}
 	defer cl.Close()
 	idle := time.Now()
+	wait := max(span.Settle, time.Second)
 	lso := map[int32]int64{} // the last stable offset each partition last reported
 	settled := func() bool { // every partition left is decided up to its end
 		for p, end := range want {
@@ -187,7 +195,7 @@ func read(ctx context.Context, opts []kgo.Opt, span Span, fn func(*kgo.Record), 
 			// nothing for a second from a broker that answers every 100 ms
 			// (FetchMaxWait): what is left below the ends is transaction
 			// markers or aborted records
-			if q := time.Since(idle); q >= time.Second || timedOut && q >= 900*time.Millisecond || settled() && q >= 250*time.Millisecond {
+			if q := time.Since(idle); q >= wait || timedOut && q >= wait-100*time.Millisecond || settled() && q >= 250*time.Millisecond {
 				clear(want)
 			}
 		} else {

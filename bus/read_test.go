@@ -142,3 +142,51 @@ func TestWithCopies(t *testing.T) {
 		t.Fatal("With shares the caller's backing array")
 	}
 }
+
+// A transaction still open when the read begins holds records below the
+// end that are not readable until it is decided. With Settle the reader
+// waits for it and reads what it committed; without, it gives up after a
+// second and takes them for aborted (what the dedup read-back after a
+// crash must not do).
+func TestReadToEndSettlesAnOpenTransaction(t *testing.T) {
+	for _, c := range []struct {
+		settle time.Duration
+		want   int
+	}{{0, 0}, {10 * time.Second, 10}} {
+		kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts := []kgo.Opt{kgo.SeedBrokers(kc.ListenAddrs()...)}
+		prod, err := kgo.NewClient(With(opts, kgo.TransactionalID("open"), kgo.DefaultProduceTopic("t"))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		if err := prod.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 10; i++ {
+			if err := prod.ProduceSync(ctx, &kgo.Record{Value: []byte(strconv.Itoa(i))}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := make(chan int, 1)
+		go func() {
+			n := 0
+			if err := ReadToEnd(ctx, opts, Span{Topic: "t", Settle: c.settle}, func(*kgo.Record) { n++ }); err != nil {
+				t.Error(err)
+			}
+			got <- n
+		}()
+		time.Sleep(2 * time.Second) // the transaction is decided after the read began
+		if err := prod.EndTransaction(ctx, kgo.TryCommit); err != nil {
+			t.Fatal(err)
+		}
+		if n := <-got; n != c.want {
+			t.Errorf("Settle %s: read %d of the 10 records committed 2 s after the read began, want %d", c.settle, n, c.want)
+		}
+		prod.Close()
+		kc.Close()
+	}
+}

@@ -437,6 +437,15 @@ func (s *Stream) warm(ctx context.Context, p int32, upTo int64) *partition {
 	return part
 }
 
+// seedSettle is how long the dedup read-back waits for an undecided
+// transaction below the enriched topic's end: the stream's transaction
+// timeout (10 s) and a margin. After a SIGKILL the embedded broker can
+// come back with the dead process's last commit not yet completed; its
+// records are not readable until it is, and taking them for aborted let
+// a restarted stream enrich those readings a second time (seen once in
+// TestArchiveKillNine under the full suite).
+const seedSettle = 15 * time.Second
+
 // seedDedup adds to the partition's dedup sets the ids of the most recent
 // committed enriched records of its devices. The processor dedups by id,
 // but after a crash the broker may hold a committed batch whose consumed
@@ -472,7 +481,7 @@ func (s *Stream) seedDedup(ctx context.Context, p int32, part *partition) (int, 
 			return end // another partition's devices
 		}
 		return end - s.cfg.RestoreLookback
-	}}
+	}, Settle: seedSettle}
 	err = bus.ReadToEnd(ctx, s.o.ClientOpts, span, func(rec *kgo.Record) {
 		e, err := dec.Decode(rec.Value)
 		if err != nil {
