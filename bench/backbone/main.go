@@ -82,7 +82,7 @@ func run(seconds int, bin string, posters, batch int, archive, mqttToo bool) err
 	if err := benchutil.WaitReady(base); err != nil {
 		return fmt.Errorf("%w\n%s", err, logs.String())
 	}
-	fmt.Printf("machine: %d cores; vigil at %s, embedded Kafka at %s; archiver in process: %t\n", numCPU(), base, kafkaAddr, archive)
+	fmt.Printf("machine: %d cores; vigil at %s, embedded Kafka at %s; archiver in process: %t\n", runtime.NumCPU(), base, kafkaAddr, archive)
 
 	base1, err := benchutil.Baseline(kafkaAddr, seconds)
 	if err != nil {
@@ -154,4 +154,3 @@ func run(seconds int, bin string, posters, batch int, archive, mqttToo bool) err
 	return nil
 }
 
-func numCPU() int { return runtime.NumCPU() }
