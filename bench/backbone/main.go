@@ -153,4 +153,3 @@ func run(seconds int, bin string, posters, batch int, archive, mqttToo bool) err
 	}
 	return nil
 }
-
