@@ -53,14 +53,18 @@ echo "== go vet"
 go vet ./...
 echo "== golangci-lint"
 golangci-lint run ./...
-echo "== fuzz the ingest decoder (15 s), the model reader, the record decoders and their number fast paths (10 s each)"
-go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime 15s ./ingest/
-go test -run '^$' -fuzz '^FuzzScanBody$' -fuzztime 10s ./ingest/
-go test -run '^$' -fuzz '^FuzzReadForest$' -fuzztime 10s ./ml/
-go test -run '^$' -fuzz '^FuzzDecodeEnriched$' -fuzztime 10s ./contract/
-go test -run '^$' -fuzz '^FuzzEnrichedScanner$' -fuzztime 10s ./contract/
-go test -run '^$' -fuzz '^FuzzRawScanner$' -fuzztime 10s ./contract/
-go test -run '^$' -fuzz '^FuzzNumbers$' -fuzztime 10s ./contract/
+# Fuzz budgets are execution counts, not durations: Go 1.26's fuzz coordinator
+# can fail a target with a bare "context deadline exceeded" when -fuzztime
+# expires while a worker is mid-call (go.dev/issue/75804, fixed in Go 1.27).
+# A count has no deadline to race; each is about 10 s on a CI machine.
+echo "== fuzz the ingest decoder, the model reader, the record decoders and their number fast paths"
+go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime 30000x ./ingest/
+go test -run '^$' -fuzz '^FuzzScanBody$' -fuzztime 30000x ./ingest/
+go test -run '^$' -fuzz '^FuzzReadForest$' -fuzztime 10000x ./ml/
+go test -run '^$' -fuzz '^FuzzDecodeEnriched$' -fuzztime 60000x ./contract/
+go test -run '^$' -fuzz '^FuzzEnrichedScanner$' -fuzztime 80000x ./contract/
+go test -run '^$' -fuzz '^FuzzRawScanner$' -fuzztime 120000x ./contract/
+go test -run '^$' -fuzz '^FuzzNumbers$' -fuzztime 120000x ./contract/
 echo "== the timed hostile-device suite, alone and without -race (its attackers run in the test binary)"
 go test -count=1 -timeout 5m -run '^TestHostileDevices$' .
 echo "== go test -race (every test, goleak on)"
