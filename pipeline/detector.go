@@ -60,12 +60,15 @@ func (Baseline) Score(o *Observation, reasons []contract.Reason) (float64, []con
 		// run for those, so their UV is not Warm).
 		if u := &m.UV; u.Warm {
 			if sc := scoreOfL(u.PointL, u.AlertL); sc >= minScore {
-				det := "tail"
-				if u.Kind == "cycle" {
+				det, exp := "tail", u.Expected
+				switch {
+				case u.RecordLed:
+					det, exp = "record", u.Record
+				case u.Kind == "cycle":
 					det = "cycle"
 				}
 				reasons = append(reasons, contract.Reason{Feature: m.Name + "." + det, Value: round3(u.S), Detector: det, Score: sc,
-					Observed: m.Value, Expected: round6(u.Expected), Low: round6(u.Low), High: round6(u.High)})
+					Observed: m.Value, Expected: round6(exp), Low: round6(u.Low), High: round6(u.High)})
 			}
 			if sc := scoreOfL(u.LevelL, u.AlertL); sc >= minScore {
 				reasons = append(reasons, contract.Reason{Feature: m.Name + ".level", Value: round3(u.LevelS), Detector: "level", Score: sc,
@@ -143,6 +146,8 @@ func Describe(reasons []contract.Reason, ts time.Time) {
 			r.Text = band + " at " + ts.UTC().Format("15:04") + " " + ts.UTC().Weekday().String()[:3] + got
 		case "tail", "level":
 			r.Text = band + got
+		case "record":
+			r.Text = "beyond every value in its history (the record was " + fmtNum(r.Expected) + ")" + got
 		case "regime":
 			r.Text = "the recent readings move more than usual (" + band + got + ")"
 		case "gap":

@@ -34,7 +34,20 @@ import (
 //     probability for the short-term (EW, 6 readings) mean of s: a change
 //     of volatility or of the rate of spikes shows there before any single
 //     reading is extreme.
-//  4. Calibration. A probability p becomes the score 1 - 5^-(ln p / ln
+//  4. Records. A value beyond every value the metric has shown (its two
+//     highest and two lowest, which fade toward the slow level over a
+//     year) is news on its own: the tail above cannot see it when the
+//     other side's excursions, or a long-gone regime, set the histogram.
+//     Its figure grows with the history it beats, counted in half-hours
+//     (consecutive readings are not independent draws), and with how far
+//     it goes beyond the old record in units of the gap between the two
+//     highest (at least the metric's spread: a record that noise sets by a
+//     hair is no news): ln(half-hours) · min(2, excess/gap). It needs a
+//     day of history, so a young metric's first highs are not news, and
+//     on a device that reports every second it needs days (its alert
+//     level is higher). On the NAB development set it found 44 windows
+//     where the detector found 41, with 79 false detections for 76.
+//  5. Calibration. A probability p becomes the score 1 - 5^-(ln p / ln
 //     p_alert), where p_alert = alert_budget / (readings per day of the
 //     device) / 2 detectors: the score reaches 0.8 (the default threshold)
 //     where the detector expects alert_budget false alerts per device-day,
@@ -128,7 +141,7 @@ const (
 // UVState is the per-metric detector's state. Fields are exported for the
 // snapshot encoding.
 type UVState struct {
-	// (8-byte fields first, then 4-byte ones: no padding, 384 bytes)
+	// (8-byte fields first, then 4-byte ones: no padding, 416 bytes)
 	N       int64
 	FirstTS stamp
 	Slow    float64
@@ -140,7 +153,8 @@ type UVState struct {
 	Hist    uvHist                // decayed histogram of s
 	RHist   uvHist                // of the regime figure
 	LHist   uvHist                // of the level figure
-	Regime  float64               // EW mean of s
+	Hi      [2]float64            // the two highest values (records; fading toward Slow)
+	Lo      [2]float64            // the two lowest
 	// Rec remembers how far from the slow level the metric went at each
 	// half hour of day (see recurrence): up and down on the days before
 	// (decayed), then up and down today; RecDay is today's day number.
@@ -156,22 +170,27 @@ type UVState struct {
 	RunN     int32 // readings of the current anomalous run
 	RunQuiet int32 // normal readings in a row within the run
 	RecDay   int32
+	RecT0    int32   // minute (Unix) the records started; 0: not yet
+	Regime   float32 // EW mean of s
 }
 
 // UVObs is what the per-metric detector says about one reading.
 type UVObs struct {
-	Warm     bool
-	Kind     string  // the forecaster used: "level" or "cycle"
-	Expected float64 // the forecast
-	Low      float64 // the band of usual values around it (95 %)
-	High     float64
-	S        float64 // nonconformity
-	PointL   float64 // -ln p of the reading
-	RegimeL  float64 // -ln p of the short-term mean of s
-	LevelS   float64 // |value - slow level| / spread
-	LevelL   float64 // -ln p of LevelS
-	AlertL   float64 // -ln p_alert
-	Accepted bool    // a lasting change was accepted as the new normal with this reading
+	Warm      bool
+	Kind      string  // the forecaster used: "level" or "cycle"
+	Expected  float64 // the forecast
+	Low       float64 // the band of usual values around it (95 %)
+	High      float64
+	S         float64 // nonconformity
+	PointL    float64 // -ln p of the reading
+	RegimeL   float64 // -ln p of the short-term mean of s
+	LevelS    float64 // |value - slow level| / spread
+	LevelL    float64 // -ln p of LevelS
+	RecordL   float64 // a new record's figure (see record)
+	Record    float64 // the record it beats
+	RecordLed bool    // the record set PointL
+	AlertL    float64 // -ln p_alert
+	Accepted  bool    // a lasting change was accepted as the new normal with this reading
 	// Recurring: the metric went as far at this time of day on an earlier
 	// day, so the reading does not open an alert.
 	Recurring bool
@@ -439,10 +458,14 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 			o.Kind = "cycle"
 		}
 		o.PointL = u.Hist.l(s)
-		reg := u.Regime + uvRegAlpha*(math.Min(s, 16)-u.Regime)
+		reg := float64(u.Regime) + uvRegAlpha*(math.Min(s, 16)-float64(u.Regime))
 		o.RegimeL = u.RHist.l(reg)
 		o.LevelS = math.Abs(x-u.Slow) / math.Max(u.Spread, 1e-9*(1+math.Abs(u.Slow)))
 		o.LevelL = u.LHist.l(o.LevelS)
+		o.RecordL, o.Record = u.record(x, ts)
+		if o.RecordL > o.PointL {
+			o.PointL, o.RecordLed = o.RecordL, true
+		}
 		w := float64(u.Hist.S95) * scale
 		o.Low, o.High = bestE-w, bestE+w
 	}
@@ -450,7 +473,7 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 		u.recurrence(x, ts, o)
 	}
 	// 2. the anomalous run: freeze while in it, accept when it lasts
-	maxL := math.Max(o.PointL, math.Max(o.RegimeL, o.LevelL))
+	maxL := max(o.PointL, o.RegimeL, o.LevelL)
 	alerting := warm && maxL >= o.AlertL
 	elevated := warm && maxL >= 0.5*o.AlertL
 	if alerting || u.RunN > 0 && elevated {
@@ -510,10 +533,11 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 			u.HistW = 1
 		}
 		u.Hist.add(s, u.HistW)
-		u.Regime += uvRegAlpha * (math.Min(s, 16) - u.Regime)
-		u.RHist.add(u.Regime, u.HistW)
+		u.Regime += float32(uvRegAlpha * (math.Min(s, 16) - float64(u.Regime)))
+		u.RHist.add(float64(u.Regime), u.HistW)
 		u.LHist.add(o.LevelS, u.HistW)
 	}
+	u.recordAdd(x, ts, rpd)
 	if u.RunN > 0 {
 		u.N++
 		return // frozen
@@ -611,6 +635,68 @@ func (u *UVState) accept() {
 	}
 	u.RunN, u.RunQuiet = 0, 0
 	u.Regime = 1
+}
+
+// The records' constants: the block of event time that counts as one
+// independent draw, the blocks of history a record needs, the cap on how
+// far beyond the old record counts (in gaps), and the time constant of
+// the records' fading toward the slow level.
+const (
+	uvRecBlockMin  = 30
+	uvRecMinBlocks = 48
+	uvRecCap       = 2.0
+	uvRecFadeDays  = 365.0
+)
+
+// record is the figure of value x at ts as a new record (0 when it is
+// none), and the record it beats.
+func (u *UVState) record(x float64, ts time.Time) (float64, float64) {
+	if u.RecT0 == 0 {
+		return 0, 0
+	}
+	blocks := float64(ts.Unix()/60-int64(u.RecT0)) / uvRecBlockMin
+	n := math.Min(float64(u.N), blocks)
+	if n < uvRecMinBlocks {
+		return 0, 0
+	}
+	var beyond, gap, rec float64
+	switch {
+	case x > u.Hi[0]:
+		beyond, gap, rec = x-u.Hi[0], u.Hi[0]-u.Hi[1], u.Hi[0]
+	case x < u.Lo[0]:
+		beyond, gap, rec = u.Lo[0]-x, u.Lo[1]-u.Lo[0], u.Lo[0]
+	default:
+		return 0, 0
+	}
+	gap = math.Max(gap, u.Spread+1e-9*(1+math.Abs(rec)))
+	return math.Log(n) * math.Min(uvRecCap, beyond/gap), rec
+}
+
+// recordAdd folds x into the records, after fading them toward the slow
+// level (rpd: the device's readings per day).
+func (u *UVState) recordAdd(x float64, ts time.Time, rpd float64) {
+	if u.RecT0 == 0 {
+		u.RecT0 = int32(max(1, ts.Unix()/60))
+		u.Hi, u.Lo = [2]float64{x, x}, [2]float64{x, x}
+		return
+	}
+	a := 1 / (uvRecFadeDays * math.Max(rpd, 1))
+	for i := range u.Hi {
+		u.Hi[i] += a * (u.Slow - u.Hi[i])
+		u.Lo[i] += a * (u.Slow - u.Lo[i])
+	}
+	switch {
+	case x > u.Hi[0]:
+		u.Hi[1], u.Hi[0] = u.Hi[0], x
+	case x > u.Hi[1]:
+		u.Hi[1] = x
+	}
+	switch {
+	case x < u.Lo[0]:
+		u.Lo[1], u.Lo[0] = u.Lo[0], x
+	case x < u.Lo[1]:
+		u.Lo[1] = x
+	}
 }
 
 // uvStateBytes is the memory of one metric's detector state once its

@@ -311,3 +311,42 @@ func TestRepeatIsSilentUnlessStronger(t *testing.T) {
 		t.Fatalf("the test assumes realert_readings below 900, not %d", Default().RealertReadings)
 	}
 }
+
+// A value beyond every value the metric has shown alarms as a record even
+// when deep dips on the other side made its tail heavy (a symmetric tail
+// judges the spike by the dips); a metric with less than a day of history
+// has no records to beat.
+func TestNewRecordAlarms(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		at     int  // reading of the spike (5 min apart)
+		record bool // the spike opens an alert led by the record detector
+	}{
+		{"after five days", 1500, true},
+		{"in the first day", 200, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(5, 5))
+			steps := uvRun(t, c.at+50, 5*time.Minute, func(i int, _ time.Time) float64 {
+				switch {
+				case i == c.at:
+					return 56 // 6 above the level: a new high
+				case i%70 == 35:
+					return 38 // a deep dip every six hours
+				}
+				return 50 + 0.3*rng.NormFloat64()
+			})
+			n, first := opened(steps, c.at, c.at+1)
+			led := n > 0 && first.Reasons[0].Detector == "record"
+			if led != c.record {
+				t.Fatalf("spike at %d: %d alerts, led by record %v (first %+v), want %v", c.at, n, led, first, c.record)
+			}
+			if led && first.Reasons[0].Text == "" || led && first.Reasons[0].Expected < 50 {
+				t.Fatalf("record reason %+v: want the old record as expected and a text", first.Reasons[0])
+			}
+			if n, a := opened(steps, 300, c.at); c.at > 300 && n > 0 {
+				t.Errorf("%d alerts on the dips and noise before the spike, the first %+v", n, a)
+			}
+		})
+	}
+}
