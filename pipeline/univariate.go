@@ -669,14 +669,18 @@ func (u *UVState) record(x float64, ts time.Time) (float64, float64) {
 		return 0, 0
 	}
 	gap = math.Max(gap, u.Spread+1e-9*(1+math.Abs(rec)))
-	return math.Log(n) * math.Min(uvRecCap, beyond/gap), rec
+	l := math.Log(n) * math.Min(uvRecCap, beyond/gap)
+	if math.IsNaN(l) || math.IsInf(l, 0) {
+		return 0, 0 // values near the float64 limits overflow the gap
+	}
+	return l, rec
 }
 
 // recordAdd folds x into the records, after fading them toward the slow
 // level (rpd: the device's readings per day).
 func (u *UVState) recordAdd(x float64, ts time.Time, rpd float64) {
 	if u.RecT0 == 0 {
-		u.RecT0 = int32(max(1, ts.Unix()/60))
+		u.RecT0 = int32(min(max(1, ts.Unix()/60), math.MaxInt32)) // minutes fit an int32 to the year 6053
 		u.Hi, u.Lo = [2]float64{x, x}, [2]float64{x, x}
 		return
 	}

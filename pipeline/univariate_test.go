@@ -350,3 +350,22 @@ func TestNewRecordAlarms(t *testing.T) {
 		})
 	}
 }
+
+// Values near the float64 limits make the records' gaps overflow; the
+// scores stay numbers in [0, 1].
+func TestRecordsAtFloatLimits(t *testing.T) {
+	steps := uvRun(t, 1200, 5*time.Minute, func(i int, _ time.Time) float64 {
+		switch {
+		case i > 1000 && i%2 == 0:
+			return math.MaxFloat64
+		case i > 1000:
+			return -math.MaxFloat64
+		}
+		return float64(i % 7)
+	})
+	for i, s := range steps {
+		if !(s.score >= 0 && s.score <= 1) {
+			t.Fatalf("reading %d: score %v", i, s.score)
+		}
+	}
+}
