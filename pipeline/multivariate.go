@@ -72,7 +72,10 @@ type MVState struct {
 }
 
 // MVCollect accumulates the readings a fit is made from: the smoothed
-// values, and raw sums for the trend ratio. The smoothed values are kept
+// values, and the raw values' mean and variance for the trend ratio
+// (Welford's running mean and sum of squared deviations: raw sums of x
+// and x² cancel for a metric near 1e9, whose variance then came out 0 and
+// left it out of the model). The smoothed values are kept
 // as float32 differences from each metric's first one (Base): half the
 // bytes of float64 values, which a device holds up to mv_warmup of a
 // metric late in its warm-up (12.8 KB for four metrics as float64), and
@@ -80,7 +83,7 @@ type MVState struct {
 type MVCollect struct {
 	Vals      [][]float32
 	Base      []float64
-	SX, SXX   []float64
+	Mean, M2  []float64
 	SDD       []float64
 	Last      []float64
 	HasLast   []bool
@@ -126,11 +129,11 @@ func (m *MVState) watches(name string) bool {
 // each, not mv_warmup).
 func (m *MVState) collect() *MVCollect {
 	n := len(m.Names)
-	if m.Collect != nil && (len(m.Collect.Vals) != n || len(m.Collect.Base) != n) {
-		m.Collect = nil // a snapshot written before Vals: collect again
+	if m.Collect != nil && (len(m.Collect.Vals) != n || len(m.Collect.Base) != n || len(m.Collect.Mean) != n) {
+		m.Collect = nil // a snapshot written before Vals or Mean: collect again
 	}
 	if m.Collect == nil {
-		c := &MVCollect{Vals: make([][]float32, n), Base: make([]float64, n), SX: make([]float64, n), SXX: make([]float64, n), SDD: make([]float64, n),
+		c := &MVCollect{Vals: make([][]float32, n), Base: make([]float64, n), Mean: make([]float64, n), M2: make([]float64, n), SDD: make([]float64, n),
 			Last: make([]float64, n), HasLast: make([]bool, n), NX: make([]int, n), ND: make([]int, n)}
 		m.Collect = c
 	}
@@ -213,12 +216,13 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 		m.Ring[j*p.smooth+int(m.Pos[j])] = v
 		m.Pos[j] = int32((int(m.Pos[j]) + 1) % p.smooth)
 		m.Sum[j] += v
-		// raw sums for the trend ratio
+		// the raw values' mean and variance for the trend ratio
 		if !m.Fitted || m.SinceFit >= p.refit && p.refit > 0 {
 			c := m.collect()
-			c.SX[j] += v
-			c.SXX[j] += v * v
 			c.NX[j]++
+			d := v - c.Mean[j]
+			c.Mean[j] += d / float64(c.NX[j])
+			c.M2[j] += d * (v - c.Mean[j])
 			if c.HasLast[j] {
 				dd := v - c.Last[j]
 				c.SDD[j] += dd * dd
@@ -363,9 +367,7 @@ func (m *MVState) fit(p *mvParams) {
 		}
 		sort.Float64s(b)
 		mad := 1.4826 * b[len(b)/2]
-		nx := float64(c.NX[j])
-		mean := c.SX[j] / nx
-		varRaw := math.Max(c.SXX[j]/nx-mean*mean, 0)
+		varRaw := math.Max(c.M2[j]/float64(c.NX[j]), 0)
 		noise := math.Sqrt(c.SDD[j] / float64(c.ND[j]) / 2)
 		if mad <= 1e-12*(1+math.Abs(md)) || varRaw <= 0 || noise <= 0 {
 			continue // did not move: the per-metric baseline watches it

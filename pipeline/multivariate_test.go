@@ -104,38 +104,51 @@ func TestUnweightedMetricStaysWatched(t *testing.T) {
 // 1, three times its smoothed noise) still fits a scale of its noise, and
 // its normal readings stay quiet.
 func TestMVWarmupKeepsPrecisionAtLargeMagnitudes(t *testing.T) {
-	d := &DeviceState{}
-	p := &mvParams{warmup: 400, smooth: 10, threshold: 4, drift: 3, spike: 8}
-	rng := rand.New(rand.NewPCG(9, 9))
-	var sum [2]float64
-	var obs MVObs
-	for i := 0; i < 1000; i++ {
-		a := 1e7 + rng.NormFloat64()
-		b := 5 + 0.1*rng.NormFloat64()
-		if i >= 10 && i < 410 { // the readings whose smoothed values the fit takes
-			sum[0] += a
-			sum[1] += b
-		}
-		d.mvObserve(p, []MetricObs{{Name: "a", Value: a}, {Name: "b", Value: b}}, t0.Add(secs(i)), &obs)
-		if d.MV.Fitted && obs.Z >= 6 {
-			t.Fatalf("reading %d of a normal device scored z %.1f", i, obs.Z)
-		}
-	}
-	m := d.MV
-	if !m.Fitted || m.Scale[0] <= 0 {
-		t.Fatalf("model not fitted: %+v", m)
-	}
-	// the smoothed values' spread is about 1/sqrt(10) of the noise
-	if m.Scale[0] > 1 || m.Scale[0] < 0.1 {
-		t.Fatalf("a metric near 1e7 fitted a scale of %g, want its smoothed noise (about 0.3)", m.Scale[0])
-	}
-	if math.Abs(m.Med[0]-1e7) > 0.2 {
-		t.Fatalf("a metric near 1e7 fitted a median %f, want 1e7 within its smoothed noise", m.Med[0])
-	}
-	// a snapshot written before the values were float32 differences has
-	// no Vals: its collection starts again rather than fitting nothing
-	m.Collect = &MVCollect{SX: []float64{1, 2}, Collected: 390}
-	if c := m.collect(); len(c.Vals) != 2 || len(c.Base) != 2 || c.Collected != 0 {
-		t.Fatalf("an old collection was kept: %+v", c)
+	// from 1e9: raw sums of x and x² cancel there (the variance came out 0
+	// and the metric was left out of the model)
+	for _, mag := range []float64{1e7, 1e9, 1e10} {
+		t.Run(strconv.FormatFloat(mag, 'g', -1, 64), func(t *testing.T) {
+			d := &DeviceState{}
+			p := &mvParams{warmup: 400, smooth: 10, threshold: 4, drift: 3, spike: 8}
+			rng := rand.New(rand.NewPCG(9, 9))
+			var obs MVObs
+			for i := 0; i < 1000; i++ {
+				a := mag + rng.NormFloat64()
+				b := 5 + 0.1*rng.NormFloat64()
+				d.mvObserve(p, []MetricObs{{Name: "a", Value: a}, {Name: "b", Value: b}}, t0.Add(secs(i)), &obs)
+				if d.MV.Fitted && obs.Z >= 6 {
+					t.Fatalf("reading %d of a normal device scored z %.1f", i, obs.Z)
+				}
+			}
+			m := d.MV
+			if !m.Fitted || m.Scale[0] <= 0 || m.Weight[0] <= 0 {
+				t.Fatalf("the metric near %g is not in the model: %+v", mag, m)
+			}
+			// the smoothed values' spread is about 1/sqrt(10) of the noise
+			if m.Scale[0] > 1 || m.Scale[0] < 0.1 {
+				t.Fatalf("a metric near %g fitted a scale of %g, want its smoothed noise (about 0.3)", mag, m.Scale[0])
+			}
+			if math.Abs(m.Med[0]-mag) > 0.2 {
+				t.Fatalf("a metric near %g fitted a median %f, want it within its smoothed noise", mag, m.Med[0])
+			}
+			// its trend ratio is a stationary metric's (about 1), as the
+			// small metric's is
+			if r := m.Weight[0] / m.Weight[1]; r < 0.2 || r > 5 {
+				t.Fatalf("weights %v: the metric near %g weighs %.2f times the small one's", m.Weight, mag, r)
+			}
+			// a snapshot written before the values were float32
+			// differences, or before the running means, has no Vals or
+			// no Mean: its collection starts again rather than fitting
+			// nothing
+			for _, old := range []*MVCollect{
+				{SDD: []float64{1, 2}, Collected: 390},
+				{Vals: make([][]float32, 2), Base: []float64{1, 2}, SDD: []float64{1, 2}, Collected: 390},
+			} {
+				m.Collect = old
+				if c := m.collect(); len(c.Vals) != 2 || len(c.Base) != 2 || len(c.Mean) != 2 || c.Collected != 0 {
+					t.Fatalf("an old collection was kept: %+v", c)
+				}
+			}
+		})
 	}
 }
