@@ -45,7 +45,7 @@ func Severity(score float64) string {
 }
 
 // Reason is one feature that drove a score. Detector names what fired:
-// level, cycle, tail, regime, multivariate, spike, stuck, gap or attr.
+// level, cycle, tail, record, regime, multivariate, spike, stuck, gap or attr.
 // Where the detector forecasts a value, Expected is its forecast, Low and
 // High the band of usual values around it, Observed the value seen, and
 // Text says it in words ("expected 40-55 at this hour, got 210").
