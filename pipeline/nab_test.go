@@ -100,3 +100,21 @@ func TestNABDebug(t *testing.T) {
 		t.Logf("false detections led by %s: %d", k, reasons[k])
 	}
 }
+
+// TestNABDevFloor keeps the defaults' NAB scores on the development split
+// (when the data set is at hand) from falling back: the floors sit just
+// under today's figures (65.4 standard, 57.7 low-FP, 44 of 55 windows), so
+// a change that costs detection on real-world series fails here, not in
+// the next evaluation.
+func TestNABDevFloor(t *testing.T) {
+	if testing.Short() {
+		t.Skip("replays 35 series")
+	}
+	tab := nabRun(t, Default(), nil)
+	std, lowFP := tab.Normalized(0), tab.Normalized(1)
+	found, windows, falseDet := tab.Found()
+	t.Logf("NAB standard %.1f, low-FP %.1f, %d/%d windows, %d false detections", std, lowFP, found, windows, falseDet)
+	if std < 64 || lowFP < 56 || found < 43 {
+		t.Errorf("NAB dev at the defaults: standard %.1f, low-FP %.1f, %d/%d windows; want at least 64, 56 and 43", std, lowFP, found, windows)
+	}
+}
