@@ -35,6 +35,25 @@ func (s *snapshots) dirty(p int32, next int64) bool {
 }
 
 func (s *snapshots) save(p int32, part *partition) error {
+	if err := s.write(p, part); err != nil {
+		return err
+	}
+	s.mark(p, part.Next)
+	return nil
+}
+
+// mark records that partition p's snapshot is at offset next.
+func (s *snapshots) mark(p int32, next int64) {
+	if s.saved == nil {
+		s.saved = map[int32]int64{}
+	}
+	s.saved[p] = next
+}
+
+// write writes partition p's snapshot. It touches only p's files, so
+// partitions may be written at the same time (mark them afterwards, from
+// one goroutine).
+func (s *snapshots) write(p int32, part *partition) error {
 	if s.dir == "" {
 		return nil
 	}
@@ -63,14 +82,7 @@ func (s *snapshots) save(p int32, part *partition) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	if s.saved == nil {
-		s.saved = map[int32]int64{}
-	}
-	s.saved[p] = part.Next
-	return nil
+	return os.Rename(tmp.Name(), path)
 }
 
 // load returns the partition's snapshot, or nil when there is none.
