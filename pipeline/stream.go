@@ -619,13 +619,11 @@ func (s *Stream) snapshotAll() {
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
 	var wg sync.WaitGroup
 	for i, p := range ps {
-		wg.Add(1)
 		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
+		wg.Go(func() {
 			errs[i] = s.snap.write(p, s.parts[p])
-		}()
+			<-sem
+		})
 	}
 	wg.Wait()
 	for i, p := range ps {

@@ -186,9 +186,8 @@ type UVObs struct {
 	RegimeL   float64 // -ln p of the short-term mean of s
 	LevelS    float64 // |value - slow level| / spread
 	LevelL    float64 // -ln p of LevelS
-	RecordL   float64 // a new record's figure (see record)
-	Record    float64 // the record it beats
-	RecordLed bool    // the record set PointL
+	Record    float64 // the record the reading beats, when RecordLed
+	RecordLed bool    // a new record's figure (see record) set PointL
 	AlertL    float64 // -ln p_alert
 	Accepted  bool    // a lasting change was accepted as the new normal with this reading
 	// Recurring: the metric went as far at this time of day on an earlier
@@ -462,9 +461,8 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 		o.RegimeL = u.RHist.l(reg)
 		o.LevelS = math.Abs(x-u.Slow) / math.Max(u.Spread, 1e-9*(1+math.Abs(u.Slow)))
 		o.LevelL = u.LHist.l(o.LevelS)
-		o.RecordL, o.Record = u.record(x, ts)
-		if o.RecordL > o.PointL {
-			o.PointL, o.RecordLed = o.RecordL, true
+		if l, rec := u.record(x, ts); l > o.PointL {
+			o.PointL, o.Record, o.RecordLed = l, rec, true
 		}
 		w := float64(u.Hist.S95) * scale
 		o.Low, o.High = bestE-w, bestE+w
@@ -651,21 +649,20 @@ const (
 // record is the figure of value x at ts as a new record (0 when it is
 // none), and the record it beats.
 func (u *UVState) record(x float64, ts time.Time) (float64, float64) {
-	if u.RecT0 == 0 {
-		return 0, 0
-	}
-	blocks := float64(ts.Unix()/60-int64(u.RecT0)) / uvRecBlockMin
-	n := math.Min(float64(u.N), blocks)
-	if n < uvRecMinBlocks {
-		return 0, 0
-	}
 	var beyond, gap, rec float64
 	switch {
+	case u.RecT0 == 0:
+		return 0, 0
 	case x > u.Hi[0]:
 		beyond, gap, rec = x-u.Hi[0], u.Hi[0]-u.Hi[1], u.Hi[0]
 	case x < u.Lo[0]:
 		beyond, gap, rec = u.Lo[0]-x, u.Lo[1]-u.Lo[0], u.Lo[0]
 	default:
+		return 0, 0
+	}
+	blocks := float64(ts.Unix()/60-int64(u.RecT0)) / uvRecBlockMin
+	n := math.Min(float64(u.N), blocks)
+	if n < uvRecMinBlocks {
 		return 0, 0
 	}
 	gap = math.Max(gap, u.Spread+1e-9*(1+math.Abs(rec)))
