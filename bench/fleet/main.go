@@ -20,7 +20,7 @@
 //
 // It ends with a summary beside the goals.
 //
-// Usage: go run ./bench/fleet [-devices 1000000] [-warmup 25] [-seconds 15] [-rate 50000] [-backbone=false] [-vigil path]
+// Usage: go run ./bench/fleet [-devices 1000000] [-warmup 25] [-seconds 15] [-rate 50000] [-backbone=false] [-vigil path] [-logs file]
 package main
 
 import (
@@ -46,6 +46,7 @@ import (
 
 var (
 	heapProfile, cpuProfile, memLimit string
+	logPath                           string // where the fleet's Vigil logs go (info level), or ""
 	seconds                           int
 	openRate                          float64
 	backbone                          bool
@@ -64,6 +65,7 @@ func main() {
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write Vigil's CPU profile over the first 30 s of the warm-up to this file")
 	flag.IntVar(&seconds, "seconds", 15, "length of each backbone load phase")
 	flag.Float64Var(&openRate, "rate", 50000, "readings/s of the open-loop latency phase")
+	flag.StringVar(&logPath, "logs", "", "append the fleet process's logs, at info level, to this file (shutdown phases, snapshot rounds, restores)")
 	flag.BoolVar(&backbone, "backbone", true, "measure the backbone (bare loop, closed loops, open loop) before the fleet")
 	flag.Parse()
 	if err := run(*devices, *warmup, *bin, *posters, *batch, *archive); err != nil {
@@ -80,6 +82,8 @@ type vigil struct {
 	env   []string
 	bin   string
 	done  chan struct{}
+	// logFile, when set, gets the logs too
+	logFile *os.File
 }
 
 func (v *vigil) start() error {
@@ -87,6 +91,10 @@ func (v *vigil) start() error {
 	v.cmd = exec.Command(v.bin, "serve")
 	v.cmd.Env = append(os.Environ(), v.env...)
 	v.cmd.Stdout, v.cmd.Stderr = &v.logs, &v.logs
+	if v.logFile != nil {
+		w := io.MultiWriter(&v.logs, v.logFile)
+		v.cmd.Stdout, v.cmd.Stderr = w, w
+	}
 	if err := v.cmd.Start(); err != nil {
 		return err
 	}
@@ -141,6 +149,15 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 		}
 	}
 	v := newVigil(bin, filepath.Join(dir, "fleet"), archive, devices)
+	if logPath != "" {
+		f, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		v.logFile = f
+		v.env = append(v.env, "VIGIL_LOG_LEVEL=info")
+	}
 	if err := v.start(); err != nil {
 		return err
 	}
