@@ -325,7 +325,7 @@ func BenchmarkSnapshotAll(b *testing.B) {
 			for b.Loop() {
 				s.snap.saved = nil // every partition dirty
 				if c == "snapshotAll" {
-					s.snapshotAll()
+					s.snapshotAll(time.Time{})
 				} else {
 					for p, part := range s.parts {
 						if err := s.snap.save(p, part); err != nil {

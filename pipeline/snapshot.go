@@ -88,6 +88,27 @@ func (s *snapshots) write(p int32, part *partition) error {
 	return os.Rename(tmp.Name(), path)
 }
 
+// cleanTemp removes the temporary files of snapshots that were being
+// written when a process died or ran out of shutdown.budget (a snapshot
+// is written to a temporary file and renamed over the last one when
+// complete, so the last complete one is never touched). It returns how
+// many it removed.
+func (s *snapshots) cleanTemp() (int, error) {
+	if s.dir == "" {
+		return 0, nil
+	}
+	tmps, err := filepath.Glob(filepath.Join(s.dir, s.group, ".snap-*"))
+	if err != nil {
+		return 0, err
+	}
+	for _, f := range tmps {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return 0, err
+		}
+	}
+	return len(tmps), nil
+}
+
 // load returns the partition's snapshot, or nil when there is none.
 func (s *snapshots) load(p int32) (*partition, error) {
 	if s.dir == "" {

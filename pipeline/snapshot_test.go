@@ -5,6 +5,7 @@ import (
 	"encoding/gob"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -106,5 +107,28 @@ func TestSnapshotChunks(t *testing.T) {
 	}
 	if got, err := snap.load(4); err != nil || got.Next != 5 || len(got.Devices) != 0 {
 		t.Fatalf("an empty partition: %v, %+v", err, got)
+	}
+}
+
+// The temporary file of a snapshot interrupted mid-write is removed at the
+// next start; the complete snapshot beside it is kept.
+func TestSnapshotCleanTemp(t *testing.T) {
+	snap := &snapshots{dir: t.TempDir(), group: "g", topic: "raw"}
+	part := snapPartition(3)
+	if err := snap.save(0, part); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(snap.dir, "g", ".snap-123"), []byte("half a snapshot"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := snap.cleanTemp(); n != 1 || err != nil {
+		t.Fatalf("cleanTemp: %d removed, %v; want 1", n, err)
+	}
+	left, _ := filepath.Glob(filepath.Join(snap.dir, "g", "*"))
+	if len(left) != 1 || left[0] != snap.path(0) {
+		t.Fatalf("left behind: %v, want only %s", left, snap.path(0))
+	}
+	if n, err := snap.cleanTemp(); n != 0 || err != nil {
+		t.Fatalf("a second cleanTemp: %d, %v", n, err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 
 	"context"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -230,5 +231,53 @@ func TestSnapshotRoundOnePartitionAtATime(t *testing.T) {
 		if err != nil || loaded == nil || loaded.Next != int64(100+p) || len(loaded.Devices) != 1 {
 			t.Fatalf("partition %d's snapshot: %v, %v", p, loaded, err)
 		}
+	}
+}
+
+// A stopping stream saves its snapshots within StopBudget: the partitions
+// with the most readings since their last snapshot first, none it cannot
+// expect to finish, and it counts the readings the skipped ones replay.
+func TestSnapshotStopWithinBudget(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // one save at a time: the order decides
+	cfg := testCfg()
+	build := func() *Stream {
+		st, err := NewStream(cfg, StreamOptions{Region: "eu", Topics: Topics{Raw: "raw"}, StateDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res StepResult
+		for p := int32(0); p < 3; p++ {
+			part := newPartition()
+			for i := 0; i < 3000; i++ {
+				r := reading(fmt.Sprintf("d%d-%d", p, i%1000), i/1000, float64(i%7))
+				st.proc.Step(part, &r, false, nil, &res)
+			}
+			st.parts[p] = part
+			st.snap.mark(p, 10)
+		}
+		// readings since the last snapshot: partition 1 most, then 0, then 2
+		st.parts[0].Next, st.parts[1].Next, st.parts[2].Next = 60, 110, 20
+		return st
+	}
+	st := build()
+	if saved, skipped, tail := st.snapshotAll(time.Time{}); saved != 3 || skipped != 0 || tail != 0 {
+		t.Fatalf("without a deadline: %d saved, %d skipped, %d to replay; want all 3 saved", saved, skipped, tail)
+	}
+	st = build()
+	if saved, skipped, tail := st.snapshotAll(time.Now().Add(-time.Second)); saved != 0 || skipped != 3 || tail != 50+100+10 {
+		t.Fatalf("past the deadline: %d saved, %d skipped, %d to replay; want none saved, 160 to replay", saved, skipped, tail)
+	}
+	st = build()
+	// the first save (1,000 devices) outlasts a millisecond: the other two
+	// cannot be expected to finish
+	saved, skipped, tail := st.snapshotAll(time.Now().Add(time.Millisecond))
+	if saved != 1 || skipped != 2 || tail != 50+10 {
+		t.Fatalf("a short budget: %d saved, %d skipped, %d to replay; want 1 saved, 60 to replay", saved, skipped, tail)
+	}
+	if st.snap.dirty(1, 110) || !st.snap.dirty(0, 60) || !st.snap.dirty(2, 20) {
+		t.Fatal("the partition saved is not the one with the most readings since its snapshot")
+	}
+	if loaded, err := st.snap.load(1); err != nil || loaded == nil || loaded.Next != 110 || len(loaded.Devices) != 1000 {
+		t.Fatalf("partition 1's snapshot: %v, %v", loaded, err)
 	}
 }
