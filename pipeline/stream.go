@@ -69,6 +69,9 @@ type Stream struct {
 	coldAll  atomic.Bool
 	lastLoop atomic.Int64 // unix nanos of the last loop iteration
 	running  atomic.Bool
+
+	txnTimeout time.Duration // the transactions' timeout (10 s; tests shorten it)
+	warmHook   func(int32)   // tests: called as a partition starts restoring
 }
 
 // NewStream builds the stream; Run starts it.
@@ -82,7 +85,7 @@ func NewStream(cfg Config, o StreamOptions) (*Stream, error) {
 	}
 	s := &Stream{o: o, cfg: cfg, log: o.Logger, m: m, parts: map[int32]*partition{}, lag: map[string]int64{},
 		proc: NewProcessor(cfg, o.Region, o.Devices),
-		snap: &snapshots{dir: o.StateDir, group: cfg.Group, topic: o.Topics.Raw}}
+		snap: &snapshots{dir: o.StateDir, group: cfg.Group, topic: o.Topics.Raw}, txnTimeout: 10 * time.Second}
 	return s, nil
 }
 
@@ -138,7 +141,7 @@ func (s *Stream) runSession(ctx context.Context) error {
 		kgo.ConsumeTopics(s.o.Topics.Raw),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.TransactionalID(s.txnID()),
-		kgo.TransactionTimeout(10*time.Second),
+		kgo.TransactionTimeout(s.txnTimeout),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.OnPartitionsRevoked(onRevoke),
 		kgo.OnPartitionsLost(onRevoke),
@@ -187,6 +190,13 @@ func (s *Stream) runSession(ctx context.Context) error {
 		if fetches.NumRecords() == 0 {
 			s.snapshotStep(r)
 			continue
+		}
+		// partitions new to this session restore their state before the
+		// transaction begins: at a million devices that takes longer than
+		// the transaction timeout, and inside it the batch never committed
+		if !s.warmFetched(ctx, fetches) {
+			s.snapshotStop()
+			return nil
 		}
 		start := time.Now()
 		if err := sess.Begin(); err != nil {
@@ -291,11 +301,7 @@ func (b *batch) partition(fp kgo.FetchTopicPartition) {
 	if len(fp.Records) == 0 {
 		return
 	}
-	part := s.parts[fp.Partition]
-	if part == nil {
-		part = s.warm(b.ctx, fp.Partition, fp.Records[0].Offset)
-		s.parts[fp.Partition] = part
-	}
+	part := s.parts[fp.Partition] // warmFetched restored it
 	for _, rec := range fp.Records {
 		r, err := contract.DecodeRaw(rec.Value)
 		if err != nil {
@@ -410,11 +416,66 @@ func dlqRecord(topic string, rec *kgo.Record, reason error) *kgo.Record {
 	}
 }
 
+// warmFetched restores the state of every partition of the fetch that is
+// not in memory yet (the session's first records of it): their snapshots
+// load on every core at once, then each replays its tail. It answers
+// false, restoring nothing more, when ctx ends meanwhile (the stream is
+// stopping; a partition cut short is not kept, so no snapshot is written
+// of a partial state).
+func (s *Stream) warmFetched(ctx context.Context, fetches kgo.Fetches) bool {
+	type job struct {
+		p    int32
+		upTo int64
+		part *partition
+		err  error
+	}
+	var jobs []*job
+	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		if len(fp.Records) > 0 && s.parts[fp.Partition] == nil {
+			jobs = append(jobs, &job{p: fp.Partition, upTo: fp.Records[0].Offset})
+		}
+	})
+	if len(jobs) == 0 {
+		return true
+	}
+	t0 := time.Now()
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			j.part, j.err = s.snap.load(j.p)
+		})
+	}
+	wg.Wait()
+	loaded := time.Since(t0)
+	devices := 0
+	for _, j := range jobs {
+		part, ok := s.warm(ctx, j.p, j.upTo, j.part, j.err)
+		if !ok {
+			return false
+		}
+		s.parts[j.p] = part
+		devices += len(part.Devices)
+		s.lastLoop.Store(time.Now().UnixNano())
+	}
+	if len(jobs) > 1 || time.Since(t0) > time.Second {
+		s.log.Info("partitions' state restored", zap.Int("partitions", len(jobs)), zap.Int("devices", devices),
+			zap.Duration("snapshots_loaded_in", loaded.Round(time.Millisecond)), zap.Duration("took", time.Since(t0).Round(time.Millisecond)))
+	}
+	return true
+}
+
 // warm rebuilds the state of a partition whose next record is upTo: from
-// its snapshot when one is at hand, else from the last RestoreLookback
-// records, by replaying the raw topic through the processor without output.
-func (s *Stream) warm(ctx context.Context, p int32, upTo int64) *partition {
-	part, err := s.snap.load(p)
+// its snapshot (snap, as loaded, with its error) when one is at hand,
+// else from the last RestoreLookback records, by replaying the raw topic
+// through the processor without output. It answers false when ctx ended
+// before the replay did.
+func (s *Stream) warm(ctx context.Context, p int32, upTo int64, part *partition, err error) (*partition, bool) {
+	if s.warmHook != nil {
+		s.warmHook(p)
+	}
 	switch {
 	case err != nil:
 		s.log.Warn("state snapshot unreadable; rebuilding from the raw topic", zap.Int32("partition", p), zap.Error(err))
@@ -435,19 +496,24 @@ func (s *Stream) warm(ctx context.Context, p int32, upTo int64) *partition {
 	if from < upTo {
 		n, err := s.replay(ctx, p, from, upTo, part)
 		s.m.restored.Add(float64(n))
-		if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return nil, false
+		case err != nil:
 			s.log.Warn("state restore incomplete; baselines start partly cold", zap.Int32("partition", p), zap.Error(err))
-		} else {
+		default:
 			s.log.Info("partition state restored", zap.Int32("partition", p), zap.Int64("from", from), zap.Int64("to", upTo), zap.Int("readings", n), zap.Int("devices", len(part.Devices)))
 		}
 	}
-	if n, err := s.seedDedup(ctx, p, part); err != nil {
+	if n, err := s.seedDedup(ctx, p, part); ctx.Err() != nil {
+		return nil, false
+	} else if err != nil {
 		s.log.Warn("could not read back recent enriched ids; a reading committed just before a crash could be enriched twice", zap.Int32("partition", p), zap.Error(err))
 	} else if n > 0 {
 		s.log.Debug("dedup seeded from the enriched topic", zap.Int32("partition", p), zap.Int("ids", n))
 	}
 	part.Next = upTo
-	return part
+	return part, true
 }
 
 // seedSettle is how long the dedup read-back waits for an undecided

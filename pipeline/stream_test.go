@@ -281,3 +281,54 @@ func TestSnapshotStopWithinBudget(t *testing.T) {
 		t.Fatalf("partition 1's snapshot: %v, %v", loaded, err)
 	}
 }
+
+// Restoring partitions' state happens before the batch's transaction
+// begins: at a million devices it takes longer than the transaction
+// timeout, and inside the transaction the first batch after a restart
+// that touched every partition was fenced, the session failed, and the
+// next attempt restored again and failed again. Here each partition takes
+// longer to restore than the whole transaction may.
+func TestStreamRestoresOutsideTheTransaction(t *testing.T) {
+	const n = 200
+	opts, cl := rawTopicWith(t, n, 6)
+	cfg := testCfg()
+	dir := t.TempDir()
+	topics := Topics{Raw: "raw", Enriched: "enriched", Alerts: "alerts", DLQ: "dlq"}
+	run := func(slow bool, want float64) *Stream {
+		st, err := NewStream(cfg, StreamOptions{Region: "eu", Topics: topics, ClientOpts: opts, StateDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slow {
+			st.txnTimeout = time.Second
+			st.warmHook = func(int32) { time.Sleep(1500 * time.Millisecond) }
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- st.Run(ctx) }()
+		deadline := time.Now().Add(40 * time.Second)
+		for st.Stats().Readings < want {
+			if time.Now().After(deadline) {
+				cancel()
+				<-done
+				t.Fatalf("scored %v readings of %v in 40 s (aborted batches: %v)", st.Stats().Readings, want, promread.Value(st.m.aborts))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	run(false, n)
+	// the restart's first batch holds readings of both partitions' devices
+	for i := 0; i < 6; i++ {
+		produceRaw(t, cl, contract.Reading{ID: fmt.Sprintf("after%d", i), DeviceID: fmt.Sprintf("d%d", i), TS: t0.Add(time.Duration(n+i) * time.Second),
+			Metrics: []contract.Metric{{Name: "v", Value: 1}}, Region: "eu", IngestedAt: t0})
+	}
+	st := run(true, 6)
+	if a := promread.Value(st.m.aborts); a != 0 {
+		t.Fatalf("%v batches aborted", a)
+	}
+}
