@@ -418,7 +418,8 @@ func dlqRecord(topic string, rec *kgo.Record, reason error) *kgo.Record {
 
 // warmFetched restores the state of every partition of the fetch that is
 // not in memory yet (the session's first records of it): their snapshots
-// load on every core at once, then each replays its tail. It answers
+// load on every core at once, then each replays its tail, then they read
+// back their recent enriched ids (seedDedup), on every core. It answers
 // false, restoring nothing more, when ctx ends meanwhile (the stream is
 // stopping; a partition cut short is not kept, so no snapshot is written
 // of a partial state).
@@ -450,17 +451,42 @@ func (s *Stream) warmFetched(ctx context.Context, fetches kgo.Fetches) bool {
 	}
 	wg.Wait()
 	loaded := time.Since(t0)
-	devices := 0
+	// the replays share the processor: one at a time
 	for _, j := range jobs {
 		part, ok := s.warm(ctx, j.p, j.upTo, j.part, j.err)
 		if !ok {
 			return false
 		}
-		s.parts[j.p] = part
-		devices += len(part.Devices)
+		j.part = part
 		s.lastLoop.Store(time.Now().UnixNano())
 	}
-	if len(jobs) > 1 || time.Since(t0) > time.Second {
+	// the dedup read-backs each touch their own partition's devices (at
+	// the default restore_lookback, 200,000 records a partition, about
+	// 2.5 s each at a million devices): on every core at once
+	for _, j := range jobs {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if n, err := s.seedDedup(ctx, j.p, j.part); ctx.Err() != nil {
+				return
+			} else if err != nil {
+				s.log.Warn("could not read back recent enriched ids; a reading committed just before a crash could be enriched twice", zap.Int32("partition", j.p), zap.Error(err))
+			} else if n > 0 {
+				s.log.Debug("dedup seeded from the enriched topic", zap.Int32("partition", j.p), zap.Int("ids", n))
+			}
+		})
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return false
+	}
+	devices := 0
+	for _, j := range jobs {
+		s.parts[j.p] = j.part
+		devices += len(j.part.Devices)
+	}
+	s.lastLoop.Store(time.Now().UnixNano())
+	if devices > 0 || time.Since(t0) > time.Second {
 		s.log.Info("partitions' state restored", zap.Int("partitions", len(jobs)), zap.Int("devices", devices),
 			zap.Duration("snapshots_loaded_in", loaded.Round(time.Millisecond)), zap.Duration("took", time.Since(t0).Round(time.Millisecond)))
 	}
@@ -468,10 +494,11 @@ func (s *Stream) warmFetched(ctx context.Context, fetches kgo.Fetches) bool {
 }
 
 // warm rebuilds the state of a partition whose next record is upTo: from
-// its snapshot (snap, as loaded, with its error) when one is at hand,
+// its snapshot (part, as loaded, with its error) when one is at hand,
 // else from the last RestoreLookback records, by replaying the raw topic
 // through the processor without output. It answers false when ctx ended
-// before the replay did.
+// before the replay did. The dedup read-back (seedDedup) comes after it:
+// a replayed reading whose id were already seeded would be dropped.
 func (s *Stream) warm(ctx context.Context, p int32, upTo int64, part *partition, err error) (*partition, bool) {
 	if s.warmHook != nil {
 		s.warmHook(p)
@@ -504,13 +531,6 @@ func (s *Stream) warm(ctx context.Context, p int32, upTo int64, part *partition,
 		default:
 			s.log.Info("partition state restored", zap.Int32("partition", p), zap.Int64("from", from), zap.Int64("to", upTo), zap.Int("readings", n), zap.Int("devices", len(part.Devices)))
 		}
-	}
-	if n, err := s.seedDedup(ctx, p, part); ctx.Err() != nil {
-		return nil, false
-	} else if err != nil {
-		s.log.Warn("could not read back recent enriched ids; a reading committed just before a crash could be enriched twice", zap.Int32("partition", p), zap.Error(err))
-	} else if n > 0 {
-		s.log.Debug("dedup seeded from the enriched topic", zap.Int32("partition", p), zap.Int("ids", n))
 	}
 	part.Next = upTo
 	return part, true
