@@ -272,6 +272,42 @@ func (d *EnrichedDecoder) Decode(b []byte) (Enriched, error) {
 	return d.decodeTokens(b)
 }
 
+// EnrichedKey is what identifies an enriched record: its reading's id and
+// device, and when the reading was ingested.
+type EnrichedKey struct {
+	ID, DeviceID string
+	IngestedAt   time.Time
+}
+
+// DecodeKey reads an enriched record's key. The records AppendEnriched
+// writes begin with these fields (id, device_id, ts, ingested_at), so it
+// reads those and stops: a restarting stream reads back hundreds of
+// thousands of its recent records for their ids alone. A record laid out
+// otherwise (another writer's) goes through Decode, with its errors.
+func (d *EnrichedDecoder) DecodeKey(b []byte) (EnrichedKey, error) {
+	if d.names == nil {
+		d.names = map[string]string{}
+	}
+	s := &escan{b: b}
+	var k EnrichedKey
+	if s.eat('{') && s.lit(`"id"`) && s.eat(':') {
+		if id, ok := s.str(); ok && len(id) > 0 && s.eat(',') && s.lit(`"device_id"`) && s.eat(':') {
+			if dev, ok := d.scanName(s); ok && dev != "" && s.eat(',') && s.lit(`"ts"`) && s.eat(':') {
+				if ts, ok := s.tm(); ok && !ts.IsZero() && s.eat(',') && s.lit(`"ingested_at"`) && s.eat(':') {
+					if at, ok := s.tm(); ok && !at.IsZero() && (s.eat(',') || s.eat('}')) {
+						return EnrichedKey{ID: string(id), DeviceID: dev, IngestedAt: at}, nil
+					}
+				}
+			}
+		}
+	}
+	e, err := d.Decode(b)
+	if err != nil {
+		return k, err
+	}
+	return EnrichedKey{ID: e.ID, DeviceID: e.DeviceID, IngestedAt: e.IngestedAt}, nil
+}
+
 // decodeTokens parses one record value with the jsontext token decoder.
 func (d *EnrichedDecoder) decodeTokens(b []byte) (Enriched, error) {
 	var r Enriched

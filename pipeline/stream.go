@@ -582,7 +582,7 @@ func (s *Stream) seedDedup(ctx context.Context, p int32, part *partition) (int, 
 		return end - s.cfg.RestoreLookback
 	}, Settle: seedSettle}
 	err = bus.ReadToEnd(ctx, s.o.ClientOpts, span, func(rec *kgo.Record) {
-		e, err := dec.Decode(rec.Value)
+		e, err := dec.DecodeKey(rec.Value)
 		if err != nil {
 			return
 		}

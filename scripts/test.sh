@@ -63,6 +63,7 @@ go test -run '^$' -fuzz '^FuzzScanBody$' -fuzztime 30000x ./ingest/
 go test -run '^$' -fuzz '^FuzzReadForest$' -fuzztime 10000x ./ml/
 go test -run '^$' -fuzz '^FuzzDecodeEnriched$' -fuzztime 60000x ./contract/
 go test -run '^$' -fuzz '^FuzzEnrichedScanner$' -fuzztime 80000x ./contract/
+go test -run '^$' -fuzz '^FuzzEnrichedDecodeKey$' -fuzztime 60000x ./contract/
 go test -run '^$' -fuzz '^FuzzRawScanner$' -fuzztime 120000x ./contract/
 go test -run '^$' -fuzz '^FuzzNumbers$' -fuzztime 120000x ./contract/
 echo "== the timed hostile-device suite, alone and without -race (its attackers run in the test binary)"
