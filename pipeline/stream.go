@@ -514,6 +514,7 @@ func (s *Stream) warm(ctx context.Context, p int32, upTo int64, part *partition,
 	from := upTo - s.cfg.RestoreLookback
 	if part != nil {
 		from = part.Next
+		s.snap.mark(p, part.Next) // what is on disk: a partition with nothing to replay is not saved again
 	} else {
 		part = newPartition()
 	}
