@@ -430,11 +430,23 @@ func (s *Stream) warmFetched(ctx context.Context, fetches kgo.Fetches) bool {
 		part *partition
 		err  error
 	}
+	// A fetch can hold a partition twice (poll appends the fetches of a
+	// micro-batch): its state is restored up to its first record of all,
+	// or the replay would take in the batch's own readings, and the batch
+	// then drop them as duplicates, unscored.
 	var jobs []*job
+	byPart := map[int32]*job{}
 	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-		if len(fp.Records) > 0 && s.parts[fp.Partition] == nil {
-			jobs = append(jobs, &job{p: fp.Partition, upTo: fp.Records[0].Offset})
+		if len(fp.Records) == 0 || s.parts[fp.Partition] != nil {
+			return
 		}
+		if j := byPart[fp.Partition]; j != nil {
+			j.upTo = min(j.upTo, fp.Records[0].Offset)
+			return
+		}
+		j := &job{p: fp.Partition, upTo: fp.Records[0].Offset}
+		byPart[fp.Partition] = j
+		jobs = append(jobs, j)
 	})
 	if len(jobs) == 0 {
 		return true
