@@ -289,7 +289,6 @@ func (d *EnrichedDecoder) DecodeKey(b []byte) (EnrichedKey, error) {
 		d.names = map[string]string{}
 	}
 	s := &escan{b: b}
-	var k EnrichedKey
 	if s.eat('{') && s.lit(`"id"`) && s.eat(':') {
 		if id, ok := s.str(); ok && len(id) > 0 && s.eat(',') && s.lit(`"device_id"`) && s.eat(':') {
 			if dev, ok := d.scanName(s); ok && dev != "" && s.eat(',') && s.lit(`"ts"`) && s.eat(':') {
@@ -303,7 +302,7 @@ func (d *EnrichedDecoder) DecodeKey(b []byte) (EnrichedKey, error) {
 	}
 	e, err := d.Decode(b)
 	if err != nil {
-		return k, err
+		return EnrichedKey{}, err
 	}
 	return EnrichedKey{ID: e.ID, DeviceID: e.DeviceID, IngestedAt: e.IngestedAt}, nil
 }

@@ -452,16 +452,7 @@ func (s *Stream) warmFetched(ctx context.Context, fetches kgo.Fetches) bool {
 		return true
 	}
 	t0 := time.Now()
-	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
-	var wg sync.WaitGroup
-	for _, j := range jobs {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			j.part, j.err = s.snap.load(j.p)
-		})
-	}
-	wg.Wait()
+	onEveryCore(len(jobs), func(i int) { jobs[i].part, jobs[i].err = s.snap.load(jobs[i].p) })
 	loaded := time.Since(t0)
 	// the replays share the processor: one at a time
 	for _, j := range jobs {
@@ -475,20 +466,16 @@ func (s *Stream) warmFetched(ctx context.Context, fetches kgo.Fetches) bool {
 	// the dedup read-backs each touch their own partition's devices (at
 	// the default restore_lookback, 200,000 records a partition, about
 	// 2.5 s each at a million devices): on every core at once
-	for _, j := range jobs {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if n, err := s.seedDedup(ctx, j.p, j.part); ctx.Err() != nil {
-				return
-			} else if err != nil {
-				s.log.Warn("could not read back recent enriched ids; a reading committed just before a crash could be enriched twice", zap.Int32("partition", j.p), zap.Error(err))
-			} else if n > 0 {
-				s.log.Debug("dedup seeded from the enriched topic", zap.Int32("partition", j.p), zap.Int("ids", n))
-			}
-		})
-	}
-	wg.Wait()
+	onEveryCore(len(jobs), func(i int) {
+		j := jobs[i]
+		if n, err := s.seedDedup(ctx, j.p, j.part); ctx.Err() != nil {
+			return
+		} else if err != nil {
+			s.log.Warn("could not read back recent enriched ids; a reading committed just before a crash could be enriched twice", zap.Int32("partition", j.p), zap.Error(err))
+		} else if n > 0 {
+			s.log.Debug("dedup seeded from the enriched topic", zap.Int32("partition", j.p), zap.Int("ids", n))
+		}
+	})
 	if ctx.Err() != nil {
 		return false
 	}
@@ -756,11 +743,10 @@ func (s *Stream) snapshotAll(deadline time.Time) (saved, skipped int, tail int64
 		devices int
 		took    time.Duration // saving devices, summed over the workers
 	)
-	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
-	var wg sync.WaitGroup
-	for i, p := range ps {
-		sem <- struct{}{}
+	onEveryCore(len(ps), func(i int) {
+		p := ps[i]
 		if !deadline.IsZero() {
+			// started when a core is free: the saves so far set the rate
 			mu.Lock()
 			var expect time.Duration
 			if devices > 0 {
@@ -768,22 +754,17 @@ func (s *Stream) snapshotAll(deadline time.Time) (saved, skipped int, tail int64
 			}
 			mu.Unlock()
 			if time.Now().Add(expect).After(deadline) {
-				<-sem
-				continue
+				return
 			}
 		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			t0 := time.Now()
-			errs[i] = s.snap.write(p, s.parts[p])
-			mu.Lock()
-			devices += len(s.parts[p].Devices)
-			took += time.Since(t0)
-			mu.Unlock()
-			done[i] = true
-		})
-	}
-	wg.Wait()
+		t0 := time.Now()
+		errs[i] = s.snap.write(p, s.parts[p])
+		mu.Lock()
+		devices += len(s.parts[p].Devices)
+		took += time.Since(t0)
+		mu.Unlock()
+		done[i] = true
+	})
 	for i, p := range ps {
 		switch {
 		case !done[i]:
@@ -797,4 +778,19 @@ func (s *Stream) snapshotAll(deadline time.Time) (saved, skipped int, tail int64
 		}
 	}
 	return saved, skipped, tail
+}
+
+// onEveryCore calls fn(0) ... fn(n-1), as many at once as there are cores,
+// and returns when all have.
+func onEveryCore(n int, fn func(i int)) {
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			fn(i)
+		})
+	}
+	wg.Wait()
 }
