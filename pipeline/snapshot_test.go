@@ -1,13 +1,28 @@
 package pipeline
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/binary"
 	"encoding/gob"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/tinylib/msgp/msgp"
+
+	"github.com/vigil/vigil/contract"
 )
 
 // snapPartition is a partition of n four-metric devices, each 40
@@ -35,7 +50,10 @@ func gobBytes(t *testing.T, v any) []byte {
 }
 
 // samePartition fails unless got holds want's devices, each with the same
-// encoded state, and its offsets and clocks.
+// state, and its offsets and clocks. States compare field by field: times
+// by instant (a snapshot gives them back in UTC), NaN equal to NaN, and a
+// nil slice or map equal to an empty one (gob gives back neither
+// distinction, and the step treats both alike).
 func samePartition(t *testing.T, got, want *partition) {
 	t.Helper()
 	if got.Next != want.Next || !got.MaxIngest.Equal(want.MaxIngest) || got.Steps != want.Steps || got.Evicted != want.Evicted || got.EvictAt != want.EvictAt {
@@ -50,16 +68,44 @@ func samePartition(t *testing.T, got, want *partition) {
 		if g == nil {
 			t.Fatalf("device %s missing", id)
 		}
-		if !bytes.Equal(gobBytes(t, g), gobBytes(t, d)) {
-			t.Fatalf("device %s restored with a different state", id)
+		if bytes.Equal(gobBytes(t, g), gobBytes(t, d)) {
+			continue // the same (the fast check)
+		}
+		if diff := cmp.Diff(d, g, cmpopts.EquateEmpty(), cmpopts.EquateNaNs(), cmp.AllowUnexported(lazyBins[float32]{}, lazyBins[uint8]{}, uvHist{})); diff != "" {
+			t.Fatalf("device %s restored with a different state (-saved +restored):\n%s", id, diff)
 		}
 	}
 }
 
+// encodeGobSnapshot writes a snapshot of format 2 (gob: a snapHead, then
+// chunks of snapDevice), as Vigil did before the MessagePack format.
+func encodeGobSnapshot(w io.Writer, part *partition) error {
+	enc := gob.NewEncoder(w)
+	if err := enc.Encode(snapHead{SnapFormat: snapGobFormat, NextOffset: part.Next, LastIngest: part.MaxIngest,
+		StepCount: part.Steps, EvictCount: part.Evicted, NextEvictAt: part.EvictAt, DeviceCount: len(part.Devices)}); err != nil {
+		return err
+	}
+	chunk := make([]snapDevice, 0, snapChunk)
+	for id, d := range part.Devices {
+		chunk = append(chunk, snapDevice{id, d})
+		if len(chunk) == snapChunk {
+			if err := enc.Encode(chunk); err != nil {
+				return err
+			}
+			chunk = chunk[:0]
+		}
+	}
+	if len(chunk) > 0 {
+		return enc.Encode(chunk)
+	}
+	return nil
+}
+
 // A snapshot of more devices than a chunk restores every device exactly;
-// so does one written in the format before chunks (one gob value); a
-// process of that format cannot read a new one as a partition without
-// devices; a truncated one is an error, not part of a partition.
+// so do snapshots of the two gob formats before it (one gob value; a gob
+// head and chunks), which a save then replaces; a process of a gob format
+// cannot read a new one as a partition; a truncated or damaged one is an
+// error, not part of a partition.
 func TestSnapshotChunks(t *testing.T) {
 	part := snapPartition(2*snapChunk + 77)
 	snap := &snapshots{dir: t.TempDir(), group: "g", topic: "raw"}
@@ -78,27 +124,60 @@ func TestSnapshotChunks(t *testing.T) {
 	}
 	var old partition
 	if err := gob.NewDecoder(bytes.NewReader(raw)).Decode(&old); err == nil {
-		t.Fatalf("the old format's decoder read a chunked snapshot as a partition of %d devices at offset %d", len(old.Devices), old.Next)
+		t.Fatalf("format 1's decoder read a snapshot as a partition of %d devices at offset %d", len(old.Devices), old.Next)
 	}
-	for _, cut := range []int{len(raw) / 3, len(raw) - 10} {
-		if err := os.WriteFile(snap.path(3), raw[:cut], 0o600); err != nil {
+	if p, err := decodeGobSnapshot(bytes.NewReader(raw)); err == nil {
+		t.Fatalf("format 2's decoder read a snapshot as a partition of %d devices at offset %d", len(p.Devices), p.Next)
+	}
+	for _, c := range []struct {
+		name string
+		b    []byte
+		want string
+	}{
+		{"cut in the magic", raw[:5], "decode"},
+		{"cut in the head", raw[:len(snapMagic)+12], "head"},
+		{"cut at a third", raw[:len(raw)/3], "unexpected EOF"},
+		{"cut 10 bytes short", raw[:len(raw)-10], "unexpected EOF"},
+		{"a byte flipped", flipByte(raw, len(raw)/2), "checksum"},
+		{"a frame's length zeroed", zeroFrameLength(raw), "a frame of 0 bytes"},
+	} {
+		if err := os.WriteFile(snap.path(3), c.b, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		if p, err := snap.load(3); err == nil {
-			t.Fatalf("a snapshot cut at %d of %d bytes loaded as %d devices", cut, len(raw), len(p.Devices))
-		} else if !strings.Contains(err.Error(), "decode") {
-			t.Fatalf("cut at %d: the error does not say what failed: %v", cut, err)
+			t.Fatalf("%s (%d of %d bytes): loaded as %d devices", c.name, len(c.b), len(raw), len(p.Devices))
+		} else if !strings.Contains(err.Error(), "decode") || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("%s: the error does not say what failed (want %q): %v", c.name, c.want, err)
 		}
 	}
 
-	if err := os.WriteFile(snap.path(3), gobBytes(t, part), 0o600); err != nil {
-		t.Fatal(err)
+	// the gob formats, at the gob path: read, then replaced by a save
+	for _, c := range []struct {
+		name string
+		b    []byte
+	}{{"format 1", gobBytes(t, part)}, {"format 2", gobSnapshotBytes(t, part)}} {
+		if err := os.Remove(snap.path(3)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(snap.gobPath(3), c.b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err = snap.load(3)
+		if err != nil {
+			t.Fatalf("a snapshot of %s: %v", c.name, err)
+		}
+		samePartition(t, got, part)
+		if err := snap.save(3, got); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(snap.gobPath(3)); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("the %s snapshot is left beside its replacement: %v", c.name, err)
+		}
+		if got, err = snap.load(3); err != nil {
+			t.Fatal(err)
+		}
+		samePartition(t, got, part)
 	}
-	got, err = snap.load(3)
-	if err != nil {
-		t.Fatalf("a snapshot of the format before chunks: %v", err)
-	}
-	samePartition(t, got, part)
 
 	empty := newPartition()
 	empty.Next = 5
@@ -108,6 +187,165 @@ func TestSnapshotChunks(t *testing.T) {
 	if got, err := snap.load(4); err != nil || got.Next != 5 || len(got.Devices) != 0 {
 		t.Fatalf("an empty partition: %v, %+v", err, got)
 	}
+}
+
+func gobSnapshotBytes(t *testing.T, part *partition) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	if err := encodeGobSnapshot(&b, part); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func flipByte(b []byte, i int) []byte {
+	c := bytes.Clone(b)
+	c[i] ^= 0x55
+	return c
+}
+
+// zeroFrameLength zeroes the length of the first frame after the head's.
+func zeroFrameLength(b []byte) []byte {
+	c := bytes.Clone(b)
+	i := len(snapMagic)
+	i += 8 + int(binary.LittleEndian.Uint32(c[i:]))
+	binary.LittleEndian.PutUint32(c[i:], 0)
+	return c
+}
+
+// richPartition is a partition whose devices hold every part of the state:
+// warming and fitted multivariate models, open, silent and closed
+// incidents, open and closed attrs, repeated values, gaps, and daily and
+// weekly profiles.
+func richPartition(t testing.TB) *partition {
+	pr := NewProcessor(Default(), "eu", nil)
+	rng := rand.New(rand.NewPCG(9, 9))
+	part := newPartition()
+	var res StepResult
+	at := t0
+	for i := 0; i < 700; i++ {
+		for d := 0; d < 12; d++ {
+			v := 10 + rng.NormFloat64()
+			switch {
+			case d%3 == 1 && i >= 500 && i < 520: // a fault that ends
+				v += 40
+			case d%3 == 2 && i >= 600: // a lasting shift
+				v += 25
+			case d == 3 && i%50 < 10: // runs of repeated values
+				v = 7
+			}
+			r := contract.Reading{ID: fmt.Sprintf("m-%d-%d", d, i), DeviceID: fmt.Sprintf("dev-%d", d), TS: at, IngestedAt: at,
+				Metrics: []contract.Metric{{Name: "a", Value: v}, {Name: "b", Value: 2*v + rng.NormFloat64()}, {Name: "c", Value: rng.ExpFloat64()}},
+				Attrs:   []contract.Attr{{Name: "mode", Value: "auto"}, {Name: "job", Value: fmt.Sprintf("j%d", i)}}}
+			if d < 6 || i < 300 {
+				pr.Step(part, &r, false, nil, &res)
+			}
+		}
+		at = at.Add(time.Hour)
+		if i%97 == 0 {
+			at = at.Add(30 * time.Hour) // a gap
+		}
+	}
+	return part
+}
+
+// The MessagePack encoding gives back every part of a device's state: the
+// same state as gob's encoding gives (the reference: it encodes every
+// exported field by reflection), for warming and fitted devices, with
+// incidents, attrs, gaps and profiles.
+func TestSnapshotCodecRoundTrip(t *testing.T) {
+	part := richPartition(t)
+	var incidents, closed, fitted, warming, attrsClosed int
+	for _, d := range part.Devices {
+		incidents += len(d.Incidents)
+		closed += len(d.Closed)
+		if d.MV != nil && d.MV.Fitted {
+			fitted++
+		} else if d.MV != nil && d.MV.Collect != nil {
+			warming++
+		}
+		for _, a := range d.Attrs {
+			if a.Counts == nil {
+				attrsClosed++
+			}
+		}
+	}
+	if incidents == 0 || closed == 0 || fitted == 0 || warming == 0 || attrsClosed == 0 {
+		t.Fatalf("the partition lacks a part of the state: %d incidents, %d closed, %d fitted, %d warming, %d attrs closed", incidents, closed, fitted, warming, attrsClosed)
+	}
+	var b bytes.Buffer
+	if err := encodeSnapshot(&b, part); err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeSnapshot(bufio.NewReader(&b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	samePartition(t, got, part)
+}
+
+// The generated MessagePack methods are those of today's state types: a
+// field added to a type without regenerating them would be left out of
+// every snapshot, and the restored state would silently differ. The
+// encoding of a zero value names every field the methods know.
+func TestSnapshotCodecFields(t *testing.T) {
+	for _, v := range []interface {
+		MarshalMsg([]byte) ([]byte, error)
+	}{&DeviceState{}, &MetricState{}, &UVState{}, &uvHist{}, &AttrState{}, &AttrCount{}, &Incident{}, &ClosedIncident{},
+		&MVState{}, &MVCollect{}, &GapState{}, &contract.Alert{}, &contract.Reason{}} {
+		typ := reflect.TypeOf(v).Elem()
+		var want []string
+		for i := range typ.NumField() {
+			if f := typ.Field(i); f.IsExported() {
+				want = append(want, f.Name)
+			}
+		}
+		b, err := v.MarshalMsg(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, b, err := msgp.ReadMapHeaderBytes(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for ; n > 0; n-- {
+			var k []byte
+			if k, b, err = msgp.ReadMapKeyZC(b); err == nil {
+				b, err = msgp.Skip(b)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, string(k))
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: the generated methods encode %v, the type has %v: run go generate ./pipeline/ ./contract/", typ, got, want)
+		}
+	}
+}
+
+// FuzzSnapshotFrame feeds arbitrary frame payloads and heads to the
+// decoders (a damaged file past its checksum, or a hostile one): an error
+// or devices, never a panic or an allocation beyond the limits.
+func FuzzSnapshotFrame(f *testing.F) {
+	part := snapPartition(3)
+	var b bytes.Buffer
+	if err := encodeSnapshot(&b, part); err != nil {
+		f.Fatal(err)
+	}
+	raw := b.Bytes()[len(snapMagic):]
+	head := raw[8 : 8+binary.LittleEndian.Uint32(raw)]
+	f.Add(head)
+	f.Add(raw[16+len(head):])
+	f.Add([]byte{0x92, 0xa1, 'x', 0x80})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, _ = readSnapHead(data)
+		p := newPartition()
+		if err := decodeSnapDevices(data, p); err == nil && len(p.Devices) == 0 {
+			t.Fatal("a frame decoded without error and without devices")
+		}
+	})
 }
 
 // The temporary file of a snapshot interrupted mid-write is removed at the

@@ -103,7 +103,7 @@ type DeviceState struct {
 	IDAt      []uint32
 	IDPos     int
 	IDN       int
-	Incidents map[string]*Incident
+	Incidents map[string]*Incident `msg:",allownil"`
 	// Closed are the latest closed incidents' metrics, close times and
 	// peaks (one per metric): within pipeline.realert_after of one, a new
 	// incident of the metric opens only above its peak.

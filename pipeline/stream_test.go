@@ -239,6 +239,7 @@ func TestSnapshotRoundOnePartitionAtATime(t *testing.T) {
 // expect to finish, and it counts the readings the skipped ones replay.
 func TestSnapshotStopWithinBudget(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // one save at a time: the order decides
+	const devices = 12000                           // a partition's save takes 30 ms or more
 	cfg := testCfg()
 	build := func() *Stream {
 		st, err := NewStream(cfg, StreamOptions{Region: "eu", Topics: Topics{Raw: "raw"}, StateDir: t.TempDir()})
@@ -248,8 +249,8 @@ func TestSnapshotStopWithinBudget(t *testing.T) {
 		var res StepResult
 		for p := int32(0); p < 3; p++ {
 			part := newPartition()
-			for i := 0; i < 3000; i++ {
-				r := reading(fmt.Sprintf("d%d-%d", p, i%1000), i/1000, float64(i%7))
+			for i := 0; i < 3*devices; i++ {
+				r := reading(fmt.Sprintf("d%d-%d", p, i%devices), i/devices, float64(i%7))
 				st.proc.Step(part, &r, false, nil, &res)
 			}
 			st.parts[p] = part
@@ -268,7 +269,7 @@ func TestSnapshotStopWithinBudget(t *testing.T) {
 		t.Fatalf("past the deadline: %d saved, %d skipped, %d to replay; want none saved, 160 to replay", saved, skipped, tail)
 	}
 	st = build()
-	// the first save (1,000 devices, 25 ms or more) outlasts a 10 ms budget
+	// the first save (12,000 devices, 30 ms or more) outlasts a 10 ms budget
 	// (which leaves room to start it even under -race): the other two
 	// cannot be expected to finish
 	saved, skipped, tail := st.snapshotAll(time.Now().Add(10 * time.Millisecond))
@@ -278,7 +279,7 @@ func TestSnapshotStopWithinBudget(t *testing.T) {
 	if st.snap.dirty(1, 110) || !st.snap.dirty(0, 60) || !st.snap.dirty(2, 20) {
 		t.Fatal("the partition saved is not the one with the most readings since its snapshot")
 	}
-	if loaded, err := st.snap.load(1); err != nil || loaded == nil || loaded.Next != 110 || len(loaded.Devices) != 1000 {
+	if loaded, err := st.snap.load(1); err != nil || loaded == nil || loaded.Next != 110 || len(loaded.Devices) != devices {
 		t.Fatalf("partition 1's snapshot: %v, %v", loaded, err)
 	}
 }

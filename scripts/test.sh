@@ -57,7 +57,7 @@ golangci-lint run ./...
 # can fail a target with a bare "context deadline exceeded" when -fuzztime
 # expires while a worker is mid-call (go.dev/issue/75804, fixed in Go 1.27).
 # A count has no deadline to race; each is about 10 s on a CI machine.
-echo "== fuzz the ingest decoder, the model reader, the record decoders and their number fast paths"
+echo "== fuzz the ingest decoder, the model reader, the record decoders and their number fast paths, the snapshot frames"
 go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime 30000x ./ingest/
 go test -run '^$' -fuzz '^FuzzScanBody$' -fuzztime 30000x ./ingest/
 go test -run '^$' -fuzz '^FuzzReadForest$' -fuzztime 10000x ./ml/
@@ -66,6 +66,7 @@ go test -run '^$' -fuzz '^FuzzEnrichedScanner$' -fuzztime 80000x ./contract/
 go test -run '^$' -fuzz '^FuzzEnrichedDecodeKey$' -fuzztime 60000x ./contract/
 go test -run '^$' -fuzz '^FuzzRawScanner$' -fuzztime 120000x ./contract/
 go test -run '^$' -fuzz '^FuzzNumbers$' -fuzztime 120000x ./contract/
+go test -run '^$' -fuzz '^FuzzSnapshotFrame$' -fuzztime 60000x ./pipeline/
 echo "== the timed hostile-device suite, alone and without -race (its attackers run in the test binary)"
 go test -count=1 -timeout 5m -run '^TestHostileDevices$' .
 echo "== go test -race (every test, goleak on)"
