@@ -15,14 +15,16 @@
 //     while the devices are first seen and warmed up;
 //   - RSS and the Go heap after warm-up, and the heap per device (heap
 //     after minus heap before the load, divided by N);
-//   - restore time after SIGTERM and after SIGKILL: from the process start
-//     to the first of 64 probe readings of warm devices scored (one
+//   - restore time after SIGTERM, after SIGKILL, and after a SIGKILL
+//     that follows -load-seconds of load at -load-rate (readings the
+//     partitions must replay from their last snapshot): from the process
+//     start to the first of 64 probe readings of warm devices scored (one
 //     partition restored), and to all of them (every partition), with the
 //     readings the restore replayed.
 //
 // It ends with a summary beside the goals.
 //
-// Usage: go run ./bench/fleet [-devices 1000000] [-warmup 25] [-seconds 15] [-rate 50000] [-backbone=false] [-vigil path] [-logs file]
+// Usage: go run ./bench/fleet [-devices 1000000] [-warmup 25] [-seconds 15] [-rate 50000] [-load-rate 20000] [-load-seconds 180] [-backbone=false] [-vigil path] [-logs file]
 package main
 
 import (
@@ -51,6 +53,8 @@ var (
 	logPath                           string // where the fleet's Vigil logs go (info level), or ""
 	seconds                           int
 	openRate                          float64
+	loadRate                          float64 // readings/s of the load before the last SIGKILL
+	loadSeconds                       int
 	backbone                          bool
 	summary                           []string // the goals' lines, printed at the end
 )
@@ -68,6 +72,8 @@ func main() {
 	flag.IntVar(&seconds, "seconds", 15, "length of each backbone load phase")
 	flag.Float64Var(&openRate, "rate", 50000, "readings/s of the open-loop latency phase")
 	flag.StringVar(&logPath, "logs", "", "append the fleet process's logs, at info level, to this file (shutdown phases, snapshot rounds, restores)")
+	flag.Float64Var(&loadRate, "load-rate", 20000, "readings/s of the load before the last SIGKILL (0: no such phase)")
+	flag.IntVar(&loadSeconds, "load-seconds", 180, "seconds of that load (longer than a snapshot round's spacing, so the kill finds readings to replay)")
 	flag.BoolVar(&backbone, "backbone", true, "measure the backbone (bare loop, closed loops, open loop) before the fleet")
 	flag.Parse()
 	if err := run(*devices, *warmup, *bin, *posters, *batch, *archive); err != nil {
@@ -181,58 +187,13 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 
 	// warm every device: readings interleaved across devices, closed loop
 	total := int64(devices) * int64(warmup)
-	var next, acked atomic.Int64
-	var wg sync.WaitGroup
 	evt := time.Now().Add(-time.Duration(warmup+5) * time.Minute)
 	var prof <-chan error
 	if cpuProfile != "" {
 		prof = benchutil.Profile(v.base, cpuProfile, 30)
 	}
 	start := time.Now()
-	lastReport := time.Now()
-	var repMu sync.Mutex
-	for p := 0; p < posters; p++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			client := &http.Client{Timeout: 60 * time.Second}
-			rng := rand.New(rand.NewPCG(uint64(p), 7))
-			var b bytes.Buffer
-			for {
-				first := next.Add(int64(batch)) - int64(batch)
-				if first >= total {
-					return
-				}
-				n := min(int64(batch), total-first)
-				b.Reset()
-				b.WriteByte('[')
-				for i := first; i < first+n; i++ {
-					if i > first {
-						b.WriteByte(',')
-					}
-					d, k := i%int64(devices), i/int64(devices)
-					fmt.Fprintf(&b, `{"device_id":"f-%d","id":"w%d","ts":%d,"metrics":{"temp_c":%.3f,"current_a":%.3f,"vibration":%.5f,"pressure_bar":%.4f}}`,
-						d, i, evt.Add(time.Duration(k)*time.Minute).UnixMilli()+d%60000, 60+rng.NormFloat64(), 5+0.1*rng.NormFloat64(), 0.03+0.002*rng.NormFloat64(), 3+0.03*rng.NormFloat64())
-				}
-				b.WriteByte(']')
-				for {
-					code, err := benchutil.Post(client, v.base+"/v1/ingest", key, b.Bytes())
-					if err == nil && code == 202 {
-						break
-					}
-					time.Sleep(100 * time.Millisecond) // 429/503: the documented retry
-				}
-				done := acked.Add(n)
-				repMu.Lock()
-				if time.Since(lastReport) > 10*time.Second {
-					lastReport = time.Now()
-					fmt.Printf("          %d of %d readings acknowledged (%.0f%%), %s\n", done, total, 100*float64(done)/float64(total), time.Since(start).Round(time.Second))
-				}
-				repMu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+	postReadings(v, key, devices, 0, total, 0, posters, batch, evt)
 	posted := time.Since(start)
 	for benchutil.Metric(v.base, "vigil_pipeline_readings_total") < float64(total) {
 		time.Sleep(100 * time.Millisecond)
@@ -263,8 +224,23 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 	summary = append(summary, fmt.Sprintf("RSS %.2f GiB (goal ≤ 6 GiB at 1,000,000 devices), memory.limit %s", rss/1024, memLimit),
 		fmt.Sprintf("heap per device %.0f bytes, all of Vigil, devices %d readings into their warm-up (goal: steady-state state ≤ 2,048; see go test -bench DeviceStateBytes ./pipeline/)", (heap-heap0)/float64(devices), warmup))
 
-	// restore: SIGTERM, then SIGKILL; each time, from start to a probe of a warm device scored
-	for _, sig := range []os.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+	// restore: SIGTERM, then SIGKILL, then SIGKILL after a stretch of
+	// load (open loop at -load-rate for -load-seconds: the partitions have
+	// the readings since their last snapshot round to replay); each time,
+	// from start to a probe of a warm device scored
+	sent := total // readings posted so far
+	for phase, sig := range []os.Signal{syscall.SIGTERM, syscall.SIGKILL, syscall.SIGKILL} {
+		name := strings.TrimPrefix(fmt.Sprint(sig), "signal ")
+		if phase == 2 {
+			if loadSeconds <= 0 || loadRate <= 0 {
+				break
+			}
+			n := int64(loadRate * float64(loadSeconds))
+			fmt.Printf("load      %d readings at %.0f/s before the kill\n", n, loadRate)
+			postReadings(v, key, devices, sent, n, loadRate, posters, batch, evt)
+			sent += n
+			name = "killed under load"
+		}
 		v.stop(sig)
 		t0 := time.Now()
 		if err := v.start(); err != nil {
@@ -287,7 +263,7 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 				pb.WriteByte(',')
 			}
 			fmt.Fprintf(&pb, `{"device_id":"f-%d","id":"probe-%d-%d","ts":%d,"metrics":{"temp_c":60,"current_a":5,"vibration":0.03,"pressure_bar":3}}`,
-				i*devices/probes, t0.UnixNano(), i, evt.Add(time.Duration(warmup+1)*time.Minute).UnixMilli())
+				i*devices/probes, t0.UnixNano(), i, evt.Add(time.Duration(sent/int64(devices)+1+int64(phase))*time.Minute).UnixMilli())
 		}
 		pb.WriteByte(']')
 		client := &http.Client{Timeout: 60 * time.Second}
@@ -305,10 +281,12 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 			time.Sleep(20 * time.Millisecond)
 		}
 		all := time.Since(t0)
+		replayed := benchutil.Metric(v.base, "vigil_pipeline_restored_readings_total")
 		fmt.Printf("restore   after %-8s ready in %s, a warm device's reading scored %s after the start, warm devices of every partition %s (%.0f readings replayed)\n",
-			strings.TrimPrefix(fmt.Sprint(sig), "signal "), ready.Round(time.Millisecond), took.Round(time.Millisecond), all.Round(time.Millisecond), benchutil.Metric(v.base, "vigil_pipeline_restored_readings_total"))
+			name, ready.Round(time.Millisecond), took.Round(time.Millisecond), all.Round(time.Millisecond), replayed)
 		if sig == syscall.SIGKILL {
-			summary = append(summary, fmt.Sprintf("restore after SIGKILL: a warm device scored %s after the start, warm devices of every partition %s (goal < 60 s)", took.Round(100*time.Millisecond), all.Round(100*time.Millisecond)))
+			summary = append(summary, fmt.Sprintf("restore after SIGKILL%s: a warm device scored %s after the start, warm devices of every partition %s, %.0f readings replayed (goal < 60 s)",
+				map[bool]string{true: " under load"}[phase == 2], took.Round(100*time.Millisecond), all.Round(100*time.Millisecond), replayed))
 		}
 	}
 	fmt.Println("summary   (issue #14's goals)")
@@ -319,6 +297,65 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 }
 
 // newVigil is a Vigil process (not started yet) with its data under dir.
+// postReadings posts readings first to first+count-1 of the fleet through
+// POST /v1/ingest, in batches from posters goroutines: reading i is device
+// i mod devices's, at event time evt plus i/devices minutes. rate 0
+// posts closed loop (each batch as soon as the one before is
+// acknowledged); a rate paces the batches to that many readings/s (open
+// loop). Refusals (429, 503) are retried as documented.
+func postReadings(v *vigil, key string, devices int, first, count int64, rate float64, posters, batch int, evt time.Time) {
+	var next, acked atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	lastReport := time.Now()
+	var repMu sync.Mutex
+	for p := 0; p < posters; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Timeout: 60 * time.Second}
+			rng := rand.New(rand.NewPCG(uint64(p), uint64(7+first)))
+			var b bytes.Buffer
+			for {
+				off := next.Add(int64(batch)) - int64(batch)
+				if off >= count {
+					return
+				}
+				if rate > 0 {
+					time.Sleep(time.Until(start.Add(time.Duration(float64(off) / rate * float64(time.Second)))))
+				}
+				n := min(int64(batch), count-off)
+				b.Reset()
+				b.WriteByte('[')
+				for i := first + off; i < first+off+n; i++ {
+					if i > first+off {
+						b.WriteByte(',')
+					}
+					d, k := i%int64(devices), i/int64(devices)
+					fmt.Fprintf(&b, `{"device_id":"f-%d","id":"w%d","ts":%d,"metrics":{"temp_c":%.3f,"current_a":%.3f,"vibration":%.5f,"pressure_bar":%.4f}}`,
+						d, i, evt.Add(time.Duration(k)*time.Minute).UnixMilli()+d%60000, 60+rng.NormFloat64(), 5+0.1*rng.NormFloat64(), 0.03+0.002*rng.NormFloat64(), 3+0.03*rng.NormFloat64())
+				}
+				b.WriteByte(']')
+				for {
+					code, err := benchutil.Post(client, v.base+"/v1/ingest", key, b.Bytes())
+					if err == nil && code == 202 {
+						break
+					}
+					time.Sleep(100 * time.Millisecond) // 429/503: the documented retry
+				}
+				done := acked.Add(n)
+				repMu.Lock()
+				if time.Since(lastReport) > 10*time.Second {
+					lastReport = time.Now()
+					fmt.Printf("          %d of %d readings acknowledged (%.0f%%), %s\n", done, count, 100*float64(done)/float64(count), time.Since(start).Round(time.Second))
+				}
+				repMu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 func newVigil(bin, dir string, archive bool, devices int) *vigil {
 	httpAddr, kafka := benchutil.FreeAddr(), benchutil.FreeAddr()
 	return &vigil{bin: bin, base: "http://" + httpAddr, kafka: kafka, env: []string{"VIGIL_DATA_DIR=" + dir, "VIGIL_HTTP_ADDR=" + httpAddr,
