@@ -70,6 +70,7 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"VIGIL_PIPELINE_WARMUP_READINGS=1", "pipeline.warmup_readings"},
 		{"VIGIL_PIPELINE_GROUP=", "pipeline.group"},
 		{"VIGIL_PIPELINE_DEDUP_HORIZON=10ms", "pipeline.dedup_horizon"},
+		{"VIGIL_PIPELINE_DEDUP_WINDOW=2000000", "pipeline.dedup_window"},
 		{"VIGIL_MEMORY_LIMIT=lots", "memory.limit"},
 		{"VIGIL_MEMORY_LIMIT=1MiB", "memory.limit"},
 		{"VIGIL_PIPELINE_DEDUP_HORIZON=-1m", "pipeline.dedup_horizon"},

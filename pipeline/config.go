@@ -172,8 +172,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("realert_readings: must not be negative (0 alerts every incident), got %d", c.RealertReadings)
 	case c.AcceptAfter < 0:
 		return fmt.Errorf("accept_after: must not be negative (0 never accepts), got %s", c.AcceptAfter)
-	case c.DedupWindow < 1:
-		return fmt.Errorf("dedup_window: must be at least 1, got %d", c.DedupWindow)
+	case c.DedupWindow < 1 || c.DedupWindow > maxDedupWindow:
+		return fmt.Errorf("dedup_window: must be between 1 and %d message ids a device, got %d", maxDedupWindow, c.DedupWindow)
 	case c.DedupHorizon < 0 || c.DedupHorizon > 0 && c.DedupHorizon < time.Second:
 		return fmt.Errorf("dedup_horizon: must be 0 (the window alone) or at least 1s, got %s", c.DedupHorizon)
 	case c.DeviceIdleTTL < 0 || c.DeviceIdleTTL > 0 && c.DeviceIdleTTL < time.Minute:
@@ -213,6 +213,10 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// maxDedupWindow bounds dedup_window below the snapshot decoder's limit on
+// an array (1 Mi elements, see msgp.go): a device's ring must fit it.
+const maxDedupWindow = 1_000_000
 
 // Default is the pipeline section at its built-in defaults; config.yaml
 // mirrors it (a test checks that they agree).

@@ -178,10 +178,10 @@ func (s *snapshots) load(p int32) (*partition, error) {
 // msgp.go): maps keyed by field name, so a state type may gain or lose
 // fields without invalidating snapshots, as with gob, and coded without
 // reflection (BenchmarkSnapshot: save and load in about half the gob
-// format's time; the file is about a third larger, for the field names). Frames bound the memory a save or a load needs to a
-// few MB whatever the partition's size, and the checksums turn a damaged
-// file into an error (the partition then replays the raw topic) rather
-// than a wrong state.
+// format's time; the file is about a third larger, for the field names).
+// Frames bound the memory a save or a load needs to a few MB whatever the
+// partition's size, and the checksums turn a damaged file into an error
+// (the partition then replays the raw topic) rather than a wrong state.
 //
 // Formats 1 and 2 were gob: one value, the partition (1); a gob snapHead,
 // then chunks of snapDevice (2). Both are still read.
