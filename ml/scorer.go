@@ -27,6 +27,13 @@ func NewModelScorer(meta ModelMeta, f *Forest, thr float64) *ModelScorer {
 	return &ModelScorer{meta: meta, f: f, v: newVectorizer(meta.Features), vec: make([]float64, meta.Features.Width()), thr: thr, label: "model." + f.Kind}
 }
 
+// Replica implements pipeline.ReplicableModel: a scorer for another
+// goroutine, with its own feature vector and metric slots (the forest is
+// shared: scoring only reads it).
+func (s *ModelScorer) Replica() pipeline.Model {
+	return NewModelScorer(s.meta, s.f, s.thr)
+}
+
 // Name implements pipeline.Model: the model version.
 func (s *ModelScorer) Name() string { return s.meta.Version }
 

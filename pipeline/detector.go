@@ -26,6 +26,15 @@ type Model interface {
 	Score(o *Observation) (score, raw float64)
 }
 
+// ReplicableModel is a Model that hands out a copy to score from another
+// goroutine at the same time: a restore replays its partitions on every
+// core, each through its own processor. With a model in charge (or in
+// the shadow) that is not replicable the replays take turns.
+type ReplicableModel interface {
+	Model
+	Replica() Model
+}
+
 // BaselineName is the model name of the streaming baseline detector.
 const BaselineName = contract.BaselineModel
 

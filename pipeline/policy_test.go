@@ -3,6 +3,7 @@ package pipeline
 import (
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/vigil/vigil/contract"
 )
@@ -83,5 +84,64 @@ func TestModelPolicy(t *testing.T) {
 	i++
 	if e := step(i, 20.1); e.Model != BaselineName || e.ShadowModel != "" {
 		t.Fatalf("without a model: model %q shadow %q", e.Model, e.ShadowModel)
+	}
+}
+
+// replicableModel is a thresholdModel that hands out copies, counting
+// them.
+type replicableModel struct {
+	thresholdModel
+	copies *int
+}
+
+func (m replicableModel) Replica() Model {
+	*m.copies++
+	return replicableModel{m.thresholdModel, m.copies}
+}
+
+// A processor for a parallel replay carries replicas of the model in
+// charge and the shadow, and scores exactly as the processor it came
+// from; with a model that cannot be replicated there is none (the
+// replays then take turns).
+func TestProcessorReplica(t *testing.T) {
+	pr := NewProcessor(testCfg(), "r", nil)
+	pr.now = func() time.Time { return t0 }
+	if pr.replica() == nil {
+		t.Fatal("no replica of a processor without a model")
+	}
+	pr.SetModels(thresholdModel{"m1", 70, 0.9}, nil)
+	pr.BeginBatch()
+	if pr.replica() != nil {
+		t.Fatal("a replica of a processor whose model cannot be replicated")
+	}
+	copies := 0
+	pr.SetModels(replicableModel{thresholdModel{"m2", 70, 0.9}, &copies}, replicableModel{thresholdModel{"s2", 60, 0.85}, &copies})
+	pr.BeginBatch()
+	rp := pr.replica()
+	if rp == nil || copies != 2 {
+		t.Fatalf("replica %v, %d model copies; want one, with 2 copies", rp, copies)
+	}
+	if m, s := rp.ModelNames(); m != "m2" || s != "s2" {
+		t.Fatalf("the replica scores with %s (shadow %s)", m, s)
+	}
+	a, b := newPartition(), newPartition()
+	var ra, rb StepResult
+	alerts := 0
+	for i := 0; i < 300; i++ {
+		v := 50 + float64(i%7)
+		if i == 250 {
+			v = 95 // an anomaly both models and the detectors see
+		}
+		r := reading("d", i, v)
+		outA := string(pr.Step(a, &r, true, nil, &ra))
+		r = reading("d", i, v)
+		outB := string(rp.Step(b, &r, true, nil, &rb))
+		if outA != outB || len(ra.Alerts) != len(rb.Alerts) {
+			t.Fatalf("reading %d: the replica wrote\n%s (%d alerts)\nthe processor\n%s (%d alerts)", i, outB, len(rb.Alerts), outA, len(ra.Alerts))
+		}
+		alerts += len(ra.Alerts)
+	}
+	if alerts == 0 {
+		t.Fatal("no alert to compare: the anomaly did not alert")
 	}
 }

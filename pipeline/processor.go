@@ -119,6 +119,28 @@ func NewProcessor(cfg Config, region string, devices DeviceLookup) *Processor {
 	return pr
 }
 
+// replica is a processor for another goroutine: the same settings,
+// device registry and models (their replicas), its own scratch. It is nil
+// when a model cannot be replicated (see ReplicableModel).
+func (pr *Processor) replica() *Processor {
+	r := &Processor{cfg: pr.cfg, groups: pr.groups, region: pr.region, devices: pr.devices, now: pr.now}
+	for _, m := range []struct {
+		src Model
+		dst *Model
+	}{{pr.active.model, &r.active.model}, {pr.active.shadow, &r.active.shadow}} {
+		if m.src == nil {
+			continue
+		}
+		rm, ok := m.src.(ReplicableModel)
+		if !ok {
+			return nil
+		}
+		*m.dst = rm.Replica()
+	}
+	r.pending.Store(&r.active)
+	return r
+}
+
 // SetModels hands over the model in charge and the shadow (nil: none);
 // the next BeginBatch puts them in charge.
 func (pr *Processor) SetModels(model, shadow Model) {

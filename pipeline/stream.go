@@ -65,10 +65,14 @@ type Stream struct {
 	proc  *Processor
 	snap  *snapshots
 
-	parts    map[int32]*partition
-	coldAll  atomic.Bool
-	lastLoop atomic.Int64 // unix nanos of the last loop iteration
-	running  atomic.Bool
+	parts   map[int32]*partition
+	coldAll atomic.Bool
+	// assigned are the raw topic's partitions the session holds (the
+	// group's callbacks keep it; see pendingWarm)
+	assignedMu sync.Mutex
+	assigned   map[int32]bool
+	lastLoop   atomic.Int64 // unix nanos of the last loop iteration
+	running    atomic.Bool
 
 	txnTimeout time.Duration // the transactions' timeout (10 s; tests shorten it)
 	warmHook   func(int32)   // tests: called as a partition starts restoring
@@ -135,7 +139,24 @@ func (s *Stream) txnID() string {
 }
 
 func (s *Stream) runSession(ctx context.Context) error {
-	onRevoke := func(context.Context, *kgo.Client, map[string][]int32) { s.coldAll.Store(true) }
+	s.assignedMu.Lock()
+	s.assigned = map[int32]bool{}
+	s.assignedMu.Unlock()
+	onAssign := func(_ context.Context, _ *kgo.Client, a map[string][]int32) {
+		s.assignedMu.Lock()
+		defer s.assignedMu.Unlock()
+		for _, p := range a[s.o.Topics.Raw] {
+			s.assigned[p] = true
+		}
+	}
+	onRevoke := func(_ context.Context, _ *kgo.Client, r map[string][]int32) {
+		s.assignedMu.Lock()
+		for _, p := range r[s.o.Topics.Raw] {
+			delete(s.assigned, p)
+		}
+		s.assignedMu.Unlock()
+		s.coldAll.Store(true)
+	}
 	sess, err := kgo.NewGroupTransactSession(bus.With(s.o.ClientOpts,
 		kgo.ConsumerGroup(s.cfg.Group),
 		kgo.ConsumeTopics(s.o.Topics.Raw),
@@ -143,6 +164,7 @@ func (s *Stream) runSession(ctx context.Context) error {
 		kgo.TransactionalID(s.txnID()),
 		kgo.TransactionTimeout(s.txnTimeout),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.OnPartitionsAssigned(onAssign),
 		kgo.OnPartitionsRevoked(onRevoke),
 		kgo.OnPartitionsLost(onRevoke),
 		kgo.SessionTimeout(10*time.Second),
@@ -194,7 +216,7 @@ func (s *Stream) runSession(ctx context.Context) error {
 		// partitions new to this session restore their state before the
 		// transaction begins: at a million devices that takes longer than
 		// the transaction timeout, and inside it the batch never committed
-		if !s.warmFetched(ctx, fetches) {
+		if !s.warmFetched(ctx, fetches, s.pendingWarm(sess.Client())) {
 			s.snapshotStop()
 			return nil
 		}
@@ -417,18 +439,23 @@ func dlqRecord(topic string, rec *kgo.Record, reason error) *kgo.Record {
 }
 
 // warmFetched restores the state of every partition of the fetch that is
-// not in memory yet (the session's first records of it): their snapshots
-// load on every core at once, then each replays its tail, then they read
-// back their recent enriched ids (seedDedup), on every core. It answers
+// not in memory yet (the session's first records of it), and with them
+// the pending ones (the session's other partitions without state, up to
+// their committed offsets; see pendingWarm): their snapshots load on
+// every core at once, then each replays its tail, on every core when the
+// models can be replicated, then they read back their recent enriched ids
+// (seedDedup), on every core. It answers
 // false, restoring nothing more, when ctx ends meanwhile (the stream is
 // stopping; a partition cut short is not kept, so no snapshot is written
 // of a partial state).
-func (s *Stream) warmFetched(ctx context.Context, fetches kgo.Fetches) bool {
+func (s *Stream) warmFetched(ctx context.Context, fetches kgo.Fetches, pending map[int32]int64) bool {
 	type job struct {
-		p    int32
-		upTo int64
-		part *partition
-		err  error
+		p      int32
+		upTo   int64
+		part   *partition
+		err    error
+		snapAt int64 // the offset of the snapshot it was restored from, or -1
+		ok     bool
 	}
 	// A fetch can hold a partition twice (poll appends the fetches of a
 	// micro-batch): its state is restored up to its first record of all,
@@ -451,17 +478,55 @@ func (s *Stream) warmFetched(ctx context.Context, fetches kgo.Fetches) bool {
 	if len(jobs) == 0 {
 		return true
 	}
+	// the session's other partitions still without state restore now
+	// too, up to their committed offsets (where their records will
+	// start): after a restart with a backlog, a micro-batch holds one or
+	// two partitions' records, and restoring each at its first batch
+	// restored the partitions one batch after another
+	for p, upTo := range pending {
+		if byPart[p] == nil && s.parts[p] == nil {
+			j := &job{p: p, upTo: upTo}
+			byPart[p] = j
+			jobs = append(jobs, j)
+		}
+	}
 	t0 := time.Now()
 	onEveryCore(len(jobs), func(i int) { jobs[i].part, jobs[i].err = s.snap.load(jobs[i].p) })
 	loaded := time.Since(t0)
-	// the replays share the processor: one at a time
+	// the replays on every core, each through its own processor (a
+	// processor's scratch, and a model's, serve one goroutine); one at a
+	// time through the stream's when a model cannot be replicated
+	procs := make([]*Processor, len(jobs))
+	for i := range procs {
+		if procs[i] = s.proc.replica(); procs[i] == nil || len(jobs) == 1 {
+			procs = nil
+			break
+		}
+	}
+	warm := func(i int) {
+		j, pr := jobs[i], s.proc
+		if procs != nil {
+			pr = procs[i]
+		}
+		j.part, j.snapAt, j.ok = s.warm(ctx, pr, j.p, j.upTo, j.part, j.err)
+		s.lastLoop.Store(time.Now().UnixNano())
+	}
+	if procs != nil {
+		onEveryCore(len(jobs), warm)
+	} else {
+		for i := range jobs {
+			if warm(i); !jobs[i].ok {
+				break
+			}
+		}
+	}
 	for _, j := range jobs {
-		part, ok := s.warm(ctx, j.p, j.upTo, j.part, j.err)
-		if !ok {
+		if !j.ok {
 			return false
 		}
-		j.part = part
-		s.lastLoop.Store(time.Now().UnixNano())
+		if j.snapAt >= 0 {
+			s.snap.mark(j.p, j.snapAt) // what is on disk: a partition with nothing to replay is not saved again
+		}
 	}
 	// the dedup read-backs each touch their own partition's devices (at
 	// the default restore_lookback, 200,000 records a partition, about
@@ -492,13 +557,36 @@ func (s *Stream) warmFetched(ctx context.Context, fetches kgo.Fetches) bool {
 	return true
 }
 
+// pendingWarm are the partitions the session holds that have no state in
+// memory yet, each with its committed offset (the next record it will
+// fetch). A partition without a committed offset is left to its first
+// record.
+func (s *Stream) pendingWarm(cl *kgo.Client) map[int32]int64 {
+	committed := cl.CommittedOffsets()[s.o.Topics.Raw]
+	s.assignedMu.Lock()
+	defer s.assignedMu.Unlock()
+	var out map[int32]int64
+	for p := range s.assigned {
+		if o, ok := committed[p]; ok && o.Offset >= 0 && s.parts[p] == nil {
+			if out == nil {
+				out = map[int32]int64{}
+			}
+			out[p] = o.Offset
+		}
+	}
+	return out
+}
+
 // warm rebuilds the state of a partition whose next record is upTo: from
 // its snapshot (part, as loaded, with its error) when one is at hand,
 // else from the last RestoreLookback records, by replaying the raw topic
-// through the processor without output. It answers false when ctx ended
-// before the replay did. The dedup read-back (seedDedup) comes after it:
-// a replayed reading whose id were already seeded would be dropped.
-func (s *Stream) warm(ctx context.Context, p int32, upTo int64, part *partition, err error) (*partition, bool) {
+// through pr without output. It returns the state, the offset of the
+// snapshot it started from (-1: none; the caller marks it saved), and
+// false when ctx ended before the replay did. The dedup read-back
+// (seedDedup) comes after it: a replayed reading whose id were already
+// seeded would be dropped. Partitions may be warmed at the same time,
+// each through its own processor.
+func (s *Stream) warm(ctx context.Context, pr *Processor, p int32, upTo int64, part *partition, err error) (*partition, int64, bool) {
 	if s.warmHook != nil {
 		s.warmHook(p)
 	}
@@ -510,10 +598,9 @@ func (s *Stream) warm(ctx context.Context, p int32, upTo int64, part *partition,
 		s.log.Info("state snapshot is ahead of the committed offset; rebuilding from the raw topic", zap.Int32("partition", p), zap.Int64("snapshot", part.Next), zap.Int64("committed", upTo))
 		part = nil
 	}
-	from := upTo - s.cfg.RestoreLookback
+	from, snapAt := upTo-s.cfg.RestoreLookback, int64(-1)
 	if part != nil {
-		from = part.Next
-		s.snap.mark(p, part.Next) // what is on disk: a partition with nothing to replay is not saved again
+		from, snapAt = part.Next, part.Next
 	} else {
 		part = newPartition()
 	}
@@ -521,11 +608,11 @@ func (s *Stream) warm(ctx context.Context, p int32, upTo int64, part *partition,
 		from = 0
 	}
 	if from < upTo {
-		n, err := s.replay(ctx, p, from, upTo, part)
+		n, err := s.replay(ctx, pr, p, from, upTo, part)
 		s.m.restored.Add(float64(n))
 		switch {
 		case ctx.Err() != nil:
-			return nil, false
+			return nil, -1, false
 		case err != nil:
 			s.log.Warn("state restore incomplete; baselines start partly cold", zap.Int32("partition", p), zap.Error(err))
 		default:
@@ -533,7 +620,7 @@ func (s *Stream) warm(ctx context.Context, p int32, upTo int64, part *partition,
 		}
 	}
 	part.Next = upTo
-	return part, true
+	return part, snapAt, true
 }
 
 // seedSettle is how long the dedup read-back waits for an undecided
@@ -600,7 +687,7 @@ func (s *Stream) seedDedup(ctx context.Context, p int32, part *partition) (int, 
 	return n, err
 }
 
-func (s *Stream) replay(ctx context.Context, p int32, from, upTo int64, part *partition) (int, error) {
+func (s *Stream) replay(ctx context.Context, pr *Processor, p int32, from, upTo int64, part *partition) (int, error) {
 	var (
 		res      StepResult
 		n        int
@@ -621,7 +708,7 @@ func (s *Stream) replay(ctx context.Context, p int32, from, upTo int64, part *pa
 		}}
 	err := bus.ReadToEnd(ctx, s.o.ClientOpts, span, func(rec *kgo.Record) {
 		if r, err := contract.DecodeRaw(rec.Value); err == nil {
-			s.proc.Step(part, &r, false, nil, &res)
+			pr.Step(part, &r, false, nil, &res)
 			n++
 		}
 		if time.Since(lastProg) > 5*time.Second {
