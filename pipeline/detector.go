@@ -79,7 +79,7 @@ func (Baseline) Score(o *Observation, reasons []contract.Reason) (float64, []con
 				reasons = append(reasons, contract.Reason{Feature: m.Name + "." + det, Value: round3(u.S), Detector: det, Score: sc,
 					Observed: m.Value, Expected: round6(exp), Low: round6(u.Low), High: round6(u.High)})
 			}
-			if sc := scoreOfL(u.LevelL, u.AlertL); sc >= minScore {
+			if sc := scoreOfL(u.LevelL, u.AlertL); sc >= minScore && u.Settled {
 				reasons = append(reasons, contract.Reason{Feature: m.Name + ".level", Value: round3(u.LevelS), Detector: "level", Score: sc,
 					Observed: m.Value, Expected: round6(u.Expected), Low: round6(u.Low), High: round6(u.High)})
 			}

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"math"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -252,8 +253,10 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 		metric := metricOf(reasons[0].Feature)
 		inc := ds.Incidents[metric]
 		switch {
-		case inc != nil && inc.Silent && score >= thr && ds.closedOf(metric).outdoneBy(strength(reasons, inc.Feature), score):
-			// a repeat that grew stronger than the incident it repeats:
+		case inc != nil && inc.Silent && score >= thr && (!sameKind(reasons[0].Feature, inc.Feature) && score > inc.OpenScore || ds.closedOf(metric).outdoneBy(strength(reasons, inc.Feature), score)):
+			// a repeat that grew stronger than the incident it repeats, or
+			// turned into another kind of anomaly (a spike that became a
+			// lasting change of volatility) scoring above its own start:
 			// it is news after all, and raises its alert now
 			a := pr.newAlert(r, dev, metric, score, thr, reasons)
 			inc.AlertID, inc.First, inc.Silent = a.AlertID, a, false
@@ -280,7 +283,7 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 				// the metric does again what its last incident did, no
 				// stronger: the incident is kept, silent, without an alert
 				// (its readings carry the repeated alert's id)
-				cur = &Incident{AlertID: ref.AlertID, Metric: metric, Feature: feature, OpenedTS: r.TS, LastTS: r.TS, Readings: 1, LastN: ds.N, MaxScore: score, Strength: st,
+				cur = &Incident{AlertID: ref.AlertID, Metric: metric, Feature: feature, OpenedTS: r.TS, LastTS: r.TS, Readings: 1, LastN: ds.N, MaxScore: score, OpenScore: score, Strength: st,
 					Active: true, Silent: true}
 				ds.openIncident(metric, cur)
 				res.Repeat = true
@@ -399,7 +402,7 @@ func (d *DeviceState) repeats(n int, metric, feature string, st, score float64) 
 	if n <= 0 || c == nil {
 		return nil, false
 	}
-	return c, d.N-c.LastN < int64(n) && c.Feature == feature && !c.outdoneBy(st, score)
+	return c, d.N-c.LastN < int64(n) && sameKind(c.Feature, feature) && !c.outdoneBy(st, score)
 }
 
 // outdoneBy reports whether a reading of strength st and score goes
@@ -415,10 +418,35 @@ func (c *ClosedIncident) outdoneBy(st, score float64) bool {
 // leading reason: the reason's figure (a nonconformity, a z, a gap), which
 // unlike the score does not saturate; 0 when another reason leads.
 func strength(reasons []contract.Reason, feature string) float64 {
-	if len(reasons) == 0 || reasons[0].Feature != feature {
+	if len(reasons) == 0 || !sameKind(reasons[0].Feature, feature) {
 		return 0
 	}
 	return math.Abs(reasons[0].Value)
+}
+
+// sameKind reports whether two leading features are the same kind of
+// anomaly of the same metric. The per-metric detectors that judge the
+// reading's own deviation (tail, level, record, cycle) see one spike or
+// shift from different references, and which of them leads it is
+// incidental: they are one kind ("point"). Regime, stuck, gap and the
+// others are kinds of their own.
+func sameKind(a, b string) bool {
+	if a == b {
+		return true
+	}
+	ia, ib := strings.LastIndexByte(a, '.'), strings.LastIndexByte(b, '.')
+	if ia < 0 || ib < 0 || a[:ia] != b[:ib] {
+		return false
+	}
+	return pointKind(a[ia+1:]) && pointKind(b[ib+1:])
+}
+
+func pointKind(suffix string) bool {
+	switch suffix {
+	case "tail", "level", "record":
+		return true
+	}
+	return false
 }
 
 func alertID(device, msg, metric string) string {

@@ -61,8 +61,10 @@ type Incident struct {
 	// pipeline.realert_readings; AlertID is that incident's alert, which
 	// its readings carry), kept without an alert unless a reading
 	// outdoes that incident (ClosedIncident.outdoneBy), which stays in
-	// DeviceState.Closed while the repeat is open.
-	Silent bool
+	// DeviceState.Closed while the repeat is open, or turns into another
+	// kind of anomaly scoring above OpenScore (see sameKind).
+	Silent    bool
+	OpenScore float64 // the score of the reading that opened it
 	// Feature is the leading reason of the reading that opened it, and
 	// Strength its peak on that reason.
 	Feature  string

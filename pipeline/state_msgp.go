@@ -869,9 +869,9 @@ func (z *GapState) Msgsize() (s int) {
 // MarshalMsg implements msgp.Marshaler
 func (z *Incident) MarshalMsg(b []byte) (o []byte, err error) {
 	o = msgp.Require(b, z.Msgsize())
-	// map header, size 13
+	// map header, size 14
 	// string "AlertID"
-	o = append(o, 0x8d, 0xa7, 0x41, 0x6c, 0x65, 0x72, 0x74, 0x49, 0x44)
+	o = append(o, 0x8e, 0xa7, 0x41, 0x6c, 0x65, 0x72, 0x74, 0x49, 0x44)
 	o = msgp.AppendString(o, z.AlertID)
 	// string "Metric"
 	o = append(o, 0xa6, 0x4d, 0x65, 0x74, 0x72, 0x69, 0x63)
@@ -904,6 +904,9 @@ func (z *Incident) MarshalMsg(b []byte) (o []byte, err error) {
 	// string "Silent"
 	o = append(o, 0xa6, 0x53, 0x69, 0x6c, 0x65, 0x6e, 0x74)
 	o = msgp.AppendBool(o, z.Silent)
+	// string "OpenScore"
+	o = append(o, 0xa9, 0x4f, 0x70, 0x65, 0x6e, 0x53, 0x63, 0x6f, 0x72, 0x65)
+	o = msgp.AppendFloat64(o, z.OpenScore)
 	// string "Feature"
 	o = append(o, 0xa7, 0x46, 0x65, 0x61, 0x74, 0x75, 0x72, 0x65)
 	o = msgp.AppendString(o, z.Feature)
@@ -998,6 +1001,12 @@ func (z *Incident) UnmarshalMsg(bts []byte) (o []byte, err error) {
 				err = msgp.WrapError(err, "Silent")
 				return
 			}
+		case "OpenScore":
+			z.OpenScore, bts, err = msgp.ReadFloat64Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "OpenScore")
+				return
+			}
 		case "Feature":
 			z.Feature, bts, err = msgp.ReadStringBytes(bts)
 			if err != nil {
@@ -1030,7 +1039,7 @@ func (z *Incident) UnmarshalMsg(bts []byte) (o []byte, err error) {
 
 // Msgsize returns an upper bound estimate of the number of bytes occupied by the serialized message
 func (z *Incident) Msgsize() (s int) {
-	s = 1 + 8 + msgp.StringPrefixSize + len(z.AlertID) + 7 + msgp.StringPrefixSize + len(z.Metric) + 9 + msgp.TimeSize + 7 + msgp.TimeSize + 9 + msgp.IntSize + 6 + msgp.Int64Size + 9 + msgp.Float64Size + 6 + z.First.Msgsize() + 7 + msgp.BoolSize + 7 + msgp.BoolSize + 8 + msgp.StringPrefixSize + len(z.Feature) + 9 + msgp.Float64Size + 6 + msgp.IntSize
+	s = 1 + 8 + msgp.StringPrefixSize + len(z.AlertID) + 7 + msgp.StringPrefixSize + len(z.Metric) + 9 + msgp.TimeSize + 7 + msgp.TimeSize + 9 + msgp.IntSize + 6 + msgp.Int64Size + 9 + msgp.Float64Size + 6 + z.First.Msgsize() + 7 + msgp.BoolSize + 7 + msgp.BoolSize + 10 + msgp.Float64Size + 8 + msgp.StringPrefixSize + len(z.Feature) + 9 + msgp.Float64Size + 6 + msgp.IntSize
 	return
 }
 

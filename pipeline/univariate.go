@@ -34,6 +34,14 @@ import (
 //     probability for the short-term (EW, 6 readings) mean of s: a change
 //     of volatility or of the rate of spikes shows there before any single
 //     reading is extreme.
+//     A third figure, the level, is the probability of the distance
+//     from the slow level (in spreads); it judges only a metric the slow
+//     level forecasts best, one that keeps to a set point: a metric that
+//     wanders is judged against its recent level and its records, since
+//     its distance from a long mean is its nature (on the NAB
+//     development split this cut false detections from 81 to 74 and
+//     found the same 45 windows; the level figure still holds a run
+//     open).
 //  4. Records. A value beyond every value the metric has shown (its two
 //     highest and two lowest, which fade toward the slow level over a
 //     year) is news on its own: the tail above cannot see it when the
@@ -190,6 +198,7 @@ type UVObs struct {
 	RecordLed bool    // a new record's figure (see record) set PointL
 	AlertL    float64 // -ln p_alert
 	Accepted  bool    // a lasting change was accepted as the new normal with this reading
+	Settled   bool    // the slow level forecasts the metric best (it keeps to a set point)
 	// Recurring: the metric went as far at this time of day on an earlier
 	// day, so the reading does not open an alert.
 	Recurring bool
@@ -453,6 +462,7 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 		pAlert = math.Max(1e-12, math.Min(pAlert, uvPAlertMax))
 		o.Warm, o.Expected, o.S, o.AlertL = true, bestE, s, -math.Log(pAlert)
 		o.Kind = "level"
+		o.Settled = best == fcSlow
 		if best >= fcDay {
 			o.Kind = "cycle"
 		}
