@@ -89,7 +89,12 @@ func (Baseline) Score(o *Observation, reasons []contract.Reason) (float64, []con
 			}
 		}
 		if m.Warm {
-			add(m.Name, ".stuck", "stuck", m.StuckZ)
+			if sc := ScoreOfZ(m.StuckZ); sc >= minScore {
+				// (runs are rare: the words are built here, where the
+				// run lengths are known)
+				reasons = append(reasons, contract.Reason{Feature: m.Name + ".stuck", Value: round3(m.StuckZ), Detector: "stuck", Score: sc,
+					Observed: m.Value, Text: "the same value for " + strconv.Itoa(m.Run) + " readings in a row; the longest run before was " + strconv.Itoa(m.MaxRun)})
+			}
 		}
 	}
 	if o.DtZ > 0 && o.GapAL > 0 {
@@ -162,7 +167,9 @@ func Describe(reasons []contract.Reason, ts time.Time) {
 		case "gap":
 			r.Text = "no reading for " + time.Duration(r.Value*float64(time.Second)).Round(time.Second).String()
 		case "stuck":
-			r.Text = "the same value repeats for longer than usual"
+			if r.Text == "" {
+				r.Text = "the same value repeats for longer than usual"
+			}
 		case "multivariate":
 			r.Text = "the metrics moved apart from their usual relationship"
 		case "spike":

@@ -252,6 +252,19 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 	if len(reasons) > 0 && score >= thr*0.8 {
 		metric := metricOf(reasons[0].Feature)
 		inc := ds.Incidents[metric]
+		if inc != nil && !inc.Active && !inc.Silent && score >= thr && !sameKind(reasons[0].Feature, inc.Feature) {
+			// the metric's incident had gone quiet and another kind of
+			// anomaly begins (a spike, then the value frozen for hours):
+			// that one closes, and this one is an incident of its own
+			delete(ds.Incidents, metric)
+			ds.rememberClosed(inc)
+			if emit {
+				a := inc.First
+				a.State, a.Readings, a.LastTS, a.MaxScore = "closed", inc.Readings, inc.LastTS, inc.MaxScore
+				res.Alerts = append(res.Alerts, a)
+			}
+			inc = nil
+		}
 		switch {
 		case inc != nil && inc.Silent && score >= thr && (!sameKind(reasons[0].Feature, inc.Feature) && score > inc.OpenScore || ds.closedOf(metric).outdoneBy(strength(reasons, inc.Feature), score)):
 			// a repeat that grew stronger than the incident it repeats, or

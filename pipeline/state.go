@@ -8,6 +8,12 @@ import (
 	"time"
 )
 
+// The run-length record of the stuck detector (see MetricState.MaxRun).
+const (
+	stuckRunFactor = 1.2
+	stuckRunMin    = 12
+)
+
 // MetricState is the streaming baseline of one metric of one device.
 // Fields are exported for the snapshot encoding.
 type MetricState struct {
@@ -20,6 +26,7 @@ type MetricState struct {
 	Run      int      // how many readings in a row repeated Last exactly
 	RepeatP  float64  // EW probability that a reading repeats the previous one
 	UV       *UVState // the per-metric detector
+	MaxRun   int32    // the longest run of one value the metric has shown, readings
 }
 
 // AttrState counts the values of one attr of one device.
@@ -263,6 +270,8 @@ type MetricObs struct {
 	Z       float64 // (value - mean) / std
 	VolZ    float64 // how far short-term volatility exceeds the baseline's
 	StuckZ  float64 // how unlikely the current run of repeated values is
+	Run     int     // readings in the current run of one value (1: no repeat)
+	MaxRun  int     // the longest run the metric showed before this one
 	UV      UVObs   // the per-metric detector's view
 }
 
@@ -393,11 +402,23 @@ func (d *DeviceState) observe(p *params, r *contract.Reading, o *Observation) {
 		if repeated {
 			ms.Run++
 		} else {
+			if ms.N > 0 {
+				ms.MaxRun = int32(min(math.MaxInt32, max(int64(ms.MaxRun), int64(ms.Run)+1)))
+			}
 			ms.Run = 0
 		}
+		mo.Run, mo.MaxRun = ms.Run+1, int(ms.MaxRun)
 		if mo.Warm && repeated && ms.RepeatP < 0.2 {
 			surprise := float64(ms.Run) * -math.Log(math.Max(ms.RepeatP, 0.005))
 			mo.StuckZ = clampZ(math.Sqrt(2 * surprise))
+		}
+		// A metric that often repeats (zeros between bursts, a key held)
+		// is stuck when a run goes well beyond the longest it has shown:
+		// stuckRunFactor times it, with that longest at least
+		// stuckRunMin readings and at most a quarter of the history.
+		if mo.Warm && repeated && ms.MaxRun >= stuckRunMin && ms.N >= 4*int64(ms.MaxRun) {
+			ratio := float64(ms.Run+1) / (stuckRunFactor * float64(ms.MaxRun))
+			mo.StuckZ = max(mo.StuckZ, clampZ(6*ratio*ratio*ratio*ratio))
 		}
 		if ms.N > 0 {
 			ind := 0.0

@@ -1046,9 +1046,9 @@ func (z *Incident) Msgsize() (s int) {
 // MarshalMsg implements msgp.Marshaler
 func (z *MetricState) MarshalMsg(b []byte) (o []byte, err error) {
 	o = msgp.Require(b, z.Msgsize())
-	// map header, size 9
+	// map header, size 10
 	// string "Name"
-	o = append(o, 0x89, 0xa4, 0x4e, 0x61, 0x6d, 0x65)
+	o = append(o, 0x8a, 0xa4, 0x4e, 0x61, 0x6d, 0x65)
 	o = msgp.AppendString(o, z.Name)
 	// string "N"
 	o = append(o, 0xa1, 0x4e)
@@ -1082,6 +1082,9 @@ func (z *MetricState) MarshalMsg(b []byte) (o []byte, err error) {
 			return
 		}
 	}
+	// string "MaxRun"
+	o = append(o, 0xa6, 0x4d, 0x61, 0x78, 0x52, 0x75, 0x6e)
+	o = msgp.AppendInt32(o, z.MaxRun)
 	return
 }
 
@@ -1172,6 +1175,12 @@ func (z *MetricState) UnmarshalMsg(bts []byte) (o []byte, err error) {
 					return
 				}
 			}
+		case "MaxRun":
+			z.MaxRun, bts, err = msgp.ReadInt32Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "MaxRun")
+				return
+			}
 		default:
 			bts, err = msgp.Skip(bts)
 			if err != nil {
@@ -1192,5 +1201,6 @@ func (z *MetricState) Msgsize() (s int) {
 	} else {
 		s += z.UV.Msgsize()
 	}
+	s += 7 + msgp.Int32Size
 	return
 }
