@@ -93,3 +93,41 @@ func nanBins(n int) []float32 {
 	}
 	return s
 }
+
+// foldBins makes histogram bins written with more bins than tmpl has (an
+// older Vigil's: 72, from s = 2^-4 to 2^20) fit it: what lay beyond the
+// last bin adds into it. The bins below are the same in both, prior
+// included, and the quantiles never reach the folded ones.
+func foldBins(l *lazyBins[float32], tmpl []float32) {
+	n := len(tmpl)
+	switch {
+	case len(l.V) == n:
+		return
+	case len(l.V) > n:
+		// dense, from more bins (a sparse list of the old size held
+		// fewer than 18 pairs, well below n values)
+		d := make([]float32, n)
+		copy(d, l.V[:n])
+		for _, v := range l.V[n:] {
+			d[n-1] += v
+		}
+		l.V = d
+		return
+	}
+	var extra float32
+	kept := l.V[:0]
+	for i := 0; i < len(l.V); i += 2 {
+		if b := int(l.V[i]); b >= n {
+			extra += l.V[i+1]
+			continue
+		}
+		kept = append(kept, l.V[i], l.V[i+1])
+	}
+	l.V = kept
+	if extra != 0 {
+		*l.ref(n-1, tmpl) += extra
+	}
+	if len(l.V) != n && len(l.V)/2 > n/4 { // more pairs than a sparse list holds
+		l.densify(tmpl)
+	}
+}

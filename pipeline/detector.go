@@ -68,22 +68,28 @@ func (Baseline) Score(o *Observation, reasons []contract.Reason) (float64, []con
 		// weighs; the per-metric detector scores the others (it does not
 		// run for those, so their UV is not Warm).
 		if u := &m.UV; u.Warm {
-			if sc := scoreOfL(u.PointL, u.AlertL); sc >= minScore {
+			pointL, regimeL := u.PointL, u.RegimeL
+			shift := u.Shift && !u.RecordLed && u.Kind != "cycle"
+			if shift {
+				// away from its level for several readings: a shift, not
+				// a spike; the short-term figure that the shift lifts
+				// is the shift's, not a change of volatility
+				pointL, regimeL = max(pointL, regimeL), 0
+			}
+			if sc := scoreOfL(pointL, u.AlertL); sc >= minScore {
 				det, exp := "tail", u.Expected
 				switch {
 				case u.RecordLed:
 					det, exp = "record", u.Record
 				case u.Kind == "cycle":
 					det = "cycle"
+				case shift:
+					det = "level"
 				}
 				reasons = append(reasons, contract.Reason{Feature: m.Name + "." + det, Value: round3(u.S), Detector: det, Score: sc,
 					Observed: m.Value, Expected: round6(exp), Low: round6(u.Low), High: round6(u.High)})
 			}
-			if sc := scoreOfL(u.LevelL, u.AlertL); sc >= minScore && u.Settled {
-				reasons = append(reasons, contract.Reason{Feature: m.Name + ".level", Value: round3(u.LevelS), Detector: "level", Score: sc,
-					Observed: m.Value, Expected: round6(u.Expected), Low: round6(u.Low), High: round6(u.High)})
-			}
-			if sc := scoreOfL(u.RegimeL, u.AlertL); sc >= minScore {
+			if sc := scoreOfL(regimeL, u.AlertL); sc >= minScore {
 				reasons = append(reasons, contract.Reason{Feature: m.Name + ".regime", Value: round3(u.S), Detector: "regime", Score: sc,
 					Observed: m.Value, Expected: round6(u.Expected), Low: round6(u.Low), High: round6(u.High)})
 			}

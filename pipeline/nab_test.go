@@ -46,7 +46,7 @@ func nabRun(t testing.TB, cfg Config, reasons map[string]int) eval.NABTable {
 				u := off.pr.obs.Metrics[0].UV
 				us := off.part.Devices[dev].metric("value", 0).UV
 				t.Logf("err %v spread %.3g", us.Err, us.Spread)
-				t.Logf("%5d %s %v v=%.4g exp=%.4g kind=%s s=%.3g pL=%.2f lS=%.3g lL=%.2f rL=%.2f aL=%.2f score %.3f", i, row.TS.Format("01-02 15:04"), row.Anomaly, row.Metrics[0].Value, u.Expected, u.Kind, u.S, u.PointL, u.LevelS, u.LevelL, u.RegimeL, u.AlertL, res.Score)
+				t.Logf("%5d %s %v v=%.4g exp=%.4g kind=%s s=%.3g pL=%.2f rL=%.2f aL=%.2f shift=%v score %.3f", i, row.TS.Format("01-02 15:04"), row.Anomaly, row.Metrics[0].Value, u.Expected, u.Kind, u.S, u.PointL, u.RegimeL, u.AlertL, u.Shift, res.Score)
 			}
 			if f := os.Getenv("NAB_SERIES"); f != "" && strings.Contains(s.Name, f) {
 				for _, a := range res.Alerts {

@@ -160,6 +160,7 @@ func (s *snapshots) load(p int32) (*partition, error) {
 		if d.MV != nil && len(d.MV.Names) > 0 {
 			d.MV.Names = sharedNames(d.MV.Names)
 		}
+		d.upgrade()
 	}
 	return part, nil
 }

@@ -370,3 +370,77 @@ func TestSnapshotCleanTemp(t *testing.T) {
 		t.Fatalf("a second cleanTemp: %d, %v", n, err)
 	}
 }
+
+// A snapshot written by a Vigil whose histograms had 72 bins (s up to
+// 2^20) loads into today's uvBins: dense bins fold what lay beyond the
+// last bin into it, sparse ones move their pairs beyond it there (and
+// turn dense when that makes them a quarter full); the mass is kept and
+// every bin below is untouched.
+func TestSnapshotFoldsOldBins(t *testing.T) {
+	const oldBins = 72
+	want := richPartition(t)
+	old := richPartition(t)
+	type hist struct{ want, old *lazyBins[float32] }
+	var hists []hist
+	for id, d := range old.Devices {
+		w := want.Devices[id]
+		for i := range d.Metrics {
+			if u := d.Metrics[i].UV; u != nil {
+				hists = append(hists, hist{&w.Metrics[i].UV.Hist.Bins, &u.Hist.Bins}, hist{&w.Metrics[i].UV.RHist.Bins, &u.RHist.Bins})
+			}
+		}
+		if d.Gap != nil {
+			hists = append(hists, hist{&w.Gap.Hist.Bins, &d.Gap.Hist.Bins})
+		}
+	}
+	dense, sparse := 0, 0
+	for k, h := range hists {
+		extra := float32(k%3 + 1)
+		*h.want.ref(uvBins-1, uvPriorHist[:]) += extra
+		switch {
+		case len(h.old.V) == uvBins: // as the old Vigil held it: 72 bins
+			h.old.V = append(h.old.V, make([]float32, oldBins-uvBins)...)
+			h.old.V[60] += extra
+			dense++
+		default:
+			h.old.V = append(h.old.V, 60, extra)
+			sparse++
+		}
+	}
+	if dense == 0 || sparse == 0 {
+		t.Fatalf("the partition has %d dense and %d sparse histograms; the test needs both", dense, sparse)
+	}
+	snap := &snapshots{dir: t.TempDir(), group: "g", topic: "raw"}
+	if err := snap.save(1, old); err != nil {
+		t.Fatal(err)
+	}
+	got, err := snap.load(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, d := range got.Devices {
+		w := want.Devices[id]
+		check := func(name string, g, w *lazyBins[float32]) {
+			var tg, tw [uvBins]float32
+			gb, wb := g.all(tg[:], uvPriorHist[:]), w.all(tw[:], uvPriorHist[:])
+			for b := range gb {
+				if gb[b] != wb[b] {
+					t.Fatalf("%s %s: bin %d is %v, want %v", id, name, b, gb[b], wb[b])
+				}
+			}
+			if len(g.V) != uvBins && len(g.V)/2 > uvBins/4 {
+				t.Fatalf("%s %s: %d values, neither dense nor sparse", id, name, len(g.V))
+			}
+		}
+		for i := range d.Metrics {
+			if u := d.Metrics[i].UV; u != nil {
+				check(d.Metrics[i].Name+" hist", &u.Hist.Bins, &w.Metrics[i].UV.Hist.Bins)
+				check(d.Metrics[i].Name+" regime hist", &u.RHist.Bins, &w.Metrics[i].UV.RHist.Bins)
+			}
+		}
+		if d.Gap != nil {
+			check("gap hist", &d.Gap.Hist.Bins, &w.Gap.Hist.Bins)
+		}
+	}
+	t.Logf("%d dense and %d sparse histograms folded", dense, sparse)
+}

@@ -122,6 +122,20 @@ type DeviceState struct {
 
 }
 
+// upgrade makes a state loaded from an older Vigil's snapshot fit this
+// one: histograms of 72 bins fold into uvBins.
+func (d *DeviceState) upgrade() {
+	for i := range d.Metrics {
+		if u := d.Metrics[i].UV; u != nil {
+			foldBins(&u.Hist.Bins, uvPriorHist[:])
+			foldBins(&u.RHist.Bins, uvPriorHist[:])
+		}
+	}
+	if d.Gap != nil {
+		foldBins(&d.Gap.Hist.Bins, uvPriorHist[:])
+	}
+}
+
 func newDeviceState() *DeviceState {
 	return &DeviceState{}
 }

@@ -67,13 +67,17 @@ import (
 // levels restart from the run's recent values, and the processor closes
 // the incident as accepted. A fault that ends sooner never gets there.
 
-// uvBins is the size of the nonconformity histograms: 2 bins an octave
-// from s = 2^-4 to 2^20.
+// uvBins is the size of the nonconformity histograms: 3 bins an octave
+// from s = 2^-4 to 2^12 (larger s count in the last bin; the quantiles
+// the figures read never reach it). Vigil before session 12 had 72 bins,
+// to 2^20, and a third histogram: DeviceState.upgrade folds its
+// snapshots' bins.
 const (
-	uvBins       = 72
+	uvBins       = 48
 	uvBinsPerOct = 3
 	uvMinLog2    = -4
 	uvRing       = 8
+	uvLevelRun   = 3 // readings of an anomalous run that make it a shift ("level") rather than a spike ("tail")
 	uvDayBins    = 48
 	uvWeekBins   = 168
 	uvPrior      = 30.0
@@ -160,7 +164,6 @@ type UVState struct {
 	Week    lazyBins[float32]     // per hour of week
 	Hist    uvHist                // decayed histogram of s
 	RHist   uvHist                // of the regime figure
-	LHist   uvHist                // of the level figure
 	Hi      [2]float64            // the two highest values (records; fading toward Slow)
 	Lo      [2]float64            // the two lowest
 	// Rec remembers how far from the slow level the metric went at each
@@ -192,13 +195,14 @@ type UVObs struct {
 	S         float64 // nonconformity
 	PointL    float64 // -ln p of the reading
 	RegimeL   float64 // -ln p of the short-term mean of s
-	LevelS    float64 // |value - slow level| / spread
-	LevelL    float64 // -ln p of LevelS
 	Record    float64 // the record the reading beats, when RecordLed
 	RecordLed bool    // a new record's figure (see record) set PointL
 	AlertL    float64 // -ln p_alert
 	Accepted  bool    // a lasting change was accepted as the new normal with this reading
-	Settled   bool    // the slow level forecasts the metric best (it keeps to a set point)
+	// Shift: this reading and the uvLevelRun-1 before it all lie beyond
+	// the band of usual values, on the same side: the metric moved
+	// away from its level rather than spiked or grew volatile.
+	Shift bool
 	// Recurring: the metric went as far at this time of day on an earlier
 	// day, so the reading does not open an alert.
 	Recurring bool
@@ -255,7 +259,7 @@ func uvBin(s float64) (int, float64) {
 
 func newUVState() *UVState {
 	u := &UVState{HistW: 1}
-	u.Hist, u.RHist, u.LHist = newUVHist(), newUVHist(), newUVHist()
+	u.Hist, u.RHist = newUVHist(), newUVHist()
 	return u
 }
 
@@ -462,26 +466,24 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 		pAlert = math.Max(1e-12, math.Min(pAlert, uvPAlertMax))
 		o.Warm, o.Expected, o.S, o.AlertL = true, bestE, s, -math.Log(pAlert)
 		o.Kind = "level"
-		o.Settled = best == fcSlow
 		if best >= fcDay {
 			o.Kind = "cycle"
 		}
 		o.PointL = u.Hist.l(s)
 		reg := float64(u.Regime) + uvRegAlpha*(math.Min(s, 16)-float64(u.Regime))
 		o.RegimeL = u.RHist.l(reg)
-		o.LevelS = math.Abs(x-u.Slow) / math.Max(u.Spread, 1e-9*(1+math.Abs(u.Slow)))
-		o.LevelL = u.LHist.l(o.LevelS)
 		if l, rec := u.record(x, ts); l > o.PointL {
 			o.PointL, o.Record, o.RecordLed = l, rec, true
 		}
 		w := float64(u.Hist.S95) * scale
 		o.Low, o.High = bestE-w, bestE+w
+		o.Shift = u.shifted(x, o.Low, o.High)
 	}
 	if warm {
 		u.recurrence(x, ts, o)
 	}
 	// 2. the anomalous run: freeze while in it, accept when it lasts
-	maxL := max(o.PointL, o.RegimeL, o.LevelL)
+	maxL := max(o.PointL, o.RegimeL)
 	alerting := warm && maxL >= o.AlertL
 	elevated := warm && maxL >= 0.5*o.AlertL
 	if alerting || u.RunN > 0 && elevated {
@@ -537,13 +539,11 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 		if u.HistW > 1e30 {
 			u.Hist.scale(u.HistW)
 			u.RHist.scale(u.HistW)
-			u.LHist.scale(u.HistW)
 			u.HistW = 1
 		}
 		u.Hist.add(s, u.HistW)
 		u.Regime += float32(uvRegAlpha * (math.Min(s, 16) - float64(u.Regime)))
 		u.RHist.add(float64(u.Regime), u.HistW)
-		u.LHist.add(o.LevelS, u.HistW)
 	}
 	u.recordAdd(x, ts, rpd)
 	if u.RunN > 0 {
@@ -565,6 +565,20 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 	}
 	u.Fast += uvFastAlpha * df
 	u.N++
+}
+
+// shifted reports whether x and the uvLevelRun-1 values before it lie
+// beyond [lo, hi] on the same side.
+func (u *UVState) shifted(x, lo, hi float64) bool {
+	if u.RingN < uvLevelRun-1 {
+		return false
+	}
+	above, below := x > hi, x < lo
+	for k := 1; k < uvLevelRun; k++ {
+		v := float64(u.Ring[(int(u.RingN)-k)%uvRing])
+		above, below = above && v > hi, below && v < lo
+	}
+	return above || below
 }
 
 // recurrence folds the reading's deviation from the slow level into the
@@ -607,7 +621,7 @@ func (u *UVState) recurrence(x float64, ts time.Time, o *UVObs) {
 		return
 	}
 	lim := 0.9 * o.AlertL
-	o.PointL, o.RegimeL, o.LevelL = math.Min(o.PointL, lim), math.Min(o.RegimeL, lim), math.Min(o.LevelL, lim)
+	o.PointL, o.RegimeL = math.Min(o.PointL, lim), math.Min(o.RegimeL, lim)
 	o.Recurring = true
 }
 
@@ -711,7 +725,19 @@ func (u *UVState) recordAdd(x float64, ts time.Time, rpd float64) {
 }
 
 // uvStateBytes is the memory of one metric's detector state once its
-// histograms and profiles are dense (the recurrence memory included).
+// histograms and profiles are dense (the recurrence memory included),
+// each allocation rounded up to the Go allocator's size class.
 func uvStateBytes() int {
-	return int(unsafe.Sizeof(UVState{})) + 4*(3*uvBins+uvDayBins+uvWeekBins) + 4*uvDayBins
+	return allocSize(int(unsafe.Sizeof(UVState{}))) + 2*allocSize(4*uvBins) + allocSize(4*uvDayBins) + allocSize(4*uvWeekBins) + allocSize(4*uvDayBins)
+}
+
+// allocSize is the bytes the Go allocator gives an object of n bytes (its
+// small size classes, runtime/sizeclasses.go, up to 2 KiB).
+func allocSize(n int) int {
+	for _, c := range [...]int{8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256, 288, 320, 352, 384, 416, 448, 480, 512, 576, 640, 704, 768, 896, 1024, 1152, 1280, 1408, 1536, 1792, 2048} {
+		if n <= c {
+			return c
+		}
+	}
+	return n
 }

@@ -15,9 +15,9 @@ const (
 // MarshalMsg implements msgp.Marshaler
 func (z *UVState) MarshalMsg(b []byte) (o []byte, err error) {
 	o = msgp.Require(b, z.Msgsize())
-	// map header, size 27
+	// map header, size 26
 	// string "N"
-	o = append(o, 0xde, 0x0, 0x1b, 0xa1, 0x4e)
+	o = append(o, 0xde, 0x0, 0x1a, 0xa1, 0x4e)
 	o = msgp.AppendInt64(o, z.N)
 	// string "FirstTS"
 	o = append(o, 0xa7, 0x46, 0x69, 0x72, 0x73, 0x74, 0x54, 0x53)
@@ -67,13 +67,6 @@ func (z *UVState) MarshalMsg(b []byte) (o []byte, err error) {
 	o, err = z.RHist.MarshalMsg(o)
 	if err != nil {
 		err = msgp.WrapError(err, "RHist")
-		return
-	}
-	// string "LHist"
-	o = append(o, 0xa5, 0x4c, 0x48, 0x69, 0x73, 0x74)
-	o, err = z.LHist.MarshalMsg(o)
-	if err != nil {
-		err = msgp.WrapError(err, "LHist")
 		return
 	}
 	// string "Hi"
@@ -241,12 +234,6 @@ func (z *UVState) UnmarshalMsg(bts []byte) (o []byte, err error) {
 				err = msgp.WrapError(err, "RHist")
 				return
 			}
-		case "LHist":
-			bts, err = z.LHist.UnmarshalMsg(bts)
-			if err != nil {
-				err = msgp.WrapError(err, "LHist")
-				return
-			}
 		case "Hi":
 			var zb0003 uint32
 			zb0003, bts, err = msgp.ReadArrayHeaderBytes(bts)
@@ -405,7 +392,7 @@ func (z *UVState) UnmarshalMsg(bts []byte) (o []byte, err error) {
 
 // Msgsize returns an upper bound estimate of the number of bytes occupied by the serialized message
 func (z *UVState) Msgsize() (s int) {
-	s = 3 + 2 + msgp.Int64Size + 8 + z.FirstTS.Msgsize() + 5 + msgp.Float64Size + 5 + msgp.Float64Size + 4 + msgp.ArrayHeaderSize + (nForecasters * (msgp.Float64Size)) + 7 + msgp.Float64Size + 4 + z.Day.Msgsize() + 5 + z.Week.Msgsize() + 5 + z.Hist.Msgsize() + 6 + z.RHist.Msgsize() + 6 + z.LHist.Msgsize() + 3 + msgp.ArrayHeaderSize + (2 * (msgp.Float64Size)) + 3 + msgp.ArrayHeaderSize + (2 * (msgp.Float64Size)) + 4 + z.Rec.Msgsize() + 9 + z.RunStart.Msgsize() + 5 + msgp.ArrayHeaderSize + (nForecasters * (msgp.Int32Size)) + 8 + msgp.Float32Size + 5 + msgp.Float32Size + 6 + msgp.Float32Size + 6 + msgp.Float32Size + 5 + msgp.ArrayHeaderSize + (uvRing * (msgp.Float32Size)) + 6 + msgp.Int32Size + 5 + msgp.Int32Size + 9 + msgp.Int32Size + 7 + msgp.Int32Size + 6 + msgp.Int32Size + 7 + msgp.Float32Size
+	s = 3 + 2 + msgp.Int64Size + 8 + z.FirstTS.Msgsize() + 5 + msgp.Float64Size + 5 + msgp.Float64Size + 4 + msgp.ArrayHeaderSize + (nForecasters * (msgp.Float64Size)) + 7 + msgp.Float64Size + 4 + z.Day.Msgsize() + 5 + z.Week.Msgsize() + 5 + z.Hist.Msgsize() + 6 + z.RHist.Msgsize() + 3 + msgp.ArrayHeaderSize + (2 * (msgp.Float64Size)) + 3 + msgp.ArrayHeaderSize + (2 * (msgp.Float64Size)) + 4 + z.Rec.Msgsize() + 9 + z.RunStart.Msgsize() + 5 + msgp.ArrayHeaderSize + (nForecasters * (msgp.Int32Size)) + 8 + msgp.Float32Size + 5 + msgp.Float32Size + 6 + msgp.Float32Size + 6 + msgp.Float32Size + 5 + msgp.ArrayHeaderSize + (uvRing * (msgp.Float32Size)) + 6 + msgp.Int32Size + 5 + msgp.Int32Size + 9 + msgp.Int32Size + 7 + msgp.Int32Size + 6 + msgp.Int32Size + 7 + msgp.Float32Size
 	return
 }
 

@@ -377,57 +377,46 @@ func TestRecordsAtFloatLimits(t *testing.T) {
 	}
 }
 
-// The level detector (distance from the slow level, in spreads) judges
-// only a metric that keeps to a set point: there the slow level forecasts
-// best. A metric that wanders (a random walk, a slow mean-reverting
-// wander) is judged against its recent level and its records; its
-// distance from a long mean is its nature, not news.
-func TestLevelJudgesOnlySettledMetrics(t *testing.T) {
-	for _, c := range []struct {
-		name    string
-		gen     func(rng *rand.Rand, w *float64) float64
-		settled bool
-	}{
-		{"set point", func(rng *rand.Rand, _ *float64) float64 { return 50 + 2*rng.NormFloat64() }, true},
-		{"random walk", func(rng *rand.Rand, w *float64) float64 {
-			*w += 0.5 * rng.NormFloat64()
-			return *w + 0.5*rng.NormFloat64()
-		}, false},
-		{"slow wander", func(rng *rand.Rand, w *float64) float64 {
-			*w = 50 + 0.995*(*w-50) + 0.3*rng.NormFloat64()
-			return *w + 0.5*rng.NormFloat64()
-		}, false},
-	} {
-		for seed := uint64(1); seed <= 3; seed++ {
-			rng := rand.New(rand.NewPCG(seed, seed))
-			off := NewOffline(Default(), "r", nil)
-			ts := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
-			w := 50.0
-			warm, settled := 0, 0
-			for i := 0; i < 4000; i++ {
-				r := contract.Reading{ID: strconv.Itoa(i), DeviceID: "d", TS: ts, IngestedAt: ts, Metrics: []contract.Metric{{Name: "m", Value: c.gen(rng, &w)}}}
-				off.Step(&r)
-				ts = ts.Add(5 * time.Minute)
-				if u := off.pr.obs.Metrics[0].UV; u.Warm {
-					warm++
-					if u.Settled {
-						settled++
-					}
-				}
+// The per-metric detector names the kind of deviation: a reading that
+// jumps is a "tail" reason, one that stays away from its level for
+// several readings a "level" reason (a shift), so a lasting shift's
+// incident reads "level" once it has lasted, while a lone spike's reads
+// "tail" throughout.
+func TestShiftIsLevelSpikeIsTail(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 4))
+	const spike, shift = 1500, 2000
+	var leads []string
+	off := NewOffline(Default(), "r", nil)
+	ts := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
+	for i := 0; i < 2010; i++ {
+		v := 50 + 2*rng.NormFloat64()
+		if i == spike {
+			v += 40
+		}
+		if i >= shift {
+			v += 30
+		}
+		r := contract.Reading{ID: strconv.Itoa(i), DeviceID: "d", TS: ts, IngestedAt: ts, Metrics: []contract.Metric{{Name: "m", Value: v}}}
+		off.Step(&r)
+		ts = ts.Add(5 * time.Minute)
+		if i == spike || i >= shift {
+			lead := ""
+			if len(off.pr.reasons) > 0 {
+				lead = off.pr.reasons[0].Detector
 			}
-			frac := float64(settled) / float64(warm)
-			if c.settled && frac < 0.95 || !c.settled && frac > 0.05 {
-				t.Errorf("%s (seed %d): settled on %.1f%% of %d warm readings, want %v", c.name, seed, 100*frac, warm, c.settled)
-			}
+			leads = append(leads, lead)
 		}
 	}
-	// the same far level figure: a reason on a settled metric, none on a
-	// wandering one
-	for _, settled := range []bool{true, false} {
-		o := &Observation{Metrics: []MetricObs{{Name: "m", UV: UVObs{Warm: true, AlertL: 5, LevelS: 9, LevelL: 8, Settled: settled}}}}
-		_, reasons := Baseline{}.Score(o, nil)
-		if got := len(reasons) > 0 && reasons[0].Detector == "level"; got != settled {
-			t.Errorf("settled %v: reasons %+v; want a level reason %v", settled, reasons, settled)
+	if leads[0] != "tail" && leads[0] != "record" {
+		t.Errorf("the lone spike was led by %q, want tail (or record)", leads[0])
+	}
+	for k, d := range leads[1:] {
+		want := "level"
+		if k < uvLevelRun-1 {
+			want = "tail" // the jump itself
+		}
+		if d != want && !(want == "tail" && d == "record") {
+			t.Errorf("reading %d of the shift was led by %q, want %s (all: %v)", k, d, want, leads[1:])
 		}
 	}
 }
