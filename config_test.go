@@ -75,6 +75,7 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"VIGIL_MEMORY_LIMIT=1MiB", "memory.limit"},
 		{"VIGIL_PIPELINE_DEDUP_HORIZON=-1m", "pipeline.dedup_horizon"},
 		{"VIGIL_SIMULATE_RATE=0", "simulate.rate"},
+		{"VIGIL_SIMULATE_GATEWAY_EVERY=-1", "simulate.gateway_every"},
 		{"VIGIL_LOG_LEVEL=loud", "log.level"},
 		{"VIGIL_SHUTDOWN_BUDGET=0s", "shutdown.budget"},
 		{"VIGIL_SHUTDOWN_BUDGET=2h", "shutdown.budget"},

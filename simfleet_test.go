@@ -19,6 +19,17 @@ import (
 // built-in configuration, then scores the alerts against the injected
 // anomalies exactly as a live `vigil serve --simulate` run is scored.
 func replayFleet(t testing.TB, sc simulate.Config, span time.Duration) simulate.Report {
+	fleet, alerts := replayFleetAlerts(t, sc, span)
+	rep, err := fleet.ReportFrom(func(time.Time) []simulate.AlertRef { return alerts })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+// replayFleetAlerts is replayFleet's replay: the fleet (its ground truth)
+// and the alerts opened.
+func replayFleetAlerts(t testing.TB, sc simulate.Config, span time.Duration) (*simulate.Fleet, []simulate.AlertRef) {
 	// SIM_ENV="VIGIL_PIPELINE_MV_REFIT=5000 ..." measures other settings
 	cfg, err := loadConfig("", strings.Fields(os.Getenv("SIM_ENV")))
 
@@ -52,11 +63,7 @@ func replayFleet(t testing.TB, sc simulate.Config, span time.Duration) simulate.
 			}
 		}
 	})
-	rep, err := fleet.ReportFrom(func(time.Time) []simulate.AlertRef { return alerts })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rep
+	return fleet, alerts
 }
 
 // TestSimulatedFleetDetection: with the built-in configuration, at least
@@ -93,5 +100,64 @@ func TestSimulatedFleetDetection(t *testing.T) {
 	}
 	if f := float64(rep.FalseAlerts) / rep.DeviceDays; f > 1 {
 		t.Errorf("%.2f false alerts per device-day, want at most 1", f)
+	}
+}
+
+// TestSimulatedGateways measures the fleet with gateways (simulate.
+// gateway_every 4: one device in four reports a heavy-tailed request
+// count, a reading a second, with Pareto bursts) and scores the pumps and
+// the gateways apart (the pumps are the same devices, with the same
+// readings, as in TestSimulatedFleetDetection, which holds them to the
+// fleet's goals; they are logged here). The gateways do not meet them yet (see README, "Detection quality": in the first
+// hours of a device that reports every second the per-reading tail and
+// the 6-reading regime figure cannot tell a tripled rate or a flood from
+// the bursts); their floors sit just under today's figures, so a change
+// that makes them worse fails here.
+func TestSimulatedGateways(t *testing.T) {
+	cfg, err := loadConfig("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := cfg.Simulate
+	sc.Devices, sc.GatewayEvery = 300, 4
+	span := 2 * time.Hour
+	fleet, alerts := replayFleetAlerts(t, sc, span)
+	gateway := func(id string) bool {
+		n, err := strconv.Atoi(strings.TrimPrefix(id, "sim-"))
+		return err == nil && n%sc.GatewayEvery == sc.GatewayEvery-1
+	}
+	for _, g := range []bool{false, true} {
+		var an []simulate.Anomaly
+		var al []simulate.AlertRef
+		for _, a := range fleet.Anomalies() {
+			if gateway(a.DeviceID) == g {
+				an = append(an, a)
+			}
+		}
+		for _, a := range alerts {
+			if gateway(a.DeviceID) == g {
+				al = append(al, a)
+			}
+		}
+		devices := sc.Devices / sc.GatewayEvery
+		if !g {
+			devices = sc.Devices - devices
+		}
+		rep := simulate.Score(an, nil, al, devices, span)
+		if !g {
+			t.Logf("pumps:\n%s", rep.String())
+			continue
+		}
+		name, minAlerted, maxFalse := "gateways", 0.45, 11.0
+		t.Logf("%s:\n%s", name, rep.String())
+		if rep.Injected < 50 {
+			t.Fatalf("%s: only %d anomalies injected", name, rep.Injected)
+		}
+		if got := float64(rep.Alerted) / float64(rep.Injected); got < minAlerted {
+			t.Errorf("%s: %.1f%% of injected anomalies alerted, want at least %.0f%%", name, 100*got, 100*minAlerted)
+		}
+		if f := float64(rep.FalseAlerts) / rep.DeviceDays; f > maxFalse {
+			t.Errorf("%s: %.2f false alerts per device-day, want at most %g", name, f, maxFalse)
+		}
 	}
 }
