@@ -23,7 +23,7 @@ type MetricState struct {
 	Var      float64  // exponentially weighted variance
 	ShortVar float64  // fast EW mean of squared deviation from Mean (volatility)
 	Last     float64  // previous value
-	Run      int      // how many readings in a row repeated Last exactly
+	Run      int32    // how many readings in a row repeated Last exactly (saturates)
 	RepeatP  float64  // EW probability that a reading repeats the previous one
 	UV       *UVState // the per-metric detector
 	MaxRun   int32    // the longest run of one value the metric has shown, readings
@@ -414,14 +414,16 @@ func (d *DeviceState) observe(p *params, r *contract.Reading, o *Observation) {
 		// repeats
 		repeated := ms.N > 0 && m.Value == ms.Last
 		if repeated {
-			ms.Run++
+			if ms.Run < math.MaxInt32-1 {
+				ms.Run++
+			}
 		} else {
 			if ms.N > 0 {
 				ms.MaxRun = int32(min(math.MaxInt32, max(int64(ms.MaxRun), int64(ms.Run)+1)))
 			}
 			ms.Run = 0
 		}
-		mo.Run, mo.MaxRun = ms.Run+1, int(ms.MaxRun)
+		mo.Run, mo.MaxRun = int(ms.Run)+1, int(ms.MaxRun)
 		if mo.Warm && repeated && ms.RepeatP < 0.2 {
 			surprise := float64(ms.Run) * -math.Log(math.Max(ms.RepeatP, 0.005))
 			mo.StuckZ = clampZ(math.Sqrt(2 * surprise))

@@ -1067,7 +1067,7 @@ func (z *MetricState) MarshalMsg(b []byte) (o []byte, err error) {
 	o = msgp.AppendFloat64(o, z.Last)
 	// string "Run"
 	o = append(o, 0xa3, 0x52, 0x75, 0x6e)
-	o = msgp.AppendInt(o, z.Run)
+	o = msgp.AppendInt32(o, z.Run)
 	// string "RepeatP"
 	o = append(o, 0xa7, 0x52, 0x65, 0x70, 0x65, 0x61, 0x74, 0x50)
 	o = msgp.AppendFloat64(o, z.RepeatP)
@@ -1147,7 +1147,7 @@ func (z *MetricState) UnmarshalMsg(bts []byte) (o []byte, err error) {
 				return
 			}
 		case "Run":
-			z.Run, bts, err = msgp.ReadIntBytes(bts)
+			z.Run, bts, err = msgp.ReadInt32Bytes(bts)
 			if err != nil {
 				err = msgp.WrapError(err, "Run")
 				return
@@ -1195,7 +1195,7 @@ func (z *MetricState) UnmarshalMsg(bts []byte) (o []byte, err error) {
 
 // Msgsize returns an upper bound estimate of the number of bytes occupied by the serialized message
 func (z *MetricState) Msgsize() (s int) {
-	s = 1 + 5 + msgp.StringPrefixSize + len(z.Name) + 2 + msgp.Int64Size + 5 + msgp.Float64Size + 4 + msgp.Float64Size + 9 + msgp.Float64Size + 5 + msgp.Float64Size + 4 + msgp.IntSize + 8 + msgp.Float64Size + 3
+	s = 1 + 5 + msgp.StringPrefixSize + len(z.Name) + 2 + msgp.Int64Size + 5 + msgp.Float64Size + 4 + msgp.Float64Size + 9 + msgp.Float64Size + 5 + msgp.Float64Size + 4 + msgp.Int32Size + 8 + msgp.Float64Size + 3
 	if z.UV == nil {
 		s += msgp.NilSize
 	} else {
