@@ -24,9 +24,9 @@ type MetricState struct {
 	ShortVar float64  // fast EW mean of squared deviation from Mean (volatility)
 	Last     float64  // previous value
 	Run      int32    // how many readings in a row repeated Last exactly (saturates)
+	MaxRun   int32    // the longest run of one value the metric has shown, readings
 	RepeatP  float64  // EW probability that a reading repeats the previous one
 	UV       *UVState // the per-metric detector
-	MaxRun   int32    // the longest run of one value the metric has shown, readings
 }
 
 // AttrState counts the values of one attr of one device.

@@ -1068,6 +1068,9 @@ func (z *MetricState) MarshalMsg(b []byte) (o []byte, err error) {
 	// string "Run"
 	o = append(o, 0xa3, 0x52, 0x75, 0x6e)
 	o = msgp.AppendInt32(o, z.Run)
+	// string "MaxRun"
+	o = append(o, 0xa6, 0x4d, 0x61, 0x78, 0x52, 0x75, 0x6e)
+	o = msgp.AppendInt32(o, z.MaxRun)
 	// string "RepeatP"
 	o = append(o, 0xa7, 0x52, 0x65, 0x70, 0x65, 0x61, 0x74, 0x50)
 	o = msgp.AppendFloat64(o, z.RepeatP)
@@ -1082,9 +1085,6 @@ func (z *MetricState) MarshalMsg(b []byte) (o []byte, err error) {
 			return
 		}
 	}
-	// string "MaxRun"
-	o = append(o, 0xa6, 0x4d, 0x61, 0x78, 0x52, 0x75, 0x6e)
-	o = msgp.AppendInt32(o, z.MaxRun)
 	return
 }
 
@@ -1152,6 +1152,12 @@ func (z *MetricState) UnmarshalMsg(bts []byte) (o []byte, err error) {
 				err = msgp.WrapError(err, "Run")
 				return
 			}
+		case "MaxRun":
+			z.MaxRun, bts, err = msgp.ReadInt32Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "MaxRun")
+				return
+			}
 		case "RepeatP":
 			z.RepeatP, bts, err = msgp.ReadFloat64Bytes(bts)
 			if err != nil {
@@ -1175,12 +1181,6 @@ func (z *MetricState) UnmarshalMsg(bts []byte) (o []byte, err error) {
 					return
 				}
 			}
-		case "MaxRun":
-			z.MaxRun, bts, err = msgp.ReadInt32Bytes(bts)
-			if err != nil {
-				err = msgp.WrapError(err, "MaxRun")
-				return
-			}
 		default:
 			bts, err = msgp.Skip(bts)
 			if err != nil {
@@ -1195,12 +1195,11 @@ func (z *MetricState) UnmarshalMsg(bts []byte) (o []byte, err error) {
 
 // Msgsize returns an upper bound estimate of the number of bytes occupied by the serialized message
 func (z *MetricState) Msgsize() (s int) {
-	s = 1 + 5 + msgp.StringPrefixSize + len(z.Name) + 2 + msgp.Int64Size + 5 + msgp.Float64Size + 4 + msgp.Float64Size + 9 + msgp.Float64Size + 5 + msgp.Float64Size + 4 + msgp.Int32Size + 8 + msgp.Float64Size + 3
+	s = 1 + 5 + msgp.StringPrefixSize + len(z.Name) + 2 + msgp.Int64Size + 5 + msgp.Float64Size + 4 + msgp.Float64Size + 9 + msgp.Float64Size + 5 + msgp.Float64Size + 4 + msgp.Int32Size + 7 + msgp.Int32Size + 8 + msgp.Float64Size + 3
 	if z.UV == nil {
 		s += msgp.NilSize
 	} else {
 		s += z.UV.Msgsize()
 	}
-	s += 7 + msgp.Int32Size
 	return
 }
