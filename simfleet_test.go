@@ -112,14 +112,15 @@ func TestSimulatedFleetDetection(t *testing.T) {
 // hours of a device that reports every second the per-reading tail and
 // the 6-reading regime figure cannot tell a tripled rate or a flood from
 // the bursts); their floors sit just under today's figures, so a change
-// that makes them worse fails here.
+// that makes them worse fails here (120 devices, to keep the test run
+// short; README, "Detection quality", gives the 300-device figures).
 func TestSimulatedGateways(t *testing.T) {
 	cfg, err := loadConfig("", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sc := cfg.Simulate
-	sc.Devices, sc.GatewayEvery = 300, 4
+	sc.Devices, sc.GatewayEvery = 120, 4
 	span := 2 * time.Hour
 	fleet, alerts := replayFleetAlerts(t, sc, span)
 	gateway := func(id string) bool {
@@ -148,7 +149,7 @@ func TestSimulatedGateways(t *testing.T) {
 			t.Logf("pumps:\n%s", rep.String())
 			continue
 		}
-		name, minAlerted, maxFalse := "gateways", 0.45, 11.0
+		name, minAlerted, maxFalse := "gateways", 0.45, 12.0
 		t.Logf("%s:\n%s", name, rep.String())
 		if rep.Injected < 50 {
 			t.Fatalf("%s: only %d anomalies injected", name, rep.Injected)

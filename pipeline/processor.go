@@ -438,11 +438,11 @@ func strength(reasons []contract.Reason, feature string) float64 {
 }
 
 // sameKind reports whether two leading features are the same kind of
-// anomaly of the same metric. The per-metric detectors that judge the
-// reading's own deviation (tail, level, record, cycle) see one spike or
-// shift from different references, and which of them leads it is
-// incidental: they are one kind ("point"). Regime, stuck, gap and the
-// others are kinds of their own.
+// anomaly of the same metric. The per-metric figures of the reading's own
+// deviation from its level (tail, level, record) see one spike or shift
+// from different references, and which of them leads it is incidental:
+// they are one kind. Cycle (off the time of day's pattern), regime,
+// stuck, gap and the others are kinds of their own.
 func sameKind(a, b string) bool {
 	if a == b {
 		return true

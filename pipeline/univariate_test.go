@@ -415,7 +415,7 @@ func TestShiftIsLevelSpikeIsTail(t *testing.T) {
 		if k < uvLevelRun-1 {
 			want = "tail" // the jump itself
 		}
-		if d != want && !(want == "tail" && d == "record") {
+		if d != want && (want != "tail" || d != "record") {
 			t.Errorf("reading %d of the shift was led by %q, want %s (all: %v)", k, d, want, leads[1:])
 		}
 	}
