@@ -34,14 +34,15 @@ import (
 //     probability for the short-term (EW, 6 readings) mean of s: a change
 //     of volatility or of the rate of spikes shows there before any single
 //     reading is extreme.
-//     A third figure, the level, is the probability of the distance
-//     from the slow level (in spreads); it judges only a metric the slow
-//     level forecasts best, one that keeps to a set point: a metric that
-//     wanders is judged against its recent level and its records, since
-//     its distance from a long mean is its nature (on the NAB
-//     development split this cut false detections from 81 to 74 and
-//     found the same 45 windows; the level figure still holds a run
-//     open).
+//     The reading's figure is named "level" (a shift) rather than "tail"
+//     (a spike) when the reading and the uvLevelRun-1 before it all lie
+//     beyond the band of usual values on one side; the short-term figure
+//     such a shift lifts then counts as the shift's (see Baseline.Score).
+//     Vigil before session 12 had a third figure, the distance from the
+//     slow level with a histogram of its own: on a metric that keeps to
+//     a set point it duplicated the tail figure, and on one that wanders
+//     it alarmed on the wandering (on the NAB development split, 15 of 79
+//     false detections and no window found first).
 //  4. Records. A value beyond every value the metric has shown (its two
 //     highest and two lowest, which fade toward the slow level over a
 //     year) is news on its own: the tail above cannot see it when the
@@ -77,7 +78,7 @@ const (
 	uvBinsPerOct = 3
 	uvMinLog2    = -4
 	uvRing       = 8
-	uvLevelRun   = 3 // readings of an anomalous run that make it a shift ("level") rather than a spike ("tail")
+	uvLevelRun   = 3 // readings in a row beyond the band on one side that make a shift ("level") rather than a spike ("tail")
 	uvDayBins    = 48
 	uvWeekBins   = 168
 	uvPrior      = 30.0
