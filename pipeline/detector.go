@@ -96,10 +96,9 @@ func (Baseline) Score(o *Observation, reasons []contract.Reason) (float64, []con
 		}
 		if m.Warm {
 			if sc := ScoreOfZ(m.StuckZ); sc >= minScore {
-				// (runs are rare: the words are built here, where the
-				// run lengths are known)
-				reasons = append(reasons, contract.Reason{Feature: m.Name + ".stuck", Value: round3(m.StuckZ), Detector: "stuck", Score: sc,
-					Observed: m.Value, Text: "the same value for " + strconv.Itoa(m.Run) + " readings in a row; the longest run before was " + strconv.Itoa(m.MaxRun)})
+				// (its words, which name the runs, are written when it
+				// raises an alert: Processor.newAlert)
+				reasons = append(reasons, contract.Reason{Feature: m.Name + ".stuck", Value: round3(m.StuckZ), Detector: "stuck", Score: sc, Observed: m.Value})
 			}
 		}
 	}

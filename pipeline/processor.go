@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"math"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -236,9 +237,7 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 			delete(ds.Incidents, metric)
 			ds.rememberClosed(inc)
 			if emit && !inc.Silent {
-				a := inc.First
-				a.State, a.Readings, a.LastTS, a.MaxScore = "closed", inc.Readings, inc.LastTS, inc.MaxScore
-				res.Alerts = append(res.Alerts, a)
+				res.Alerts = append(res.Alerts, inc.closed(false))
 			}
 		}
 	}
@@ -259,9 +258,7 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 			delete(ds.Incidents, metric)
 			ds.rememberClosed(inc)
 			if emit {
-				a := inc.First
-				a.State, a.Readings, a.LastTS, a.MaxScore = "closed", inc.Readings, inc.LastTS, inc.MaxScore
-				res.Alerts = append(res.Alerts, a)
+				res.Alerts = append(res.Alerts, inc.closed(false))
 			}
 			inc = nil
 		}
@@ -342,9 +339,7 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 				incident = ""
 			}
 			if emit && !inc.Silent {
-				a := inc.First
-				a.State, a.Readings, a.LastTS, a.MaxScore, a.Accepted = "closed", inc.Readings, inc.LastTS, inc.MaxScore, true
-				res.Alerts = append(res.Alerts, a)
+				res.Alerts = append(res.Alerts, inc.closed(true))
 			}
 		}
 	}
@@ -363,6 +358,14 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 	return buf
 }
 
+// closed is the incident's alert as it closes (accepted: its change was
+// taken as the new normal).
+func (inc *Incident) closed(accepted bool) contract.Alert {
+	a := inc.First
+	a.State, a.Readings, a.LastTS, a.MaxScore, a.Accepted = "closed", inc.Readings, inc.LastTS, inc.MaxScore, accepted
+	return a
+}
+
 // newAlert is the alert a reading raises when it opens an incident.
 func (pr *Processor) newAlert(r *contract.Reading, dev *contract.Device, metric string, score, thr float64, reasons []contract.Reason) contract.Alert {
 	a := contract.Alert{
@@ -374,6 +377,18 @@ func (pr *Processor) newAlert(r *contract.Reading, dev *contract.Device, metric 
 	}
 	if dev != nil {
 		a.Site = dev.Site
+	}
+	// a stuck reason's words name the runs, known here from the
+	// observation (an alert is rare; the scoring of every reading does
+	// not build them)
+	for i := range a.Reasons {
+		if rs := &a.Reasons[i]; rs.Detector == "stuck" {
+			for _, m := range pr.obs.Metrics {
+				if m.Name+".stuck" == rs.Feature {
+					rs.Text = "the same value for " + strconv.Itoa(m.Run) + " readings in a row; the longest run before was " + strconv.Itoa(m.MaxRun)
+				}
+			}
+		}
 	}
 	return a
 }

@@ -419,7 +419,7 @@ func (d *DeviceState) observe(p *params, r *contract.Reading, o *Observation) {
 			}
 		} else {
 			if ms.N > 0 {
-				ms.MaxRun = int32(min(math.MaxInt32, max(int64(ms.MaxRun), int64(ms.Run)+1)))
+				ms.MaxRun = max(ms.MaxRun, ms.Run+1) // Run stops below MaxInt32
 			}
 			ms.Run = 0
 		}

@@ -496,11 +496,14 @@ func (s *Stream) warmFetched(ctx context.Context, fetches kgo.Fetches, pending m
 	// the replays on every core, each through its own processor (a
 	// processor's scratch, and a model's, serve one goroutine); one at a
 	// time through the stream's when a model cannot be replicated
-	procs := make([]*Processor, len(jobs))
-	for i := range procs {
-		if procs[i] = s.proc.replica(); procs[i] == nil || len(jobs) == 1 {
-			procs = nil
-			break
+	var procs []*Processor
+	if len(jobs) > 1 {
+		procs = make([]*Processor, len(jobs))
+		for i := range procs {
+			if procs[i] = s.proc.replica(); procs[i] == nil {
+				procs = nil
+				break
+			}
 		}
 	}
 	warm := func(i int) {
