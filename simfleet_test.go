@@ -108,12 +108,13 @@ func TestSimulatedFleetDetection(t *testing.T) {
 // count, a reading a second, with Pareto bursts) and scores the pumps and
 // the gateways apart (the pumps are the same devices, with the same
 // readings, as in TestSimulatedFleetDetection, which holds them to the
-// fleet's goals; they are logged here). The gateways do not meet them yet (see README, "Detection quality": in the first
-// hours of a device that reports every second the per-reading tail and
-// the 6-reading regime figure cannot tell a tripled rate or a flood from
-// the bursts); their floors sit just under today's figures, so a change
-// that makes them worse fails here (120 devices, to keep the test run
-// short; README, "Detection quality", gives the 300-device figures).
+// fleet's goals; they are logged here). The gateways do not meet them
+// yet (see README, "Detection quality": the evidence figure starts after
+// 600 readings, so a change in a gateway's first ten minutes is judged
+// reading by reading, and a flood after an earlier anomaly meets a tail
+// that learnt it); their floors sit just under today's figures, so a
+// change that makes them worse fails here (120 devices, to keep the test
+// run short; README, "Detection quality", gives the 300-device figures).
 func TestSimulatedGateways(t *testing.T) {
 	cfg, err := loadConfig("", nil)
 	if err != nil {
@@ -149,7 +150,7 @@ func TestSimulatedGateways(t *testing.T) {
 			t.Logf("pumps:\n%s", rep.String())
 			continue
 		}
-		name, minAlerted, maxFalse := "gateways", 0.45, 12.0
+		name, minAlerted, maxFalse := "gateways", 0.66, 3.0
 		t.Logf("%s:\n%s", name, rep.String())
 		if rep.Injected < 50 {
 			t.Fatalf("%s: only %d anomalies injected", name, rep.Injected)

@@ -114,8 +114,8 @@ func (Baseline) Score(o *Observation, reasons []contract.Reason) (float64, []con
 		}
 	}
 	for _, a := range o.Attrs {
-		if a.Z > 0 {
-			add("attrs."+a.Name, "="+a.Value, "attr", a.Z)
+		if sc := scoreOfL(a.L, a.AL); a.AL > 0 && sc >= minScore {
+			reasons = append(reasons, contract.Reason{Feature: "attrs." + a.Name + "=" + a.Value, Value: round3(a.L), Detector: "attr", Score: sc})
 		}
 	}
 	if len(reasons) == 0 {

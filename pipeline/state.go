@@ -292,7 +292,10 @@ type MetricObs struct {
 // AttrObs is what enrichment derives for one attr.
 type AttrObs struct {
 	Name, Value string
-	Z           float64 // rarity of the value for this device, as a z-like figure
+	// L is -ln of the value's frequency for this device (0 while the attr
+	// has too few readings to judge), AL the alert level it is held to:
+	// the per-metric detector's, for the device's readings per day.
+	L, AL float64
 }
 
 // Observation is one reading with its enrichment: the scorer's input.
@@ -501,10 +504,7 @@ func (d *DeviceState) observe(p *params, r *contract.Reading, o *Observation) {
 				if c != nil {
 					n = *c
 				}
-				freq := (n + 0.5) / (as.Total + 1)
-				if freq < 0.02 {
-					ao.Z = clampZ(1.5 * math.Sqrt(2*-math.Log(freq)))
-				}
+				ao.L, ao.AL = -math.Log((n+0.5)/(as.Total+1)), alertL(p.uv.budget, rpd)
 			}
 			if c != nil {
 				*c++

@@ -30,10 +30,18 @@ import (
 //     extrapolated by the power law through the 95th and 99th percentiles
 //     (a Pareto tail, whose index the histogram measures: heavy-tailed
 //     and count-like metrics get a slow tail and need a far larger s to
-//     alarm than Gaussian ones). A second figure, the regime, is the same
-//     probability for the short-term (EW, 6 readings) mean of s: a change
-//     of volatility or of the rate of spikes shows there before any single
-//     reading is extreme.
+//     alarm than Gaussian ones). A count (values all whole and not
+//     negative) starts from a heavier prior tail, and its index is the
+//     heavier of that and the one measured on the mass beyond the 99th
+//     percentile itself: a count's bursts begin near the 99th, where
+//     the 95th-to-99th shape says nothing about them. A second figure,
+//     the regime, is the same probability for the short-term (EW, 6
+//     readings) mean of s: a change of volatility or of the rate of
+//     spikes shows there before any single reading is extreme. A third,
+//     the evidence figure (see cusum), adds up what readings beyond the
+//     95th percentile say, so that a sustained change that no single
+//     reading makes extreme (a request rate cut to a third among bursts)
+//     alerts within seconds; it counts as the regime's.
 //     The reading's figure is named "level" (a shift) rather than "tail"
 //     (a spike) when the reading and the uvLevelRun-1 before it all lie
 //     beyond the band of usual values on one side; the short-term figure
@@ -57,13 +65,15 @@ import (
 //     level is higher). On the NAB development set it found 44 windows
 //     where the detector found 41, with 79 false detections for 76.
 //  5. Calibration. A probability p becomes the score 1 - 5^-(ln p / ln
-//     p_alert), where p_alert = alert_budget / (readings per day of the
-//     device) / 2 detectors: the score reaches 0.8 (the default threshold)
-//     where the detector expects alert_budget false alerts per device-day,
-//     on every metric, whatever its distribution and sampling rate.
+//     p_alert), where p_alert = alert_budget · uvBudgetK / (readings per
+//     day of the device) / 3 (see alertL): the score reaches 0.8 (the
+//     default threshold) where the detector expects alert_budget false
+//     alerts per device-day, on every metric, whatever its distribution
+//     and sampling rate. An attr's rare value is held to the same p_alert
+//     (its probability: the value's share of the attr's readings).
 //
-// A run of anomalous readings freezes the forecasters and histograms (an
-// anomaly must not teach the baseline to accept it). When the run lasts
+// A run of anomalous readings freezes the forecasters (an anomaly must not
+// teach the baseline to accept it; the histograms learn every reading). When the run lasts
 // accept_after of event time, the change is taken as the new normal: the
 // levels restart from the run's recent values, and the processor closes
 // the incident as accepted. A fault that ends sooner never gets there.
@@ -120,6 +130,13 @@ const (
 	uvTailN  = 30000
 )
 
+// uvCountA is the tail index's prior for a count (a metric whose values
+// have all been whole and not negative: requests, clicks, errors, events).
+// Counts of events come in bursts far more often than a Gaussian's tail
+// allows, so a young count's first burst is not yet news; its own
+// exceedances take over as they come (see uvHist.refresh).
+const uvCountA = 2.0
+
 var uvPriorA = func() float64 {
 	c := math.Sqrt(2 / math.Pi)
 	q := func(p float64) float64 { return math.Sqrt2 * math.Erfinv(1-p) / c } // s exceeded with probability p
@@ -132,6 +149,14 @@ var uvPriorA = func() float64 {
 // reading is budget·K/readings-per-day. K is measured on clean synthetic
 // series of several shapes and rates (TestCalibration logs the figures).
 const uvBudgetK = 8.3
+
+// alertL is -ln of the probability per reading at which a figure alarms,
+// for an alert budget (false alerts per device-day) and a device that
+// sends rpd readings per day.
+func alertL(budget, rpd float64) float64 {
+	pAlert := budget * uvBudgetK / math.Max(rpd, 1) / 3
+	return -math.Log(math.Max(1e-12, math.Min(pAlert, uvPAlertMax)))
+}
 
 // uvPAlertMax is the largest probability per reading that may alarm,
 // whatever the budget: on a device that reports rarely (hourly, every
@@ -154,7 +179,7 @@ const (
 // UVState is the per-metric detector's state. Fields are exported for the
 // snapshot encoding.
 type UVState struct {
-	// (8-byte fields first, then 4-byte ones: no padding, 416 bytes)
+	// (8-byte fields first, then 4-byte ones: 384 bytes, a size class)
 	N       int64
 	FirstTS stamp
 	Slow    float64
@@ -184,6 +209,13 @@ type UVState struct {
 	RecDay   int32
 	RecT0    int32   // minute (Unix) the records started; 0: not yet
 	Regime   float32 // EW mean of s
+	// The evidence figure (see cusum): its sum, and the decayed counts
+	// of readings that followed an exceedance and of those that were
+	// one again (the chance that an exceedance follows another).
+	Cusum   float32
+	ExcN    float32
+	ExcPair float32
+	PrevExc bool // the last reading exceeded
 }
 
 // UVObs is what the per-metric detector says about one reading.
@@ -196,6 +228,7 @@ type UVObs struct {
 	S         float64 // nonconformity
 	PointL    float64 // -ln p of the reading
 	RegimeL   float64 // -ln p of the short-term mean of s
+	CusumL    float64 // the evidence figure (see cusum), in the units of -ln p
 	Record    float64 // the record the reading beats, when RecordLed
 	RecordLed bool    // a new record's figure (see record) set PointL
 	AlertL    float64 // -ln p_alert
@@ -273,6 +306,7 @@ type uvHist struct {
 	A             float32           // Pareto index of the tail beyond S99
 	Stale         int16             // additions since the quantiles were computed
 	N             int16             // additions, up to uvTailN: how far the tail index is trusted
+	Count         bool              // the metric's values are counts (see uvCountA, refresh)
 }
 
 func newUVHist() uvHist { return uvHist{Stale: 1 << 14} }
@@ -319,12 +353,42 @@ func (h *uvHist) refresh() {
 	if s99 > s95 {
 		a = math.Max(1, math.Min(8, math.Log(5)/math.Log(s99/s95)))
 	}
+	if h.Count {
+		// A count's bursts begin near its 99th percentile, so the shape
+		// between the 95th and the 99th says little about the tail beyond.
+		// The tail index is measured on the mass beyond the 99th itself
+		// (Hill's estimator: one over the mean log excess), each
+		// reading's excess capped at one (a factor e): a flood that the
+		// histogram learnt must not make the tail look unbounded.
+		var m, sl float64
+		l99 := math.Log2(s99)
+		for b := uvBins - 1; b >= 0; b-- {
+			lo, hi := float64(b)/uvBinsPerOct+uvMinLog2, float64(b+1)/uvBinsPerOct+uvMinLog2
+			if hi <= l99 {
+				break
+			}
+			mb := float64(bins[b]) / tot
+			if lo < l99 {
+				mb *= (hi - l99) / (hi - lo)
+				lo = l99
+			}
+			m += mb
+			sl += mb * math.Min(((lo+hi)/2-l99)*uvLn2, 1)
+		}
+		if m > 0 && sl > 0 {
+			a = math.Min(a, math.Max(1, math.Min(8, m/sl)))
+		}
+	}
 	// The 99th percentile of a few dozen readings is their largest: one
 	// unsteady reading of the warm-up would make the tail look heavy and a
 	// 40-sigma jump score below the alert. The index is shrunk toward the
-	// prior's (a Gaussian's) by the readings it rests on.
+	// prior's (a Gaussian's, or a count's) by the readings it rests on.
 	n := float64(h.N)
-	a = (n*a + uvTailN0*uvPriorA) / (n + uvTailN0)
+	prior := uvPriorA
+	if h.Count {
+		prior = uvCountA
+	}
+	a = (n*a + uvTailN0*prior) / (n + uvTailN0)
 	h.S50, h.S95, h.S99, h.A, h.Stale = float32(s50), float32(s95), float32(s99), float32(a), 0
 }
 
@@ -463,9 +527,7 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 	s := 0.0
 	if warm {
 		s = math.Abs(x-bestE) / scale
-		pAlert := p.budget * uvBudgetK / math.Max(rpd, 1) / 3
-		pAlert = math.Max(1e-12, math.Min(pAlert, uvPAlertMax))
-		o.Warm, o.Expected, o.S, o.AlertL = true, bestE, s, -math.Log(pAlert)
+		o.Warm, o.Expected, o.S, o.AlertL = true, bestE, s, alertL(p.budget, rpd)
 		o.Kind = "level"
 		if best >= fcDay {
 			o.Kind = "cycle"
@@ -473,6 +535,8 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 		o.PointL = u.Hist.l(s)
 		reg := float64(u.Regime) + uvRegAlpha*(math.Min(s, 16)-float64(u.Regime))
 		o.RegimeL = u.RHist.l(reg)
+		o.CusumL = u.cusum(o.PointL, o.AlertL)
+		o.RegimeL = math.Max(o.RegimeL, o.CusumL)
 		if l, rec := u.record(x, ts); l > o.PointL {
 			o.PointL, o.Record, o.RecordLed = l, rec, true
 		}
@@ -498,6 +562,10 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 		if u.RunQuiet >= 3 {
 			u.RunN, u.RunQuiet = 0, 0
 		}
+	}
+	if count := x >= 0 && x == math.Trunc(x); count != u.Hist.Count && (u.N == 0 || !count) {
+		u.Hist.Count, u.RHist.Count = count, count
+		u.Hist.Stale, u.RHist.Stale = 1<<14, 1<<14
 	}
 	u.Ring[u.RingN%uvRing] = float32(x)
 	u.RingN++
@@ -545,6 +613,7 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 		u.Hist.add(s, u.HistW)
 		u.Regime += float32(uvRegAlpha * (math.Min(s, 16) - float64(u.Regime)))
 		u.RHist.add(float64(u.Regime), u.HistW)
+		u.cusumAdd(o.CusumL, o.PointL)
 	}
 	u.recordAdd(x, ts, rpd)
 	if u.RunN > 0 {
@@ -657,7 +726,7 @@ func (u *UVState) accept() {
 		u.Err[f] = math.Max(u.Err[f], math.Max(mad, 0.05*u.Spread))
 	}
 	u.RunN, u.RunQuiet = 0, 0
-	u.Regime = 1
+	u.Regime, u.Cusum = 1, 0
 }
 
 // The records' constants: the block of event time that counts as one
@@ -741,4 +810,53 @@ func allocSize(n int) int {
 		}
 	}
 	return n
+}
+
+// The evidence figure: a CUSUM of the readings' figures. Each reading adds
+// its -ln p less uvCusumDrift (-ln 0.05: a reading beyond the 95th
+// percentile adds, one within it takes away), and the sum stays at or
+// above 0. A sustained change that no single reading makes extreme, a
+// rate cut to a third among bursts, a tripled rate, adds up here within
+// seconds, while one burst is taken away again by the readings after it.
+// For independent readings the sum is about as unlikely as a single
+// reading of the same figure (its tail falls as e^-0.94x), so it is held
+// to the same alert level. Readings that follow one another closely are
+// not independent: each step is weighted by -ln r / uvCusumDrift, where r
+// is the metric's own chance that an exceedance follows an exceedance
+// (0.05 for independent readings; a metric that wanders has runs of
+// them, and its steps count less). r is learnt outside anomalous runs
+// (half-life uvHistHL readings, uvCusumR0 of prior weight at 0.05), and
+// the figure starts after uvCusumMin readings, when the histogram that
+// makes the figures has seen enough of the metric.
+const (
+	uvCusumDrift = 2.995732273553991 // -ln 0.05
+	uvCusumR0    = 0.005
+	uvCusumMin   = 600
+)
+
+// cusum is the evidence figure with a reading of figure pointL.
+func (u *UVState) cusum(pointL, alertL float64) float64 {
+	if u.N < uvCusumMin {
+		return 0
+	}
+	r := (float64(u.ExcPair) + uvCusumR0*0.05) / (float64(u.ExcN) + uvCusumR0)
+	g := -math.Log(r) / uvCusumDrift
+	return math.Max(0, float64(u.Cusum)+g*(math.Min(pointL, alertL)-uvCusumDrift))
+}
+
+// cusumAdd keeps the evidence figure c and learns how often an
+// exceedance follows an exceedance (outside anomalous runs).
+func (u *UVState) cusumAdd(c, pointL float64) {
+	u.Cusum = float32(c)
+	exc := pointL > uvCusumDrift
+	if u.RunN == 0 && u.PrevExc {
+		const a = float32(1 / uvHistHL)
+		u.ExcN += a * (1 - u.ExcN)
+		v := float32(0)
+		if exc {
+			v = 1
+		}
+		u.ExcPair += a * (v - u.ExcPair)
+	}
+	u.PrevExc = exc
 }

@@ -15,9 +15,9 @@ const (
 // MarshalMsg implements msgp.Marshaler
 func (z *UVState) MarshalMsg(b []byte) (o []byte, err error) {
 	o = msgp.Require(b, z.Msgsize())
-	// map header, size 26
+	// map header, size 30
 	// string "N"
-	o = append(o, 0xde, 0x0, 0x1a, 0xa1, 0x4e)
+	o = append(o, 0xde, 0x0, 0x1e, 0xa1, 0x4e)
 	o = msgp.AppendInt64(o, z.N)
 	// string "FirstTS"
 	o = append(o, 0xa7, 0x46, 0x69, 0x72, 0x73, 0x74, 0x54, 0x53)
@@ -137,6 +137,18 @@ func (z *UVState) MarshalMsg(b []byte) (o []byte, err error) {
 	// string "Regime"
 	o = append(o, 0xa6, 0x52, 0x65, 0x67, 0x69, 0x6d, 0x65)
 	o = msgp.AppendFloat32(o, z.Regime)
+	// string "Cusum"
+	o = append(o, 0xa5, 0x43, 0x75, 0x73, 0x75, 0x6d)
+	o = msgp.AppendFloat32(o, z.Cusum)
+	// string "ExcN"
+	o = append(o, 0xa4, 0x45, 0x78, 0x63, 0x4e)
+	o = msgp.AppendFloat32(o, z.ExcN)
+	// string "ExcPair"
+	o = append(o, 0xa7, 0x45, 0x78, 0x63, 0x50, 0x61, 0x69, 0x72)
+	o = msgp.AppendFloat32(o, z.ExcPair)
+	// string "PrevExc"
+	o = append(o, 0xa7, 0x50, 0x72, 0x65, 0x76, 0x45, 0x78, 0x63)
+	o = msgp.AppendBool(o, z.PrevExc)
 	return
 }
 
@@ -378,6 +390,30 @@ func (z *UVState) UnmarshalMsg(bts []byte) (o []byte, err error) {
 				err = msgp.WrapError(err, "Regime")
 				return
 			}
+		case "Cusum":
+			z.Cusum, bts, err = msgp.ReadFloat32Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "Cusum")
+				return
+			}
+		case "ExcN":
+			z.ExcN, bts, err = msgp.ReadFloat32Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "ExcN")
+				return
+			}
+		case "ExcPair":
+			z.ExcPair, bts, err = msgp.ReadFloat32Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "ExcPair")
+				return
+			}
+		case "PrevExc":
+			z.PrevExc, bts, err = msgp.ReadBoolBytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "PrevExc")
+				return
+			}
 		default:
 			bts, err = msgp.Skip(bts)
 			if err != nil {
@@ -392,16 +428,16 @@ func (z *UVState) UnmarshalMsg(bts []byte) (o []byte, err error) {
 
 // Msgsize returns an upper bound estimate of the number of bytes occupied by the serialized message
 func (z *UVState) Msgsize() (s int) {
-	s = 3 + 2 + msgp.Int64Size + 8 + z.FirstTS.Msgsize() + 5 + msgp.Float64Size + 5 + msgp.Float64Size + 4 + msgp.ArrayHeaderSize + (nForecasters * (msgp.Float64Size)) + 7 + msgp.Float64Size + 4 + z.Day.Msgsize() + 5 + z.Week.Msgsize() + 5 + z.Hist.Msgsize() + 6 + z.RHist.Msgsize() + 3 + msgp.ArrayHeaderSize + (2 * (msgp.Float64Size)) + 3 + msgp.ArrayHeaderSize + (2 * (msgp.Float64Size)) + 4 + z.Rec.Msgsize() + 9 + z.RunStart.Msgsize() + 5 + msgp.ArrayHeaderSize + (nForecasters * (msgp.Int32Size)) + 8 + msgp.Float32Size + 5 + msgp.Float32Size + 6 + msgp.Float32Size + 6 + msgp.Float32Size + 5 + msgp.ArrayHeaderSize + (uvRing * (msgp.Float32Size)) + 6 + msgp.Int32Size + 5 + msgp.Int32Size + 9 + msgp.Int32Size + 7 + msgp.Int32Size + 6 + msgp.Int32Size + 7 + msgp.Float32Size
+	s = 3 + 2 + msgp.Int64Size + 8 + z.FirstTS.Msgsize() + 5 + msgp.Float64Size + 5 + msgp.Float64Size + 4 + msgp.ArrayHeaderSize + (nForecasters * (msgp.Float64Size)) + 7 + msgp.Float64Size + 4 + z.Day.Msgsize() + 5 + z.Week.Msgsize() + 5 + z.Hist.Msgsize() + 6 + z.RHist.Msgsize() + 3 + msgp.ArrayHeaderSize + (2 * (msgp.Float64Size)) + 3 + msgp.ArrayHeaderSize + (2 * (msgp.Float64Size)) + 4 + z.Rec.Msgsize() + 9 + z.RunStart.Msgsize() + 5 + msgp.ArrayHeaderSize + (nForecasters * (msgp.Int32Size)) + 8 + msgp.Float32Size + 5 + msgp.Float32Size + 6 + msgp.Float32Size + 6 + msgp.Float32Size + 5 + msgp.ArrayHeaderSize + (uvRing * (msgp.Float32Size)) + 6 + msgp.Int32Size + 5 + msgp.Int32Size + 9 + msgp.Int32Size + 7 + msgp.Int32Size + 6 + msgp.Int32Size + 7 + msgp.Float32Size + 6 + msgp.Float32Size + 5 + msgp.Float32Size + 8 + msgp.Float32Size + 8 + msgp.BoolSize
 	return
 }
 
 // MarshalMsg implements msgp.Marshaler
 func (z *uvHist) MarshalMsg(b []byte) (o []byte, err error) {
 	o = msgp.Require(b, z.Msgsize())
-	// map header, size 7
+	// map header, size 8
 	// string "Bins"
-	o = append(o, 0x87, 0xa4, 0x42, 0x69, 0x6e, 0x73)
+	o = append(o, 0x88, 0xa4, 0x42, 0x69, 0x6e, 0x73)
 	o, err = z.Bins.MarshalMsg(o)
 	if err != nil {
 		err = msgp.WrapError(err, "Bins")
@@ -425,6 +461,9 @@ func (z *uvHist) MarshalMsg(b []byte) (o []byte, err error) {
 	// string "N"
 	o = append(o, 0xa1, 0x4e)
 	o = msgp.AppendInt16(o, z.N)
+	// string "Count"
+	o = append(o, 0xa5, 0x43, 0x6f, 0x75, 0x6e, 0x74)
+	o = msgp.AppendBool(o, z.Count)
 	return
 }
 
@@ -492,6 +531,12 @@ func (z *uvHist) UnmarshalMsg(bts []byte) (o []byte, err error) {
 				err = msgp.WrapError(err, "N")
 				return
 			}
+		case "Count":
+			z.Count, bts, err = msgp.ReadBoolBytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "Count")
+				return
+			}
 		default:
 			bts, err = msgp.Skip(bts)
 			if err != nil {
@@ -506,6 +551,6 @@ func (z *uvHist) UnmarshalMsg(bts []byte) (o []byte, err error) {
 
 // Msgsize returns an upper bound estimate of the number of bytes occupied by the serialized message
 func (z *uvHist) Msgsize() (s int) {
-	s = 1 + 5 + z.Bins.Msgsize() + 4 + msgp.Float32Size + 4 + msgp.Float32Size + 4 + msgp.Float32Size + 2 + msgp.Float32Size + 6 + msgp.Int16Size + 2 + msgp.Int16Size
+	s = 1 + 5 + z.Bins.Msgsize() + 4 + msgp.Float32Size + 4 + msgp.Float32Size + 4 + msgp.Float32Size + 2 + msgp.Float32Size + 6 + msgp.Int16Size + 2 + msgp.Int16Size + 6 + msgp.BoolSize
 	return
 }

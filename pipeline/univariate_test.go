@@ -533,3 +533,85 @@ func TestFrozenIdleMetricAlerts(t *testing.T) {
 	}
 	t.Logf("the freeze alerted %s after it began: %s", a.TS.Sub(steps[freeze].ts), a.Reasons[0].Text)
 }
+
+// burstyCount is a request count read once a second: Poisson around rate,
+// and in one reading of 100 a burst of Pareto size (index 2.5, from half
+// the rate), as a busy gateway's.
+func burstyCount(rng *rand.Rand, rate float64) float64 {
+	n := math.Max(0, math.Round(rate+math.Sqrt(rate)*rng.NormFloat64()))
+	if rng.Float64() < 0.01 {
+		n += math.Round(rate / 2 * math.Pow(1-rng.Float64(), -1/2.5))
+	}
+	return n
+}
+
+// A request rate cut to a third for a minute, among bursts, alerts: no
+// single reading of it is extreme (a burst goes further), but the
+// evidence figure adds the minute up. The bursts themselves stay within
+// the budget. Without the evidence figure the cut is found on none of the
+// 6 seeds.
+func TestSustainedRateCutAmongBurstsAlerts(t *testing.T) {
+	const cut, end, n = 3000, 3060, 3400
+	found, falseAlerts := 0, 0
+	for seed := uint64(1); seed <= 6; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		steps := uvRun(t, n, time.Second, func(i int, _ time.Time) float64 {
+			if i >= cut && i < end {
+				return burstyCount(rng, 40.0/3)
+			}
+			return burstyCount(rng, 40)
+		})
+		if k, _ := opened(steps, cut, end+10); k > 0 {
+			found++
+		}
+		k, _ := opened(steps, 0, cut)
+		falseAlerts += k
+	}
+	t.Logf("cut found on %d of 6 seeds; %d alerts before it on 6×%d readings", found, falseAlerts, cut)
+	if found < 5 {
+		t.Errorf("a rate cut to a third for a minute alerted on %d of 6 seeds, want at least 5", found)
+	}
+	// 6×3000 s is 0.21 device-days: at the 0.6 budget about one alert,
+	// in a young series (the histogram learns the bursts as it goes)
+	if falseAlerts > 3 {
+		t.Errorf("the bursts raised %d alerts in 6×%d readings, want at most 3", falseAlerts, cut)
+	}
+}
+
+// A rare attr value is held to the alert budget like every other figure:
+// a status that first changes after 2,000 readings is ordinary on a device
+// that reports every second (2,000 readings are half an hour), and news
+// on one that reports every five minutes (a week).
+func TestRareAttrValueHeldToBudget(t *testing.T) {
+	for _, tc := range []struct {
+		step  time.Duration
+		alert bool
+	}{{time.Second, false}, {5 * time.Minute, true}} {
+		off := NewOffline(Default(), "r", nil)
+		ts := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
+		var got []contract.Alert
+		for i := 0; i < 2010; i++ {
+			status := "auto"
+			if i >= 2000 {
+				status = "eco"
+			}
+			r := contract.Reading{ID: strconv.Itoa(i), DeviceID: "d", TS: ts, IngestedAt: ts,
+				Metrics: []contract.Metric{{Name: "m", Value: 50 + float64(i%7)}}, Attrs: []contract.Attr{{Name: "status", Value: status}}}
+			_, res := off.Step(&r)
+			if i >= 2000 {
+				for _, a := range res.Alerts {
+					if a.State == "open" {
+						got = append(got, a)
+					}
+				}
+			}
+			ts = ts.Add(tc.step)
+		}
+		switch {
+		case tc.alert && (len(got) != 1 || got[0].Reasons[0].Detector != "attr" || got[0].Reasons[0].Feature != "attrs.status=eco"):
+			t.Errorf("every %s: the first eco after 2,000 readings raised %+v, want one alert led by attrs.status=eco", tc.step, got)
+		case !tc.alert && len(got) != 0:
+			t.Errorf("every %s: the first eco after 2,000 readings raised %+v, want none", tc.step, got)
+		}
+	}
+}
