@@ -73,10 +73,11 @@ import (
 //     (its probability: the value's share of the attr's readings).
 //
 // A run of anomalous readings freezes the forecasters (an anomaly must not
-// teach the baseline to accept it; the histograms learn every reading). When the run lasts
-// accept_after of event time, the change is taken as the new normal: the
-// levels restart from the run's recent values, and the processor closes
-// the incident as accepted. A fault that ends sooner never gets there.
+// teach the baseline to accept it; the histograms learn every reading).
+// When the run lasts accept_after of event time, the change is taken as
+// the new normal: the levels restart from the run's recent values, and
+// the processor closes the incident as accepted. A fault that ends sooner
+// never gets there.
 
 // uvBins is the size of the nonconformity histograms: 3 bins an octave
 // from s = 2^-4 to 2^12 (larger s count in the last bin; the quantiles
@@ -306,7 +307,12 @@ type uvHist struct {
 	A             float32           // Pareto index of the tail beyond S99
 	Stale         int16             // additions since the quantiles were computed
 	N             int16             // additions, up to uvTailN: how far the tail index is trusted
-	Count         bool              // the metric's values are counts (see uvCountA, refresh)
+	// Count: every value of the metric has been whole and not negative
+	// (see uvCountA, refresh). Set at a metric's first reading, cleared
+	// for good by the first value that is not: a metric restored from a
+	// snapshot older than the flag, and a device's gap histogram, keep a
+	// Gaussian's prior, as before.
+	Count bool
 }
 
 func newUVHist() uvHist { return uvHist{Stale: 1 << 14} }
@@ -564,6 +570,8 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 		}
 	}
 	if count := x >= 0 && x == math.Trunc(x); count != u.Hist.Count && (u.N == 0 || !count) {
+		// a count from its first reading; not one from its first value
+		// with a fraction or below zero (the tails are then refreshed)
 		u.Hist.Count, u.RHist.Count = count, count
 		u.Hist.Stale, u.RHist.Stale = 1<<14, 1<<14
 	}

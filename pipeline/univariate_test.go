@@ -615,3 +615,31 @@ func TestRareAttrValueHeldToBudget(t *testing.T) {
 		}
 	}
 }
+
+// A metric is a count (heavier prior tail, see uvCountA) while every value
+// it has shown is whole and not negative; one value with a fraction or
+// below zero makes it a measurement for good.
+func TestCountFlag(t *testing.T) {
+	p := newParams(Default())
+	ts := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name  string
+		vals  []float64
+		count bool
+	}{
+		{"requests", []float64{40, 38, 0, 41, 1200}, true},
+		{"temperature", []float64{20.5, 21, 20.75}, false},
+		{"a count that turns fractional", []float64{3, 4, 5, 4.5, 6}, false},
+		{"below zero", []float64{3, -1, 2}, false},
+		{"whole but first fractional", []float64{0.5, 1, 2, 3}, false},
+	} {
+		u := newUVState()
+		var o UVObs
+		for i, v := range tc.vals {
+			u.observe(&p.uv, v, ts.Add(time.Duration(i)*time.Minute), 1440, &o)
+		}
+		if u.Hist.Count != tc.count || u.RHist.Count != tc.count {
+			t.Errorf("%s %v: count %v/%v, want %v", tc.name, tc.vals, u.Hist.Count, u.RHist.Count, tc.count)
+		}
+	}
+}
