@@ -146,9 +146,9 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	if err := os.MkdirAll(cfg.Data.Dir, 0o700); err != nil {
 		return fmt.Errorf("data.dir %s: %w", cfg.Data.Dir, err)
 	}
-	openCtx, cancelOpen := context.WithTimeout(ctx, 30*time.Second)
-	b, err := bus.Open(openCtx, cfg.Kafka, cfg.Data.Dir, log)
-	cancelOpen()
+	// (bus.OpenTimeout bounds the wait for the brokers, once the embedded
+	// one has loaded its data)
+	b, err := bus.Open(ctx, cfg.Kafka, cfg.Data.Dir, log)
 	if err != nil {
 		return err
 	}

@@ -33,10 +33,19 @@ type Bus struct {
 	admin   *kgo.Client
 }
 
+// OpenTimeout bounds how long Open waits for the brokers to answer and
+// the topics to exist, counted once the embedded broker (if any) is up:
+// loading a large embedded broker's data (tens of seconds for a million
+// devices' records) does not count against it.
+var OpenTimeout = 30 * time.Second
+
+// newCluster starts the embedded broker (a test slows it down).
+var newCluster = kfake.NewCluster
+
 // Open starts the embedded broker (persisted under dataDir/kafka) when no
 // brokers are configured, checks that the brokers answer, and creates any
-// missing topic. It fails when the embedded address is taken or the brokers
-// cannot be reached within ctx.
+// missing topic. It fails when the embedded address is taken, when ctx is
+// done, or when the brokers cannot be reached within OpenTimeout.
 func Open(ctx context.Context, cfg Config, dataDir string, log *zap.Logger) (*Bus, error) {
 	if log == nil {
 		log = zap.NewNop()
@@ -67,13 +76,15 @@ func Open(ctx context.Context, cfg Config, dataDir string, log *zap.Logger) (*Bu
 		if cfg.EmbeddedSASLUser != "" {
 			opts = append(opts, kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-256", cfg.EmbeddedSASLUser, cfg.EmbeddedSASLPassword))
 		}
-		c, err := kfake.NewCluster(opts...)
+		log.Info("starting the embedded Kafka broker: loading its data (a large fleet's records take tens of seconds)", zap.String("data_dir", dir))
+		start := time.Now()
+		c, err := newCluster(opts...)
 		if err != nil {
 			return nil, fmt.Errorf("start embedded Kafka broker on %s (data in %s): %w; is another Vigil using this address or data dir?", addr, dir, err)
 		}
 		b.cluster = c
 		b.seeds = c.ListenAddrs()
-		log.Info("embedded Kafka broker started", zap.Strings("addrs", b.seeds), zap.String("data_dir", dir))
+		log.Info("embedded Kafka broker started", zap.Strings("addrs", b.seeds), zap.String("data_dir", dir), zap.Duration("took", time.Since(start)))
 	} else {
 		b.seeds = cfg.Brokers
 	}
@@ -89,7 +100,9 @@ func Open(ctx context.Context, cfg Config, dataDir string, log *zap.Logger) (*Bu
 		return nil, fmt.Errorf("kafka admin client: %w", err)
 	}
 	b.admin = admin
-	if err := b.ensureTopics(ctx); err != nil {
+	tctx, cancel := context.WithTimeout(ctx, OpenTimeout)
+	defer cancel()
+	if err := b.ensureTopics(tctx); err != nil {
 		b.Close()
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -136,5 +137,28 @@ func TestRetentionBoundsTheEmbeddedBroker(t *testing.T) {
 		if got != "67108864" {
 			t.Errorf("topic %s: retention.bytes %q after the restart, want 67108864", r.Name, got)
 		}
+	}
+}
+
+// The wait for the brokers is counted once the embedded broker is up: a
+// broker that takes longer than OpenTimeout to load its data (a million
+// devices' records took 49 s) must not make the start fail with an
+// expired deadline before any topic is asked for.
+func TestOpenTimeoutStartsAfterTheEmbeddedBrokerLoads(t *testing.T) {
+	defer func(d time.Duration, f func(...kfake.Opt) (*kfake.Cluster, error)) { OpenTimeout, newCluster = d, f }(OpenTimeout, newCluster)
+	OpenTimeout = 2 * time.Second
+	newCluster = func(opts ...kfake.Opt) (*kfake.Cluster, error) {
+		time.Sleep(3 * time.Second) // longer than OpenTimeout, as a large data dir is
+		return kfake.NewCluster(opts...)
+	}
+	cfg := Default()
+	cfg.EmbeddedAddr, cfg.Partitions = freeAddr(t), 1
+	b, err := Open(context.Background(), cfg, t.TempDir(), nil)
+	if err != nil {
+		t.Fatalf("a broker that loads for longer than OpenTimeout: %v", err)
+	}
+	defer b.Close()
+	if err := b.Ping(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }
