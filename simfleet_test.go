@@ -66,6 +66,25 @@ func replayFleetAlerts(t testing.TB, sc simulate.Config, span time.Duration) (*s
 	return fleet, alerts
 }
 
+// simEnv applies SIM_DEVICES, SIM_EVERY and SIM_SPAN, when set, to a
+// replayed fleet, and reports whether any was.
+func simEnv(sc *simulate.Config, span *time.Duration) bool {
+	set := false
+	if v := os.Getenv("SIM_DEVICES"); v != "" {
+		sc.Devices, _ = strconv.Atoi(v)
+		set = true
+	}
+	if v := os.Getenv("SIM_EVERY"); v != "" {
+		sc.AnomalyEvery, _ = time.ParseDuration(v)
+		set = true
+	}
+	if v := os.Getenv("SIM_SPAN"); v != "" {
+		*span, _ = time.ParseDuration(v)
+		set = true
+	}
+	return set
+}
+
 // TestSimulatedFleetDetection: with the built-in configuration, at least
 // 95 % of the anomalies injected into the simulated fleet are alerted, with
 // at most 1 false alert per device-day; the report gives the delays.
@@ -80,16 +99,7 @@ func TestSimulatedFleetDetection(t *testing.T) {
 	if os.Getenv("SIM_LONG") != "" {
 		sc.Devices, span = 1000, 6*time.Hour
 	}
-	// SIM_DEVICES, SIM_EVERY, SIM_SPAN reproduce a live run's settings
-	if v := os.Getenv("SIM_DEVICES"); v != "" {
-		sc.Devices, _ = strconv.Atoi(v)
-	}
-	if v := os.Getenv("SIM_EVERY"); v != "" {
-		sc.AnomalyEvery, _ = time.ParseDuration(v)
-	}
-	if v := os.Getenv("SIM_SPAN"); v != "" {
-		span, _ = time.ParseDuration(v)
-	}
+	simEnv(&sc, &span) // a live run's settings
 	rep := replayFleet(t, sc, span)
 	t.Logf("\n%s", rep.String())
 	if rep.Injected < 100 {
@@ -123,21 +133,7 @@ func TestSimulatedGateways(t *testing.T) {
 	sc := cfg.Simulate
 	sc.Devices, sc.GatewayEvery = 120, 4
 	span := 2 * time.Hour
-	// SIM_DEVICES, SIM_EVERY, SIM_SPAN measure other fleets (the floors
-	// below hold for the defaults)
-	custom := false
-	if v := os.Getenv("SIM_DEVICES"); v != "" {
-		sc.Devices, _ = strconv.Atoi(v)
-		custom = true
-	}
-	if v := os.Getenv("SIM_EVERY"); v != "" {
-		sc.AnomalyEvery, _ = time.ParseDuration(v)
-		custom = true
-	}
-	if v := os.Getenv("SIM_SPAN"); v != "" {
-		span, _ = time.ParseDuration(v)
-		custom = true
-	}
+	custom := simEnv(&sc, &span) // other fleets: the floors below hold for the defaults
 	fleet, alerts := replayFleetAlerts(t, sc, span)
 	gateway := func(id string) bool {
 		n, err := strconv.Atoi(strings.TrimPrefix(id, "sim-"))

@@ -494,6 +494,10 @@ func (d *DeviceState) observe(p *params, r *contract.Reading, o *Observation) {
 		ms.N++
 		o.Metrics = append(o.Metrics, mo)
 	}
+	var attrAL float64 // a rare attr value is held to the metrics' alert level
+	if len(r.Attrs) > 0 {
+		attrAL = alertL(p.uv.budget, rpd)
+	}
 	for k, at := range r.Attrs {
 		as := d.attr(at.Name, k)
 		ao := AttrObs{Name: at.Name, Value: at.Value}
@@ -504,7 +508,7 @@ func (d *DeviceState) observe(p *params, r *contract.Reading, o *Observation) {
 				if c != nil {
 					n = *c
 				}
-				ao.L, ao.AL = -math.Log((n+0.5)/(as.Total+1)), alertL(p.uv.budget, rpd)
+				ao.L, ao.AL = -math.Log((n+0.5)/(as.Total+1)), attrAL
 			}
 			if c != nil {
 				*c++
