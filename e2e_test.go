@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-json-experiment/json"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -113,6 +114,20 @@ func TestAlertWithinOneSecond(t *testing.T) {
 	if inAPI > time.Second || onTopic > time.Second {
 		t.Fatalf("alert took too long: API %s, kcat %s (want ≤ 1s)", inAPI, onTopic)
 	}
+	// the readings' topics are compressed (kafka.compression, zstd by
+	// default) and still plain JSON to kcat
+	for _, topic := range []string{"vigil.raw", "vigil.enriched"} {
+		out, err := exec.CommandContext(ctx, kcat, "-b", s.kafka, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-X", "isolation.level=read_committed").CombinedOutput()
+		if err != nil {
+			t.Fatalf("kcat %s: %v\n%s", topic, err, out)
+		}
+		if !strings.Contains(string(out), `"id":"outlier-1"`) || !strings.Contains(string(out), `"device_id":"pump-17"`) {
+			t.Fatalf("kcat did not show the outlier's reading on %s:\n%.2000s", topic, out)
+		}
+	}
+	if codecs := topicCodecs(t, s.kafka, "vigil.raw", "vigil.enriched"); len(codecs) != 1 || !codecs["zstd"] {
+		t.Fatalf("batches on the readings' topics are %v, want zstd only (kafka.compression's default)", codecs)
+	}
 
 	// A record on the raw topic that is not a reading goes to the dead-letter
 	// topic with the reason in a header, and the partition moves on.
@@ -172,4 +187,48 @@ func (s *server) alerts(device string) alertsAnswer {
 		s.t.Fatalf("alerts answer %s: %v", b, err)
 	}
 	return a
+}
+
+// topicCodecs reads the topics from the start and returns the compression
+// codecs of their records' batches as the broker stores them ("none",
+// "gzip", "snappy", "lz4", "zstd").
+func topicCodecs(t *testing.T, seeds string, topics ...string) map[string]bool {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds), kgo.ConsumeTopics(topics...), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	offs, err := kadm.NewClient(cl).ListEndOffsets(ctx, topics...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a partition is read once its last record is (a transactional
+	// topic's last offset is the commit marker, one before is a record)
+	last := map[string]int64{}
+	offs.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			last[fmt.Sprint(o.Topic, o.Partition)] = o.Offset - 2
+		}
+	})
+	names := []string{"none", "gzip", "snappy", "lz4", "zstd"}
+	codecs := map[string]bool{}
+	for len(last) > 0 {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("reading %v: %d partitions not read to their end", topics, len(last))
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if c := int(r.Attrs.CompressionType()); c < len(names) {
+				codecs[names[c]] = true
+			}
+			if k := fmt.Sprint(r.Topic, r.Partition); r.Offset >= last[k] {
+				delete(last, k)
+			}
+		})
+	}
+	return codecs
 }

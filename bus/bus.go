@@ -127,6 +127,9 @@ func (b *Bus) baseOpts() ([]kgo.Opt, error) {
 		kgo.WithLogger(kgoLogger{b.log.Named("kafka")}),
 		kgo.DialTimeout(5 * time.Second),
 	}
+	if codec, err := b.cfg.codec(); err == nil {
+		opts = append(opts, kgo.ProducerBatchCompression(codec))
+	}
 	if b.cfg.TLS.Enabled {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: b.cfg.TLS.InsecureSkipVerify} //nolint:gosec // opt-in for tests
 		if b.cfg.TLS.CAFile != "" {

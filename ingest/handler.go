@@ -70,7 +70,6 @@ func NewHandler(cfg Config, o HandlerOptions) (*Handler, error) {
 		kgo.MaxBufferedRecords(cfg.MaxBufferedRecords),
 		kgo.RecordDeliveryTimeout(max(cfg.ProduceTimeout, time.Second)), // franz-go's floor; the handler's own timer enforces produce_timeout
 		kgo.ProducerLinger(0),
-		kgo.ProducerBatchCompression(kgo.NoCompression()),
 	)...)
 	if err != nil {
 		return nil, fmt.Errorf("ingest producer: %w", err)

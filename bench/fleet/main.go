@@ -59,6 +59,7 @@ var (
 	loadRate                          float64 // readings/s of the load before the last SIGKILL
 	loadSeconds                       int
 	backbone                          bool
+	keep                              bool     // leave the data dir in place (to inspect the broker's files)
 	summary                           []string // the goals' lines, printed at the end
 )
 
@@ -78,6 +79,7 @@ func main() {
 	flag.Float64Var(&loadRate, "load-rate", 20000, "readings/s of the load before the last SIGKILL (0: no such phase)")
 	flag.IntVar(&loadSeconds, "load-seconds", 180, "seconds of that load (longer than a snapshot round's spacing, so the kill finds readings to replay)")
 	flag.BoolVar(&backbone, "backbone", true, "measure the backbone (bare loop, closed loops, open loop) before the fleet")
+	flag.BoolVar(&keep, "keep", false, "keep the data dir (printed) after the run")
 	flag.Parse()
 	if err := run(*devices, *warmup, *bin, *posters, *batch, *archive); err != nil {
 		fmt.Fprintln(os.Stderr, "fleet:", err)
@@ -147,7 +149,11 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	if keep {
+		fmt.Printf("data      kept in %s\n", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
 	if bin == "" {
 		bin = filepath.Join(dir, "vigil")
 		if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
