@@ -71,24 +71,32 @@ type MVState struct {
 	RunStart stamp
 }
 
-// MVCollect accumulates the readings a fit is made from: the smoothed
-// values, and the raw values' mean and variance for the trend ratio
-// (Welford's running mean and sum of squared deviations: raw sums of x
-// and x² cancel for a metric near 1e9, whose variance then came out 0 and
-// left it out of the model). The smoothed values are kept
-// as float32 differences from each metric's first one (Base): half the
-// bytes of float64 values, which a device holds up to mv_warmup of a
-// metric late in its warm-up (12.8 KB for four metrics as float64), and
-// exact to about 1e-7 of the metric's spread, not of its magnitude.
+// MVCollect accumulates the readings a fit is made from, one MVCol a
+// metric (in Names' order): a device still warming up holds one of these
+// (a struct a metric in one array; nine arrays of a few values each took
+// 565 bytes for four metrics, this 352).
 type MVCollect struct {
-	Vals      [][]float32
-	Base      []float64
-	Mean, M2  []float64
-	SDD       []float64
-	Last      []float64
-	HasLast   []bool
-	NX, ND    []int
+	Cols      []MVCol
 	Collected int // readings folded into the accumulators
+}
+
+// MVCol is one metric's accumulators: the smoothed values, and the raw
+// values' mean and variance for the trend ratio (Welford's running mean
+// and sum of squared deviations: raw sums of x and x² cancel for a metric
+// near 1e9, whose variance then came out 0 and left it out of the model).
+// The smoothed values are kept as float32 differences from the metric's
+// first one (Base): half the bytes of float64 values, which a device
+// holds up to mv_warmup of a metric late in its warm-up (12.8 KB for four
+// metrics as float64), and exact to about 1e-7 of the metric's spread,
+// not of its magnitude.
+type MVCol struct {
+	Base     float64
+	Mean, M2 float64
+	SDD      float64 // sum of squared differences of consecutive raw values
+	Last     float64
+	NX, ND   int32
+	HasLast  bool
+	Vals     []float32
 }
 
 // nameSets holds the sorted metric-name sets of the multivariate
@@ -129,13 +137,11 @@ func (m *MVState) watches(name string) bool {
 // each, not mv_warmup).
 func (m *MVState) collect() *MVCollect {
 	n := len(m.Names)
-	if m.Collect != nil && (len(m.Collect.Vals) != n || len(m.Collect.Base) != n || len(m.Collect.Mean) != n) {
-		m.Collect = nil // a snapshot written before Vals or Mean: collect again
+	if m.Collect != nil && len(m.Collect.Cols) != n {
+		m.Collect = nil // a snapshot written before Cols (or another metric set): collect again
 	}
 	if m.Collect == nil {
-		c := &MVCollect{Vals: make([][]float32, n), Base: make([]float64, n), Mean: make([]float64, n), M2: make([]float64, n), SDD: make([]float64, n),
-			Last: make([]float64, n), HasLast: make([]bool, n), NX: make([]int, n), ND: make([]int, n)}
-		m.Collect = c
+		m.Collect = &MVCollect{Cols: make([]MVCol, n)}
 	}
 	return m.Collect
 }
@@ -218,17 +224,17 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 		m.Sum[j] += v
 		// the raw values' mean and variance for the trend ratio
 		if !m.Fitted || m.SinceFit >= p.refit && p.refit > 0 {
-			c := m.collect()
-			c.NX[j]++
-			d := v - c.Mean[j]
-			c.Mean[j] += d / float64(c.NX[j])
-			c.M2[j] += d * (v - c.Mean[j])
-			if c.HasLast[j] {
-				dd := v - c.Last[j]
-				c.SDD[j] += dd * dd
-				c.ND[j]++
+			c := &m.collect().Cols[j]
+			c.NX++
+			d := v - c.Mean
+			c.Mean += d / float64(c.NX)
+			c.M2 += d * (v - c.Mean)
+			if c.HasLast {
+				dd := v - c.Last
+				c.SDD += dd * dd
+				c.ND++
 			}
-			c.Last[j], c.HasLast[j] = v, true
+			c.Last, c.HasLast = v, true
 		}
 	}
 	if present == 0 {
@@ -278,9 +284,10 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 	for j := range m.Names {
 		if int(m.Filled[j]) == p.smooth {
 			v := m.Sum[j] / float64(p.smooth)
-			b := c.Vals[j]
+			col := &c.Cols[j]
+			b := col.Vals
 			if len(b) == 0 {
-				c.Base[j] = v
+				col.Base = v
 			}
 			if len(b) == cap(b) {
 				// grow by doubling, but never past the mv_warmup values a fit
@@ -289,7 +296,7 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 				copy(nb, b)
 				b = nb
 			}
-			c.Vals[j] = append(b, float32(v-c.Base[j]))
+			col.Vals = append(b, float32(v-col.Base))
 		}
 	}
 	if c.Collected >= p.warmup {
@@ -351,24 +358,25 @@ func (m *MVState) fit(p *mvParams) {
 	usable := 0
 	var buf []float64
 	for j := 0; j < n; j++ {
-		if len(c.Vals[j]) < 10 || c.NX[j] < 10 || c.ND[j] < 10 {
+		col := &c.Cols[j]
+		if len(col.Vals) < 10 || col.NX < 10 || col.ND < 10 {
 			continue
 		}
 		b := buf[:0]
-		for _, d := range c.Vals[j] {
+		for _, d := range col.Vals {
 			b = append(b, float64(d))
 		}
 		buf = b
 		sort.Float64s(b)
 		mdd := b[len(b)/2] // the median's difference from Base
-		md := c.Base[j] + mdd
+		md := col.Base + mdd
 		for i := range b {
 			b[i] = math.Abs(b[i] - mdd)
 		}
 		sort.Float64s(b)
 		mad := 1.4826 * b[len(b)/2]
-		varRaw := math.Max(c.M2[j]/float64(c.NX[j]), 0)
-		noise := math.Sqrt(c.SDD[j] / float64(c.ND[j]) / 2)
+		varRaw := math.Max(col.M2/float64(col.NX), 0)
+		noise := math.Sqrt(col.SDD / float64(col.ND) / 2)
 		if mad <= 1e-12*(1+math.Abs(md)) || varRaw <= 0 || noise <= 0 {
 			continue // did not move: the per-metric baseline watches it
 		}

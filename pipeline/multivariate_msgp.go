@@ -13,65 +13,166 @@ const (
 )
 
 // MarshalMsg implements msgp.Marshaler
-func (z *MVCollect) MarshalMsg(b []byte) (o []byte, err error) {
+func (z *MVCol) MarshalMsg(b []byte) (o []byte, err error) {
 	o = msgp.Require(b, z.Msgsize())
-	// map header, size 10
-	// string "Vals"
-	o = append(o, 0x8a, 0xa4, 0x56, 0x61, 0x6c, 0x73)
-	o = msgp.AppendArrayHeader(o, uint32(len(z.Vals)))
-	for za0001 := range z.Vals {
-		o = msgp.AppendArrayHeader(o, uint32(len(z.Vals[za0001])))
-		for za0002 := range z.Vals[za0001] {
-			o = msgp.AppendFloat32(o, z.Vals[za0001][za0002])
-		}
-	}
+	// map header, size 9
 	// string "Base"
-	o = append(o, 0xa4, 0x42, 0x61, 0x73, 0x65)
-	o = msgp.AppendArrayHeader(o, uint32(len(z.Base)))
-	for za0003 := range z.Base {
-		o = msgp.AppendFloat64(o, z.Base[za0003])
-	}
+	o = append(o, 0x89, 0xa4, 0x42, 0x61, 0x73, 0x65)
+	o = msgp.AppendFloat64(o, z.Base)
 	// string "Mean"
 	o = append(o, 0xa4, 0x4d, 0x65, 0x61, 0x6e)
-	o = msgp.AppendArrayHeader(o, uint32(len(z.Mean)))
-	for za0004 := range z.Mean {
-		o = msgp.AppendFloat64(o, z.Mean[za0004])
-	}
+	o = msgp.AppendFloat64(o, z.Mean)
 	// string "M2"
 	o = append(o, 0xa2, 0x4d, 0x32)
-	o = msgp.AppendArrayHeader(o, uint32(len(z.M2)))
-	for za0005 := range z.M2 {
-		o = msgp.AppendFloat64(o, z.M2[za0005])
-	}
+	o = msgp.AppendFloat64(o, z.M2)
 	// string "SDD"
 	o = append(o, 0xa3, 0x53, 0x44, 0x44)
-	o = msgp.AppendArrayHeader(o, uint32(len(z.SDD)))
-	for za0006 := range z.SDD {
-		o = msgp.AppendFloat64(o, z.SDD[za0006])
-	}
+	o = msgp.AppendFloat64(o, z.SDD)
 	// string "Last"
 	o = append(o, 0xa4, 0x4c, 0x61, 0x73, 0x74)
-	o = msgp.AppendArrayHeader(o, uint32(len(z.Last)))
-	for za0007 := range z.Last {
-		o = msgp.AppendFloat64(o, z.Last[za0007])
-	}
-	// string "HasLast"
-	o = append(o, 0xa7, 0x48, 0x61, 0x73, 0x4c, 0x61, 0x73, 0x74)
-	o = msgp.AppendArrayHeader(o, uint32(len(z.HasLast)))
-	for za0008 := range z.HasLast {
-		o = msgp.AppendBool(o, z.HasLast[za0008])
-	}
+	o = msgp.AppendFloat64(o, z.Last)
 	// string "NX"
 	o = append(o, 0xa2, 0x4e, 0x58)
-	o = msgp.AppendArrayHeader(o, uint32(len(z.NX)))
-	for za0009 := range z.NX {
-		o = msgp.AppendInt(o, z.NX[za0009])
-	}
+	o = msgp.AppendInt32(o, z.NX)
 	// string "ND"
 	o = append(o, 0xa2, 0x4e, 0x44)
-	o = msgp.AppendArrayHeader(o, uint32(len(z.ND)))
-	for za0010 := range z.ND {
-		o = msgp.AppendInt(o, z.ND[za0010])
+	o = msgp.AppendInt32(o, z.ND)
+	// string "HasLast"
+	o = append(o, 0xa7, 0x48, 0x61, 0x73, 0x4c, 0x61, 0x73, 0x74)
+	o = msgp.AppendBool(o, z.HasLast)
+	// string "Vals"
+	o = append(o, 0xa4, 0x56, 0x61, 0x6c, 0x73)
+	o = msgp.AppendArrayHeader(o, uint32(len(z.Vals)))
+	for za0001 := range z.Vals {
+		o = msgp.AppendFloat32(o, z.Vals[za0001])
+	}
+	return
+}
+
+// UnmarshalMsg implements msgp.Unmarshaler
+func (z *MVCol) UnmarshalMsg(bts []byte) (o []byte, err error) {
+	var field []byte
+	_ = field
+	var zb0001 uint32
+	zb0001, bts, err = msgp.ReadMapHeaderBytes(bts)
+	if err != nil {
+		err = msgp.WrapError(err)
+		return
+	}
+	if zb0001 > z94c59f0alimitMaps {
+		err = msgp.ErrLimitExceeded
+		return
+	}
+	for zb0001 > 0 {
+		zb0001--
+		field, bts, err = msgp.ReadMapKeyZC(bts)
+		if err != nil {
+			err = msgp.WrapError(err)
+			return
+		}
+		switch msgp.UnsafeString(field) {
+		case "Base":
+			z.Base, bts, err = msgp.ReadFloat64Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "Base")
+				return
+			}
+		case "Mean":
+			z.Mean, bts, err = msgp.ReadFloat64Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "Mean")
+				return
+			}
+		case "M2":
+			z.M2, bts, err = msgp.ReadFloat64Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "M2")
+				return
+			}
+		case "SDD":
+			z.SDD, bts, err = msgp.ReadFloat64Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "SDD")
+				return
+			}
+		case "Last":
+			z.Last, bts, err = msgp.ReadFloat64Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "Last")
+				return
+			}
+		case "NX":
+			z.NX, bts, err = msgp.ReadInt32Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "NX")
+				return
+			}
+		case "ND":
+			z.ND, bts, err = msgp.ReadInt32Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "ND")
+				return
+			}
+		case "HasLast":
+			z.HasLast, bts, err = msgp.ReadBoolBytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "HasLast")
+				return
+			}
+		case "Vals":
+			var zb0002 uint32
+			zb0002, bts, err = msgp.ReadArrayHeaderBytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "Vals")
+				return
+			}
+			if zb0002 > z94c59f0alimitArrays {
+				err = msgp.ErrLimitExceeded
+				return
+			}
+			if cap(z.Vals) >= int(zb0002) {
+				z.Vals = (z.Vals)[:zb0002]
+			} else {
+				z.Vals = make([]float32, zb0002)
+			}
+			for za0001 := range z.Vals {
+				z.Vals[za0001], bts, err = msgp.ReadFloat32Bytes(bts)
+				if err != nil {
+					err = msgp.WrapError(err, "Vals", za0001)
+					return
+				}
+			}
+		default:
+			bts, err = msgp.Skip(bts)
+			if err != nil {
+				err = msgp.WrapError(err)
+				return
+			}
+		}
+	}
+	o = bts
+	return
+}
+
+// Msgsize returns an upper bound estimate of the number of bytes occupied by the serialized message
+func (z *MVCol) Msgsize() (s int) {
+	s = 1 + 5 + msgp.Float64Size + 5 + msgp.Float64Size + 3 + msgp.Float64Size + 4 + msgp.Float64Size + 5 + msgp.Float64Size + 3 + msgp.Int32Size + 3 + msgp.Int32Size + 8 + msgp.BoolSize + 5 + msgp.ArrayHeaderSize + (len(z.Vals) * (msgp.Float32Size))
+	return
+}
+
+// MarshalMsg implements msgp.Marshaler
+func (z *MVCollect) MarshalMsg(b []byte) (o []byte, err error) {
+	o = msgp.Require(b, z.Msgsize())
+	// map header, size 2
+	// string "Cols"
+	o = append(o, 0x82, 0xa4, 0x43, 0x6f, 0x6c, 0x73)
+	o = msgp.AppendArrayHeader(o, uint32(len(z.Cols)))
+	for za0001 := range z.Cols {
+		o, err = z.Cols[za0001].MarshalMsg(o)
+		if err != nil {
+			err = msgp.WrapError(err, "Cols", za0001)
+			return
+		}
 	}
 	// string "Collected"
 	o = append(o, 0xa9, 0x43, 0x6f, 0x6c, 0x6c, 0x65, 0x63, 0x74, 0x65, 0x64)
@@ -101,227 +202,26 @@ func (z *MVCollect) UnmarshalMsg(bts []byte) (o []byte, err error) {
 			return
 		}
 		switch msgp.UnsafeString(field) {
-		case "Vals":
+		case "Cols":
 			var zb0002 uint32
 			zb0002, bts, err = msgp.ReadArrayHeaderBytes(bts)
 			if err != nil {
-				err = msgp.WrapError(err, "Vals")
+				err = msgp.WrapError(err, "Cols")
 				return
 			}
 			if zb0002 > z94c59f0alimitArrays {
 				err = msgp.ErrLimitExceeded
 				return
 			}
-			if cap(z.Vals) >= int(zb0002) {
-				z.Vals = (z.Vals)[:zb0002]
+			if cap(z.Cols) >= int(zb0002) {
+				z.Cols = (z.Cols)[:zb0002]
 			} else {
-				z.Vals = make([][]float32, zb0002)
+				z.Cols = make([]MVCol, zb0002)
 			}
-			for za0001 := range z.Vals {
-				var zb0003 uint32
-				zb0003, bts, err = msgp.ReadArrayHeaderBytes(bts)
+			for za0001 := range z.Cols {
+				bts, err = z.Cols[za0001].UnmarshalMsg(bts)
 				if err != nil {
-					err = msgp.WrapError(err, "Vals", za0001)
-					return
-				}
-				if zb0003 > z94c59f0alimitArrays {
-					err = msgp.ErrLimitExceeded
-					return
-				}
-				if cap(z.Vals[za0001]) >= int(zb0003) {
-					z.Vals[za0001] = (z.Vals[za0001])[:zb0003]
-				} else {
-					z.Vals[za0001] = make([]float32, zb0003)
-				}
-				for za0002 := range z.Vals[za0001] {
-					z.Vals[za0001][za0002], bts, err = msgp.ReadFloat32Bytes(bts)
-					if err != nil {
-						err = msgp.WrapError(err, "Vals", za0001, za0002)
-						return
-					}
-				}
-			}
-		case "Base":
-			var zb0004 uint32
-			zb0004, bts, err = msgp.ReadArrayHeaderBytes(bts)
-			if err != nil {
-				err = msgp.WrapError(err, "Base")
-				return
-			}
-			if zb0004 > z94c59f0alimitArrays {
-				err = msgp.ErrLimitExceeded
-				return
-			}
-			if cap(z.Base) >= int(zb0004) {
-				z.Base = (z.Base)[:zb0004]
-			} else {
-				z.Base = make([]float64, zb0004)
-			}
-			for za0003 := range z.Base {
-				z.Base[za0003], bts, err = msgp.ReadFloat64Bytes(bts)
-				if err != nil {
-					err = msgp.WrapError(err, "Base", za0003)
-					return
-				}
-			}
-		case "Mean":
-			var zb0005 uint32
-			zb0005, bts, err = msgp.ReadArrayHeaderBytes(bts)
-			if err != nil {
-				err = msgp.WrapError(err, "Mean")
-				return
-			}
-			if zb0005 > z94c59f0alimitArrays {
-				err = msgp.ErrLimitExceeded
-				return
-			}
-			if cap(z.Mean) >= int(zb0005) {
-				z.Mean = (z.Mean)[:zb0005]
-			} else {
-				z.Mean = make([]float64, zb0005)
-			}
-			for za0004 := range z.Mean {
-				z.Mean[za0004], bts, err = msgp.ReadFloat64Bytes(bts)
-				if err != nil {
-					err = msgp.WrapError(err, "Mean", za0004)
-					return
-				}
-			}
-		case "M2":
-			var zb0006 uint32
-			zb0006, bts, err = msgp.ReadArrayHeaderBytes(bts)
-			if err != nil {
-				err = msgp.WrapError(err, "M2")
-				return
-			}
-			if zb0006 > z94c59f0alimitArrays {
-				err = msgp.ErrLimitExceeded
-				return
-			}
-			if cap(z.M2) >= int(zb0006) {
-				z.M2 = (z.M2)[:zb0006]
-			} else {
-				z.M2 = make([]float64, zb0006)
-			}
-			for za0005 := range z.M2 {
-				z.M2[za0005], bts, err = msgp.ReadFloat64Bytes(bts)
-				if err != nil {
-					err = msgp.WrapError(err, "M2", za0005)
-					return
-				}
-			}
-		case "SDD":
-			var zb0007 uint32
-			zb0007, bts, err = msgp.ReadArrayHeaderBytes(bts)
-			if err != nil {
-				err = msgp.WrapError(err, "SDD")
-				return
-			}
-			if zb0007 > z94c59f0alimitArrays {
-				err = msgp.ErrLimitExceeded
-				return
-			}
-			if cap(z.SDD) >= int(zb0007) {
-				z.SDD = (z.SDD)[:zb0007]
-			} else {
-				z.SDD = make([]float64, zb0007)
-			}
-			for za0006 := range z.SDD {
-				z.SDD[za0006], bts, err = msgp.ReadFloat64Bytes(bts)
-				if err != nil {
-					err = msgp.WrapError(err, "SDD", za0006)
-					return
-				}
-			}
-		case "Last":
-			var zb0008 uint32
-			zb0008, bts, err = msgp.ReadArrayHeaderBytes(bts)
-			if err != nil {
-				err = msgp.WrapError(err, "Last")
-				return
-			}
-			if zb0008 > z94c59f0alimitArrays {
-				err = msgp.ErrLimitExceeded
-				return
-			}
-			if cap(z.Last) >= int(zb0008) {
-				z.Last = (z.Last)[:zb0008]
-			} else {
-				z.Last = make([]float64, zb0008)
-			}
-			for za0007 := range z.Last {
-				z.Last[za0007], bts, err = msgp.ReadFloat64Bytes(bts)
-				if err != nil {
-					err = msgp.WrapError(err, "Last", za0007)
-					return
-				}
-			}
-		case "HasLast":
-			var zb0009 uint32
-			zb0009, bts, err = msgp.ReadArrayHeaderBytes(bts)
-			if err != nil {
-				err = msgp.WrapError(err, "HasLast")
-				return
-			}
-			if zb0009 > z94c59f0alimitArrays {
-				err = msgp.ErrLimitExceeded
-				return
-			}
-			if cap(z.HasLast) >= int(zb0009) {
-				z.HasLast = (z.HasLast)[:zb0009]
-			} else {
-				z.HasLast = make([]bool, zb0009)
-			}
-			for za0008 := range z.HasLast {
-				z.HasLast[za0008], bts, err = msgp.ReadBoolBytes(bts)
-				if err != nil {
-					err = msgp.WrapError(err, "HasLast", za0008)
-					return
-				}
-			}
-		case "NX":
-			var zb0010 uint32
-			zb0010, bts, err = msgp.ReadArrayHeaderBytes(bts)
-			if err != nil {
-				err = msgp.WrapError(err, "NX")
-				return
-			}
-			if zb0010 > z94c59f0alimitArrays {
-				err = msgp.ErrLimitExceeded
-				return
-			}
-			if cap(z.NX) >= int(zb0010) {
-				z.NX = (z.NX)[:zb0010]
-			} else {
-				z.NX = make([]int, zb0010)
-			}
-			for za0009 := range z.NX {
-				z.NX[za0009], bts, err = msgp.ReadIntBytes(bts)
-				if err != nil {
-					err = msgp.WrapError(err, "NX", za0009)
-					return
-				}
-			}
-		case "ND":
-			var zb0011 uint32
-			zb0011, bts, err = msgp.ReadArrayHeaderBytes(bts)
-			if err != nil {
-				err = msgp.WrapError(err, "ND")
-				return
-			}
-			if zb0011 > z94c59f0alimitArrays {
-				err = msgp.ErrLimitExceeded
-				return
-			}
-			if cap(z.ND) >= int(zb0011) {
-				z.ND = (z.ND)[:zb0011]
-			} else {
-				z.ND = make([]int, zb0011)
-			}
-			for za0010 := range z.ND {
-				z.ND[za0010], bts, err = msgp.ReadIntBytes(bts)
-				if err != nil {
-					err = msgp.WrapError(err, "ND", za0010)
+					err = msgp.WrapError(err, "Cols", za0001)
 					return
 				}
 			}
@@ -346,10 +246,10 @@ func (z *MVCollect) UnmarshalMsg(bts []byte) (o []byte, err error) {
 // Msgsize returns an upper bound estimate of the number of bytes occupied by the serialized message
 func (z *MVCollect) Msgsize() (s int) {
 	s = 1 + 5 + msgp.ArrayHeaderSize
-	for za0001 := range z.Vals {
-		s += msgp.ArrayHeaderSize + (len(z.Vals[za0001]) * (msgp.Float32Size))
+	for za0001 := range z.Cols {
+		s += z.Cols[za0001].Msgsize()
 	}
-	s += 5 + msgp.ArrayHeaderSize + (len(z.Base) * (msgp.Float64Size)) + 5 + msgp.ArrayHeaderSize + (len(z.Mean) * (msgp.Float64Size)) + 3 + msgp.ArrayHeaderSize + (len(z.M2) * (msgp.Float64Size)) + 4 + msgp.ArrayHeaderSize + (len(z.SDD) * (msgp.Float64Size)) + 5 + msgp.ArrayHeaderSize + (len(z.Last) * (msgp.Float64Size)) + 8 + msgp.ArrayHeaderSize + (len(z.HasLast) * (msgp.BoolSize)) + 3 + msgp.ArrayHeaderSize + (len(z.NX) * (msgp.IntSize)) + 3 + msgp.ArrayHeaderSize + (len(z.ND) * (msgp.IntSize)) + 10 + msgp.IntSize
+	s += 10 + msgp.IntSize
 	return
 }
 
@@ -392,11 +292,20 @@ func (z *MVState) MarshalMsg(b []byte) (o []byte, err error) {
 	if z.Collect == nil {
 		o = msgp.AppendNil(o)
 	} else {
-		o, err = z.Collect.MarshalMsg(o)
-		if err != nil {
-			err = msgp.WrapError(err, "Collect")
-			return
+		// map header, size 2
+		// string "Cols"
+		o = append(o, 0x82, 0xa4, 0x43, 0x6f, 0x6c, 0x73)
+		o = msgp.AppendArrayHeader(o, uint32(len(z.Collect.Cols)))
+		for za0006 := range z.Collect.Cols {
+			o, err = z.Collect.Cols[za0006].MarshalMsg(o)
+			if err != nil {
+				err = msgp.WrapError(err, "Collect", "Cols", za0006)
+				return
+			}
 		}
+		// string "Collected"
+		o = append(o, 0xa9, 0x43, 0x6f, 0x6c, 0x6c, 0x65, 0x63, 0x74, 0x65, 0x64)
+		o = msgp.AppendInt(o, z.Collect.Collected)
 	}
 	// string "Fitted"
 	o = append(o, 0xa6, 0x46, 0x69, 0x74, 0x74, 0x65, 0x64)
@@ -404,26 +313,26 @@ func (z *MVState) MarshalMsg(b []byte) (o []byte, err error) {
 	// string "Med"
 	o = append(o, 0xa3, 0x4d, 0x65, 0x64)
 	o = msgp.AppendArrayHeader(o, uint32(len(z.Med)))
-	for za0006 := range z.Med {
-		o = msgp.AppendFloat64(o, z.Med[za0006])
+	for za0007 := range z.Med {
+		o = msgp.AppendFloat64(o, z.Med[za0007])
 	}
 	// string "Scale"
 	o = append(o, 0xa5, 0x53, 0x63, 0x61, 0x6c, 0x65)
 	o = msgp.AppendArrayHeader(o, uint32(len(z.Scale)))
-	for za0007 := range z.Scale {
-		o = msgp.AppendFloat64(o, z.Scale[za0007])
+	for za0008 := range z.Scale {
+		o = msgp.AppendFloat64(o, z.Scale[za0008])
 	}
 	// string "Weight"
 	o = append(o, 0xa6, 0x57, 0x65, 0x69, 0x67, 0x68, 0x74)
 	o = msgp.AppendArrayHeader(o, uint32(len(z.Weight)))
-	for za0008 := range z.Weight {
-		o = msgp.AppendFloat64(o, z.Weight[za0008])
+	for za0009 := range z.Weight {
+		o = msgp.AppendFloat64(o, z.Weight[za0009])
 	}
 	// string "Noise"
 	o = append(o, 0xa5, 0x4e, 0x6f, 0x69, 0x73, 0x65)
 	o = msgp.AppendArrayHeader(o, uint32(len(z.Noise)))
-	for za0009 := range z.Noise {
-		o = msgp.AppendFloat64(o, z.Noise[za0009])
+	for za0010 := range z.Noise {
+		o = msgp.AppendFloat64(o, z.Noise[za0010])
 	}
 	// string "SinceFit"
 	o = append(o, 0xa8, 0x53, 0x69, 0x6e, 0x63, 0x65, 0x46, 0x69, 0x74)
@@ -592,10 +501,60 @@ func (z *MVState) UnmarshalMsg(bts []byte) (o []byte, err error) {
 				if z.Collect == nil {
 					z.Collect = new(MVCollect)
 				}
-				bts, err = z.Collect.UnmarshalMsg(bts)
+				var zb0007 uint32
+				zb0007, bts, err = msgp.ReadMapHeaderBytes(bts)
 				if err != nil {
 					err = msgp.WrapError(err, "Collect")
 					return
+				}
+				if zb0007 > z94c59f0alimitMaps {
+					err = msgp.ErrLimitExceeded
+					return
+				}
+				for zb0007 > 0 {
+					zb0007--
+					field, bts, err = msgp.ReadMapKeyZC(bts)
+					if err != nil {
+						err = msgp.WrapError(err, "Collect")
+						return
+					}
+					switch msgp.UnsafeString(field) {
+					case "Cols":
+						var zb0008 uint32
+						zb0008, bts, err = msgp.ReadArrayHeaderBytes(bts)
+						if err != nil {
+							err = msgp.WrapError(err, "Collect", "Cols")
+							return
+						}
+						if zb0008 > z94c59f0alimitArrays {
+							err = msgp.ErrLimitExceeded
+							return
+						}
+						if cap(z.Collect.Cols) >= int(zb0008) {
+							z.Collect.Cols = (z.Collect.Cols)[:zb0008]
+						} else {
+							z.Collect.Cols = make([]MVCol, zb0008)
+						}
+						for za0006 := range z.Collect.Cols {
+							bts, err = z.Collect.Cols[za0006].UnmarshalMsg(bts)
+							if err != nil {
+								err = msgp.WrapError(err, "Collect", "Cols", za0006)
+								return
+							}
+						}
+					case "Collected":
+						z.Collect.Collected, bts, err = msgp.ReadIntBytes(bts)
+						if err != nil {
+							err = msgp.WrapError(err, "Collect", "Collected")
+							return
+						}
+					default:
+						bts, err = msgp.Skip(bts)
+						if err != nil {
+							err = msgp.WrapError(err, "Collect")
+							return
+						}
+					}
 				}
 			}
 		case "Fitted":
@@ -605,94 +564,94 @@ func (z *MVState) UnmarshalMsg(bts []byte) (o []byte, err error) {
 				return
 			}
 		case "Med":
-			var zb0007 uint32
-			zb0007, bts, err = msgp.ReadArrayHeaderBytes(bts)
-			if err != nil {
-				err = msgp.WrapError(err, "Med")
-				return
-			}
-			if zb0007 > z94c59f0alimitArrays {
-				err = msgp.ErrLimitExceeded
-				return
-			}
-			if cap(z.Med) >= int(zb0007) {
-				z.Med = (z.Med)[:zb0007]
-			} else {
-				z.Med = make([]float64, zb0007)
-			}
-			for za0006 := range z.Med {
-				z.Med[za0006], bts, err = msgp.ReadFloat64Bytes(bts)
-				if err != nil {
-					err = msgp.WrapError(err, "Med", za0006)
-					return
-				}
-			}
-		case "Scale":
-			var zb0008 uint32
-			zb0008, bts, err = msgp.ReadArrayHeaderBytes(bts)
-			if err != nil {
-				err = msgp.WrapError(err, "Scale")
-				return
-			}
-			if zb0008 > z94c59f0alimitArrays {
-				err = msgp.ErrLimitExceeded
-				return
-			}
-			if cap(z.Scale) >= int(zb0008) {
-				z.Scale = (z.Scale)[:zb0008]
-			} else {
-				z.Scale = make([]float64, zb0008)
-			}
-			for za0007 := range z.Scale {
-				z.Scale[za0007], bts, err = msgp.ReadFloat64Bytes(bts)
-				if err != nil {
-					err = msgp.WrapError(err, "Scale", za0007)
-					return
-				}
-			}
-		case "Weight":
 			var zb0009 uint32
 			zb0009, bts, err = msgp.ReadArrayHeaderBytes(bts)
 			if err != nil {
-				err = msgp.WrapError(err, "Weight")
+				err = msgp.WrapError(err, "Med")
 				return
 			}
 			if zb0009 > z94c59f0alimitArrays {
 				err = msgp.ErrLimitExceeded
 				return
 			}
-			if cap(z.Weight) >= int(zb0009) {
-				z.Weight = (z.Weight)[:zb0009]
+			if cap(z.Med) >= int(zb0009) {
+				z.Med = (z.Med)[:zb0009]
 			} else {
-				z.Weight = make([]float64, zb0009)
+				z.Med = make([]float64, zb0009)
 			}
-			for za0008 := range z.Weight {
-				z.Weight[za0008], bts, err = msgp.ReadFloat64Bytes(bts)
+			for za0007 := range z.Med {
+				z.Med[za0007], bts, err = msgp.ReadFloat64Bytes(bts)
 				if err != nil {
-					err = msgp.WrapError(err, "Weight", za0008)
+					err = msgp.WrapError(err, "Med", za0007)
 					return
 				}
 			}
-		case "Noise":
+		case "Scale":
 			var zb0010 uint32
 			zb0010, bts, err = msgp.ReadArrayHeaderBytes(bts)
 			if err != nil {
-				err = msgp.WrapError(err, "Noise")
+				err = msgp.WrapError(err, "Scale")
 				return
 			}
 			if zb0010 > z94c59f0alimitArrays {
 				err = msgp.ErrLimitExceeded
 				return
 			}
-			if cap(z.Noise) >= int(zb0010) {
-				z.Noise = (z.Noise)[:zb0010]
+			if cap(z.Scale) >= int(zb0010) {
+				z.Scale = (z.Scale)[:zb0010]
 			} else {
-				z.Noise = make([]float64, zb0010)
+				z.Scale = make([]float64, zb0010)
 			}
-			for za0009 := range z.Noise {
-				z.Noise[za0009], bts, err = msgp.ReadFloat64Bytes(bts)
+			for za0008 := range z.Scale {
+				z.Scale[za0008], bts, err = msgp.ReadFloat64Bytes(bts)
 				if err != nil {
-					err = msgp.WrapError(err, "Noise", za0009)
+					err = msgp.WrapError(err, "Scale", za0008)
+					return
+				}
+			}
+		case "Weight":
+			var zb0011 uint32
+			zb0011, bts, err = msgp.ReadArrayHeaderBytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "Weight")
+				return
+			}
+			if zb0011 > z94c59f0alimitArrays {
+				err = msgp.ErrLimitExceeded
+				return
+			}
+			if cap(z.Weight) >= int(zb0011) {
+				z.Weight = (z.Weight)[:zb0011]
+			} else {
+				z.Weight = make([]float64, zb0011)
+			}
+			for za0009 := range z.Weight {
+				z.Weight[za0009], bts, err = msgp.ReadFloat64Bytes(bts)
+				if err != nil {
+					err = msgp.WrapError(err, "Weight", za0009)
+					return
+				}
+			}
+		case "Noise":
+			var zb0012 uint32
+			zb0012, bts, err = msgp.ReadArrayHeaderBytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "Noise")
+				return
+			}
+			if zb0012 > z94c59f0alimitArrays {
+				err = msgp.ErrLimitExceeded
+				return
+			}
+			if cap(z.Noise) >= int(zb0012) {
+				z.Noise = (z.Noise)[:zb0012]
+			} else {
+				z.Noise = make([]float64, zb0012)
+			}
+			for za0010 := range z.Noise {
+				z.Noise[za0010], bts, err = msgp.ReadFloat64Bytes(bts)
+				if err != nil {
+					err = msgp.WrapError(err, "Noise", za0010)
 					return
 				}
 			}
@@ -742,7 +701,11 @@ func (z *MVState) Msgsize() (s int) {
 	if z.Collect == nil {
 		s += msgp.NilSize
 	} else {
-		s += z.Collect.Msgsize()
+		s += 1 + 5 + msgp.ArrayHeaderSize
+		for za0006 := range z.Collect.Cols {
+			s += z.Collect.Cols[za0006].Msgsize()
+		}
+		s += 10 + msgp.IntSize
 	}
 	s += 7 + msgp.BoolSize + 4 + msgp.ArrayHeaderSize + (len(z.Med) * (msgp.Float64Size)) + 6 + msgp.ArrayHeaderSize + (len(z.Scale) * (msgp.Float64Size)) + 7 + msgp.ArrayHeaderSize + (len(z.Weight) * (msgp.Float64Size)) + 6 + msgp.ArrayHeaderSize + (len(z.Noise) * (msgp.Float64Size)) + 9 + msgp.IntSize + 5 + msgp.Int32Size + 9 + msgp.Int32Size + 9 + z.RunStart.Msgsize()
 	return

@@ -136,16 +136,16 @@ func TestMVWarmupKeepsPrecisionAtLargeMagnitudes(t *testing.T) {
 			if r := m.Weight[0] / m.Weight[1]; r < 0.2 || r > 5 {
 				t.Fatalf("weights %v: the metric near %g weighs %.2f times the small one's", m.Weight, mag, r)
 			}
-			// a snapshot written before the values were float32
-			// differences, or before the running means, has no Vals or
-			// no Mean: its collection starts again rather than fitting
-			// nothing
+			// a snapshot written before the accumulators were one
+			// struct a metric has no Cols, and one of another metric set
+			// has others: its collection starts again rather than
+			// fitting nothing
 			for _, old := range []*MVCollect{
-				{SDD: []float64{1, 2}, Collected: 390},
-				{Vals: make([][]float32, 2), Base: []float64{1, 2}, SDD: []float64{1, 2}, Collected: 390},
+				{Collected: 390},
+				{Cols: make([]MVCol, 3), Collected: 390},
 			} {
 				m.Collect = old
-				if c := m.collect(); len(c.Vals) != 2 || len(c.Base) != 2 || len(c.Mean) != 2 || c.Collected != 0 {
+				if c := m.collect(); len(c.Cols) != 2 || c.Collected != 0 {
 					t.Fatalf("an old collection was kept: %+v", c)
 				}
 			}

@@ -292,7 +292,7 @@ func TestSnapshotCodecFields(t *testing.T) {
 	for _, v := range []interface {
 		MarshalMsg([]byte) ([]byte, error)
 	}{&DeviceState{}, &MetricState{}, &UVState{}, &uvHist{}, &AttrState{}, &AttrCount{}, &Incident{}, &ClosedIncident{},
-		&MVState{}, &MVCollect{}, &GapState{}, &contract.Alert{}, &contract.Reason{}} {
+		&MVState{}, &MVCollect{}, &MVCol{}, &GapState{}, &contract.Alert{}, &contract.Reason{}} {
 		typ := reflect.TypeOf(v).Elem()
 		var want []string
 		for i := range typ.NumField() {
