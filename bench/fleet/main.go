@@ -60,6 +60,7 @@ var (
 	loadSeconds                       int
 	backbone                          bool
 	keep                              bool     // leave the data dir in place (to inspect the broker's files)
+	restoreProfile                    string   // CPU profile of the last restart's first 30 s
 	summary                           []string // the goals' lines, printed at the end
 )
 
@@ -80,6 +81,7 @@ func main() {
 	flag.IntVar(&loadSeconds, "load-seconds", 180, "seconds of that load (longer than a snapshot round's spacing, so the kill finds readings to replay)")
 	flag.BoolVar(&backbone, "backbone", true, "measure the backbone (bare loop, closed loops, open loop) before the fleet")
 	flag.BoolVar(&keep, "keep", false, "keep the data dir (printed) after the run")
+	flag.StringVar(&restoreProfile, "restoreprofile", "", "write Vigil's CPU profile over the first 30 s after the last restart is ready (the restore) to this file")
 	flag.Parse()
 	if err := run(*devices, *warmup, *bin, *posters, *batch, *archive); err != nil {
 		fmt.Fprintln(os.Stderr, "fleet:", err)
@@ -249,6 +251,9 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 			postReadings(v, key, devices, sent, n, loadRate, posters, batch, evt)
 			sent += n
 			name = "killed under load"
+			// what the restart must work through beyond its replay: the
+			// readings acknowledged and not yet scored at the kill
+			fmt.Printf("          at the kill: %.0f readings acknowledged and not yet scored (vigil_pipeline_lag_records)\n", benchutil.Metric(v.base, "vigil_pipeline_lag_records"))
 		}
 		v.stop(sig)
 		t0 := time.Now()
@@ -259,6 +264,10 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 			return err
 		}
 		ready := time.Since(t0)
+		var rprof <-chan error
+		if restoreProfile != "" && phase == 2 {
+			rprof = benchutil.Profile(v.base, restoreProfile, 30)
+		}
 		// the probes are recognised on the enriched topic by their ids: a
 		// count of scored readings would also count the backlog a kill
 		// under load leaves (readings acknowledged, not yet scored)
@@ -293,6 +302,12 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 			return fmt.Errorf("restore after %s: %w", name, err)
 		}
 		took, all := first.Sub(t0), last.Sub(t0)
+		if rprof != nil {
+			if err := <-rprof; err != nil {
+				return fmt.Errorf("restore profile: %w", err)
+			}
+			fmt.Printf("          CPU profile of the restore's first 30 s in %s\n", restoreProfile)
+		}
 		replayed := benchutil.Metric(v.base, "vigil_pipeline_restored_readings_total")
 		fmt.Printf("restore   after %-8s ready in %s, a warm device's reading scored %s after the start, warm devices of every partition %s (%.0f readings replayed)\n",
 			name, ready.Round(time.Millisecond), took.Round(time.Millisecond), all.Round(time.Millisecond), replayed)
