@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -127,9 +128,23 @@ func (b *Bus) baseOpts() ([]kgo.Opt, error) {
 		kgo.WithLogger(kgoLogger{b.log.Named("kafka")}),
 		kgo.DialTimeout(5 * time.Second),
 	}
-	if codec, err := b.cfg.codec(); err == nil {
-		opts = append(opts, kgo.ProducerBatchCompression(codec))
+	// one compressor for every client (its encoders pooled): an option
+	// of codecs (ProducerBatchCompression) is written into by each
+	// client that starts with it, and Vigil's clients share their
+	// options and start at once (the race detector saw it)
+	codec, err := b.cfg.codec()
+	if err != nil {
+		return nil, fmt.Errorf("kafka.%w", err)
 	}
+	comp, err := kgo.DefaultCompressor(codec)
+	if err != nil {
+		return nil, fmt.Errorf("kafka.compression: %w", err)
+	}
+	if comp == nil { // "none": franz-go's nil compressor means its default, snappy
+		comp = noCompression{}
+	}
+	opts = append(opts, kgo.WithCompressor(comp))
+
 	if b.cfg.TLS.Enabled {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: b.cfg.TLS.InsecureSkipVerify} //nolint:gosec // opt-in for tests
 		if b.cfg.TLS.CAFile != "" {
@@ -286,4 +301,12 @@ func (k kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 	default:
 		k.l.Debug(msg, fields...)
 	}
+}
+
+// noCompression leaves every batch as it is (kafka.compression "none"):
+// franz-go writes the batch uncompressed when a compressor returns nil.
+type noCompression struct{}
+
+func (noCompression) Compress(*bytes.Buffer, []byte, ...kgo.CompressFlag) ([]byte, kgo.CompressionCodecType) {
+	return nil, kgo.CodecNone
 }

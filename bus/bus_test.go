@@ -3,8 +3,10 @@ package bus
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"github.com/vigil/vigil/internal/testutil"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -160,5 +162,70 @@ func TestOpenTimeoutStartsAfterTheEmbeddedBrokerLoads(t *testing.T) {
 	defer b.Close()
 	if err := b.Ping(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCompressionCodecs: kafka.compression sets the codec of the batches
+// every client made from the bus's options writes ("none" is stored
+// uncompressed, not in franz-go's default snappy), and clients that start
+// at once from the same options do not share the codec list franz-go
+// writes into (a data race under -race before).
+func TestCompressionCodecs(t *testing.T) {
+	for _, tc := range []struct {
+		setting string
+		want    kgo.CompressionCodecType
+	}{{"none", kgo.CodecNone}, {"gzip", kgo.CodecGzip}, {"snappy", kgo.CodecSnappy}, {"lz4", kgo.CodecLz4}, {"zstd", kgo.CodecZstd}, {"", kgo.CodecZstd}} {
+		t.Run(tc.setting, func(t *testing.T) {
+			cfg := Default()
+			cfg.EmbeddedAddr, cfg.Partitions, cfg.Compression = freeAddr(t), 1, tc.setting
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			b, err := Open(ctx, cfg, t.TempDir(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			opts := b.Opts()
+			var wg sync.WaitGroup
+			for i := range 4 {
+				wg.Go(func() {
+					cl, err := kgo.NewClient(opts...)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					defer cl.Close()
+					// JSON readings: compressible
+					value := []byte(strings.Repeat(fmt.Sprintf(`{"device_id":"d-%d","metrics":{"temp_c":60.5}}`, i), 20))
+					if err := cl.ProduceSync(ctx, &kgo.Record{Topic: cfg.Topics.Raw, Value: value}).FirstErr(); err != nil {
+						t.Error(err)
+					}
+				})
+			}
+			wg.Wait()
+			cl, err := kgo.NewClient(b.Opts(kgo.ConsumeTopics(cfg.Topics.Raw), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			seen := 0
+			for seen < 4 {
+				fs := cl.PollFetches(ctx)
+				if ctx.Err() != nil {
+					t.Fatalf("read %d of 4 records", seen)
+				}
+				fs.EachRecord(func(r *kgo.Record) {
+					if got := r.Attrs.CompressionType(); got != uint8(tc.want) {
+						t.Errorf("kafka.compression %q: a batch in codec %d, want %d", tc.setting, got, tc.want)
+					}
+					seen++
+				})
+			}
+		})
+	}
+	cfg := Default()
+	cfg.Compression = "brotli"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "compression") {
+		t.Fatalf("an unknown codec: %v, want an error naming compression", err)
 	}
 }
