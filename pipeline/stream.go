@@ -74,8 +74,10 @@ type Stream struct {
 	lastLoop   atomic.Int64 // unix nanos of the last loop iteration
 	running    atomic.Bool
 
-	txnTimeout time.Duration // the transactions' timeout (10 s; tests shorten it)
-	warmHook   func(int32)   // tests: called as a partition starts restoring
+	txnTimeout time.Duration                        // the transactions' timeout (10 s; tests shorten it)
+	warmHook   func(int32)                          // tests: called as a partition starts restoring
+	seedWindow int64                                // the dedup read-back's first window (seedWindow; tests shorten it)
+	seedHook   func(p int32, window int64, ids int) // tests: called after each read-back window
 }
 
 // NewStream builds the stream; Run starts it.
@@ -89,7 +91,7 @@ func NewStream(cfg Config, o StreamOptions) (*Stream, error) {
 	}
 	s := &Stream{o: o, cfg: cfg, log: o.Logger, m: m, parts: map[int32]*partition{}, lag: map[string]int64{},
 		proc: NewProcessor(cfg, o.Region, o.Devices),
-		snap: &snapshots{dir: o.StateDir, group: cfg.Group, topic: o.Topics.Raw}, txnTimeout: 10 * time.Second}
+		snap: &snapshots{dir: o.StateDir, group: cfg.Group, topic: o.Topics.Raw}, txnTimeout: 10 * time.Second, seedWindow: seedWindow}
 	return s, nil
 }
 
@@ -306,6 +308,7 @@ type batch struct {
 	sess  *kgo.GroupTransactSession
 	e     *kgo.FirstErrPromise
 	buf   []byte
+	hdrs  []kgo.RecordHeader // the enriched records' headers
 	res   StepResult
 	stats batchStats
 }
@@ -313,7 +316,7 @@ type batch struct {
 // begin starts the batch's work on ctx (the transaction has begun).
 func (b *batch) begin(ctx context.Context, sess *kgo.GroupTransactSession) {
 	b.ctx, b.sess, b.e = ctx, sess, kgo.AbortingFirstErrPromise(sess.Client())
-	b.buf = b.buf[:0]
+	b.buf, b.hdrs = b.buf[:0], b.hdrs[:0]
 	b.stats.reset()
 }
 
@@ -344,7 +347,13 @@ func (b *batch) partition(fp kgo.FetchTopicPartition) {
 			b.stats.repeats++
 		}
 		b.stats.ingestTimes = append(b.stats.ingestTimes, r.IngestedAt)
-		b.sess.Produce(b.ctx, &kgo.Record{Topic: s.o.Topics.Enriched, Key: rec.Key, Value: b.buf[off:len(b.buf):len(b.buf)]}, b.e.Promise())
+		value := b.buf[off:len(b.buf):len(b.buf)]
+		// the raw offset, for the dedup read-back after a restart (see
+		// seedDedup); digits and header kept in the batch's own buffers
+		hoff := len(b.buf)
+		b.buf = strconv.AppendInt(b.buf, rec.Offset, 10)
+		b.hdrs = append(b.hdrs, kgo.RecordHeader{Key: rawOffsetHeader, Value: b.buf[hoff:len(b.buf):len(b.buf)]})
+		b.sess.Produce(b.ctx, &kgo.Record{Topic: s.o.Topics.Enriched, Key: rec.Key, Value: value, Headers: b.hdrs[len(b.hdrs)-1 : len(b.hdrs) : len(b.hdrs)]}, b.e.Promise())
 		for i := range b.res.Alerts {
 			a := &b.res.Alerts[i]
 			v, err := contract.EncodeAlert(a)
@@ -536,7 +545,7 @@ func (s *Stream) warmFetched(ctx context.Context, fetches kgo.Fetches, pending m
 	// 2.5 s each at a million devices): on every core at once
 	onEveryCore(len(jobs), func(i int) {
 		j := jobs[i]
-		if n, err := s.seedDedup(ctx, j.p, j.part); ctx.Err() != nil {
+		if n, err := s.seedDedup(ctx, j.p, j.upTo, j.part); ctx.Err() != nil {
 			return
 		} else if err != nil {
 			s.log.Warn("could not read back recent enriched ids; a reading committed just before a crash could be enriched twice", zap.Int32("partition", j.p), zap.Error(err))
@@ -635,13 +644,23 @@ func (s *Stream) warm(ctx context.Context, pr *Processor, p int32, upTo int64, p
 // TestArchiveKillNine under the full suite).
 const seedSettle = 15 * time.Second
 
-// seedDedup adds to the partition's dedup sets the ids of the most recent
-// committed enriched records of its devices. The processor dedups by id,
-// but after a crash the broker may hold a committed batch whose consumed
-// offsets it did not keep (the embedded broker persists the transaction
-// markers and the group's offsets separately); the batch is then consumed
-// again, and only the output itself says it was already written.
-func (s *Stream) seedDedup(ctx context.Context, p int32, part *partition) (int, error) {
+// seedDedup adds to the partition's dedup sets the ids of the committed
+// enriched records made from its raw records at or past upTo, the
+// partition's committed offset. The processor dedups by id, but after a
+// crash the broker may hold a committed batch whose consumed offsets it
+// did not keep (the embedded broker persists the transaction markers and
+// the group's offsets separately); the batch is then consumed again, and
+// only the output itself says it was already written.
+//
+// Each enriched record names the raw offset it was made from (the
+// vigil-raw-offset header), and a partition's enriched records follow its
+// raw offsets, so the read-back reads the enriched partition's tail, from
+// seedWindow records back and eight times as far each time, until the
+// first record read was made from a raw offset below upTo: one
+// transaction's records, usually, not restore_lookback of them. Records
+// without the header (written by an older Vigil) take the whole
+// restore_lookback, as before.
+func (s *Stream) seedDedup(ctx context.Context, p int32, upTo int64, part *partition) (int, error) {
 	var dec contract.EnrichedDecoder
 	cl, err := kgo.NewClient(bus.With(s.o.ClientOpts, kgo.FetchMaxWait(100*time.Millisecond))...)
 	if err != nil {
@@ -664,30 +683,83 @@ func (s *Stream) seedDedup(ctx context.Context, p int32, part *partition) (int, 
 			enrParts++
 		}
 	})
-	n := 0
-	span := bus.Span{Topic: s.o.Topics.Enriched, From: func(q int32, _, end int64) int64 {
-		if rawParts == enrParts && q != p {
-			return end // another partition's devices
+	same := rawParts == enrParts
+	type seen struct {
+		device, id string
+		at         time.Time
+	}
+	var ids []seen
+	window := s.cfg.RestoreLookback
+	if same {
+		window = min(s.seedWindow, window)
+	}
+	for ; ; window = min(window*8, s.cfg.RestoreLookback) {
+		ids = ids[:0]
+		first, whole := true, !same || window >= s.cfg.RestoreLookback
+		span := bus.Span{Topic: s.o.Topics.Enriched, From: func(q int32, start, end int64) int64 {
+			if same && q != p {
+				return end // another partition's devices
+			}
+			if end-window <= start {
+				whole = true // the window holds the partition
+			}
+			return end - window
+		}, Settle: seedSettle}
+		err = bus.ReadToEnd(ctx, s.o.ClientOpts, span, func(rec *kgo.Record) {
+			raw, ok := rawOffset(rec)
+			if same && ok && raw < upTo {
+				if first {
+					whole = true // the window reaches back past the records to seed
+				}
+				first = false
+				return // made from a reading the restore replayed
+			}
+			first = false
+			e, err := dec.DecodeKey(rec.Value)
+			if err != nil {
+				return
+			}
+			if !same && part.Devices[e.DeviceID] == nil {
+				return // another partition's device
+			}
+			ids = append(ids, seen{e.DeviceID, e.ID, e.IngestedAt})
+		})
+		if s.seedHook != nil {
+			s.seedHook(p, window, len(ids))
 		}
-		return end - s.cfg.RestoreLookback
-	}, Settle: seedSettle}
-	err = bus.ReadToEnd(ctx, s.o.ClientOpts, span, func(rec *kgo.Record) {
-		e, err := dec.DecodeKey(rec.Value)
-		if err != nil {
-			return
+		if err != nil || whole || ctx.Err() != nil {
+			break
 		}
-		if rawParts != enrParts && part.Devices[e.DeviceID] == nil {
-			return // another partition's device
-		}
-		ds := part.Devices[e.DeviceID]
+	}
+	for _, e := range ids {
+		ds := part.Devices[e.device]
 		if ds == nil {
 			ds = newDeviceState()
-			part.Devices[e.DeviceID] = ds
+			part.Devices[e.device] = ds
 		}
-		ds.seen(e.ID, e.IngestedAt, s.cfg.DedupWindow, s.cfg.DedupHorizon)
-		n++
-	})
-	return n, err
+		ds.seen(e.id, e.at, s.cfg.DedupWindow, s.cfg.DedupHorizon)
+	}
+	return len(ids), err
+}
+
+// seedWindow is the dedup read-back's first window: a few micro-batches
+// of a partition (pipeline.batch_max_readings is 1,000 by default).
+const seedWindow = 8192
+
+// rawOffsetHeader names the raw record an enriched record was made from:
+// its offset in the raw topic's partition of the same number, in decimal.
+const rawOffsetHeader = "vigil-raw-offset"
+
+// rawOffset is the raw offset an enriched record names in its
+// rawOffsetHeader; false when it names none.
+func rawOffset(rec *kgo.Record) (int64, bool) {
+	for _, h := range rec.Headers {
+		if h.Key == rawOffsetHeader {
+			n, err := strconv.ParseInt(string(h.Value), 10, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
 }
 
 func (s *Stream) replay(ctx context.Context, pr *Processor, p int32, from, upTo int64, part *partition) (int, error) {

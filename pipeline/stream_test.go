@@ -50,90 +50,136 @@ func produceRaw(t *testing.T, cl *kgo.Client, r contract.Reading) {
 
 // After a crash the broker can hold a committed batch whose consumed
 // offsets it lost, so the batch is consumed again. Simulated here by
-// rewinding the group to offset 0 and dropping the state snapshots: the
-// restarted stream must not write any reading to the enriched topic twice.
+// rewinding the group and dropping the state snapshots: the restarted
+// stream must not write any reading to the enriched topic twice, nor drop
+// one. The dedup read-back reads the enriched topic's tail back only as
+// far as the rewound offset (each enriched record names its raw offset):
+// its window grows from seedWindow until it does.
 func TestStreamDedupAfterOffsetRegression(t *testing.T) {
-	const n = 400
-	opts, cl := rawTopicWith(t, n, 7)
-	count := func() (total int, ids map[string]int) {
-		rd, err := kgo.NewClient(append(opts, kgo.ConsumeTopics("enriched"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rd.Close()
-		ids = map[string]int{}
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-			fs := rd.PollFetches(ctx)
-			cancel()
-			if fs.NumRecords() == 0 {
-				return total, ids
-			}
-			fs.EachRecord(func(r *kgo.Record) {
-				var e struct {
-					ID string `json:"id"`
+	const n = 400 // about 200 a partition
+	for _, tc := range []struct {
+		name       string
+		rewindBy   int64 // each partition's offset goes back by this many (-1: to 0)
+		seedWindow int64
+		// the read-back's last window: at most this (the restore_lookback
+		// of 1000 when the window has to grow to the partition's start)
+		maxWindow int64
+	}{
+		{"to the start, window grown", -1, 16, 1000},
+		{"to the start, first window whole", -1, 8192, 1000},
+		{"a batch back, first window enough", 20, 64, 64}, // 20 records and at most 20 commit markers
+		{"further back, window grown once", 100, 32, 256},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts, cl := rawTopicWith(t, n, 7)
+			count := func() (total int, ids map[string]int) {
+				rd, err := kgo.NewClient(append(opts, kgo.ConsumeTopics("enriched"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
+				if err != nil {
+					t.Fatal(err)
 				}
-				_ = json.Unmarshal(r.Value, &e)
-				ids[e.ID]++
-				total++
+				defer rd.Close()
+				ids = map[string]int{}
+				for {
+					ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+					fs := rd.PollFetches(ctx)
+					cancel()
+					if fs.NumRecords() == 0 {
+						return total, ids
+					}
+					fs.EachRecord(func(r *kgo.Record) {
+						var e struct {
+							ID string `json:"id"`
+						}
+						_ = json.Unmarshal(r.Value, &e)
+						ids[e.ID]++
+						total++
+					})
+				}
+			}
+			cfg := testCfg()
+			cfg.RestoreLookback = 1000
+			cfg.DedupWindow = 256 // the default: ~57 readings a device here
+			var (
+				mu      sync.Mutex
+				windows = map[int32]int64{} // each partition's last read-back window
+			)
+			run := func() {
+				st, err := NewStream(cfg, StreamOptions{Region: "eu", Topics: Topics{Raw: "raw", Enriched: "enriched", Alerts: "alerts", DLQ: "dlq"},
+					ClientOpts: opts, StateDir: t.TempDir()}) // a fresh dir: no snapshot
+				if err != nil {
+					t.Fatal(err)
+				}
+				st.seedWindow = tc.seedWindow
+				st.seedHook = func(p int32, window int64, _ int) {
+					mu.Lock()
+					windows[p] = window
+					mu.Unlock()
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan error, 1)
+				go func() { done <- st.Run(ctx) }()
+				deadline := time.Now().Add(30 * time.Second)
+				for {
+					if total, _ := count(); total >= n {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatal("the stream did not process the readings")
+					}
+				}
+				cancel()
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+			}
+			run()
+			// the "crash": the group's offsets go back
+			adm := kadm.NewClient(cl)
+			ends, err := adm.ListEndOffsets(context.Background(), "raw")
+			if err != nil {
+				t.Fatal(err)
+			}
+			offs := kadm.Offsets{}
+			ends.Each(func(o kadm.ListedOffset) {
+				at := int64(0)
+				if tc.rewindBy >= 0 {
+					at = o.Offset - tc.rewindBy
+				}
+				offs.Add(kadm.Offset{Topic: "raw", Partition: o.Partition, At: at, LeaderEpoch: -1})
 			})
-		}
-	}
-	cfg := testCfg()
-	cfg.RestoreLookback = 1000
-	cfg.DedupWindow = 256 // the default: ~57 readings a device here
-	run := func() {
-		st, err := NewStream(cfg, StreamOptions{Region: "eu", Topics: Topics{Raw: "raw", Enriched: "enriched", Alerts: "alerts", DLQ: "dlq"},
-			ClientOpts: opts, StateDir: t.TempDir()}) // a fresh dir: no snapshot
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- st.Run(ctx) }()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			if total, _ := count(); total >= n {
-				break
+			var resp kadm.OffsetResponses
+			for deadline := time.Now().Add(20 * time.Second); ; {
+				resp, err = adm.CommitOffsets(context.Background(), cfg.Group, offs)
+				if err == nil && resp.Error() == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("rewind the group: %v %v", err, resp.Error())
+				}
+				time.Sleep(100 * time.Millisecond) // the old member is still leaving the group
 			}
-			if time.Now().After(deadline) {
-				t.Fatal("the stream did not process the readings")
+			clear(windows)
+			run()
+			total, ids := count()
+			for id, k := range ids {
+				if k > 1 {
+					t.Fatalf("%s enriched %d times (%d records for %d ids)", id, k, total, len(ids))
+				}
 			}
-		}
-		cancel()
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-	}
-	run()
-	// the "crash": the group's offsets go back to 0
-	adm := kadm.NewClient(cl)
-	offs := kadm.Offsets{}
-	offs.Add(kadm.Offset{Topic: "raw", Partition: 0, At: 0, LeaderEpoch: -1})
-	offs.Add(kadm.Offset{Topic: "raw", Partition: 1, At: 0, LeaderEpoch: -1})
-	var (
-		resp kadm.OffsetResponses
-		err  error
-	)
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		resp, err = adm.CommitOffsets(context.Background(), cfg.Group, offs)
-		if err == nil && resp.Error() == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("rewind the group: %v %v", err, resp.Error())
-		}
-		time.Sleep(100 * time.Millisecond) // the old member is still leaving the group
-	}
-	run()
-	total, ids := count()
-	for id, k := range ids {
-		if k > 1 {
-			t.Fatalf("%s enriched %d times (%d records for %d ids)", id, k, total, len(ids))
-		}
-	}
-	if len(ids) != n || total != n {
-		t.Fatalf("%d records for %d ids, want %d", total, len(ids), n)
+			if len(ids) != n || total != n {
+				t.Fatalf("%d records for %d ids, want %d", total, len(ids), n)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(windows) != 2 {
+				t.Fatalf("read-backs of partitions %v, want both", windows)
+			}
+			for p, w := range windows {
+				if w > tc.maxWindow {
+					t.Errorf("partition %d read back %d enriched records, want at most %d", p, w, tc.maxWindow)
+				}
+			}
+		})
 	}
 }
 

@@ -198,13 +198,23 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 
 	// warm every device: readings interleaved across devices, closed loop
 	total := int64(devices) * int64(warmup)
-	evt := time.Now().Add(-time.Duration(warmup+5) * time.Minute)
+	// a device's readings are a minute apart in event time, and the last
+	// (the load before the last kill, the probes) must still fall within
+	// ingest.future_margin of now: a small fleet under a long load has
+	// many readings a device
+	perDevice := int64(warmup) + 5
+	if loadSeconds > 0 && loadRate > 0 {
+		perDevice += int64(loadRate*float64(loadSeconds))/int64(devices) + 1
+	}
+	evt := time.Now().Add(-time.Duration(perDevice) * time.Minute)
 	var prof <-chan error
 	if cpuProfile != "" {
 		prof = benchutil.Profile(v.base, cpuProfile, 30)
 	}
 	start := time.Now()
-	postReadings(v, key, devices, 0, total, 0, posters, batch, evt)
+	if err := postReadings(v, key, devices, 0, total, 0, posters, batch, evt); err != nil {
+		return err
+	}
 	posted := time.Since(start)
 	for benchutil.Metric(v.base, "vigil_pipeline_readings_total") < float64(total) {
 		time.Sleep(100 * time.Millisecond)
@@ -248,7 +258,9 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 			}
 			n := int64(loadRate * float64(loadSeconds))
 			fmt.Printf("load      %d readings at %.0f/s before the kill\n", n, loadRate)
-			postReadings(v, key, devices, sent, n, loadRate, posters, batch, evt)
+			if err := postReadings(v, key, devices, sent, n, loadRate, posters, batch, evt); err != nil {
+				return err
+			}
 			sent += n
 			name = "killed under load"
 			// what the restart must work through beyond its replay: the
@@ -271,7 +283,7 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 		// the probes are recognised on the enriched topic by their ids: a
 		// count of scored readings would also count the backlog a kill
 		// under load leaves (readings acknowledged, not yet scored)
-		watch, err := watchProbes(v.kafka, fmt.Sprintf("probe-%d-", t0.UnixNano()))
+		watch, err := watchProbes(v.kafka, fmt.Sprintf("probe-%d-", t0.UnixNano()), logPath)
 		if err != nil {
 			return err
 		}
@@ -327,9 +339,19 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 // scored and committed) and returns a function that waits until n records
 // whose ids begin with prefix have gone by, and says when the first and
 // the last did.
-func watchProbes(kafka, prefix string) (func(n int, timeout time.Duration) (time.Time, time.Time, error), error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(kafka), kgo.ConsumeTopics("vigil.enriched"), kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(20*time.Millisecond))
+func watchProbes(kafka, prefix, logPath string) (func(n int, timeout time.Duration) (time.Time, time.Time, error), error) {
+	opts := []kgo.Opt{kgo.SeedBrokers(kafka), kgo.ConsumeTopics("vigil.enriched"), kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(20*time.Millisecond)}
+	var logf *os.File
+	if logPath != "" { // the reader's own client log beside the fleet's (a slow restore: was it the reader?)
+		f, err := os.OpenFile(logPath+".probes", os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		logf = f
+		opts = append(opts, kgo.WithLogger(kgo.BasicLogger(f, kgo.LogLevelInfo, func() string { return time.Now().Format("15:04:05.000 ") })))
+	}
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -340,6 +362,9 @@ func watchProbes(kafka, prefix string) (func(n int, timeout time.Duration) (time
 	key := []byte(`"id":"` + prefix)
 	return func(n int, timeout time.Duration) (time.Time, time.Time, error) {
 		defer cl.Close()
+		if logf != nil {
+			defer logf.Close()
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		var first, last time.Time
@@ -370,8 +395,9 @@ func watchProbes(kafka, prefix string) (func(n int, timeout time.Duration) (time
 // posts closed loop (each batch as soon as the one before is
 // acknowledged); a rate paces the batches to that many readings/s (open
 // loop). Refusals (429, 503) are retried as documented.
-func postReadings(v *vigil, key string, devices int, first, count int64, rate float64, posters, batch int, evt time.Time) {
+func postReadings(v *vigil, key string, devices int, first, count int64, rate float64, posters, batch int, evt time.Time) error {
 	var next, acked atomic.Int64
+	var refused atomic.Value // the first refusal that a retry will not mend
 	var wg sync.WaitGroup
 	start := time.Now()
 	lastReport := time.Now()
@@ -385,7 +411,7 @@ func postReadings(v *vigil, key string, devices int, first, count int64, rate fl
 			var b bytes.Buffer
 			for {
 				off := next.Add(int64(batch)) - int64(batch)
-				if off >= count {
+				if off >= count || refused.Load() != nil {
 					return
 				}
 				if rate > 0 {
@@ -408,6 +434,10 @@ func postReadings(v *vigil, key string, devices int, first, count int64, rate fl
 					if err == nil && code == 202 {
 						break
 					}
+					if err == nil && code != 429 && code != 503 {
+						refused.CompareAndSwap(nil, fmt.Errorf("a batch of readings %d-%d was refused with %d (see the fleet's logs: -logs)", first+off, first+off+n-1, code))
+						return
+					}
 					time.Sleep(100 * time.Millisecond) // 429/503: the documented retry
 				}
 				done := acked.Add(n)
@@ -421,6 +451,10 @@ func postReadings(v *vigil, key string, devices int, first, count int64, rate fl
 		}()
 	}
 	wg.Wait()
+	if err, _ := refused.Load().(error); err != nil {
+		return err
+	}
+	return nil
 }
 
 // newVigil is a Vigil process (not started yet) with its data under dir.
