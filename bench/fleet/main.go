@@ -341,7 +341,7 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 // the last did.
 func watchProbes(kafka, prefix, logPath string) (func(n int, timeout time.Duration) (time.Time, time.Time, error), error) {
 	opts := []kgo.Opt{kgo.SeedBrokers(kafka), kgo.ConsumeTopics("vigil.enriched"), kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(20*time.Millisecond)}
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(20 * time.Millisecond)}
 	var logf *os.File
 	if logPath != "" { // the reader's own client log beside the fleet's (a slow restore: was it the reader?)
 		f, err := os.OpenFile(logPath+".probes", os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
