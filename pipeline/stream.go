@@ -540,9 +540,9 @@ func (s *Stream) warmFetched(ctx context.Context, fetches kgo.Fetches, pending m
 			s.snap.mark(j.p, j.snapAt) // what is on disk: a partition with nothing to replay is not saved again
 		}
 	}
-	// the dedup read-backs each touch their own partition's devices (at
-	// the default restore_lookback, 200,000 records a partition, about
-	// 2.5 s each at a million devices): on every core at once
+	// the dedup read-backs each touch their own partition's devices
+	// (usually one window of seedWindow records; the whole
+	// restore_lookback after an older Vigil): on every core at once
 	onEveryCore(len(jobs), func(i int) {
 		j := jobs[i]
 		if n, err := s.seedDedup(ctx, j.p, j.upTo, j.part); ctx.Err() != nil {
