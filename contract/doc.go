@@ -7,7 +7,8 @@
 //     hashes;
 //   - Enriched: the enriched record, with its one encoder and one decoder
 //     (the pipeline writes it; the archive, the console and the status
-//     page read it), and the names of the derived figures;
+//     page read it), the names of the derived figures, and the header
+//     that names the raw record it was made from;
 //   - Alert and Reason, with their encoding;
 //   - ArchiveKey: the name of an archive object, with Format and Parse;
 //   - the bucket layout: the keys under models/, leases/, labels/,

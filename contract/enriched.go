@@ -167,6 +167,13 @@ type Field struct {
 	Value float64
 }
 
+// EnrichedRawOffsetHeader is the Kafka header of every enriched record
+// that names the raw record it was made from: that record's offset, in
+// decimal, in the raw topic's partition of the same number. A restart's
+// dedup read-back (pipeline) reads back only the records made from raw
+// offsets at or past its committed one.
+const EnrichedRawOffsetHeader = "vigil-raw-offset"
+
 // Enriched is one enriched record as its readers decode it (the archive,
 // the console, the status page), with the Kafka position it came from,
 // which the reader sets. Tags and the attribute maps stay JSON text, which

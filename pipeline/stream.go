@@ -352,7 +352,7 @@ func (b *batch) partition(fp kgo.FetchTopicPartition) {
 		// seedDedup); digits and header kept in the batch's own buffers
 		hoff := len(b.buf)
 		b.buf = strconv.AppendInt(b.buf, rec.Offset, 10)
-		b.hdrs = append(b.hdrs, kgo.RecordHeader{Key: rawOffsetHeader, Value: b.buf[hoff:len(b.buf):len(b.buf)]})
+		b.hdrs = append(b.hdrs, kgo.RecordHeader{Key: contract.EnrichedRawOffsetHeader, Value: b.buf[hoff:len(b.buf):len(b.buf)]})
 		b.sess.Produce(b.ctx, &kgo.Record{Topic: s.o.Topics.Enriched, Key: rec.Key, Value: value, Headers: b.hdrs[len(b.hdrs)-1 : len(b.hdrs) : len(b.hdrs)]}, b.e.Promise())
 		for i := range b.res.Alerts {
 			a := &b.res.Alerts[i]
@@ -746,15 +746,11 @@ func (s *Stream) seedDedup(ctx context.Context, p int32, upTo int64, part *parti
 // of a partition (pipeline.batch_max_readings is 1,000 by default).
 const seedWindow = 8192
 
-// rawOffsetHeader names the raw record an enriched record was made from:
-// its offset in the raw topic's partition of the same number, in decimal.
-const rawOffsetHeader = "vigil-raw-offset"
-
 // rawOffset is the raw offset an enriched record names in its
-// rawOffsetHeader; false when it names none.
+// contract.EnrichedRawOffsetHeader; false when it names none.
 func rawOffset(rec *kgo.Record) (int64, bool) {
 	for _, h := range rec.Headers {
-		if h.Key == rawOffsetHeader {
+		if h.Key == contract.EnrichedRawOffsetHeader {
 			n, err := strconv.ParseInt(string(h.Value), 10, 64)
 			return n, err == nil
 		}
