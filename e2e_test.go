@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -124,6 +125,29 @@ func TestAlertWithinOneSecond(t *testing.T) {
 		if !strings.Contains(string(out), `"id":"outlier-1"`) || !strings.Contains(string(out), `"device_id":"pump-17"`) {
 			t.Fatalf("kcat did not show the outlier's reading on %s:\n%.2000s", topic, out)
 		}
+	}
+	// each enriched record names its raw record in a header (the dedup
+	// read-back's bound after a restart), which kcat shows too
+	out, err = exec.CommandContext(ctx, kcat, "-b", s.kafka, "-C", "-t", "vigil.enriched", "-o", "beginning", "-e", "-q", "-X", "isolation.level=read_committed", "-f", "%p %h %s\n").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kcat vigil.enriched: %v\n%s", err, out)
+	}
+	var rawAt []string // partition, offset
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, `"id":"outlier-1"`) {
+			m := regexp.MustCompile(`^(\d+) vigil-raw-offset=(\d+) `).FindStringSubmatch(line)
+			if m == nil {
+				t.Fatalf("the outlier's enriched record has no vigil-raw-offset header: %.300s", line)
+			}
+			rawAt = m[1:]
+		}
+	}
+	if rawAt == nil {
+		t.Fatalf("kcat did not show the outlier's enriched record:\n%.2000s", out)
+	}
+	out, err = exec.CommandContext(ctx, kcat, "-b", s.kafka, "-C", "-t", "vigil.raw", "-p", rawAt[0], "-o", rawAt[1], "-c", "1", "-e", "-q").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"id":"outlier-1"`) {
+		t.Fatalf("vigil.raw partition %s offset %s (the header's) is not the outlier's reading: %v\n%.500s", rawAt[0], rawAt[1], err, out)
 	}
 	if codecs := topicCodecs(t, s.kafka, "vigil.raw", "vigil.enriched"); len(codecs) != 1 || !codecs["zstd"] {
 		t.Fatalf("batches on the readings' topics are %v, want zstd only (kafka.compression's default)", codecs)
