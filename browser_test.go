@@ -67,7 +67,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 		chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU,
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true), chromedp.WindowSize(1400, 1000),
-		chromedp.UserDataDir(t.TempDir()))...)
+		chromedp.UserDataDir(profileDir(t)))...)
 	defer cancel()
 	ctx, cancel2 := chromedp.NewContext(ctx)
 	defer cancel2()

@@ -31,13 +31,38 @@ type browser struct {
 	requests []string
 }
 
+// profileDir is a browser's profile directory, removed when the test
+// ends. Chromium's helper processes can still write to it for a moment
+// after the browser was stopped, and t.TempDir's removal then failed the
+// test ("directory not empty"), so the removal retries for a few seconds.
+// Call it before starting the browser: cleanups run last first, so the
+// removal comes after the browser is stopped.
+func profileDir(t testing.TB) string {
+	dir, err := os.MkdirTemp("", "vigil-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		var err error
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			if err = os.RemoveAll(dir); err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil {
+			t.Logf("browser profile %s not removed: %v", dir, err)
+		}
+	})
+	return dir
+}
+
 func newBrowser(t testing.TB, w, h int) *browser {
 	bin := chromium(t)
 	ctx, cancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU,
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true), chromedp.WindowSize(w, h),
-		chromedp.UserDataDir(t.TempDir()))...)
+		chromedp.UserDataDir(profileDir(t)))...)
 	t.Cleanup(cancel)
 	ctx, cancel2 := chromedp.NewContext(ctx)
 	t.Cleanup(cancel2)

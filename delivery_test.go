@@ -360,7 +360,7 @@ func TestDeadLetterOnPage(t *testing.T) {
 	ctx, cancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU,
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.WindowSize(1400, 900), chromedp.UserDataDir(t.TempDir()))...)
+		chromedp.WindowSize(1400, 900), chromedp.UserDataDir(profileDir(t)))...)
 	defer cancel()
 	ctx, cancel2 := chromedp.NewContext(ctx)
 	defer cancel2()

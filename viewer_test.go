@@ -67,7 +67,7 @@ func TestViewerToken(t *testing.T) {
 	bin := chromium(t)
 	ctx, cancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true), chromedp.UserDataDir(t.TempDir()))...)
+		chromedp.Flag("disable-background-networking", true), chromedp.UserDataDir(profileDir(t)))...)
 	defer cancel()
 	ctx, cancel2 := chromedp.NewContext(ctx)
 	defer cancel2()
