@@ -353,6 +353,9 @@ func watchProbes(kafka, prefix, logPath string) (func(n int, timeout time.Durati
 	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
+		if logf != nil {
+			logf.Close()
+		}
 		return nil, err
 	}
 	// take the position before the probes go out
