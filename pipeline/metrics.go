@@ -45,7 +45,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		restored: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_pipeline_restored_readings_total", Help: "Raw readings replayed to rebuild per-device state."}),
 		swaps:    prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_pipeline_model_swaps_total", Help: "Times a new scorer (model or shadow) took over between micro-batches."}),
 		snapTime: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_pipeline_snapshot_seconds",
-			Help: "Time the latest round of state snapshots took, its partitions together (the stream waits for one partition at a time, between micro-batches; the next round comes after at least nine times this, and pipeline.snapshot_interval)."}),
+			Help: "The stream's time the latest round of state snapshots took, written a slice of at most 20 ms at a time between micro-batches (at most a tenth of the stream's time while it is behind; the file's sync runs aside). The next round comes pipeline.snapshot_interval after one ends."}),
 	}
 	if reg == nil {
 		return m, nil

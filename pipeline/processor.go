@@ -194,6 +194,7 @@ func (pr *Processor) BeginBatch() bool {
 // StepResult is what one reading produced.
 type StepResult struct {
 	Duplicate bool
+	Held      bool // the device's state already held the reading (see StepAt)
 	Score     float64
 	Incident  string           // the alert id of the incident the reading belongs to ("" if none)
 	Repeat    bool             // the reading began a silent repeat of its metric's previous incident
@@ -203,19 +204,37 @@ type StepResult struct {
 // Step folds r into the partition state and, when emit is set, appends the
 // enriched record to buf. It returns the grown buffer and what happened.
 func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf []byte, res *StepResult) []byte {
-	res.Duplicate, res.Score, res.Incident, res.Repeat, res.Alerts = false, 0, "", false, res.Alerts[:0]
+	return pr.StepAt(part, -1, r, emit, buf, res)
+}
+
+// StepAt is Step for the raw record at offset off of the partition (-1:
+// no record, as offline). The device remembers the offset (Through), and
+// a reading at an offset its state already holds changes only the
+// partition's clocks: a snapshot written a slice at a time, between
+// micro-batches (see snapWriter), holds each device as of the moment it
+// was written, and the replay from the snapshot's offset must not fold
+// the later readings in twice. res.Held says so.
+func (pr *Processor) StepAt(part *partition, off int64, r *contract.Reading, emit bool, buf []byte, res *StepResult) []byte {
+	res.Duplicate, res.Held, res.Score, res.Incident, res.Repeat, res.Alerts = false, false, 0, "", false, res.Alerts[:0]
 	ds := part.Devices[r.DeviceID]
 	if ds == nil {
 		ds = newDeviceState()
 		part.Devices[r.DeviceID] = ds
 	}
-	if ds.seen(r.ID, r.IngestedAt, pr.cfg.DedupWindow, pr.cfg.DedupHorizon) {
+	switch {
+	case off >= 0 && off < ds.Through:
+		res.Held = true
+	case ds.seen(r.ID, r.IngestedAt, pr.cfg.DedupWindow, pr.cfg.DedupHorizon):
 		res.Duplicate = true
-		return buf
-	}
-	if r.IngestedAt.After(ds.LastIngest) {
+	case r.IngestedAt.After(ds.LastIngest):
 		ds.LastIngest = r.IngestedAt
 	}
+	if off >= ds.Through {
+		ds.Through = off + 1
+	}
+	// the partition's clocks count every record, a duplicate's too: a
+	// replay that finds a reading already held cannot tell whether it was
+	// a duplicate, and must step the clocks as the stream did
 	if r.IngestedAt.After(part.MaxIngest) {
 		part.MaxIngest = r.IngestedAt
 	}
@@ -224,6 +243,9 @@ func (pr *Processor) Step(part *partition, r *contract.Reading, emit bool, buf [
 			part.evictIdle(pr.cfg.DeviceIdleTTL)
 		}
 		part.EvictAt = part.Steps + max(evictEvery, int64(len(part.Devices)))
+	}
+	if res.Held || res.Duplicate {
+		return buf
 	}
 	var dev *contract.Device
 	if pr.devices != nil {

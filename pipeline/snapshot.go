@@ -26,8 +26,9 @@ import (
 // transaction would add one record per touched device per batch to the hot
 // path (thousands per second), while a snapshot every 30 s plus a replay of
 // the raw topic from the snapshot's offset rebuilds exactly the same state,
-// because the processor is deterministic. A snapshot is written only after
-// its batch committed, so it never runs ahead of the committed offsets; a
+// because the processor is deterministic. A snapshot's slices are written
+// only between committed batches, so no device in it runs ahead of the
+// committed offsets; a
 // process that takes over a partition without the snapshot (another
 // machine) replays the last pipeline.restore_lookback records instead.
 type snapshots struct {
@@ -64,47 +65,150 @@ func (s *snapshots) mark(p int32, next int64) {
 	s.saved[p] = next
 }
 
-// write writes partition p's snapshot. It touches only p's files, so
-// partitions may be written at the same time (mark them afterwards, from
-// one goroutine).
+// write writes partition p's snapshot whole. It touches only p's files,
+// so partitions may be written at the same time (mark them afterwards,
+// from one goroutine).
 func (s *snapshots) write(p int32, part *partition) error {
+	w, err := s.begin(p, part)
+	if err != nil || w == nil {
+		return err
+	}
+	if _, err := w.write(0, 0); err != nil {
+		w.abort()
+		return err
+	}
+	if err := w.end(); err != nil {
+		w.abort()
+		return err
+	}
+	return w.commit()
+}
+
+// snapWriter writes a partition's snapshot a slice at a time, so the
+// stream can write it between micro-batches (see Stream.snapshotStep)
+// rather than stop for the whole partition (2.5 s at a million devices).
+// The head is the partition's as the writer begins (its offset, Next, is
+// the snapshot's); each device is written as it is when its slice comes,
+// so it may hold readings past that offset: each state says how far it
+// holds (DeviceState.Through), and the replay skips what it holds
+// (StepAt). The devices are those of the partition at the start (a
+// device new since then has only later readings, all replayed); one
+// evicted meanwhile is left out.
+type snapWriter struct {
+	s    *snapshots
+	p    int32
+	part *partition
+	next int64 // the partition's offset at the start: the snapshot's
+	ids  []string
+	i    int // the next of ids to write
+	tmp  *os.File
+	w    *bufio.Writer
+	b    []byte
+	n    int // devices in b
+}
+
+// begin starts partition p's snapshot: its head is written, the devices
+// to come. nil (and no error) when snapshots are off.
+func (s *snapshots) begin(p int32, part *partition) (*snapWriter, error) {
 	if s.dir == "" {
-		return nil
+		return nil, nil
 	}
 	path := s.path(p)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
+		return nil, err
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".snap-*")
 	if err != nil {
+		return nil, err
+	}
+	sw := &snapWriter{s: s, p: p, part: part, next: part.Next, tmp: tmp, w: bufio.NewWriterSize(tmp, 1<<20),
+		ids: make([]string, 0, len(part.Devices)), b: make([]byte, 0, 64<<10)}
+	for id := range part.Devices {
+		sw.ids = append(sw.ids, id)
+	}
+	if err := writeSnapHead(sw.w, part); err != nil {
+		sw.abort()
+		return nil, fmt.Errorf("encode snapshot: %w", err)
+	}
+	return sw, nil
+}
+
+// write writes devices until all are written (true), or until budget has
+// passed or most were written in this call (0: no bound), so between two
+// calls the stream steps the partition on.
+func (sw *snapWriter) write(budget time.Duration, most int) (bool, error) {
+	t0 := time.Now()
+	for k := 0; sw.i < len(sw.ids); k++ {
+		if most > 0 && k == most || budget > 0 && k%64 == 63 && time.Since(t0) >= budget {
+			return false, nil
+		}
+		id := sw.ids[sw.i]
+		sw.i++
+		d := sw.part.Devices[id]
+		if d == nil {
+			continue // evicted since the start
+		}
+		var err error
+		sw.b = msgp.AppendString(sw.b, id)
+		if sw.b, err = d.MarshalMsg(sw.b); err != nil {
+			return false, fmt.Errorf("encode snapshot: device %q: %w", id, err)
+		}
+		if sw.n++; sw.n == snapChunk {
+			if err := sw.flushFrame(); err != nil {
+				return false, err
+			}
+		}
+	}
+	return true, sw.flushFrame()
+}
+
+func (sw *snapWriter) flushFrame() error {
+	if sw.n == 0 {
+		return nil
+	}
+	err := writeSnapFrame(sw.w, msgp.AppendArrayHeader(make([]byte, 0, 5), uint32(2*sw.n)), sw.b)
+	sw.b, sw.n = sw.b[:0], 0
+	return err
+}
+
+// end writes the end frame and the buffer out: the file is complete but
+// not yet durable (commit makes it so, and may run on another goroutine).
+func (sw *snapWriter) end() error {
+	if err := sw.flushFrame(); err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
-	w := bufio.NewWriterSize(tmp, 1<<20)
-	if err := encodeSnapshot(w, part); err != nil {
-		tmp.Close()
-		return fmt.Errorf("encode snapshot: %w", err)
-	}
-	if err := w.Flush(); err != nil {
-		tmp.Close()
+	if err := writeSnapEnd(sw.w); err != nil {
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
+	return sw.w.Flush()
+}
+
+// commit syncs the file and puts it in place of the partition's last
+// snapshot; on an error the last one is left as it was.
+func (sw *snapWriter) commit() error {
+	defer os.Remove(sw.tmp.Name())
+	if err := sw.tmp.Sync(); err != nil {
+		sw.tmp.Close()
 		return err
 	}
-	if err := tmp.Close(); err != nil {
+	if err := sw.tmp.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := os.Rename(sw.tmp.Name(), sw.s.path(sw.p)); err != nil {
 		return err
 	}
 	// the gob snapshot this one replaces (a process of the gob format
 	// finds none and replays pipeline.restore_lookback)
-	if err := os.Remove(s.gobPath(p)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(sw.s.gobPath(sw.p)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	return nil
+}
+
+// abort drops the snapshot being written; the last one stays.
+func (sw *snapWriter) abort() {
+	sw.tmp.Close()
+	os.Remove(sw.tmp.Name())
 }
 
 // cleanTemp removes the temporary files of snapshots that were being
@@ -165,7 +269,7 @@ func (s *snapshots) load(p int32) (*partition, error) {
 	return part, nil
 }
 
-// The snapshot format (3): snapMagic, then frames, each
+// The snapshot format (4): snapMagic, then frames, each
 //
 //	length  uint32, little-endian: the payload's bytes
 //	crc     uint32, little-endian: CRC-32C of the payload
@@ -173,7 +277,12 @@ func (s *snapshots) load(p int32) (*partition, error) {
 //
 // The first frame's payload is the head, a map of snapHead's fields; each
 // later one an array of alternating device ids and states, up to
-// snapChunk devices.
+// snapChunk devices; the last an empty array, the end. A snapshot written
+// a slice at a time (snapWriter) holds each device as it was when written,
+// possibly past the head's offset (DeviceState.Through says how far), and
+// the head's DeviceCount is the devices at its start: some may have been
+// evicted before their slice came. Format 3 had no end frame and exactly
+// DeviceCount devices, each as of the head's offset; it is still read.
 //
 // The states are the generated MessagePack encoding of DeviceState (see
 // msgp.go): maps keyed by field name, so a state type may gain or lose
@@ -202,10 +311,11 @@ type snapDevice struct {
 }
 
 const (
-	snapFormat    = 3
-	snapGobFormat = 2
-	snapChunk     = 512
-	snapMagic     = "vigil.snapshot\x00"
+	snapFormat      = 4 // frames until an end frame; devices may hold readings past the head's offset
+	snapCountFormat = 3 // DeviceCount devices, no end frame
+	snapGobFormat   = 2
+	snapChunk       = 512
+	snapMagic       = "vigil.snapshot\x00"
 	// snapMaxFrame bounds a frame's length: snapChunk states of the
 	// largest devices (64 metrics late in a long warm-up) fit with room
 	snapMaxFrame = 1 << 30
@@ -217,22 +327,10 @@ var (
 )
 
 func encodeSnapshot(w io.Writer, part *partition) error {
-	if _, err := io.WriteString(w, snapMagic); err != nil {
+	if err := writeSnapHead(w, part); err != nil {
 		return err
 	}
 	b := make([]byte, 0, 64<<10)
-	b = msgp.AppendMapHeader(b, 7)
-	b = msgp.AppendInt(msgp.AppendString(b, "SnapFormat"), snapFormat)
-	b = msgp.AppendInt64(msgp.AppendString(b, "NextOffset"), part.Next)
-	b = msgp.AppendTime(msgp.AppendString(b, "LastIngest"), part.MaxIngest)
-	b = msgp.AppendInt64(msgp.AppendString(b, "StepCount"), part.Steps)
-	b = msgp.AppendInt64(msgp.AppendString(b, "EvictCount"), part.Evicted)
-	b = msgp.AppendInt64(msgp.AppendString(b, "NextEvictAt"), part.EvictAt)
-	b = msgp.AppendInt(msgp.AppendString(b, "DeviceCount"), len(part.Devices))
-	if err := writeSnapFrame(w, nil, b); err != nil {
-		return err
-	}
-	b = b[:0]
 	n := 0
 	flush := func() error {
 		if n == 0 {
@@ -254,7 +352,32 @@ func encodeSnapshot(w io.Writer, part *partition) error {
 			}
 		}
 	}
-	return flush()
+	if err := flush(); err != nil {
+		return err
+	}
+	return writeSnapEnd(w)
+}
+
+// writeSnapHead writes the magic and the head frame of part's snapshot.
+func writeSnapHead(w io.Writer, part *partition) error {
+	if _, err := io.WriteString(w, snapMagic); err != nil {
+		return err
+	}
+	b := make([]byte, 0, 256)
+	b = msgp.AppendMapHeader(b, 7)
+	b = msgp.AppendInt(msgp.AppendString(b, "SnapFormat"), snapFormat)
+	b = msgp.AppendInt64(msgp.AppendString(b, "NextOffset"), part.Next)
+	b = msgp.AppendTime(msgp.AppendString(b, "LastIngest"), part.MaxIngest)
+	b = msgp.AppendInt64(msgp.AppendString(b, "StepCount"), part.Steps)
+	b = msgp.AppendInt64(msgp.AppendString(b, "EvictCount"), part.Evicted)
+	b = msgp.AppendInt64(msgp.AppendString(b, "NextEvictAt"), part.EvictAt)
+	b = msgp.AppendInt(msgp.AppendString(b, "DeviceCount"), len(part.Devices))
+	return writeSnapFrame(w, nil, b)
+}
+
+// writeSnapEnd writes the end frame: an empty array.
+func writeSnapEnd(w io.Writer) error {
+	return writeSnapFrame(w, nil, msgp.AppendArrayHeader(nil, 0))
 }
 
 // writeSnapFrame writes a frame of the payload head then body.
@@ -308,16 +431,19 @@ func decodeSnapshot(r *bufio.Reader) (*partition, error) {
 	if err != nil {
 		return nil, fmt.Errorf("head: %w", err)
 	}
-	if h.SnapFormat != snapFormat {
-		return nil, fmt.Errorf("snapshot format %d, this version reads %d", h.SnapFormat, snapFormat)
+	if h.SnapFormat != snapFormat && h.SnapFormat != snapCountFormat {
+		return nil, fmt.Errorf("snapshot format %d, this version reads %d and %d", h.SnapFormat, snapCountFormat, snapFormat)
 	}
 	if h.DeviceCount < 0 {
 		return nil, fmt.Errorf("head: %d devices", h.DeviceCount)
 	}
 	part := &partition{Devices: make(map[string]*DeviceState, min(h.DeviceCount, 1<<20)), Next: h.NextOffset, MaxIngest: h.LastIngest,
 		Steps: h.StepCount, Evicted: h.EvictCount, EvictAt: h.NextEvictAt}
-	for len(part.Devices) < h.DeviceCount {
+	for h.SnapFormat == snapFormat || len(part.Devices) < h.DeviceCount {
 		if buf, err = readSnapFrame(r, buf); err == nil {
+			if h.SnapFormat == snapFormat && len(buf) == 1 && buf[0] == 0x90 {
+				return part, nil // the end frame (an empty array)
+			}
 			err = decodeSnapDevices(buf, part)
 		}
 		if err != nil {

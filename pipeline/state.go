@@ -119,7 +119,10 @@ type DeviceState struct {
 	Closed []ClosedIncident
 	MV     *MVState  // the multivariate detector (nil until two metrics are seen)
 	Gap    *GapState // calibration of the gaps between readings
-
+	// Through is one past the raw offset of the last record stepped
+	// (StepAt): the replay after a snapshot written a slice at a time
+	// skips the readings the state already holds. 0: none known.
+	Through int64
 }
 
 // upgrade makes a state loaded from an older Vigil's snapshot fit this

@@ -327,9 +327,9 @@ func (z *ClosedIncident) Msgsize() (s int) {
 // MarshalMsg implements msgp.Marshaler
 func (z *DeviceState) MarshalMsg(b []byte) (o []byte, err error) {
 	o = msgp.Require(b, z.Msgsize())
-	// map header, size 16
+	// map header, size 17
 	// string "N"
-	o = append(o, 0xde, 0x0, 0x10, 0xa1, 0x4e)
+	o = append(o, 0xde, 0x0, 0x11, 0xa1, 0x4e)
 	o = msgp.AppendInt64(o, z.N)
 	// string "LastTS"
 	o = append(o, 0xa6, 0x4c, 0x61, 0x73, 0x74, 0x54, 0x53)
@@ -441,6 +441,9 @@ func (z *DeviceState) MarshalMsg(b []byte) (o []byte, err error) {
 		o = append(o, 0xa5, 0x48, 0x69, 0x73, 0x74, 0x57)
 		o = msgp.AppendFloat32(o, z.Gap.HistW)
 	}
+	// string "Through"
+	o = append(o, 0xa7, 0x54, 0x68, 0x72, 0x6f, 0x75, 0x67, 0x68)
+	o = msgp.AppendInt64(o, z.Through)
 	return
 }
 
@@ -744,6 +747,12 @@ func (z *DeviceState) UnmarshalMsg(bts []byte) (o []byte, err error) {
 					}
 				}
 			}
+		case "Through":
+			z.Through, bts, err = msgp.ReadInt64Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "Through")
+				return
+			}
 		default:
 			bts, err = msgp.Skip(bts)
 			if err != nil {
@@ -794,6 +803,7 @@ func (z *DeviceState) Msgsize() (s int) {
 	} else {
 		s += 1 + 5 + z.Gap.Hist.Msgsize() + 6 + msgp.Float32Size
 	}
+	s += 8 + msgp.Int64Size
 	return
 }
 

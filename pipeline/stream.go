@@ -184,17 +184,19 @@ func (s *Stream) runSession(ctx context.Context) error {
 	s.lastLoop.Store(time.Now().UnixNano())
 
 	b := &batch{s: s}
-	r := &snapRound{last: time.Now(), every: s.cfg.SnapshotInterval}
+	r := newSnapRound(s.cfg.SnapshotInterval)
+	defer s.snapAbandon(r)
 	for {
-		fetches := s.poll(ctx, sess)
+		fetches := s.poll(ctx, sess, r.pollWait())
 		s.lastLoop.Store(time.Now().UnixNano())
 		if ctx.Err() != nil && fetches.NumRecords() == 0 {
 			// stopping while idle: the state of every committed batch goes
 			// to the snapshots, so the next start replays nothing
-			s.snapshotStop()
+			s.snapshotStop(r)
 			return nil
 		}
 		if s.coldAll.Swap(false) {
+			s.snapAbandon(r)
 			s.parts = map[int32]*partition{}
 		}
 		var fatal error
@@ -212,7 +214,7 @@ func (s *Stream) runSession(ctx context.Context) error {
 			return fatal
 		}
 		if fetches.NumRecords() == 0 {
-			s.snapshotStep(r)
+			s.snapshotStep(r, true)
 			continue
 		}
 		// partitions new to this session restore their state before the
@@ -220,7 +222,7 @@ func (s *Stream) runSession(ctx context.Context) error {
 		// the transaction timeout, and inside it the batch never committed
 		held := len(s.parts)
 		if !s.warmFetched(ctx, fetches, s.pendingWarm(sess.Client())) {
-			s.snapshotStop()
+			s.snapshotStop(r)
 			return nil
 		}
 		if len(s.parts) > held && len(r.queue) == 0 {
@@ -262,15 +264,16 @@ func (s *Stream) runSession(ctx context.Context) error {
 		if !committed {
 			s.m.aborts.Inc()
 			s.log.Info("micro-batch aborted (rebalance or produce error); it will be processed again", zap.Int("readings", b.stats.readings))
+			s.snapAbandon(r) // the state holds the aborted batch's readings
 			s.parts = map[int32]*partition{}
 			continue
 		}
 		b.stats.record(s.m, start, time.Now())
 		if ctx.Err() != nil {
-			s.snapshotStop()
+			s.snapshotStop(r)
 			return nil
 		}
-		s.snapshotStep(r)
+		s.snapshotStep(r, b.behind < int64(s.cfg.BatchMaxReadings))
 	}
 }
 
@@ -320,12 +323,16 @@ type batch struct {
 	hdrs  []kgo.RecordHeader // the enriched records' headers
 	res   StepResult
 	stats batchStats
+	// behind is the records of the batch's partitions past it, as of its
+	// fetches: below a batch's worth, the stream keeps up
+	behind int64
 }
 
 // begin starts the batch's work on ctx (the transaction has begun).
 func (b *batch) begin(ctx context.Context, sess *kgo.GroupTransactSession) {
 	b.ctx, b.sess, b.e = ctx, sess, kgo.AbortingFirstErrPromise(sess.Client())
 	b.buf, b.hdrs = b.buf[:0], b.hdrs[:0]
+	b.behind = 0
 	b.stats.reset()
 }
 
@@ -345,9 +352,9 @@ func (b *batch) partition(fp kgo.FetchTopicPartition) {
 			continue
 		}
 		off := len(b.buf)
-		b.buf = s.proc.Step(part, &r, true, b.buf, &b.res)
+		b.buf = s.proc.StepAt(part, rec.Offset, &r, true, b.buf, &b.res)
 		part.Next = rec.Offset + 1
-		if b.res.Duplicate {
+		if b.res.Duplicate || b.res.Held {
 			b.stats.duplicates++
 			continue
 		}
@@ -379,6 +386,7 @@ func (b *batch) partition(fp kgo.FetchTopicPartition) {
 		}
 	}
 	if hw := fp.HighWatermark; hw > 0 {
+		b.behind += hw - part.Next
 		p := strconv.Itoa(int(fp.Partition))
 		s.m.lag.WithLabelValues(p).Set(float64(hw - part.Next))
 		s.lagMu.Lock()
@@ -422,8 +430,10 @@ func (st *batchStats) record(m *metrics, start, done time.Time) {
 
 // poll waits for records, then keeps polling until the micro-batch holds
 // BatchMaxReadings or BatchMaxWait has passed since its first record.
-func (s *Stream) poll(ctx context.Context, sess *kgo.GroupTransactSession) kgo.Fetches {
-	fetches := sess.PollRecords(ctx, s.cfg.BatchMaxReadings)
+func (s *Stream) poll(ctx context.Context, sess *kgo.GroupTransactSession, wait time.Duration) kgo.Fetches {
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	fetches := sess.PollRecords(wctx, s.cfg.BatchMaxReadings)
+	cancel()
 	n := fetches.NumRecords()
 	if n == 0 || n >= s.cfg.BatchMaxReadings || s.cfg.BatchMaxWait == 0 {
 		return fetches
@@ -788,7 +798,7 @@ func (s *Stream) replay(ctx context.Context, pr *Processor, p int32, from, upTo 
 		}}
 	err := bus.ReadToEnd(ctx, s.o.ClientOpts, span, func(rec *kgo.Record) {
 		if r, err := contract.DecodeRaw(rec.Value); err == nil {
-			pr.Step(part, &r, false, nil, &res)
+			pr.StepAt(part, rec.Offset, &r, false, nil, &res)
 			n++
 		}
 		if time.Since(lastProg) > 5*time.Second {
@@ -800,27 +810,59 @@ func (s *Stream) replay(ctx context.Context, pr *Processor, p int32, from, upTo 
 }
 
 // snapRound is the snapshot round in progress: the partitions still to
-// save, and the time the saved ones took.
+// save, the one being written, and the commits (fsync and rename) that
+// run on their own goroutines.
 type snapRound struct {
-	queue []int32
-	took  time.Duration
-	last  time.Time     // when the last round ended
-	every time.Duration // the time between rounds
+	queue   []int32
+	w       *snapWriter   // the partition being written, a slice a step
+	start   time.Time     // when the round began
+	used    time.Duration // the stream's time the round took so far
+	devices int           // devices written this round
+	last    time.Time     // when the last round ended
+	every   time.Duration // the time between rounds (pipeline.snapshot_interval)
+	done    chan snapDone // commits that ended
+	pending int           // commits not yet back
 }
 
-// snapshotStep saves one partition of the round in progress, or starts a
-// round when one is due; the stream calls it between micro-batches, so
-// the stream waits for one partition's snapshot at a time, not for every
-// device of the process (at 10,000 devices a whole round took about
-// 350 ms: an alert behind it waited as long). A round's partitions are
-// each consistent with their own offset, as a restore reads them. The
-// next round comes after pipeline.snapshot_interval or nine times this
-// round's time, whichever is longer: with a million devices a round takes
-// tens of seconds, which a fixed 30 s interval would repeat back to back.
-// So snapshots take at most a tenth of the stream's time, and a restart
-// after SIGKILL replays the readings of at most that interval.
-func (s *Stream) snapshotStep(r *snapRound) {
-	if len(r.queue) == 0 {
+type snapDone struct {
+	p    int32
+	next int64
+	err  error
+}
+
+func newSnapRound(every time.Duration) *snapRound {
+	return &snapRound{last: time.Now(), every: every, done: make(chan snapDone, 64)}
+}
+
+// snapSlice is the longest a snapshot step holds the stream up: an alert
+// behind it waits that long at most (a whole partition took 2.5 s at a
+// million devices when it was saved in one go).
+const snapSlice = 20 * time.Millisecond
+
+// pollWait is how long the stream's poll may wait for records before the
+// round needs a step: while a round is in progress, a step's time; else
+// until the next round is due. 0: no bound.
+func (r *snapRound) pollWait() time.Duration {
+	if r.w != nil || len(r.queue) > 0 || r.pending > 0 {
+		return 5 * snapSlice
+	}
+	return max(time.Until(r.last.Add(r.every)), 5*snapSlice)
+}
+
+// snapshotStep writes a slice of the round in progress, or starts a
+// round when one is due; the stream calls it between micro-batches. A
+// partition's snapshot is written a slice (snapSlice) at a time, so the
+// stream waits at most a slice, not for a partition's devices (at 10,000
+// devices a whole round took about 350 ms, at a million a partition
+// 2.5 s: an alert behind it waited as long). Each device is written as it
+// is when its slice comes, and says how far it holds (see snapWriter).
+// While the stream is behind (caughtUp false) the round takes at most a
+// tenth of the stream's time; when it keeps up, the round goes on at
+// every step. The file's sync and rename run on another goroutine. The
+// next round comes pipeline.snapshot_interval after this one ended.
+func (s *Stream) snapshotStep(r *snapRound, caughtUp bool) {
+	s.snapCommitted(r, false)
+	if r.w == nil && len(r.queue) == 0 {
 		if time.Since(r.last) < r.every {
 			return
 		}
@@ -829,31 +871,97 @@ func (s *Stream) snapshotStep(r *snapRound) {
 				r.queue = append(r.queue, p)
 			}
 		}
-		r.took = 0
 		if len(r.queue) == 0 {
 			r.last = time.Now()
 			return
 		}
 		slices.Sort(r.queue)
+		r.start, r.used, r.devices = time.Now(), 0, 0
 	}
-	p := r.queue[0]
-	r.queue = r.queue[1:]
-	if part := s.parts[p]; part != nil && s.snap.dirty(p, part.Next) {
-		t0 := time.Now()
-		if err := s.snap.save(p, part); err != nil {
-			s.log.Warn("state snapshot failed; a restart will replay more of the raw topic", zap.Int32("partition", p), zap.Error(err))
-		}
-		r.took += time.Since(t0)
-	}
-	if len(r.queue) > 0 {
+	if !caughtUp && r.used > time.Since(r.start)/10 {
 		return
 	}
-	s.m.snapTime.Set(r.took.Seconds())
-	r.last, r.every = time.Now(), max(s.cfg.SnapshotInterval, 9*r.took)
-	if r.every > s.cfg.SnapshotInterval {
-		s.log.Info("state snapshots are large; spacing them out so they take at most a tenth of the stream's time",
-			zap.Duration("took", r.took.Round(time.Millisecond)), zap.Duration("next_in", r.every.Round(time.Second)), zap.Int("devices", s.devices()))
+	t0 := time.Now()
+	for r.w == nil && len(r.queue) > 0 {
+		p := r.queue[0]
+		r.queue = r.queue[1:]
+		part := s.parts[p]
+		if part == nil || !s.snap.dirty(p, part.Next) {
+			continue
+		}
+		w, err := s.snap.begin(p, part)
+		switch {
+		case err != nil:
+			s.log.Warn("state snapshot failed; a restart will replay more of the raw topic", zap.Int32("partition", p), zap.Error(err))
+		case w == nil:
+			s.snap.mark(p, part.Next) // snapshots are off
+		default:
+			r.w = w
+			r.devices += len(part.Devices)
+		}
 	}
+	if r.w != nil {
+		done, err := r.w.write(snapSlice, 0)
+		if err == nil && done {
+			err = r.w.end()
+		}
+		switch {
+		case err != nil:
+			s.log.Warn("state snapshot failed; a restart will replay more of the raw topic", zap.Int32("partition", r.w.p), zap.Error(err))
+			r.w.abort()
+			r.w = nil
+		case done:
+			w := r.w
+			r.w = nil
+			r.pending++
+			go func() { r.done <- snapDone{w.p, w.next, w.commit()} }()
+		}
+	}
+	r.used += time.Since(t0)
+	if r.w != nil || len(r.queue) > 0 {
+		return
+	}
+	s.m.snapTime.Set(r.used.Seconds())
+	r.last = time.Now()
+	if took := r.last.Sub(r.start); took > r.every {
+		s.log.Info("a state snapshot round took longer than snapshot_interval; a restart after a crash replays the readings since the oldest partition's snapshot",
+			zap.Duration("took", took.Round(time.Millisecond)), zap.Duration("of_the_stream", r.used.Round(time.Millisecond)), zap.Int("devices", r.devices))
+	}
+}
+
+// snapCommitted marks the partitions whose snapshot commits came back
+// (wait: all of them, waiting for those still running).
+func (s *Stream) snapCommitted(r *snapRound, wait bool) {
+	for r.pending > 0 {
+		var d snapDone
+		if wait {
+			d = <-r.done
+		} else {
+			select {
+			case d = <-r.done:
+			default:
+				return
+			}
+		}
+		r.pending--
+		if d.err != nil {
+			s.log.Warn("state snapshot failed; a restart will replay more of the raw topic", zap.Int32("partition", d.p), zap.Error(d.err))
+			continue
+		}
+		s.snap.mark(d.p, d.next)
+	}
+}
+
+// snapAbandon drops the round's partition being written and its queue
+// (the partitions' state is dropped, or the stream stops), and waits for
+// the commits still running.
+func (s *Stream) snapAbandon(r *snapRound) {
+	if r.w != nil {
+		r.w.abort()
+		r.w = nil
+	}
+	r.queue = r.queue[:0]
+	s.snapCommitted(r, true)
 }
 
 func (s *Stream) devices() int {
@@ -866,7 +974,8 @@ func (s *Stream) devices() int {
 
 // snapshotStop saves the snapshots as the stream stops, within
 // StopBudget, and says what it saved and what the next start replays.
-func (s *Stream) snapshotStop() {
+func (s *Stream) snapshotStop(r *snapRound) {
+	s.snapAbandon(r)
 	var deadline time.Time
 	if s.o.StopBudget > 0 {
 		deadline = time.Now().Add(s.o.StopBudget)

@@ -230,9 +230,9 @@ func TestStreamSnapshotsWhenStoppedIdle(t *testing.T) {
 	}
 }
 
-// A snapshot round saves one partition between micro-batches (the stream
-// waits for one partition's devices at a time), each at its own offset,
-// and the next round comes after snapshot_interval.
+// A snapshot round saves partitions one after another between
+// micro-batches, each at its own offset, at most one finished a step, and
+// the next round comes after snapshot_interval.
 func TestSnapshotRoundOnePartitionAtATime(t *testing.T) {
 	cfg := testCfg()
 	cfg.SnapshotInterval = time.Hour
@@ -259,9 +259,11 @@ func TestSnapshotRoundOnePartitionAtATime(t *testing.T) {
 		}
 		return n
 	}
-	r := &snapRound{last: time.Now().Add(-2 * time.Hour), every: time.Hour}
+	r := newSnapRound(time.Hour)
+	r.last = time.Now().Add(-2 * time.Hour)
 	for step := 1; step <= 4; step++ {
-		st.snapshotStep(r)
+		st.snapshotStep(r, true)
+		st.snapCommitted(r, true) // the file's sync and rename ran on their own goroutine
 		if got := saved(); got != step {
 			t.Fatalf("after %d steps %d partitions saved, want %d", step, got, step)
 		}
@@ -271,7 +273,8 @@ func TestSnapshotRoundOnePartitionAtATime(t *testing.T) {
 	}
 	// nothing is due: a step saves nothing, even for a partition that moved on
 	st.parts[2].Next++
-	st.snapshotStep(r)
+	st.snapshotStep(r, true)
+	st.snapCommitted(r, true)
 	if got := saved(); got != 3 {
 		t.Fatalf("a step between rounds saved a partition: %d saved, want 3", got)
 	}
