@@ -7,9 +7,11 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -90,6 +92,60 @@ func Metric(base, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// Buckets reads histogram name's cumulative bucket counts from /metrics,
+// by upper bound (+Inf included); nil when absent or unreachable.
+func Buckets(base, name string) map[float64]float64 {
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var out map[float64]float64
+	prefix := name + `_bucket{le="`
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), prefix)
+		if !ok {
+			continue
+		}
+		le, rest, ok := strings.Cut(line, `"} `)
+		if !ok {
+			continue
+		}
+		ub, err1 := strconv.ParseFloat(le, 64)
+		n, err2 := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+		if err1 == nil && err2 == nil {
+			if out == nil {
+				out = map[float64]float64{}
+			}
+			out[ub] = n
+		}
+	}
+	return out
+}
+
+// Quantile is the upper bound of the bucket that holds quantile q of the
+// observations made between two reads of a histogram's buckets, and how
+// many there were: a bound, to the histogram's resolution, not a value.
+func Quantile(before, after map[float64]float64, q float64) (float64, float64) {
+	ubs := make([]float64, 0, len(after))
+	for ub := range after {
+		ubs = append(ubs, ub)
+	}
+	slices.Sort(ubs)
+	if len(ubs) == 0 {
+		return math.NaN(), 0
+	}
+	total := after[ubs[len(ubs)-1]] - before[ubs[len(ubs)-1]]
+	for _, ub := range ubs {
+		if after[ub]-before[ub] >= q*total {
+			return ub, total
+		}
+	}
+	return math.Inf(1), total
 }
 
 // Profile fetches Vigil's CPU profile over the next seconds into path.
