@@ -273,7 +273,10 @@ func (s *Stream) runSession(ctx context.Context) error {
 			s.snapshotStop(r)
 			return nil
 		}
-		s.snapshotStep(r, b.behind < int64(s.cfg.BatchMaxReadings))
+		// the stream keeps up when its batch closed before it was full
+		// (nothing more was buffered) and less than a batch is left in all
+		// its partitions, as of their last fetches
+		s.snapshotStep(r, fetches.NumRecords() < s.cfg.BatchMaxReadings && s.Backlog() < int64(s.cfg.BatchMaxReadings))
 	}
 }
 
@@ -323,16 +326,12 @@ type batch struct {
 	hdrs  []kgo.RecordHeader // the enriched records' headers
 	res   StepResult
 	stats batchStats
-	// behind is the records of the batch's partitions past it, as of its
-	// fetches: below a batch's worth, the stream keeps up
-	behind int64
 }
 
 // begin starts the batch's work on ctx (the transaction has begun).
 func (b *batch) begin(ctx context.Context, sess *kgo.GroupTransactSession) {
 	b.ctx, b.sess, b.e = ctx, sess, kgo.AbortingFirstErrPromise(sess.Client())
 	b.buf, b.hdrs = b.buf[:0], b.hdrs[:0]
-	b.behind = 0
 	b.stats.reset()
 }
 
@@ -386,7 +385,6 @@ func (b *batch) partition(fp kgo.FetchTopicPartition) {
 		}
 	}
 	if hw := fp.HighWatermark; hw > 0 {
-		b.behind += hw - part.Next
 		p := strconv.Itoa(int(fp.Partition))
 		s.m.lag.WithLabelValues(p).Set(float64(hw - part.Next))
 		s.lagMu.Lock()
