@@ -126,7 +126,7 @@ func (s *snapshots) begin(p int32, part *partition) (*snapWriter, error) {
 	for id := range part.Devices {
 		sw.ids = append(sw.ids, id)
 	}
-	if err := writeSnapHead(sw.w, part); err != nil {
+	if err := writeSnapHead(sw.w, part, snapFormat); err != nil {
 		sw.abort()
 		return nil, fmt.Errorf("encode snapshot: %w", err)
 	}
@@ -327,7 +327,7 @@ var (
 )
 
 func encodeSnapshot(w io.Writer, part *partition) error {
-	if err := writeSnapHead(w, part); err != nil {
+	if err := writeSnapHead(w, part, snapFormat); err != nil {
 		return err
 	}
 	b := make([]byte, 0, 64<<10)
@@ -358,14 +358,15 @@ func encodeSnapshot(w io.Writer, part *partition) error {
 	return writeSnapEnd(w)
 }
 
-// writeSnapHead writes the magic and the head frame of part's snapshot.
-func writeSnapHead(w io.Writer, part *partition) error {
+// writeSnapHead writes the magic and the head frame of part's snapshot in
+// format (snapFormat; the tests write snapCountFormat too).
+func writeSnapHead(w io.Writer, part *partition, format int) error {
 	if _, err := io.WriteString(w, snapMagic); err != nil {
 		return err
 	}
 	b := make([]byte, 0, 256)
 	b = msgp.AppendMapHeader(b, 7)
-	b = msgp.AppendInt(msgp.AppendString(b, "SnapFormat"), snapFormat)
+	b = msgp.AppendInt(msgp.AppendString(b, "SnapFormat"), format)
 	b = msgp.AppendInt64(msgp.AppendString(b, "NextOffset"), part.Next)
 	b = msgp.AppendTime(msgp.AppendString(b, "LastIngest"), part.MaxIngest)
 	b = msgp.AppendInt64(msgp.AppendString(b, "StepCount"), part.Steps)

@@ -204,19 +204,10 @@ func TestSnapshotChunks(t *testing.T) {
 func countSnapshotBytes(t *testing.T, part *partition) []byte {
 	t.Helper()
 	var w bytes.Buffer
-	w.WriteString(snapMagic)
-	b := msgp.AppendMapHeader(nil, 7)
-	b = msgp.AppendInt(msgp.AppendString(b, "SnapFormat"), snapCountFormat)
-	b = msgp.AppendInt64(msgp.AppendString(b, "NextOffset"), part.Next)
-	b = msgp.AppendTime(msgp.AppendString(b, "LastIngest"), part.MaxIngest)
-	b = msgp.AppendInt64(msgp.AppendString(b, "StepCount"), part.Steps)
-	b = msgp.AppendInt64(msgp.AppendString(b, "EvictCount"), part.Evicted)
-	b = msgp.AppendInt64(msgp.AppendString(b, "NextEvictAt"), part.EvictAt)
-	b = msgp.AppendInt(msgp.AppendString(b, "DeviceCount"), len(part.Devices))
-	if err := writeSnapFrame(&w, nil, b); err != nil {
+	if err := writeSnapHead(&w, part, snapCountFormat); err != nil {
 		t.Fatal(err)
 	}
-	b = b[:0]
+	var b []byte
 	for id, d := range part.Devices {
 		var err error
 		b = msgp.AppendString(b, id)

@@ -962,14 +962,6 @@ func (s *Stream) snapAbandon(r *snapRound) {
 	s.snapCommitted(r, true)
 }
 
-func (s *Stream) devices() int {
-	n := 0
-	for _, part := range s.parts {
-		n += len(part.Devices)
-	}
-	return n
-}
-
 // snapshotStop saves the snapshots as the stream stops, within
 // StopBudget, and says what it saved and what the next start replays.
 func (s *Stream) snapshotStop(r *snapRound) {
