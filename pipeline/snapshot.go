@@ -86,25 +86,53 @@ func (s *snapshots) write(p int32, part *partition) error {
 
 // snapWriter writes a partition's snapshot a slice at a time, so the
 // stream can write it between micro-batches (see Stream.snapshotStep)
-// rather than stop for the whole partition (2.5 s at a million devices).
-// The head is the partition's as the writer begins (its offset, Next, is
-// the snapshot's); each device is written as it is when its slice comes,
-// so it may hold readings past that offset: each state says how far it
+// rather than stop for the whole partition (2.5 s at a million devices):
+// a snapEncoder into a temporary file, put in place by commit.
+type snapWriter struct {
+	snapEncoder
+	s   *snapshots
+	p   int32
+	tmp *os.File
+	buf *bufio.Writer
+}
+
+// snapEncoder encodes a partition's snapshot to w a slice at a time. The
+// head is the partition's as the encoder begins (its offset, Next, is the
+// snapshot's); each device is encoded as it is when its slice comes, so
+// it may hold readings past that offset: each state says how far it
 // holds (DeviceState.Through), and the replay skips what it holds
 // (StepAt). The devices are those of the partition at the start (a
 // device new since then has only later readings, all replayed); one
 // evicted meanwhile is left out.
-type snapWriter struct {
-	s    *snapshots
-	p    int32
+type snapEncoder struct {
+	w    io.Writer
 	part *partition
 	next int64 // the partition's offset at the start: the snapshot's
 	ids  []string
 	i    int // the next of ids to write
-	tmp  *os.File
-	w    *bufio.Writer
 	b    []byte
 	n    int // devices in b
+}
+
+// newSnapEncoder writes part's head to w, the devices to come.
+func newSnapEncoder(w io.Writer, part *partition) (*snapEncoder, error) {
+	e := &snapEncoder{w: w, part: part, next: part.Next, ids: make([]string, 0, len(part.Devices)), b: make([]byte, 0, 64<<10)}
+	for id := range part.Devices {
+		e.ids = append(e.ids, id)
+	}
+	return e, writeSnapHead(w, part, snapFormat)
+}
+
+// encodeSnapshot writes part's snapshot to w whole.
+func encodeSnapshot(w io.Writer, part *partition) error {
+	e, err := newSnapEncoder(w, part)
+	if err == nil {
+		_, err = e.write(0, 0)
+	}
+	if err == nil {
+		err = e.end()
+	}
+	return err
 }
 
 // begin starts partition p's snapshot: its head is written, the devices
@@ -121,66 +149,70 @@ func (s *snapshots) begin(p int32, part *partition) (*snapWriter, error) {
 	if err != nil {
 		return nil, err
 	}
-	sw := &snapWriter{s: s, p: p, part: part, next: part.Next, tmp: tmp, w: bufio.NewWriterSize(tmp, 1<<20),
-		ids: make([]string, 0, len(part.Devices)), b: make([]byte, 0, 64<<10)}
-	for id := range part.Devices {
-		sw.ids = append(sw.ids, id)
-	}
-	if err := writeSnapHead(sw.w, part, snapFormat); err != nil {
+	sw := &snapWriter{s: s, p: p, tmp: tmp, buf: bufio.NewWriterSize(tmp, 1<<20)}
+	e, err := newSnapEncoder(sw.buf, part)
+	if err != nil {
 		sw.abort()
 		return nil, fmt.Errorf("encode snapshot: %w", err)
 	}
+	sw.snapEncoder = *e
 	return sw, nil
 }
 
 // write writes devices until all are written (true), or until budget has
 // passed or most were written in this call (0: no bound), so between two
 // calls the stream steps the partition on.
-func (sw *snapWriter) write(budget time.Duration, most int) (bool, error) {
+func (e *snapEncoder) write(budget time.Duration, most int) (bool, error) {
 	t0 := time.Now()
-	for k := 0; sw.i < len(sw.ids); k++ {
+	for k := 0; e.i < len(e.ids); k++ {
 		if most > 0 && k == most || budget > 0 && k%64 == 63 && time.Since(t0) >= budget {
 			return false, nil
 		}
-		id := sw.ids[sw.i]
-		sw.i++
-		d := sw.part.Devices[id]
+		id := e.ids[e.i]
+		e.i++
+		d := e.part.Devices[id]
 		if d == nil {
 			continue // evicted since the start
 		}
 		var err error
-		sw.b = msgp.AppendString(sw.b, id)
-		if sw.b, err = d.MarshalMsg(sw.b); err != nil {
+		e.b = msgp.AppendString(e.b, id)
+		if e.b, err = d.MarshalMsg(e.b); err != nil {
 			return false, fmt.Errorf("encode snapshot: device %q: %w", id, err)
 		}
-		if sw.n++; sw.n == snapChunk {
-			if err := sw.flushFrame(); err != nil {
+		if e.n++; e.n == snapChunk {
+			if err := e.flushFrame(); err != nil {
 				return false, err
 			}
 		}
 	}
-	return true, sw.flushFrame()
+	return true, e.flushFrame()
 }
 
-func (sw *snapWriter) flushFrame() error {
-	if sw.n == 0 {
+func (e *snapEncoder) flushFrame() error {
+	if e.n == 0 {
 		return nil
 	}
-	err := writeSnapFrame(sw.w, msgp.AppendArrayHeader(make([]byte, 0, 5), uint32(2*sw.n)), sw.b)
-	sw.b, sw.n = sw.b[:0], 0
+	err := writeSnapFrame(e.w, msgp.AppendArrayHeader(make([]byte, 0, 5), uint32(2*e.n)), e.b)
+	e.b, e.n = e.b[:0], 0
 	return err
 }
 
-// end writes the end frame and the buffer out: the file is complete but
-// not yet durable (commit makes it so, and may run on another goroutine).
+// end writes the last devices' frame and the end frame.
+func (e *snapEncoder) end() error {
+	if err := e.flushFrame(); err != nil {
+		return err
+	}
+	return writeSnapEnd(e.w)
+}
+
+// end ends the encoding and writes the buffer out: the file is complete
+// but not yet durable (commit makes it so, and may run on another
+// goroutine).
 func (sw *snapWriter) end() error {
-	if err := sw.flushFrame(); err != nil {
+	if err := sw.snapEncoder.end(); err != nil {
 		return err
 	}
-	if err := writeSnapEnd(sw.w); err != nil {
-		return err
-	}
-	return sw.w.Flush()
+	return sw.buf.Flush()
 }
 
 // commit syncs the file and puts it in place of the partition's last
@@ -325,38 +357,6 @@ var (
 	errOldSnapshot = errors.New("a snapshot of the format before chunks")
 	snapCRC        = crc32.MakeTable(crc32.Castagnoli)
 )
-
-func encodeSnapshot(w io.Writer, part *partition) error {
-	if err := writeSnapHead(w, part, snapFormat); err != nil {
-		return err
-	}
-	b := make([]byte, 0, 64<<10)
-	n := 0
-	flush := func() error {
-		if n == 0 {
-			return nil
-		}
-		err := writeSnapFrame(w, msgp.AppendArrayHeader(make([]byte, 0, 5), uint32(2*n)), b)
-		b, n = b[:0], 0
-		return err
-	}
-	for id, d := range part.Devices {
-		var err error
-		b = msgp.AppendString(b, id)
-		if b, err = d.MarshalMsg(b); err != nil {
-			return fmt.Errorf("device %q: %w", id, err)
-		}
-		if n++; n == snapChunk {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-	}
-	if err := flush(); err != nil {
-		return err
-	}
-	return writeSnapEnd(w)
-}
 
 // writeSnapHead writes the magic and the head frame of part's snapshot in
 // format (snapFormat; the tests write snapCountFormat too).

@@ -43,6 +43,20 @@ func rawTopicWith(t *testing.T, n, devices int) ([]kgo.Opt, *kgo.Client) {
 	return opts, cl
 }
 
+// startStream runs a stream of the test topics on the broker of opts, its
+// snapshots under dir; stop ends it and returns Run's error.
+func startStream(t *testing.T, cfg Config, opts []kgo.Opt, dir string) (st *Stream, stop func() error) {
+	t.Helper()
+	st, err := NewStream(cfg, StreamOptions{Region: "eu", Topics: Topics{Raw: "raw", Enriched: "enriched", Alerts: "alerts", DLQ: "dlq"}, ClientOpts: opts, StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- st.Run(ctx) }()
+	return st, func() error { cancel(); return <-done }
+}
+
 func produceRaw(t *testing.T, cl *kgo.Client, r contract.Reading) {
 	t.Helper()
 	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "raw", Key: []byte(r.DeviceID), Value: r.AppendJSON(nil)}).FirstErr(); err != nil {
@@ -194,13 +208,7 @@ func TestStreamSnapshotsWhenStoppedIdle(t *testing.T) {
 	cfg.SnapshotInterval = time.Hour // only the stop writes one
 	dir := t.TempDir()
 	run := func(wait func(st *Stream) bool) float64 {
-		st, err := NewStream(cfg, StreamOptions{Region: "eu", Topics: Topics{Raw: "raw", Enriched: "enriched", Alerts: "alerts", DLQ: "dlq"}, ClientOpts: opts, StateDir: dir})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- st.Run(ctx) }()
+		st, stop := startStream(t, cfg, opts, dir)
 		deadline := time.Now().Add(30 * time.Second)
 		for !wait(st) {
 			if time.Now().After(deadline) {
@@ -209,8 +217,7 @@ func TestStreamSnapshotsWhenStoppedIdle(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		time.Sleep(300 * time.Millisecond) // idle: no batch in flight when it stops; no event marks idleness
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Fatal(err)
 		}
 		return st.Stats().Readings
@@ -594,16 +601,9 @@ func TestStreamSnapshotRoundWhileIdle(t *testing.T) {
 	cfg := testCfg()
 	cfg.SnapshotInterval = 2 * time.Second // due after the burst is scored
 	dir := t.TempDir()
-	st, err := NewStream(cfg, StreamOptions{Region: "eu", Topics: Topics{Raw: "raw", Enriched: "enriched", Alerts: "alerts", DLQ: "dlq"}, ClientOpts: opts, StateDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- st.Run(ctx) }()
+	st, stop := startStream(t, cfg, opts, dir)
 	defer func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Error(err)
 		}
 	}()
