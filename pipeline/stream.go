@@ -55,15 +55,13 @@ type StreamOptions struct {
 // Stream is the consume-enrich-score-produce loop over the raw topic, in a
 // consumer group, each micro-batch one Kafka transaction.
 type Stream struct {
-	o   StreamOptions
-	cfg Config
-	log *zap.Logger
-	m   *metrics
-	// lag is the last lag of each partition (also a gauge), for Stats
-	lagMu sync.Mutex
-	lag   map[string]int64
-	proc  *Processor
-	snap  *snapshots
+	o    StreamOptions
+	cfg  Config
+	log  *zap.Logger
+	m    *metrics
+	lag  *lagBook // the lag of each partition held (also a gauge)
+	proc *Processor
+	snap *snapshots
 
 	parts   map[int32]*partition
 	coldAll atomic.Bool
@@ -78,6 +76,8 @@ type Stream struct {
 	warmHook   func(int32)                          // tests: called as a partition starts restoring
 	seedWindow int64                                // the dedup read-back's first window (seedWindow; tests shorten it)
 	seedHook   func(p int32, window int64, ids int) // tests: called after each read-back window
+	batchHook  func()                               // tests: called before each micro-batch begins
+	lagEvery   time.Duration                        // how often the raw topic's end offsets are read (lagEvery; tests shorten it)
 }
 
 // NewStream builds the stream; Run starts it.
@@ -89,9 +89,9 @@ func NewStream(cfg Config, o StreamOptions) (*Stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Stream{o: o, cfg: cfg, log: o.Logger, m: m, parts: map[int32]*partition{}, lag: map[string]int64{},
+	s := &Stream{o: o, cfg: cfg, log: o.Logger, m: m, parts: map[int32]*partition{}, lag: newLagBook(m.lag),
 		proc: NewProcessor(cfg, o.Region, o.Devices),
-		snap: &snapshots{dir: o.StateDir, group: cfg.Group, topic: o.Topics.Raw}, txnTimeout: 10 * time.Second, seedWindow: seedWindow}
+		snap: &snapshots{dir: o.StateDir, group: cfg.Group, topic: o.Topics.Raw}, txnTimeout: 10 * time.Second, seedWindow: seedWindow, lagEvery: lagEvery}
 	return s, nil
 }
 
@@ -149,12 +149,14 @@ func (s *Stream) runSession(ctx context.Context) error {
 		defer s.assignedMu.Unlock()
 		for _, p := range a[s.o.Topics.Raw] {
 			s.assigned[p] = true
+			s.lag.assign(p)
 		}
 	}
 	onRevoke := func(_ context.Context, _ *kgo.Client, r map[string][]int32) {
 		s.assignedMu.Lock()
 		for _, p := range r[s.o.Topics.Raw] {
 			delete(s.assigned, p)
+			s.lag.drop(p)
 		}
 		s.assignedMu.Unlock()
 		s.coldAll.Store(true)
@@ -182,6 +184,13 @@ func (s *Stream) runSession(ctx context.Context) error {
 	defer s.running.Store(false)
 	defer sess.Close()
 	s.lastLoop.Store(time.Now().UnixNano())
+	// the lag is counted from the broker's end offsets while the session
+	// lasts (the poller ends before the client closes)
+	lctx, lcancel := context.WithCancel(context.WithoutCancel(ctx))
+	var lwg sync.WaitGroup
+	lwg.Add(1)
+	go func() { defer lwg.Done(); s.lag.pollEnds(lctx, sess.Client(), s.o.Topics.Raw, s.lagEvery, s.log) }()
+	defer func() { lcancel(); lwg.Wait(); s.lag.reset() }()
 
 	b := &batch{s: s}
 	r := newSnapRound(s.cfg.SnapshotInterval)
@@ -232,6 +241,9 @@ func (s *Stream) runSession(ctx context.Context) error {
 			// a million devices) held up the backlog a restart finds:
 			// after a kill under load the probes waited 20 s behind it
 			r.last = time.Now()
+		}
+		if s.batchHook != nil {
+			s.batchHook()
 		}
 		start := time.Now()
 		if err := sess.Begin(); err != nil {
@@ -290,27 +302,18 @@ type Stats struct {
 	LagByPartition map[string]int64 // raw records not yet processed, per partition
 }
 
-// Backlog is the raw records not yet processed, all partitions, as of the
-// last fetch of each.
-func (s *Stream) Backlog() int64 {
-	s.lagMu.Lock()
-	defer s.lagMu.Unlock()
-	var n int64
-	for _, l := range s.lag {
-		n += l
-	}
-	return n
-}
+// Backlog is the raw records not yet processed in the partitions the
+// stream holds: the raw topic's end offsets (read from the broker every
+// second, and each fetch's high watermark) less the next offset of each.
+func (s *Stream) Backlog() int64 { return s.lag.total() }
 
 // Stats reads the stream's figures.
 func (s *Stream) Stats() Stats {
 	st := Stats{Readings: promread.Value(s.m.readings), Batches: promread.Value(s.m.batches), DLQ: promread.Value(s.m.dlq),
 		BatchMeanMS: 1000 * promread.Mean(s.m.batchTime), PostToCommitMS: 1000 * promread.Mean(s.m.postToDone), LagByPartition: map[string]int64{}}
-	s.lagMu.Lock()
-	for p, l := range s.lag {
-		st.LagByPartition[p] = l
+	for p, l := range s.lag.lags() {
+		st.LagByPartition[strconv.Itoa(int(p))] = l
 	}
-	s.lagMu.Unlock()
 	return st
 }
 
@@ -384,13 +387,7 @@ func (b *batch) partition(fp kgo.FetchTopicPartition) {
 			b.sess.Produce(b.ctx, &kgo.Record{Topic: s.o.Topics.Alerts, Key: rec.Key, Value: v}, b.e.Promise())
 		}
 	}
-	if hw := fp.HighWatermark; hw > 0 {
-		p := strconv.Itoa(int(fp.Partition))
-		s.m.lag.WithLabelValues(p).Set(float64(hw - part.Next))
-		s.lagMu.Lock()
-		s.lag[p] = hw - part.Next
-		s.lagMu.Unlock()
-	}
+	s.lag.processed(fp.Partition, part.Next, fp.HighWatermark)
 }
 
 // batchStats are the figures of one micro-batch, recorded once it
@@ -515,6 +512,9 @@ func (s *Stream) warmFetched(ctx context.Context, fetches kgo.Fetches, pending m
 			byPart[p] = j
 			jobs = append(jobs, j)
 		}
+	}
+	for _, j := range jobs {
+		s.lag.hold(j.p, j.upTo) // restoring: behind by all that came after
 	}
 	t0 := time.Now()
 	onEveryCore(len(jobs), func(i int) { jobs[i].part, jobs[i].err = s.snap.load(jobs[i].p) })

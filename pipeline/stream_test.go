@@ -10,10 +10,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-json-experiment/json"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -44,12 +47,16 @@ func rawTopicWith(t *testing.T, n, devices int) ([]kgo.Opt, *kgo.Client) {
 }
 
 // startStream runs a stream of the test topics on the broker of opts, its
-// snapshots under dir; stop ends it and returns Run's error.
-func startStream(t *testing.T, cfg Config, opts []kgo.Opt, dir string) (st *Stream, stop func() error) {
+// snapshots under dir, each setup applied before it runs; stop ends it
+// and returns Run's error.
+func startStream(t *testing.T, cfg Config, opts []kgo.Opt, dir string, setup ...func(*Stream)) (st *Stream, stop func() error) {
 	t.Helper()
-	st, err := NewStream(cfg, StreamOptions{Region: "eu", Topics: Topics{Raw: "raw", Enriched: "enriched", Alerts: "alerts", DLQ: "dlq"}, ClientOpts: opts, StateDir: dir})
+	st, err := NewStream(cfg, StreamOptions{Region: "eu", Topics: Topics{Raw: "raw", Enriched: "enriched", Alerts: "alerts", DLQ: "dlq"}, ClientOpts: opts, StateDir: dir, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range setup {
+		f(st)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -632,5 +639,83 @@ func TestStreamSnapshotRoundWhileIdle(t *testing.T) {
 			t.Fatalf("idle after the burst, the snapshots hold %d of its %d readings (snapshot_interval %s)", saved(), n, cfg.SnapshotInterval)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// The lag counts what the broker holds beyond the stream, not what the
+// stream last fetched: while a batch is held up (here by a hook, as a long
+// restore or a slow batch would), readings produced meanwhile show in
+// Backlog, the gauge and Stats within a second or so. Before, the lag came
+// from the high watermark of the fetch a batch's records came in, and
+// read 0 here until the stream fetched again.
+func TestStreamLagCountsWhatTheBrokerHolds(t *testing.T) {
+	const first, more = 40, 3000
+	opts, cl := rawTopicWith(t, first, 5)
+	gate := make(chan struct{}) // closed: the stream's batches go on
+	var open sync.Once
+	release := func() { open.Do(func() { close(gate) }) }
+	var held atomic.Bool
+	st, stop := startStream(t, testCfg(), opts, t.TempDir(), func(s *Stream) {
+		s.lagEvery = 50 * time.Millisecond
+		s.batchHook = func() {
+			if held.Load() {
+				<-gate
+			}
+		}
+	})
+	defer func() {
+		release() // a failed wait must not leave the stream held
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	}()
+	gauge := func() float64 {
+		var n float64
+		for _, p := range []string{"0", "1"} {
+			if g, err := st.m.lag.GetMetricWithLabelValues(p); err == nil {
+				n += testutil.ToFloat64(g)
+			}
+		}
+		return n
+	}
+	waitFor(t, 30*time.Second, "the first readings scored, nothing behind", func() bool {
+		return st.Stats().Readings == first && st.Backlog() == 0
+	})
+	held.Store(true)
+	produceRaw(t, cl, contract.Reading{ID: "x", DeviceID: "d1", TS: t0.Add(time.Hour), Metrics: []contract.Metric{{Name: "v", Value: 1}}, Region: "eu", IngestedAt: t0})
+	recs := make([]*kgo.Record, more)
+	for i := range recs {
+		r := contract.Reading{ID: fmt.Sprintf("y%d", i), DeviceID: fmt.Sprintf("d%d", i%5), TS: t0.Add(time.Hour + time.Duration(i+1)*time.Second),
+			Metrics: []contract.Metric{{Name: "v", Value: 1}}, Region: "eu", IngestedAt: t0}
+		recs[i] = &kgo.Record{Topic: "raw", Key: []byte(r.DeviceID), Value: r.AppendJSON(nil)}
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the backlog to show the readings produced while the stream is held", func() bool {
+		return st.Backlog() >= more && gauge() >= more
+	})
+	var byPart int64
+	for _, l := range st.Stats().LagByPartition {
+		byPart += l
+	}
+	if byPart < more {
+		t.Errorf("Stats().LagByPartition sums to %d, want at least %d", byPart, more)
+	}
+	release()
+	waitFor(t, 30*time.Second, "the backlog scored and the lag back to 0", func() bool {
+		return st.Stats().Readings == first+1+more && st.Backlog() == 0 && gauge() == 0
+	})
+}
+
+// waitFor polls cond until it holds, failing the test after timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
