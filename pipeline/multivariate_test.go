@@ -5,9 +5,11 @@ import (
 
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // Three metrics that move together with a slow shared load: the load's
@@ -150,5 +152,60 @@ func TestMVWarmupKeepsPrecisionAtLargeMagnitudes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A fitted device's multivariate state restored from a snapshot holds its
+// per-metric slices in two arrays, as the live state does (pack), with the
+// same values, and each slice capped at its own end: growing one must not
+// write into the next.
+func TestMVStatePackedAfterRestore(t *testing.T) {
+	pr := NewProcessor(Default(), "eu", nil)
+	rng := rand.New(rand.NewPCG(3, 3))
+	part := newPartition()
+	var res StepResult
+	for i := 0; i < 600; i++ {
+		r := ingest1(i, 1, rng)
+		pr.Step(part, &r, false, nil, &res)
+	}
+	live := part.Devices["dev-0"].MV
+	if live == nil || !live.Fitted {
+		t.Fatal("the device's multivariate model is not fitted after 600 readings")
+	}
+	snap := &snapshots{dir: t.TempDir(), group: "g", topic: "raw"}
+	if err := snap.save(0, part); err != nil {
+		t.Fatal(err)
+	}
+	got, err := snap.load(0)
+	if err != nil || got == nil {
+		t.Fatalf("the snapshot did not load: %v", err)
+	}
+	for name, m := range map[string]*MVState{"live": live, "restored": got.Devices["dev-0"].MV} {
+		next := func(a, b []float64) bool {
+			return unsafe.Pointer(unsafe.SliceData(b)) == unsafe.Add(unsafe.Pointer(unsafe.SliceData(a)), len(a)*8)
+		}
+		if !next(m.Ring, m.Sum) || !next(m.Med, m.Scale) || !next(m.Scale, m.Weight) || !next(m.Weight, m.Noise) {
+			t.Errorf("%s: the float64 slices are not packed", name)
+		}
+		if unsafe.Pointer(unsafe.SliceData(m.Filled)) != unsafe.Add(unsafe.Pointer(unsafe.SliceData(m.Pos)), len(m.Pos)*4) {
+			t.Errorf("%s: the int32 slices are not packed", name)
+		}
+		for _, s := range [][]float64{m.Ring, m.Sum, m.Med, m.Scale, m.Weight} {
+			if cap(s) != len(s) {
+				t.Errorf("%s: a slice of %d has capacity %d: an append would write into its neighbour", name, len(s), cap(s))
+			}
+		}
+	}
+	r := got.Devices["dev-0"].MV
+	for _, c := range []struct {
+		name      string
+		live, got []float64
+	}{{"ring", live.Ring, r.Ring}, {"sum", live.Sum, r.Sum}, {"med", live.Med, r.Med}, {"scale", live.Scale, r.Scale}, {"weight", live.Weight, r.Weight}, {"noise", live.Noise, r.Noise}} {
+		if !slices.Equal(c.live, c.got) {
+			t.Errorf("%s: restored %v, live %v", c.name, c.got, c.live)
+		}
+	}
+	if !slices.Equal(live.Pos, r.Pos) || !slices.Equal(live.Filled, r.Filled) {
+		t.Errorf("positions or fill counts differ after the restore")
 	}
 }

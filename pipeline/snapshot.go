@@ -293,8 +293,11 @@ func (s *snapshots) load(p int32) (*partition, error) {
 		return nil, fmt.Errorf("decode %s: %w", f.Name(), err)
 	}
 	for _, d := range part.Devices {
-		if d.MV != nil && len(d.MV.Names) > 0 {
-			d.MV.Names = sharedNames(d.MV.Names)
+		if d.MV != nil {
+			if len(d.MV.Names) > 0 {
+				d.MV.Names = sharedNames(d.MV.Names)
+			}
+			d.MV.pack()
 		}
 		d.upgrade()
 	}
