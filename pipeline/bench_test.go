@@ -217,8 +217,15 @@ func BenchmarkDeviceStateBytes(b *testing.B) {
 		{"multivariate", Default().MVWarmup, 600, time.Second},
 		{"warming/every20s", Default().MVWarmup, 25, 20 * time.Second},
 		{"multivariate/every20s", Default().MVWarmup, 600, 20 * time.Second},
+		// half-way through its first refit's collection (mv_refit 3,600
+		// readings after the fit; 400 readings in every 4,000)
+		{"refitting/every20s", Default().MVWarmup, 4200, 20 * time.Second},
 	} {
 		b.Run(c.name, func(b *testing.B) {
+			devices := 2000
+			if c.readings > 1000 {
+				devices = 500
+			}
 			for b.Loop() {
 				cfg := Default()
 				cfg.MVWarmup = c.mv
@@ -229,7 +236,6 @@ func BenchmarkDeviceStateBytes(b *testing.B) {
 				runtime.ReadMemStats(&before)
 				part := newPartition()
 				var res StepResult
-				const devices = 2000
 				for i := 0; i < devices*c.readings; i++ {
 					r := ingest1(i, devices, rng)
 					r.TS = t0.Add(time.Duration(i/devices) * c.every)
@@ -238,7 +244,7 @@ func BenchmarkDeviceStateBytes(b *testing.B) {
 				}
 				runtime.GC()
 				runtime.ReadMemStats(&after)
-				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/devices, "B/device")
+				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(devices), "B/device")
 				runtime.KeepAlive(part)
 			}
 		})

@@ -209,3 +209,59 @@ func TestMVStatePackedAfterRestore(t *testing.T) {
 		t.Errorf("positions or fill counts differ after the restore")
 	}
 }
+
+// A refit keeps every mvRefitEvery-th smoothed value (its array sized for
+// them), the first fit every value; the refitted model follows the
+// device's new set point.
+func TestMVRefitKeepsEveryFourthValue(t *testing.T) {
+	cfg := Default()
+	cfg.MVRefit = 1000
+	pr := NewProcessor(cfg, "eu", nil)
+	rng := rand.New(rand.NewPCG(5, 5))
+	part := newPartition()
+	var res StepResult
+	maxVals := func() (n, c int) {
+		if m := part.Devices["dev-0"].MV; m != nil && m.Collect != nil {
+			for _, col := range m.Collect.Cols {
+				n, c = max(n, len(col.Vals)), max(c, cap(col.Vals))
+			}
+		}
+		return n, c
+	}
+	step := func(i int, shift float64) {
+		r := ingest1(i, 1, rng)
+		r.Metrics[0].Value += shift
+		pr.Step(part, &r, false, nil, &res)
+	}
+	i := 0
+	for ; i < cfg.MVWarmup-1; i++ {
+		step(i, 0)
+	}
+	if n, _ := maxVals(); n < cfg.MVWarmup-cfg.MVSmooth {
+		t.Fatalf("the first fit collected %d values a metric, want every smoothed one (about %d)", n, cfg.MVWarmup-cfg.MVSmooth)
+	}
+	step(i, 0)
+	i++
+	m := part.Devices["dev-0"].MV
+	if !m.Fitted {
+		t.Fatal("not fitted after mv_warmup readings")
+	}
+	med := m.Med[slices.Index(m.Names, "temp_c")]
+	// the set point of temp_c moves by 0.5 (half a noise deviation: the
+	// refit collects most readings) before the refit
+	refitted := false
+	for end := i + cfg.MVRefit + 3*cfg.MVWarmup; i < end && !refitted; i++ {
+		before := m.SinceFit
+		step(i, 0.5)
+		refitted = m.SinceFit < before
+		if n, c := maxVals(); n > cfg.MVWarmup/4 || c > cfg.MVWarmup/4 {
+			t.Fatalf("reading %d: a refit holds %d values a metric (capacity %d), want at most a quarter of mv_warmup, %d", i, n, c, cfg.MVWarmup/4)
+		}
+	}
+	if !refitted {
+		t.Fatalf("no refit within mv_refit and three mv_warmups of readings")
+	}
+	if got := m.Med[slices.Index(m.Names, "temp_c")]; math.Abs(got-med-0.5) > 0.2 {
+		t.Errorf("the refitted median of temp_c is %.3f, want about %.3f (the first fit's %.3f moved by 0.5)", got, med+0.5, med)
+	}
+}

@@ -54,6 +54,7 @@ import (
 
 var (
 	heapProfile, cpuProfile, memLimit string
+	mvWarmup                          int    // Vigil's pipeline.mv_warmup (0: its default)
 	logPath                           string // where the fleet's Vigil logs go (info level), or ""
 	seconds                           int
 	openRate                          float64
@@ -73,6 +74,7 @@ func main() {
 	batch := flag.Int("batch", 500, "readings per POST")
 	archive := flag.Bool("archive", true, "run the archiver in the measured process")
 	flag.StringVar(&memLimit, "memory-limit", "auto", "Vigil's memory.limit (auto, off or a size such as 8GiB)")
+	flag.IntVar(&mvWarmup, "mv-warmup", 0, "Vigil's pipeline.mv_warmup (0: its default, 400): at most -warmup, the devices are fitted, in their steady state, when memory is measured")
 	flag.StringVar(&heapProfile, "heapprofile", "", "write Vigil's heap profile after warm-up to this file")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write Vigil's CPU profile over the first 30 s of the warm-up to this file")
 	flag.IntVar(&seconds, "seconds", 15, "length of each backbone load phase")
@@ -195,7 +197,7 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 	}
 	gc(v.base)
 	heap0 := benchutil.Metric(v.base, "go_memstats_heap_inuse_bytes")
-	fmt.Printf("vigil: %d devices of 4 metrics, %d readings each, archiver in process: %t, memory.limit %s\n", devices, warmup, archive, memLimit)
+	fmt.Printf("vigil: %d devices of 4 metrics, %d readings each, archiver in process: %t, memory.limit %s%s\n", devices, warmup, archive, memLimit, mvNote())
 
 	// warm every device: readings interleaved across devices, closed loop
 	total := int64(devices) * int64(warmup)
@@ -243,7 +245,7 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 	}
 	fmt.Printf("memory    RSS %.0f MB, Go heap in use after a GC %.0f MB; heap per device %.0f bytes ((heap after - heap before) / devices; all of Vigil, not only the device state)\n",
 		rss, heap/1e6, (heap-heap0)/float64(devices))
-	summary = append(summary, fmt.Sprintf("RSS %.2f GiB (goal ≤ 6 GiB at 1,000,000 devices), memory.limit %s", rss/1024, memLimit),
+	summary = append(summary, fmt.Sprintf("RSS %.2f GiB (goal ≤ 6 GiB at 1,000,000 devices), memory.limit %s%s", rss/1024, memLimit, mvNote()),
 		fmt.Sprintf("heap per device %.0f bytes, all of Vigil, devices %d readings into their warm-up (goal: steady-state state ≤ 2,048; see go test -bench DeviceStateBytes ./pipeline/)", (heap-heap0)/float64(devices), warmup))
 
 	// restore: SIGTERM, then SIGKILL, then SIGKILL after a stretch of
@@ -484,10 +486,14 @@ func postReadings(v *vigil, key string, devices int, first, count int64, rate fl
 // newVigil is a Vigil process (not started yet) with its data under dir.
 func newVigil(bin, dir string, archive bool, devices int) *vigil {
 	httpAddr, kafka := benchutil.FreeAddr(), benchutil.FreeAddr()
-	return &vigil{bin: bin, base: "http://" + httpAddr, kafka: kafka, env: []string{"VIGIL_DATA_DIR=" + dir, "VIGIL_HTTP_ADDR=" + httpAddr,
+	v := &vigil{bin: bin, base: "http://" + httpAddr, kafka: kafka, env: []string{"VIGIL_DATA_DIR=" + dir, "VIGIL_HTTP_ADDR=" + httpAddr,
 		"VIGIL_KAFKA_EMBEDDED_ADDR=" + kafka, "VIGIL_ADMIN_TOKEN=" + benchutil.Token, "VIGIL_LOG_LEVEL=warn",
 		fmt.Sprintf("VIGIL_ARCHIVE_ENABLED=%t", archive), "VIGIL_INGEST_RATE_PER_KEY=0",
 		fmt.Sprintf("VIGIL_INGEST_MAX_DEVICES_PER_GATEWAY=%d", devices+10), "VIGIL_MEMORY_LIMIT=" + memLimit}}
+	if mvWarmup > 0 {
+		v.env = append(v.env, fmt.Sprintf("VIGIL_PIPELINE_MV_WARMUP=%d", mvWarmup))
+	}
+	return v
 }
 
 // backbonePhases measures the bare loop, the closed loop with the archive
@@ -579,4 +585,13 @@ func rssMB(pid int) float64 {
 		}
 	}
 	return 0
+}
+
+// mvNote labels a run whose devices fit their multivariate model sooner
+// than Vigil's default (-mv-warmup).
+func mvNote() string {
+	if mvWarmup <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(", pipeline.mv_warmup %d (devices fitted: the steady state; the default is 400)", mvWarmup)
 }
