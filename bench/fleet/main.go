@@ -246,7 +246,7 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 	fmt.Printf("memory    RSS %.0f MB, Go heap in use after a GC %.0f MB; heap per device %.0f bytes ((heap after - heap before) / devices; all of Vigil, not only the device state)\n",
 		rss, heap/1e6, (heap-heap0)/float64(devices))
 	summary = append(summary, fmt.Sprintf("RSS %.2f GiB (goal ≤ 6 GiB at 1,000,000 devices), memory.limit %s%s", rss/1024, memLimit, mvNote()),
-		fmt.Sprintf("heap per device %.0f bytes, all of Vigil, devices %d readings into their warm-up (goal: steady-state state ≤ 2,048; see go test -bench DeviceStateBytes ./pipeline/)", (heap-heap0)/float64(devices), warmup))
+		fmt.Sprintf("heap per device %.0f bytes, all of Vigil, %s (goal: steady-state state ≤ 2,048; see go test -bench DeviceStateBytes ./pipeline/)", (heap-heap0)/float64(devices), devicePhase(warmup)))
 
 	// restore: SIGTERM, then SIGKILL, then SIGKILL after a stretch of
 	// load (open loop at -load-rate for -load-seconds: the partitions have
@@ -594,4 +594,13 @@ func mvNote() string {
 		return ""
 	}
 	return fmt.Sprintf(", pipeline.mv_warmup %d (devices fitted: the steady state; the default is 400)", mvWarmup)
+}
+
+// devicePhase says where the warmed devices are: fitted when -mv-warmup
+// let them fit within their readings, else in their warm-up.
+func devicePhase(warmup int) string {
+	if mvWarmup > 0 && mvWarmup <= warmup {
+		return fmt.Sprintf("devices fitted (their multivariate model after %d of their %d readings)", mvWarmup, warmup)
+	}
+	return fmt.Sprintf("devices %d readings into their warm-up", warmup)
 }
