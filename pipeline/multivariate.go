@@ -150,11 +150,11 @@ func (m *MVState) collect() *MVCollect {
 // smoothed value of the mv_warmup readings it collects, not from each.
 // The values are rolling means of mv_smooth (10) readings, so four in a
 // row share most of their readings and the fourth holds about what the
-// four do; kept whole, a refit's values were 4.4 KB of a four-metric
-// device's 6.4 KB while it collected (400 readings in every 4,000, so a
-// fleet's state averaged 2.4 KB a device where a fitted device between
-// refits holds 2.0). The first fit keeps every value: a device is judged
-// by it from its first minutes.
+// four do. Kept whole, they made a four-metric device hold 6.4 KB half
+// way through its refit against 2.0 KB between refits, and with a refit
+// collecting 400 readings in every 4,000 a fitted fleet averaged about
+// 2.4 KB a device; now 3.4 KB and 2.1 KB. The first fit keeps every
+// value: a device is judged by it from its first minutes.
 const mvRefitEvery = 4
 
 // mvParams are the detector's constants.
@@ -194,14 +194,15 @@ func newMVState(names []string, smooth int) *MVState {
 // append to the first never writes into the second).
 func split2[T any](s []T, i int) ([]T, []T) { return s[:i:i], s[i:len(s):len(s)] }
 
-// pack puts the state's per-metric slices into two allocations, as
-// newMVState and fit make them: the smoothing ring and sums, and the
-// fitted medians, scales, weights and noises, in one float64 array; the
-// ring positions and fill counts in one int32 array. A snapshot's
-// decoder makes each slice on its own; nine heap objects a fitted device
-// became three, and each object is a pointer the collector follows in
-// every cycle (at a million devices the mark phase took a quarter of the
-// CPU). The values are the same; only their layout changes.
+// pack puts a restored state's per-metric slices into two allocations:
+// the smoothing ring and sums with the fitted medians, scales, weights
+// and noises in one float64 array, the ring positions and fill counts in
+// one int32 array. A snapshot's decoder makes each of the eight slices on
+// its own, as the live state once did; newMVState and fit now make three
+// (the ring and sums, the positions and counts, the fitted values). Each
+// allocation is an object the collector follows in every cycle, and at a
+// million devices its mark phase took a quarter of the CPU. The values
+// are the same; only their layout changes.
 func (m *MVState) pack() {
 	var f []float64
 	f = append(append(append(append(append(append(make([]float64, 0, len(m.Ring)+len(m.Sum)+len(m.Med)+len(m.Scale)+len(m.Weight)+len(m.Noise)),
