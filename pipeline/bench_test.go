@@ -229,21 +229,7 @@ func BenchmarkDeviceStateBytes(b *testing.B) {
 			for b.Loop() {
 				cfg := Default()
 				cfg.MVWarmup = c.mv
-				pr := NewProcessor(cfg, "eu", nil)
-				rng := rand.New(rand.NewPCG(3, 3))
-				var before, after runtime.MemStats
-				runtime.GC()
-				runtime.ReadMemStats(&before)
-				part := newPartition()
-				var res StepResult
-				for i := 0; i < devices*c.readings; i++ {
-					r := ingest1(i, devices, rng)
-					r.TS = t0.Add(time.Duration(i/devices) * c.every)
-					r.IngestedAt = r.TS
-					pr.Step(part, &r, false, nil, &res)
-				}
-				runtime.GC()
-				runtime.ReadMemStats(&after)
+				part, before, after := warmFleet(cfg, devices, c.readings, c.every)
 				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(devices), "B/device")
 				runtime.KeepAlive(part)
 			}
@@ -269,21 +255,7 @@ func BenchmarkDeviceStateGC(b *testing.B) {
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			const devices = 20000
-			pr := NewProcessor(Default(), "eu", nil)
-			rng := rand.New(rand.NewPCG(3, 3))
-			var before, after runtime.MemStats
-			runtime.GC()
-			runtime.ReadMemStats(&before)
-			part := newPartition()
-			var res StepResult
-			for i := 0; i < devices*c.readings; i++ {
-				r := ingest1(i, devices, rng)
-				r.TS = t0.Add(time.Duration(i/devices) * c.every)
-				r.IngestedAt = r.TS
-				pr.Step(part, &r, false, nil, &res)
-			}
-			runtime.GC()
-			runtime.ReadMemStats(&after)
+			part, before, after := warmFleet(Default(), devices, c.readings, c.every)
 			b.ResetTimer()
 			for b.Loop() {
 				runtime.GC()
@@ -295,6 +267,28 @@ func BenchmarkDeviceStateGC(b *testing.B) {
 			runtime.KeepAlive(part)
 		})
 	}
+}
+
+// warmFleet steps four-metric devices (ingest1), readings each, a reading
+// every `every` a device, through a processor of cfg, and returns their
+// partition with the heap's figures before and after (each after a
+// collection).
+func warmFleet(cfg Config, devices, readings int, every time.Duration) (part *partition, before, after runtime.MemStats) {
+	pr := NewProcessor(cfg, "eu", nil)
+	rng := rand.New(rand.NewPCG(3, 3))
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	part = newPartition()
+	var res StepResult
+	for i := 0; i < devices*readings; i++ {
+		r := ingest1(i, devices, rng)
+		r.TS = t0.Add(time.Duration(i/devices) * every)
+		r.IngestedAt = r.TS
+		pr.Step(part, &r, false, nil, &res)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	return part, before, after
 }
 
 func ingest1(i, devices int, rng *rand.Rand) contract.Reading {

@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // The lag book counts only the partitions assigned to the session: a
@@ -58,7 +58,7 @@ func TestLagBook(t *testing.T) {
 					t.Errorf("partition %d: lag %d, want %d", p, got[p], want)
 				}
 			}
-			if n := testutil.CollectAndCount(g); n != len(tc.lags) {
+			if n := promtest.CollectAndCount(g); n != len(tc.lags) {
 				t.Errorf("%d gauge series, want %d (one per partition whose lag is known)", n, len(tc.lags))
 			}
 		})

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"github.com/vigil/vigil/contract"
 	"github.com/vigil/vigil/internal/promread"
+	"github.com/vigil/vigil/internal/testutil"
 
 	"context"
 	"fmt"
@@ -16,7 +17,7 @@ import (
 
 	"github.com/go-json-experiment/json"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -673,12 +674,12 @@ func TestStreamLagCountsWhatTheBrokerHolds(t *testing.T) {
 		var n float64
 		for _, p := range []string{"0", "1"} {
 			if g, err := st.m.lag.GetMetricWithLabelValues(p); err == nil {
-				n += testutil.ToFloat64(g)
+				n += promtest.ToFloat64(g)
 			}
 		}
 		return n
 	}
-	waitFor(t, 30*time.Second, "the first readings scored, nothing behind", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the first readings scored, nothing behind", func() bool {
 		return st.Stats().Readings == first && st.Backlog() == 0
 	})
 	held.Store(true)
@@ -692,7 +693,7 @@ func TestStreamLagCountsWhatTheBrokerHolds(t *testing.T) {
 	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the backlog to show the readings produced while the stream is held", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the backlog to show the readings produced while the stream is held", func() bool {
 		return st.Backlog() >= more && gauge() >= more
 	})
 	var byPart int64
@@ -703,19 +704,7 @@ func TestStreamLagCountsWhatTheBrokerHolds(t *testing.T) {
 		t.Errorf("Stats().LagByPartition sums to %d, want at least %d", byPart, more)
 	}
 	release()
-	waitFor(t, 30*time.Second, "the backlog scored and the lag back to 0", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the backlog scored and the lag back to 0", func() bool {
 		return st.Stats().Readings == first+1+more && st.Backlog() == 0 && gauge() == 0
 	})
-}
-
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
