@@ -52,10 +52,15 @@ func (l *lagBook) assign(p int32) {
 	}
 }
 
+// lag is lp's lag, and whether it is known (its end and next are).
+func (lp *lagPart) lag() (int64, bool) {
+	return max(0, lp.end-lp.next), lp.next >= 0 && lp.end >= 0
+}
+
 // set updates the gauge of lp; called with mu held.
 func (l *lagBook) set(lp *lagPart) {
-	if lp.next >= 0 && lp.end >= 0 {
-		l.gauge.WithLabelValues(lp.label).Set(float64(max(0, lp.end-lp.next)))
+	if n, ok := lp.lag(); ok {
+		l.gauge.WithLabelValues(lp.label).Set(float64(n))
 	}
 }
 
@@ -97,15 +102,11 @@ func (l *lagBook) ends(ends map[int32]int64) {
 	}
 }
 
-// held are the partitions the book counts.
-func (l *lagBook) held() []int32 {
+// holding reports whether the book counts any partition.
+func (l *lagBook) holding() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make([]int32, 0, len(l.parts))
-	for p := range l.parts {
-		out = append(out, p)
-	}
-	return out
+	return len(l.parts) > 0
 }
 
 // drop stops counting p (revoked or lost), its gauge removed; a batch or
@@ -135,8 +136,8 @@ func (l *lagBook) lags() map[int32]int64 {
 	defer l.mu.Unlock()
 	out := make(map[int32]int64, len(l.parts))
 	for p, lp := range l.parts {
-		if lp.next >= 0 && lp.end >= 0 {
-			out[p] = max(0, lp.end-lp.next)
+		if n, ok := lp.lag(); ok {
+			out[p] = n
 		}
 	}
 	return out
@@ -148,8 +149,8 @@ func (l *lagBook) total() int64 {
 	defer l.mu.Unlock()
 	var n int64
 	for _, lp := range l.parts {
-		if lp.next >= 0 && lp.end >= 0 {
-			n += max(0, lp.end-lp.next)
+		if m, ok := lp.lag(); ok {
+			n += m
 		}
 	}
 	return n
@@ -174,7 +175,7 @@ func (l *lagBook) pollEnds(ctx context.Context, cl *kgo.Client, topic string, ev
 			return
 		case <-t.C:
 		}
-		if len(l.held()) == 0 {
+		if !l.holding() {
 			continue
 		}
 		rctx, cancel := context.WithTimeout(ctx, every+5*time.Second)

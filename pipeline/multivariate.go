@@ -204,22 +204,19 @@ func split2[T any](s []T, i int) ([]T, []T) { return s[:i:i], s[i:len(s):len(s)]
 // million devices its mark phase took a quarter of the CPU. The values
 // are the same; only their layout changes.
 func (m *MVState) pack() {
-	var f []float64
-	f = append(append(append(append(append(append(make([]float64, 0, len(m.Ring)+len(m.Sum)+len(m.Med)+len(m.Scale)+len(m.Weight)+len(m.Noise)),
-		m.Ring...), m.Sum...), m.Med...), m.Scale...), m.Weight...), m.Noise...)
-	take := func(dst *[]float64) {
-		if *dst == nil {
-			return
-		}
-		n := len(*dst)
-		*dst, f = f[:n:n], f[n:]
+	fs := [...]*[]float64{&m.Ring, &m.Sum, &m.Med, &m.Scale, &m.Weight, &m.Noise}
+	n := 0
+	for _, s := range fs {
+		n += len(*s)
 	}
-	take(&m.Ring)
-	take(&m.Sum)
-	take(&m.Med)
-	take(&m.Scale)
-	take(&m.Weight)
-	take(&m.Noise)
+	buf := make([]float64, 0, n)
+	for _, s := range fs {
+		if *s != nil {
+			i := len(buf)
+			buf = append(buf, *s...)
+			*s = buf[i:len(buf):len(buf)]
+		}
+	}
 	if m.Pos != nil || m.Filled != nil {
 		m.Pos, m.Filled = split2(append(append(make([]int32, 0, len(m.Pos)+len(m.Filled)), m.Pos...), m.Filled...), len(m.Pos))
 	}
