@@ -237,6 +237,51 @@ func BenchmarkDeviceStateBytes(b *testing.B) {
 	}
 }
 
+// BenchmarkDeviceStateCycle reports the heap per device of 500 fitted
+// four-metric devices (a reading every 20 seconds, as in
+// BenchmarkDeviceStateBytes) averaged over one whole refit cycle: from
+// their 600th reading to their 4,600th, the heap after a collection
+// every 200 readings. A refit collects mv_warmup (400) readings in every
+// 4,000 (mv_refit 3,600 after the fit), and the device holds more while
+// it does: this is the steady state a fleet holds on average, where the
+// "multivariate/every20s" case is a device between refits. The
+// "between" and "peak" figures are the least and most of the samples.
+func BenchmarkDeviceStateCycle(b *testing.B) {
+	const devices, from, cycle, every = 500, 600, 4000, 200
+	for b.Loop() {
+		cfg := Default()
+		part, before, after := warmFleet(cfg, devices, from, 20*time.Second)
+		pr := NewProcessor(cfg, "eu", nil)
+		rng := rand.New(rand.NewPCG(4, 4))
+		var res StepResult
+		var sum, lo, hi float64
+		n := 0
+		for k := 0; k < cycle/every; k++ {
+			for i := 0; i < devices*every; i++ {
+				j := (from+k*every)*devices + i
+				r := ingest1(j, devices, rng)
+				r.TS = t0.Add(time.Duration(j/devices) * 20 * time.Second)
+				r.IngestedAt = r.TS
+				pr.Step(part, &r, false, nil, &res)
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			v := float64(after.HeapAlloc-before.HeapAlloc) / devices
+			if n == 0 || v < lo {
+				lo = v
+			}
+			hi = max(hi, v)
+			sum += v
+			n++
+		}
+		b.ReportMetric(sum/float64(n), "B/device")
+		b.ReportMetric(lo, "between-B/device")
+		b.ReportMetric(hi, "peak-B/device")
+		b.ReportMetric(0, "ns/op")
+		runtime.KeepAlive(part)
+	}
+}
+
 // BenchmarkDeviceStateGC measures what a fleet's state costs the
 // garbage collector: heap objects per device (each a pointer the mark
 // phase follows, with a lookup of its span: at a million devices under

@@ -62,7 +62,7 @@ func TestDedupRingActsAsTheList(t *testing.T) {
 				if got, want := d.seen(id, at, c.window, c.horizon), m.seen(id, at, c.window, c.horizon); got != want {
 					t.Fatalf("reading %d (%s at %s): ring says %v, the list %v", i, id, at, got, want)
 				}
-				if d.IDN != len(m.h) {
+				if int(d.IDN) != len(m.h) {
 					t.Fatalf("reading %d: ring holds %d ids, the list %d", i, d.IDN, len(m.h))
 				}
 				maxCap = max(maxCap, len(d.IDHashes))

@@ -43,32 +43,149 @@ import (
 // not anomalous, so it follows a device whose normal changes slowly.
 // Parameters were chosen on SKAB (see README, "Detection quality").
 
-// MVState is the multivariate detector's state for one device. Fields are
-// exported for the snapshot encoding.
+// MVState is the multivariate detector's state for one device, as it is
+// held: every per-metric number in two arrays, so that a fitted device is
+// two small objects and a 112-byte struct (eight slices and their headers
+// took a 256-byte struct before session 18). Its snapshot encoding is
+// mvWire's, the layout before, so snapshots read and write as they did
+// (see MarshalMsg).
 type MVState struct {
 	Names []string // metrics, sorted; fixed by the first reading with two or more
 
-	Ring   []float64 // last mv_smooth raw values of each metric, metric j's from j·mv_smooth
+	// F holds, for n metrics: the last Smooth raw values of each metric
+	// (metric j's from j·Smooth), their sums (n), and once fitted the
+	// medians, scales, weights and short-term noises (n each; see ring,
+	// sum, med, scale, weight, noise).
+	F []float64
+	// PF holds the ring positions (n), then the fill counts (n).
+	PF []int32
+
+	// the fit's accumulators, only while a fit or refit collects (nil
+	// between refits: most devices, most of the time)
+	Collect *MVCollect
+
+	SinceFit int32 // readings scored since the fit
+	Smooth   int32 // the rolling window, readings (mv_smooth when the state began)
+	Fitted   bool
+
+	// the anomalous run (score at the alert threshold): when it lasts
+	// pipeline.accept_after, its level is taken as the new normal
+	RunStart stamp
+	RunN     int32
+	RunQuiet int32
+}
+
+// The per-metric arrays within F and PF.
+func (m *MVState) nm() int         { return len(m.Names) }
+func (m *MVState) ring() []float64 { return m.F[:m.nm()*int(m.Smooth)] }
+func (m *MVState) sum() []float64  { n, r := m.nm(), m.nm()*int(m.Smooth); return m.F[r : r+n] }
+func (m *MVState) fitted(k int) []float64 {
+	n, r := m.nm(), m.nm()*int(m.Smooth)
+	return m.F[r+k*n : r+(k+1)*n]
+}
+func (m *MVState) med() []float64    { return m.fitted(1) }
+func (m *MVState) scale() []float64  { return m.fitted(2) }
+func (m *MVState) weight() []float64 { return m.fitted(3) }
+func (m *MVState) noise() []float64  { return m.fitted(4) }
+func (m *MVState) pos() []int32      { return m.PF[:m.nm()] }
+func (m *MVState) filled() []int32   { return m.PF[m.nm():] }
+
+// mvWire is MVState's snapshot encoding: its layout before session 18,
+// one array a quantity.
+type mvWire struct {
+	Names []string
+
+	Ring   []float64
 	Pos    []int32
 	Filled []int32
 	Sum    []float64
 
-	// the fit's accumulators, only while a fit or refit collects (nil
-	// between refits: most devices, most of the time)
 	Collect *MVCollect
 
 	Fitted   bool
 	Med      []float64
 	Scale    []float64
 	Weight   []float64
-	Noise    []float64 // short-term noise: sd of consecutive differences / sqrt 2
+	Noise    []float64
 	SinceFit int
 
-	// the anomalous run (score at the alert threshold): when it lasts
-	// pipeline.accept_after, its level is taken as the new normal
 	RunN     int32
 	RunQuiet int32
 	RunStart stamp
+}
+
+// wire is m's encoding; its arrays alias m's.
+func (m *MVState) wire() mvWire {
+	w := mvWire{Names: m.Names, Collect: m.Collect, Fitted: m.Fitted, SinceFit: int(m.SinceFit), RunN: m.RunN, RunQuiet: m.RunQuiet, RunStart: m.RunStart}
+	if m.valid() {
+		w.Ring, w.Sum, w.Pos, w.Filled = m.ring(), m.sum(), m.pos(), m.filled()
+		if m.Fitted {
+			w.Med, w.Scale, w.Weight, w.Noise = m.med(), m.scale(), m.weight(), m.noise()
+		}
+	}
+	return w
+}
+
+// fromWire makes the state a snapshot's encoding holds, in two arrays. A
+// state whose arrays do not fit one another (a damaged snapshot) keeps
+// none of them, and valid says so: the device starts its detector over.
+func (m *MVState) fromWire(w *mvWire) {
+	*m = MVState{Names: w.Names, Collect: w.Collect, Fitted: w.Fitted, SinceFit: int32(min(max(w.SinceFit, 0), math.MaxInt32)), RunN: w.RunN, RunQuiet: w.RunQuiet, RunStart: w.RunStart}
+	n := len(w.Names)
+	if n == 0 || len(w.Ring) == 0 || len(w.Ring)%n != 0 || len(w.Sum) != n || len(w.Pos) != n || len(w.Filled) != n ||
+		w.Fitted && (len(w.Med) != n || len(w.Scale) != n || len(w.Weight) != n || len(w.Noise) != n) {
+		return
+	}
+	smooth := len(w.Ring) / n
+	for j := 0; j < n; j++ {
+		if w.Pos[j] < 0 || int(w.Pos[j]) >= smooth || w.Filled[j] < 0 || int(w.Filled[j]) > smooth {
+			return
+		}
+	}
+	size := len(w.Ring) + n
+	if w.Fitted {
+		size += 4 * n
+	}
+	m.F = append(append(make([]float64, 0, size), w.Ring...), w.Sum...)
+	if w.Fitted {
+		m.F = append(append(append(append(m.F, w.Med...), w.Scale...), w.Weight...), w.Noise...)
+	}
+	m.PF = append(append(make([]int32, 0, 2*n), w.Pos...), w.Filled...)
+	m.Smooth = int32(smooth)
+}
+
+// valid reports whether the arrays fit the metrics and one another.
+func (m *MVState) valid() bool {
+	n := m.nm()
+	size := n*int(m.Smooth) + n
+	if m.Fitted {
+		size += 4 * n
+	}
+	return n > 0 && m.Smooth > 0 && len(m.F) == size && len(m.PF) == 2*n
+}
+
+// MarshalMsg appends the state's encoding (mvWire's).
+func (m *MVState) MarshalMsg(b []byte) ([]byte, error) {
+	w := m.wire()
+	return w.MarshalMsg(b)
+}
+
+// UnmarshalMsg reads what MarshalMsg wrote, or a snapshot of an older
+// Vigil (the same encoding).
+func (m *MVState) UnmarshalMsg(b []byte) ([]byte, error) {
+	var w mvWire
+	rest, err := w.UnmarshalMsg(b)
+	if err != nil {
+		return rest, err
+	}
+	m.fromWire(&w)
+	return rest, nil
+}
+
+// Msgsize is an upper bound of MarshalMsg's length.
+func (m *MVState) Msgsize() int {
+	w := m.wire()
+	return w.Msgsize()
 }
 
 // MVCollect accumulates the readings a fit is made from, one MVCol a
@@ -129,7 +246,7 @@ func sharedNames(names []string) []string {
 // knows it and gave it weight).
 func (m *MVState) watches(name string) bool {
 	j, ok := slices.BinarySearch(m.Names, name)
-	return ok && m.Weight[j] > 0
+	return ok && m.weight()[j] > 0
 }
 
 // collect returns the accumulators, started if need be. Vals grow as the
@@ -184,42 +301,7 @@ type MVObs struct {
 
 func newMVState(names []string, smooth int) *MVState {
 	n := len(names)
-	m := &MVState{Names: names}
-	m.Ring, m.Sum = split2(make([]float64, n*smooth+n), n*smooth)
-	m.Pos, m.Filled = split2(make([]int32, 2*n), n)
-	return m
-}
-
-// split2 cuts s at i into two slices, each capped at its own end (an
-// append to the first never writes into the second).
-func split2[T any](s []T, i int) ([]T, []T) { return s[:i:i], s[i:len(s):len(s)] }
-
-// pack puts a restored state's per-metric slices into two allocations:
-// the smoothing ring and sums with the fitted medians, scales, weights
-// and noises in one float64 array, the ring positions and fill counts in
-// one int32 array. A snapshot's decoder makes each of the eight slices on
-// its own, as the live state once did; newMVState and fit now make three
-// (the ring and sums, the positions and counts, the fitted values). Each
-// allocation is an object the collector follows in every cycle, and at a
-// million devices its mark phase took a quarter of the CPU. The values
-// are the same; only their layout changes.
-func (m *MVState) pack() {
-	fs := [...]*[]float64{&m.Ring, &m.Sum, &m.Med, &m.Scale, &m.Weight, &m.Noise}
-	n := 0
-	for _, s := range fs {
-		n += len(*s)
-	}
-	buf := make([]float64, 0, n)
-	for _, s := range fs {
-		if *s != nil {
-			i := len(buf)
-			buf = append(buf, *s...)
-			*s = buf[i:len(buf):len(buf)]
-		}
-	}
-	if m.Pos != nil || m.Filled != nil {
-		m.Pos, m.Filled = split2(append(append(make([]int32, 0, len(m.Pos)+len(m.Filled)), m.Pos...), m.Filled...), len(m.Pos))
-	}
+	return &MVState{Names: names, F: make([]float64, n*smooth+n), PF: make([]int32, 2*n), Smooth: int32(smooth)}
 }
 
 // mvObserve folds the reading's metrics into the device's detector and
@@ -232,7 +314,7 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 	m := d.MV
 	// a new metric set during the warm-up, or a changed mv_smooth (a state
 	// restored under another config), starts the detector over
-	if m == nil || !m.Fitted && !sameNames(m.Names, metrics) || len(m.Ring) != len(m.Names)*p.smooth {
+	if m == nil || !m.Fitted && !sameNames(m.Names, metrics) || int(m.Smooth) != p.smooth || !m.valid() {
 		names := make([]string, len(metrics))
 		for i := range metrics {
 			names[i] = metrics[i].Name
@@ -247,6 +329,7 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 	}
 	// 1. roll the smoothing windows of the metrics this reading carries
 	present := 0
+	ring, sum, pos, filled := m.ring(), m.sum(), m.pos(), m.filled()
 	for i := range metrics {
 		j, ok := slices.BinarySearch(m.Names, metrics[i].Name)
 		if !ok {
@@ -254,22 +337,22 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 		}
 		present++
 		v := metrics[i].Value
-		if m.Fitted && m.Weight[j] > 0 && m.Filled[j] > 0 {
-			sz := clampZ((v - m.Sum[j]/float64(m.Filled[j])) / m.Noise[j] * 6 / p.spike)
+		if m.Fitted && m.weight()[j] > 0 && filled[j] > 0 {
+			sz := clampZ((v - sum[j]/float64(filled[j])) / m.noise()[j] * 6 / p.spike)
 			if math.Abs(sz) > math.Abs(out.SpikeZ) {
 				out.Spike, out.SpikeZ = m.Names[j], sz
 			}
 		}
-		if int(m.Filled[j]) == p.smooth {
-			m.Sum[j] -= m.Ring[j*p.smooth+int(m.Pos[j])]
+		if int(filled[j]) == p.smooth {
+			sum[j] -= ring[j*p.smooth+int(pos[j])]
 		} else {
-			m.Filled[j]++
+			filled[j]++
 		}
-		m.Ring[j*p.smooth+int(m.Pos[j])] = v
-		m.Pos[j] = int32((int(m.Pos[j]) + 1) % p.smooth)
-		m.Sum[j] += v
+		ring[j*p.smooth+int(pos[j])] = v
+		pos[j] = int32((int(pos[j]) + 1) % p.smooth)
+		sum[j] += v
 		// the raw values' mean and variance for the trend ratio
-		if !m.Fitted || m.SinceFit >= p.refit && p.refit > 0 {
+		if !m.Fitted || int(m.SinceFit) >= p.refit && p.refit > 0 {
 			c := &m.collect().Cols[j]
 			c.NX++
 			d := v - c.Mean
@@ -289,11 +372,12 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 	// 2. score with the fitted model
 	if m.Fitted {
 		var ss, ws, zsum float64
-		z := func(j int) float64 { return (m.Sum[j]/float64(m.Filled[j]) - m.Med[j]) / m.Scale[j] }
+		med, scale, weight := m.med(), m.scale(), m.weight()
+		z := func(j int) float64 { return (sum[j]/float64(filled[j]) - med[j]) / scale[j] }
 		for j := range m.Names {
-			if m.Weight[j] > 0 && m.Filled[j] > 0 {
-				zsum += m.Weight[j] * z(j)
-				ws += m.Weight[j]
+			if weight[j] > 0 && filled[j] > 0 {
+				zsum += weight[j] * z(j)
+				ws += weight[j]
 			}
 		}
 		cm := 0.0
@@ -301,14 +385,14 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 			cm = zsum / ws // the weighted common mode
 		}
 		for j := range m.Names {
-			if m.Weight[j] == 0 {
+			if weight[j] == 0 {
 				continue
 			}
 			dz := -cm // a metric not yet seen since the fit counts as z = 0
-			if m.Filled[j] > 0 {
+			if filled[j] > 0 {
 				dz += z(j)
 			}
-			ss += m.Weight[j] * dz * dz
+			ss += weight[j] * dz * dz
 		}
 		if ws > 0 {
 			out.Warm = true
@@ -321,7 +405,7 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 		}
 	}
 	// 3. collect (normal readings only, once the model exists) and fit
-	collecting := !m.Fitted || p.refit > 0 && m.SinceFit >= p.refit
+	collecting := !m.Fitted || p.refit > 0 && int(m.SinceFit) >= p.refit
 	if !collecting || m.Fitted && out.Z >= 3 {
 		return
 	}
@@ -333,9 +417,10 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 	if m.Fitted {
 		vcap = (p.warmup + mvRefitEvery - 1) / mvRefitEvery
 	}
+	filled, sum = m.filled(), m.sum()
 	for j := range m.Names {
-		if keep && int(m.Filled[j]) == p.smooth {
-			v := m.Sum[j] / float64(p.smooth)
+		if keep && int(filled[j]) == p.smooth {
+			v := sum[j] / float64(p.smooth)
 			col := &c.Cols[j]
 			b := col.Vals
 			if len(b) == 0 {
@@ -380,9 +465,10 @@ func (m *MVState) accept(p *mvParams, ts time.Time, alarm bool) bool {
 	if m.RunN < 6 || m.RunStart.since(ts) < p.accept {
 		return false
 	}
+	med, sum, filled := m.med(), m.sum(), m.filled()
 	for j := range m.Names {
-		if m.Filled[j] > 0 {
-			m.Med[j] = m.Sum[j] / float64(m.Filled[j])
+		if filled[j] > 0 {
+			med[j] = sum[j] / float64(filled[j])
 		}
 	}
 	m.RunN, m.RunQuiet = 0, 0
@@ -406,7 +492,7 @@ func sameNames(names []string, metrics []MetricObs) bool {
 func (m *MVState) fit(p *mvParams) {
 	n := len(m.Names)
 	c := m.collect()
-	fitted := make([]float64, 4*n) // one allocation (see pack)
+	fitted := make([]float64, 4*n)
 	med, scale, weight, noises := fitted[:n:n], fitted[n:2*n:2*n], fitted[2*n:3*n:3*n], fitted[3*n:]
 	usable := 0
 	var buf []float64
@@ -443,6 +529,16 @@ func (m *MVState) fit(p *mvParams) {
 		return // collect again
 	}
 	if usable >= 2 {
-		m.Med, m.Scale, m.Weight, m.Noise, m.Fitted = med, scale, weight, noises, true
+		if !m.Fitted {
+			// the first fit: F grows by the fitted arrays (one allocation)
+			r := n*int(m.Smooth) + n
+			m.F = append(make([]float64, 0, r+4*n), m.F[:r]...)
+			m.F = m.F[:r+4*n]
+			m.Fitted = true
+		}
+		copy(m.med(), med)
+		copy(m.scale(), scale)
+		copy(m.weight(), weight)
+		copy(m.noise(), noises)
 	}
 }

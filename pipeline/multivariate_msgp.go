@@ -254,7 +254,7 @@ func (z *MVCollect) Msgsize() (s int) {
 }
 
 // MarshalMsg implements msgp.Marshaler
-func (z *MVState) MarshalMsg(b []byte) (o []byte, err error) {
+func (z *mvWire) MarshalMsg(b []byte) (o []byte, err error) {
 	o = msgp.Require(b, z.Msgsize())
 	// map header, size 15
 	// string "Names"
@@ -354,7 +354,7 @@ func (z *MVState) MarshalMsg(b []byte) (o []byte, err error) {
 }
 
 // UnmarshalMsg implements msgp.Unmarshaler
-func (z *MVState) UnmarshalMsg(bts []byte) (o []byte, err error) {
+func (z *mvWire) UnmarshalMsg(bts []byte) (o []byte, err error) {
 	var field []byte
 	_ = field
 	var zb0001 uint32
@@ -692,7 +692,7 @@ func (z *MVState) UnmarshalMsg(bts []byte) (o []byte, err error) {
 }
 
 // Msgsize returns an upper bound estimate of the number of bytes occupied by the serialized message
-func (z *MVState) Msgsize() (s int) {
+func (z *mvWire) Msgsize() (s int) {
 	s = 1 + 6 + msgp.ArrayHeaderSize
 	for za0001 := range z.Names {
 		s += msgp.StringPrefixSize + len(z.Names[za0001])

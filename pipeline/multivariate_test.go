@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"github.com/vigil/vigil/contract"
 
 	"math"
@@ -123,20 +124,20 @@ func TestMVWarmupKeepsPrecisionAtLargeMagnitudes(t *testing.T) {
 				}
 			}
 			m := d.MV
-			if !m.Fitted || m.Scale[0] <= 0 || m.Weight[0] <= 0 {
+			if !m.Fitted || m.scale()[0] <= 0 || m.weight()[0] <= 0 {
 				t.Fatalf("the metric near %g is not in the model: %+v", mag, m)
 			}
 			// the smoothed values' spread is about 1/sqrt(10) of the noise
-			if m.Scale[0] > 1 || m.Scale[0] < 0.1 {
-				t.Fatalf("a metric near %g fitted a scale of %g, want its smoothed noise (about 0.3)", mag, m.Scale[0])
+			if m.scale()[0] > 1 || m.scale()[0] < 0.1 {
+				t.Fatalf("a metric near %g fitted a scale of %g, want its smoothed noise (about 0.3)", mag, m.scale()[0])
 			}
-			if math.Abs(m.Med[0]-mag) > 0.2 {
-				t.Fatalf("a metric near %g fitted a median %f, want it within its smoothed noise", mag, m.Med[0])
+			if math.Abs(m.med()[0]-mag) > 0.2 {
+				t.Fatalf("a metric near %g fitted a median %f, want it within its smoothed noise", mag, m.med()[0])
 			}
 			// its trend ratio is a stationary metric's (about 1), as the
 			// small metric's is
-			if r := m.Weight[0] / m.Weight[1]; r < 0.2 || r > 5 {
-				t.Fatalf("weights %v: the metric near %g weighs %.2f times the small one's", m.Weight, mag, r)
+			if r := m.weight()[0] / m.weight()[1]; r < 0.2 || r > 5 {
+				t.Fatalf("weights %v: the metric near %g weighs %.2f times the small one's", m.weight(), mag, r)
 			}
 			// a snapshot written before the accumulators were one
 			// struct a metric has no Cols, and one of another metric set
@@ -155,11 +156,15 @@ func TestMVWarmupKeepsPrecisionAtLargeMagnitudes(t *testing.T) {
 	}
 }
 
-// A fitted device's multivariate state restored from a snapshot holds its
-// per-metric slices in two arrays, as the live state does (pack), with the
-// same values, and each slice capped at its own end: growing one must not
-// write into the next.
+// A fitted device's multivariate state is two arrays (F, PF) and a small
+// struct, live and restored from a snapshot, with the same values; its
+// snapshot encoding is the layout before session 18 (one array a
+// quantity), so an older Vigil's snapshot restores into it, and one whose
+// arrays do not fit one another starts the detector over.
 func TestMVStatePackedAfterRestore(t *testing.T) {
+	if sz := unsafe.Sizeof(MVState{}); sz > 112 {
+		t.Errorf("MVState is %d bytes, want at most 112 (a size class)", sz)
+	}
 	pr := NewProcessor(Default(), "eu", nil)
 	rng := rand.New(rand.NewPCG(3, 3))
 	part := newPartition()
@@ -169,7 +174,7 @@ func TestMVStatePackedAfterRestore(t *testing.T) {
 		pr.Step(part, &r, false, nil, &res)
 	}
 	live := part.Devices["dev-0"].MV
-	if live == nil || !live.Fitted {
+	if live == nil || !live.Fitted || !live.valid() {
 		t.Fatal("the device's multivariate model is not fitted after 600 readings")
 	}
 	snap := &snapshots{dir: t.TempDir(), group: "g", topic: "raw"}
@@ -180,33 +185,55 @@ func TestMVStatePackedAfterRestore(t *testing.T) {
 	if err != nil || got == nil {
 		t.Fatalf("the snapshot did not load: %v", err)
 	}
-	for name, m := range map[string]*MVState{"live": live, "restored": got.Devices["dev-0"].MV} {
-		next := func(a, b []float64) bool {
-			return unsafe.Pointer(unsafe.SliceData(b)) == unsafe.Add(unsafe.Pointer(unsafe.SliceData(a)), len(a)*8)
-		}
-		if !next(m.Ring, m.Sum) || !next(m.Med, m.Scale) || !next(m.Scale, m.Weight) || !next(m.Weight, m.Noise) {
-			t.Errorf("%s: the float64 slices are not packed", name)
-		}
-		if unsafe.Pointer(unsafe.SliceData(m.Filled)) != unsafe.Add(unsafe.Pointer(unsafe.SliceData(m.Pos)), len(m.Pos)*4) {
-			t.Errorf("%s: the int32 slices are not packed", name)
-		}
-		for _, s := range [][]float64{m.Ring, m.Sum, m.Med, m.Scale, m.Weight} {
-			if cap(s) != len(s) {
-				t.Errorf("%s: a slice of %d has capacity %d: an append would write into its neighbour", name, len(s), cap(s))
-			}
-		}
-	}
 	r := got.Devices["dev-0"].MV
-	for _, c := range []struct {
-		name      string
-		live, got []float64
-	}{{"ring", live.Ring, r.Ring}, {"sum", live.Sum, r.Sum}, {"med", live.Med, r.Med}, {"scale", live.Scale, r.Scale}, {"weight", live.Weight, r.Weight}, {"noise", live.Noise, r.Noise}} {
-		if !slices.Equal(c.live, c.got) {
-			t.Errorf("%s: restored %v, live %v", c.name, c.got, c.live)
+	if r == nil || !r.valid() {
+		t.Fatal("the restored state is not valid")
+	}
+	for name, m := range map[string]*MVState{"live": live, "restored": r} {
+		if cap(m.F) != len(m.F) || cap(m.PF) != len(m.PF) {
+			t.Errorf("%s: arrays of %d and %d with capacities %d and %d: more than they hold", name, len(m.F), len(m.PF), cap(m.F), cap(m.PF))
 		}
 	}
-	if !slices.Equal(live.Pos, r.Pos) || !slices.Equal(live.Filled, r.Filled) {
-		t.Errorf("positions or fill counts differ after the restore")
+	if !slices.Equal(live.F, r.F) || !slices.Equal(live.PF, r.PF) || live.Smooth != r.Smooth || live.SinceFit != r.SinceFit {
+		t.Errorf("restored %+v, live %+v", r, live)
+	}
+	// the encoding is the earlier layout's: what an older Vigil wrote
+	// restores, and what this one writes an older one reads
+	w := live.wire()
+	old, err := w.MarshalMsg(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := live.MarshalMsg(nil)
+	if err != nil || !bytes.Equal(enc, old) {
+		t.Fatalf("the state encodes otherwise than the earlier layout (%v)", err)
+	}
+	var fromOld MVState
+	if _, err := fromOld.UnmarshalMsg(old); err != nil || !slices.Equal(fromOld.F, live.F) || !slices.Equal(fromOld.PF, live.PF) {
+		t.Fatalf("an earlier layout's snapshot restored %+v (%v), want %+v", fromOld, err, live)
+	}
+	n := len(live.Names)
+	for _, c := range []struct {
+		name string
+		edit func(w *mvWire)
+	}{
+		{"a sum short", func(w *mvWire) { w.Sum = w.Sum[:n-1] }},
+		{"a ring not whole windows", func(w *mvWire) { w.Ring = w.Ring[:len(w.Ring)-1] }},
+		{"fitted without noises", func(w *mvWire) { w.Noise = nil }},
+		{"a position beyond the window", func(w *mvWire) { w.Pos = []int32{0, 0, 0, 99}[:n] }},
+		{"a negative fill", func(w *mvWire) { w.Filled = append([]int32{-1}, w.Filled[1:]...) }},
+	} {
+		w := live.wire()
+		w.Sum, w.Noise, w.Pos, w.Filled = slices.Clone(w.Sum), slices.Clone(w.Noise), slices.Clone(w.Pos), slices.Clone(w.Filled)
+		c.edit(&w)
+		b, err := w.MarshalMsg(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m MVState
+		if _, err := m.UnmarshalMsg(b); err != nil || m.valid() {
+			t.Errorf("%s: decoded valid %v (%v), want a state that starts over", c.name, m.valid(), err)
+		}
 	}
 }
 
@@ -246,7 +273,7 @@ func TestMVRefitKeepsEveryFourthValue(t *testing.T) {
 	if !m.Fitted {
 		t.Fatal("not fitted after mv_warmup readings")
 	}
-	med := m.Med[slices.Index(m.Names, "temp_c")]
+	med := m.med()[slices.Index(m.Names, "temp_c")]
 	// the set point of temp_c moves by 0.5 (half a noise deviation: the
 	// refit collects most readings) before the refit
 	refitted := false
@@ -261,7 +288,7 @@ func TestMVRefitKeepsEveryFourthValue(t *testing.T) {
 	if !refitted {
 		t.Fatalf("no refit within mv_refit and three mv_warmups of readings")
 	}
-	if got := m.Med[slices.Index(m.Names, "temp_c")]; math.Abs(got-med-0.5) > 0.2 {
+	if got := m.med()[slices.Index(m.Names, "temp_c")]; math.Abs(got-med-0.5) > 0.2 {
 		t.Errorf("the refitted median of temp_c is %.3f, want about %.3f (the first fit's %.3f moved by 0.5)", got, med+0.5, med)
 	}
 }

@@ -42,10 +42,10 @@ const evictEvery = 4096
 func (part *partition) evictIdle(ttl time.Duration) {
 	cut := part.MaxIngest.Add(-ttl)
 	for id, ds := range part.Devices {
-		if ds.LastIngest.IsZero() { // restored from a snapshot that did not keep it
-			ds.LastIngest = part.MaxIngest
+		if ds.LastIngest == 0 { // restored from a snapshot that did not keep it
+			ds.LastIngest = wallOf(part.MaxIngest)
 		}
-		if ds.LastIngest.Before(cut) && len(ds.Incidents) == 0 {
+		if ds.LastIngest.time().Before(cut) && len(ds.Incidents) == 0 {
 			delete(part.Devices, id)
 			part.Evicted++
 		}
@@ -226,8 +226,8 @@ func (pr *Processor) StepAt(part *partition, off int64, r *contract.Reading, emi
 		res.Held = true
 	case ds.seen(r.ID, r.IngestedAt, pr.cfg.DedupWindow, pr.cfg.DedupHorizon):
 		res.Duplicate = true
-	case r.IngestedAt.After(ds.LastIngest):
-		ds.LastIngest = r.IngestedAt
+	case r.IngestedAt.After(ds.LastIngest.time()):
+		ds.LastIngest = wallOf(r.IngestedAt)
 	}
 	if off >= ds.Through {
 		ds.Through = off + 1

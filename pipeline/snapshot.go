@@ -297,7 +297,12 @@ func (s *snapshots) load(p int32) (*partition, error) {
 			if len(d.MV.Names) > 0 {
 				d.MV.Names = sharedNames(d.MV.Names)
 			}
-			d.MV.pack()
+			if !d.MV.valid() {
+				// damaged, or a gob snapshot of the layout before session
+				// 18 (its arrays do not decode into this one): the
+				// detector starts over, as for a new device
+				d.MV = nil
+			}
 		}
 		d.upgrade()
 	}

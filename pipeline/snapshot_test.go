@@ -18,6 +18,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -324,7 +325,7 @@ func TestSnapshotCodecFields(t *testing.T) {
 	for _, v := range []interface {
 		MarshalMsg([]byte) ([]byte, error)
 	}{&DeviceState{}, &MetricState{}, &UVState{}, &uvHist{}, &AttrState{}, &AttrCount{}, &Incident{}, &ClosedIncident{},
-		&MVState{}, &MVCollect{}, &MVCol{}, &GapState{}, &contract.Alert{}, &contract.Reason{}} {
+		&mvWire{}, &MVCollect{}, &MVCol{}, &GapState{}, &contract.Alert{}, &contract.Reason{}} {
 		typ := reflect.TypeOf(v).Elem()
 		var want []string
 		for i := range typ.NumField() {
@@ -584,5 +585,63 @@ func TestSnapshotWrittenInSlices(t *testing.T) {
 	}
 	if n == 0 {
 		t.Fatal("replayed without offsets, the snapshot gave back every device's reading count: the test does not exercise the skip")
+	}
+}
+
+// A device's latest event and ingest times are held in 8 bytes each and
+// the dedup ring's position and count in 4, which makes a DeviceState 208
+// bytes (a size class; it took 256); they encode as before (MessagePack
+// times and integers), so a snapshot written with time.Time fields
+// restores the same times, to the microsecond, and the zero time stays
+// zero.
+func TestDeviceStateTimesCompact(t *testing.T) {
+	if sz := unsafe.Sizeof(DeviceState{}); sz > 208 {
+		t.Errorf("DeviceState is %d bytes, want at most 208 (a size class)", sz)
+	}
+	ts := time.Date(2026, 3, 2, 10, 4, 5, 123456789, time.UTC)
+	ing := ts.Add(1500 * time.Millisecond)
+	// the encoding of a state whose times were time.Time fields
+	b := msgp.AppendMapHeader(nil, 5)
+	b = msgp.AppendTime(msgp.AppendString(b, "LastTS"), ts)
+	b = msgp.AppendTime(msgp.AppendString(b, "LastIngest"), ing)
+	b = msgp.AppendInt(msgp.AppendString(b, "N"), 7)
+	b = msgp.AppendInt(msgp.AppendString(b, "IDPos"), 3)
+	b = msgp.AppendInt(msgp.AppendString(b, "IDN"), 5)
+	var d DeviceState
+	if _, err := d.UnmarshalMsg(b); err != nil {
+		t.Fatal(err)
+	}
+	if !d.LastTS.time().Equal(ts.Truncate(time.Microsecond)) || !d.LastIngest.time().Equal(ing.Truncate(time.Microsecond)) || d.IDPos != 3 || d.IDN != 5 || d.N != 7 {
+		t.Fatalf("decoded LastTS %v, LastIngest %v, IDPos %d, IDN %d, N %d", d.LastTS.time(), d.LastIngest.time(), d.IDPos, d.IDN, d.N)
+	}
+	// and what this version writes decodes as times, as an older one reads them
+	enc, err := d.MarshalMsg(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, rest, err := msgp.ReadMapHeaderBytes(enc)
+	for ; err == nil && n > 0; n-- {
+		var k []byte
+		if k, rest, err = msgp.ReadMapKeyZC(rest); err != nil {
+			break
+		}
+		if string(k) == "LastTS" {
+			var got time.Time
+			if got, _, err = msgp.ReadTimeBytes(rest); err == nil && !got.Equal(ts.Truncate(time.Microsecond)) {
+				t.Errorf("LastTS encoded as %v, want %v", got, ts.Truncate(time.Microsecond))
+			}
+			break
+		}
+		rest, err = msgp.Skip(rest)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var zero DeviceState
+	if enc, err = zero.MarshalMsg(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.UnmarshalMsg(enc); err != nil || d.LastTS != 0 || d.LastIngest != 0 || !d.LastIngest.time().IsZero() {
+		t.Fatalf("the zero times came back as %d and %d (%v)", d.LastTS, d.LastIngest, err)
 	}
 }

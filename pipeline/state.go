@@ -92,8 +92,8 @@ type ClosedIncident struct {
 // DeviceState is everything the pipeline remembers about one device.
 type DeviceState struct {
 	N          int64
-	LastTS     time.Time
-	LastIngest time.Time // ingest time of the latest reading (for pipeline.device_idle_ttl)
+	LastTS     wallTime // event time of the latest reading in order
+	LastIngest wallTime // ingest time of the latest reading (for pipeline.device_idle_ttl)
 	DtN        int64
 	LogDtMean  float64
 	LogDtVar   float64
@@ -110,8 +110,8 @@ type DeviceState struct {
 	// it holds (see seen).
 	IDHashes  []uint64
 	IDAt      []uint32
-	IDPos     int
-	IDN       int
+	IDPos     int32
+	IDN       int32
 	Incidents map[string]*Incident `msg:",allownil"`
 	// Closed are the latest closed incidents' metrics, close times and
 	// peaks (one per metric): within pipeline.realert_after of one, a new
@@ -199,30 +199,32 @@ func (d *DeviceState) seen(id string, at time.Time, window int, horizon time.Dur
 		d.upgradeIDs()
 	}
 	c := len(d.IDHashes)
-	if end := d.IDPos + d.IDN; end <= c {
-		if slices.Contains(d.IDHashes[d.IDPos:end], h) {
+	pos, n := int(d.IDPos), int(d.IDN)
+	if end := pos + n; end <= c {
+		if slices.Contains(d.IDHashes[pos:end], h) {
 			return true
 		}
-	} else if slices.Contains(d.IDHashes[d.IDPos:], h) || slices.Contains(d.IDHashes[:end-c], h) {
+	} else if slices.Contains(d.IDHashes[pos:], h) || slices.Contains(d.IDHashes[:end-c], h) {
 		return true
 	}
 	now := unixSeconds(at)
-	if d.IDN > 0 {
-		now = max(now, d.IDAt[(d.IDPos+d.IDN-1)%c])
+	if n > 0 {
+		now = max(now, d.IDAt[(pos+n-1)%c])
 	}
 	hs := int64(horizon / time.Second)
-	for d.IDN > 0 && (d.IDN >= window || horizon > 0 && d.IDN >= dedupKeep && int64(d.IDAt[d.IDPos])+hs < int64(now)) {
-		d.IDPos = (d.IDPos + 1) % c
-		d.IDN--
+	for n > 0 && (n >= window || horizon > 0 && n >= dedupKeep && int64(d.IDAt[pos])+hs < int64(now)) {
+		pos = (pos + 1) % c
+		n--
 	}
+	d.IDPos, d.IDN = int32(pos), int32(n)
 	switch {
-	case d.IDN == c: // full, and under the window: grow
+	case n == c: // full, and under the window: grow
 		d.resizeIDs(min(max(2*c, 4), window))
-	case c > 8 && 4*d.IDN < c: // mostly forgotten: shrink
+	case c > 8 && 4*n < c: // mostly forgotten: shrink
 		d.resizeIDs(c / 2)
 	}
 	c = len(d.IDHashes)
-	i := (d.IDPos + d.IDN) % c
+	i := (int(d.IDPos) + n) % c
 	d.IDHashes[i], d.IDAt[i] = h, unixSeconds(at)
 	d.IDN++
 	return false
@@ -232,8 +234,8 @@ func (d *DeviceState) seen(id string, at time.Time, window int, horizon time.Dur
 // first.
 func (d *DeviceState) resizeIDs(c int) {
 	hs, at := make([]uint64, c), make([]uint32, c)
-	for k := 0; k < d.IDN; k++ {
-		j := (d.IDPos + k) % len(d.IDHashes)
+	for k := 0; k < int(d.IDN); k++ {
+		j := (int(d.IDPos) + k) % len(d.IDHashes)
 		hs[k], at[k] = d.IDHashes[j], d.IDAt[j]
 	}
 	d.IDHashes, d.IDAt, d.IDPos = hs, at, 0
@@ -243,10 +245,10 @@ func (d *DeviceState) resizeIDs(c int) {
 // times were kept (hashes only; full from IDPos, or filling from 0): its
 // ids are taken as ingested at the device's latest ingest time.
 func (d *DeviceState) upgradeIDs() {
-	d.IDN = len(d.IDHashes)
+	d.IDN = int32(len(d.IDHashes))
 	d.IDAt = make([]uint32, d.IDN)
 	for i := range d.IDAt {
-		d.IDAt[i] = unixSeconds(d.LastIngest)
+		d.IDAt[i] = unixSeconds(d.LastIngest.time())
 	}
 	if d.IDN > 0 {
 		d.IDPos %= d.IDN
@@ -359,9 +361,10 @@ func (d *DeviceState) observe(p *params, r *contract.Reading, o *Observation) {
 	o.Metrics = o.Metrics[:0]
 	o.Attrs = o.Attrs[:0]
 	o.HasDt, o.DtS, o.DtZ, o.GapL, o.GapAL = false, 0, 0, 0, 0
-	inOrder := d.N == 0 || r.TS.After(d.LastTS)
+	lastTS := d.LastTS.time()
+	inOrder := d.N == 0 || r.TS.After(lastTS)
 	if d.N > 0 && inOrder {
-		dt := r.TS.Sub(d.LastTS).Seconds()
+		dt := r.TS.Sub(lastTS).Seconds()
 		o.HasDt, o.DtS = true, dt
 		ld := math.Log(dt)
 		if d.DtN >= 10 {
@@ -527,7 +530,7 @@ func (d *DeviceState) observe(p *params, r *contract.Reading, o *Observation) {
 	}
 	if inOrder {
 		d.mvObserve(&p.mv, o.Metrics, r.TS, &o.MV)
-		d.LastTS = r.TS
+		d.LastTS = wallOf(r.TS)
 	} else {
 		o.MV = MVObs{}
 	}

@@ -333,10 +333,18 @@ func (z *DeviceState) MarshalMsg(b []byte) (o []byte, err error) {
 	o = msgp.AppendInt64(o, z.N)
 	// string "LastTS"
 	o = append(o, 0xa6, 0x4c, 0x61, 0x73, 0x74, 0x54, 0x53)
-	o = msgp.AppendTime(o, z.LastTS)
+	o, err = z.LastTS.MarshalMsg(o)
+	if err != nil {
+		err = msgp.WrapError(err, "LastTS")
+		return
+	}
 	// string "LastIngest"
 	o = append(o, 0xaa, 0x4c, 0x61, 0x73, 0x74, 0x49, 0x6e, 0x67, 0x65, 0x73, 0x74)
-	o = msgp.AppendTime(o, z.LastIngest)
+	o, err = z.LastIngest.MarshalMsg(o)
+	if err != nil {
+		err = msgp.WrapError(err, "LastIngest")
+		return
+	}
 	// string "DtN"
 	o = append(o, 0xa3, 0x44, 0x74, 0x4e)
 	o = msgp.AppendInt64(o, z.DtN)
@@ -380,10 +388,10 @@ func (z *DeviceState) MarshalMsg(b []byte) (o []byte, err error) {
 	}
 	// string "IDPos"
 	o = append(o, 0xa5, 0x49, 0x44, 0x50, 0x6f, 0x73)
-	o = msgp.AppendInt(o, z.IDPos)
+	o = msgp.AppendInt32(o, z.IDPos)
 	// string "IDN"
 	o = append(o, 0xa3, 0x49, 0x44, 0x4e)
-	o = msgp.AppendInt(o, z.IDN)
+	o = msgp.AppendInt32(o, z.IDN)
 	// string "Incidents"
 	o = append(o, 0xa9, 0x49, 0x6e, 0x63, 0x69, 0x64, 0x65, 0x6e, 0x74, 0x73)
 	if z.Incidents == nil { // allownil: if nil
@@ -476,13 +484,13 @@ func (z *DeviceState) UnmarshalMsg(bts []byte) (o []byte, err error) {
 				return
 			}
 		case "LastTS":
-			z.LastTS, bts, err = msgp.ReadTimeUTCBytes(bts)
+			bts, err = z.LastTS.UnmarshalMsg(bts)
 			if err != nil {
 				err = msgp.WrapError(err, "LastTS")
 				return
 			}
 		case "LastIngest":
-			z.LastIngest, bts, err = msgp.ReadTimeUTCBytes(bts)
+			bts, err = z.LastIngest.UnmarshalMsg(bts)
 			if err != nil {
 				err = msgp.WrapError(err, "LastIngest")
 				return
@@ -598,13 +606,13 @@ func (z *DeviceState) UnmarshalMsg(bts []byte) (o []byte, err error) {
 				}
 			}
 		case "IDPos":
-			z.IDPos, bts, err = msgp.ReadIntBytes(bts)
+			z.IDPos, bts, err = msgp.ReadInt32Bytes(bts)
 			if err != nil {
 				err = msgp.WrapError(err, "IDPos")
 				return
 			}
 		case "IDN":
-			z.IDN, bts, err = msgp.ReadIntBytes(bts)
+			z.IDN, bts, err = msgp.ReadInt32Bytes(bts)
 			if err != nil {
 				err = msgp.WrapError(err, "IDN")
 				return
@@ -767,7 +775,7 @@ func (z *DeviceState) UnmarshalMsg(bts []byte) (o []byte, err error) {
 
 // Msgsize returns an upper bound estimate of the number of bytes occupied by the serialized message
 func (z *DeviceState) Msgsize() (s int) {
-	s = 3 + 2 + msgp.Int64Size + 7 + msgp.TimeSize + 11 + msgp.TimeSize + 4 + msgp.Int64Size + 10 + msgp.Float64Size + 9 + msgp.Float64Size + 8 + msgp.ArrayHeaderSize
+	s = 3 + 2 + msgp.Int64Size + 7 + z.LastTS.Msgsize() + 11 + z.LastIngest.Msgsize() + 4 + msgp.Int64Size + 10 + msgp.Float64Size + 9 + msgp.Float64Size + 8 + msgp.ArrayHeaderSize
 	for za0001 := range z.Metrics {
 		s += z.Metrics[za0001].Msgsize()
 	}
@@ -775,7 +783,7 @@ func (z *DeviceState) Msgsize() (s int) {
 	for za0002 := range z.Attrs {
 		s += z.Attrs[za0002].Msgsize()
 	}
-	s += 9 + msgp.ArrayHeaderSize + (len(z.IDHashes) * (msgp.Uint64Size)) + 5 + msgp.ArrayHeaderSize + (len(z.IDAt) * (msgp.Uint32Size)) + 6 + msgp.IntSize + 4 + msgp.IntSize + 10 + msgp.MapHeaderSize
+	s += 9 + msgp.ArrayHeaderSize + (len(z.IDHashes) * (msgp.Uint64Size)) + 5 + msgp.ArrayHeaderSize + (len(z.IDAt) * (msgp.Uint32Size)) + 6 + msgp.Int32Size + 4 + msgp.Int32Size + 10 + msgp.MapHeaderSize
 	if z.Incidents != nil {
 		for za0005, za0006 := range z.Incidents {
 			_ = za0006
