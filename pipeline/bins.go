@@ -1,6 +1,9 @@
 package pipeline
 
-import "math"
+import (
+	"math"
+	"slices"
+)
 
 // lazyBins is a fixed-size array of n float32 bins that starts equal to a
 // template (the histograms' prior, the profiles' "unseen") and, while few
@@ -130,4 +133,137 @@ func foldBins(l *lazyBins[float32], tmpl []float32) {
 	if len(l.V) != n && len(l.V)/2 > n/4 { // more pairs than a sparse list holds
 		l.densify(tmpl)
 	}
+}
+
+// The arrays of a metric's binSet, in their order in it.
+const (
+	uvArrHist  = iota // the histogram of s (template uvPriorHist)
+	uvArrRHist        // of the regime figure (uvPriorHist)
+	uvArrDay          // the daily profile (uvUnseenDay)
+	uvArrWeek         // the weekly profile (uvUnseenWeek)
+	uvArrs
+)
+
+// binTmpl is array k's template: its bins before any is written.
+func binTmpl(k int) []float32 {
+	switch k {
+	case uvArrHist, uvArrRHist:
+		return uvPriorHist[:]
+	case uvArrDay:
+		return uvUnseenDay
+	}
+	return uvUnseenWeek
+}
+
+// binSet holds a metric detector's four binned float32 arrays in one
+// slice, one after the other, each as a lazyBins holds it (nothing while
+// untouched, (bin, value) pairs while few bins are written, then every
+// bin); L is the length of each in V. Four lazyBins were four slice
+// headers in the detector's struct and up to four small objects for the
+// collector to follow: a device still warming up, its per-metric
+// detectors live, held 41 heap objects, 17 of them these arrays. Values
+// are the same as lazyBins', and so is the snapshot encoding (see
+// uvStateWire).
+type binSet struct {
+	V []float32
+	L [uvArrs]uint16
+}
+
+// span is where array k lies in V.
+func (s *binSet) span(k int) (int, int) {
+	o := 0
+	for i := 0; i < k; i++ {
+		o += int(s.L[i])
+	}
+	return o, o + int(s.L[k])
+}
+
+// view is array k as a lazyBins (its slice capped: not to be grown).
+func (s *binSet) view(k int) lazyBins[float32] {
+	a, e := s.span(k)
+	return lazyBins[float32]{V: s.V[a:e:e]}
+}
+
+func (s *binSet) untouched(k int) bool { return s.L[k] == 0 }
+
+func (s *binSet) at(k, b int) float32 {
+	v := s.view(k)
+	return v.at(b, binTmpl(k))
+}
+
+// all is every bin of array k: the array itself once dense, else dst
+// filled.
+func (s *binSet) all(k int, dst []float32) []float32 {
+	v := s.view(k)
+	return v.all(dst, binTmpl(k))
+}
+
+// ref points at bin b of array k for a write, as lazyBins.ref does (and
+// with the same sparse limit). The pointer is good until the next ref.
+func (s *binSet) ref(k, b int) *float32 {
+	tmpl := binTmpl(k)
+	a, e := s.span(k)
+	if e-a == len(tmpl) {
+		return &s.V[a+b]
+	}
+	for i := a; i < e; i += 2 {
+		if int(s.V[i]) == b {
+			return &s.V[i+1]
+		}
+	}
+	if (e-a)/2 >= len(tmpl)/4 {
+		return &s.dense(k)[b]
+	}
+	if cap(s.V)-len(s.V) < 2 {
+		s.V = slices.Grow(s.V, 2+len(s.V)/4)
+	}
+	s.V = slices.Insert(s.V, e, float32(b), tmpl[b])
+	s.L[k] += 2
+	return &s.V[e+1]
+}
+
+// dense makes array k every bin, and returns it.
+func (s *binSet) dense(k int) []float32 {
+	tmpl := binTmpl(k)
+	a, e := s.span(k)
+	if e-a != len(tmpl) {
+		d := make([]float32, len(tmpl))
+		copy(d, tmpl)
+		for i := a; i < e; i += 2 {
+			d[int(s.V[i])] = s.V[i+1]
+		}
+		s.V = slices.Replace(s.V, a, e, d...)
+		s.L[k] = uint16(len(tmpl))
+	}
+	return s.V[a : a+len(tmpl) : a+len(tmpl)]
+}
+
+// set makes array k hold l's bins (a snapshot's). Bins that do not fit
+// the template (a damaged snapshot) are left out: an array of another
+// length than the template's and not of whole (bin, value) pairs below
+// it, or a pair naming a bin beyond it.
+func (s *binSet) set(k int, l lazyBins[float32]) {
+	tmpl := binTmpl(k)
+	var v []float32
+	switch n := len(l.V); {
+	case n == len(tmpl):
+		v = l.V
+	case n%2 == 0 && n/2 <= len(tmpl)/4:
+	pairs:
+		for i := 0; i < n; i += 2 {
+			b := l.V[i]
+			if !(b >= 0 && int(b) < len(tmpl) && float32(int(b)) == b) {
+				continue
+			}
+			for j := 0; j < len(v); j += 2 {
+				if v[j] == b {
+					continue pairs
+				}
+			}
+			v = append(v, b, l.V[i+1])
+		}
+	}
+	a, e := s.span(k)
+	s.V = slices.Replace(s.V, a, e, v...)
+	s.L[k] = uint16(len(v))
 }

@@ -25,7 +25,7 @@ import (
 // an array header asks for at most 1 Mi elements (the largest array of a
 // valid state is a multivariate warm-up, at most mv_warmup values).
 //go:generate go tool msgp -file state.go -o state_msgp.go -tests=false -io=false -unexported -d "ignore MetricObs AttrObs Observation params" -d "limit arrays:1048576 maps:65536" -d "timezone utc"
-//go:generate go tool msgp -file univariate.go -o univariate_msgp.go -tests=false -io=false -unexported -d "ignore UVObs uvParams" -d "limit arrays:1048576 maps:65536" -d "timezone utc"
+//go:generate go tool msgp -file univariate.go -o univariate_msgp.go -tests=false -io=false -unexported -d "ignore UVObs uvParams UVState uvQ histRef binSet" -d "limit arrays:1048576 maps:65536" -d "timezone utc"
 //go:generate go tool msgp -file multivariate.go -o multivariate_msgp.go -tests=false -io=false -unexported -d "ignore MVObs mvParams MVState" -d "limit arrays:1048576 maps:65536" -d "timezone utc"
 //go:generate go tool msgp -file stamp.go -o stamp_msgp.go -tests=false -io=false -unexported
 
@@ -77,19 +77,23 @@ func (l *lazyBins[T]) UnmarshalMsg(b []byte) ([]byte, error) {
 // Msgsize is an upper bound of MarshalMsg's length.
 func (l *lazyBins[T]) Msgsize() int { return msgp.BytesPrefixSize + 4*len(l.V) }
 
-// wallTime is a time in Unix microseconds (0: the zero time), for the
+// wallTime is a time in Unix nanoseconds (0: the zero time), for the
 // device's latest event and ingest times: 8 bytes where a time.Time takes
 // 24, which with IDPos and IDN as int32 makes a DeviceState 208 bytes, a
-// size class below the 256 it took. It encodes as a MessagePack time, as
-// the time.Time fields did, so snapshots read and write as before; gob
-// (the snapshot formats before MessagePack) as time.Time's binary.
+// size class below the 256 it took. Nanoseconds, not a stamp's
+// microseconds: the gap to the previous reading (dt_s, each metric's
+// rate) is computed from it to the nanosecond, as before. It covers 1678
+// to 2262 (ingest refuses readings before 1970 and beyond now and
+// ingest.future_margin). It encodes as a MessagePack time, as the
+// time.Time fields did, so snapshots read and write as before; gob (the
+// snapshot formats before MessagePack) as time.Time's binary.
 type wallTime int64
 
 func wallOf(t time.Time) wallTime {
 	if t.IsZero() {
 		return 0
 	}
-	return wallTime(t.UnixMicro())
+	return wallTime(t.UnixNano())
 }
 
 // time is w as a time.Time in UTC (the zero time for 0).
@@ -97,7 +101,7 @@ func (w wallTime) time() time.Time {
 	if w == 0 {
 		return time.Time{}
 	}
-	return time.UnixMicro(int64(w)).UTC()
+	return time.Unix(0, int64(w)).UTC()
 }
 
 // MarshalMsg appends w as a MessagePack time.

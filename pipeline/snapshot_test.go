@@ -324,7 +324,7 @@ func TestSnapshotCodecRoundTrip(t *testing.T) {
 func TestSnapshotCodecFields(t *testing.T) {
 	for _, v := range []interface {
 		MarshalMsg([]byte) ([]byte, error)
-	}{&DeviceState{}, &MetricState{}, &UVState{}, &uvHist{}, &AttrState{}, &AttrCount{}, &Incident{}, &ClosedIncident{},
+	}{&DeviceState{}, &MetricState{}, &uvStateWire{}, &uvHist{}, &AttrState{}, &AttrCount{}, &Incident{}, &ClosedIncident{},
 		&mvWire{}, &MVCollect{}, &MVCol{}, &GapState{}, &contract.Alert{}, &contract.Reason{}} {
 		typ := reflect.TypeOf(v).Elem()
 		var want []string
@@ -415,11 +415,27 @@ func TestSnapshotFoldsOldBins(t *testing.T) {
 	old := richPartition(t)
 	type hist struct{ want, old *lazyBins[float32] }
 	var hists []hist
+	// a metric's histograms as its encoding holds them (uvStateWire), the
+	// gap histogram as the device does
+	type metricWire struct {
+		id   string
+		i    int
+		want uvStateWire
+		old  uvStateWire
+	}
+	var mws []*metricWire
 	for id, d := range old.Devices {
 		w := want.Devices[id]
 		for i := range d.Metrics {
 			if u := d.Metrics[i].UV; u != nil {
-				hists = append(hists, hist{&w.Metrics[i].UV.Hist.Bins, &u.Hist.Bins}, hist{&w.Metrics[i].UV.RHist.Bins, &u.RHist.Bins})
+				mw := &metricWire{id: id, i: i}
+				w.Metrics[i].UV.wire(&mw.want)
+				u.wire(&mw.old)
+				for _, l := range []*lazyBins[float32]{&mw.want.Hist.Bins, &mw.want.RHist.Bins, &mw.old.Hist.Bins, &mw.old.RHist.Bins} {
+					l.V = slices.Clone(l.V) // not the state's own
+				}
+				mws = append(mws, mw)
+				hists = append(hists, hist{&mw.want.Hist.Bins, &mw.old.Hist.Bins}, hist{&mw.want.RHist.Bins, &mw.old.RHist.Bins})
 			}
 		}
 		if d.Gap != nil {
@@ -443,6 +459,33 @@ func TestSnapshotFoldsOldBins(t *testing.T) {
 	if dense == 0 || sparse == 0 {
 		t.Fatalf("the partition has %d dense and %d sparse histograms; the test needs both", dense, sparse)
 	}
+	check := func(name string, g, w *lazyBins[float32]) {
+		t.Helper()
+		var tg, tw [uvBins]float32
+		gb, wb := g.all(tg[:], uvPriorHist[:]), w.all(tw[:], uvPriorHist[:])
+		for b := range gb {
+			if gb[b] != wb[b] {
+				t.Fatalf("%s: bin %d is %v, want %v", name, b, gb[b], wb[b])
+			}
+		}
+		if len(g.V) != uvBins && len(g.V)/2 > uvBins/4 {
+			t.Fatalf("%s: %d values, neither dense nor sparse", name, len(g.V))
+		}
+	}
+	for _, mw := range mws {
+		b, err := mw.old.MarshalMsg(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var u UVState
+		if _, err := u.UnmarshalMsg(b); err != nil {
+			t.Fatal(err)
+		}
+		name := mw.id + " " + old.Devices[mw.id].Metrics[mw.i].Name
+		h, r := u.B.view(uvArrHist), u.B.view(uvArrRHist)
+		check(name+" hist", &h, &mw.want.Hist.Bins)
+		check(name+" regime hist", &r, &mw.want.RHist.Bins)
+	}
 	snap := &snapshots{dir: t.TempDir(), group: "g", topic: "raw"}
 	if err := snap.save(1, old); err != nil {
 		t.Fatal(err)
@@ -452,27 +495,8 @@ func TestSnapshotFoldsOldBins(t *testing.T) {
 		t.Fatal(err)
 	}
 	for id, d := range got.Devices {
-		w := want.Devices[id]
-		check := func(name string, g, w *lazyBins[float32]) {
-			var tg, tw [uvBins]float32
-			gb, wb := g.all(tg[:], uvPriorHist[:]), w.all(tw[:], uvPriorHist[:])
-			for b := range gb {
-				if gb[b] != wb[b] {
-					t.Fatalf("%s %s: bin %d is %v, want %v", id, name, b, gb[b], wb[b])
-				}
-			}
-			if len(g.V) != uvBins && len(g.V)/2 > uvBins/4 {
-				t.Fatalf("%s %s: %d values, neither dense nor sparse", id, name, len(g.V))
-			}
-		}
-		for i := range d.Metrics {
-			if u := d.Metrics[i].UV; u != nil {
-				check(d.Metrics[i].Name+" hist", &u.Hist.Bins, &w.Metrics[i].UV.Hist.Bins)
-				check(d.Metrics[i].Name+" regime hist", &u.RHist.Bins, &w.Metrics[i].UV.RHist.Bins)
-			}
-		}
 		if d.Gap != nil {
-			check("gap hist", &d.Gap.Hist.Bins, &w.Gap.Hist.Bins)
+			check(id+" gap hist", &d.Gap.Hist.Bins, &want.Devices[id].Gap.Hist.Bins)
 		}
 	}
 	t.Logf("%d dense and %d sparse histograms folded", dense, sparse)
@@ -592,7 +616,7 @@ func TestSnapshotWrittenInSlices(t *testing.T) {
 // the dedup ring's position and count in 4, which makes a DeviceState 208
 // bytes (a size class; it took 256); they encode as before (MessagePack
 // times and integers), so a snapshot written with time.Time fields
-// restores the same times, to the microsecond, and the zero time stays
+// restores the same times, to the nanosecond, and the zero time stays
 // zero.
 func TestDeviceStateTimesCompact(t *testing.T) {
 	if sz := unsafe.Sizeof(DeviceState{}); sz > 208 {
@@ -611,7 +635,7 @@ func TestDeviceStateTimesCompact(t *testing.T) {
 	if _, err := d.UnmarshalMsg(b); err != nil {
 		t.Fatal(err)
 	}
-	if !d.LastTS.time().Equal(ts.Truncate(time.Microsecond)) || !d.LastIngest.time().Equal(ing.Truncate(time.Microsecond)) || d.IDPos != 3 || d.IDN != 5 || d.N != 7 {
+	if !d.LastTS.time().Equal(ts) || !d.LastIngest.time().Equal(ing) || d.IDPos != 3 || d.IDN != 5 || d.N != 7 {
 		t.Fatalf("decoded LastTS %v, LastIngest %v, IDPos %d, IDN %d, N %d", d.LastTS.time(), d.LastIngest.time(), d.IDPos, d.IDN, d.N)
 	}
 	// and what this version writes decodes as times, as an older one reads them
@@ -627,8 +651,8 @@ func TestDeviceStateTimesCompact(t *testing.T) {
 		}
 		if string(k) == "LastTS" {
 			var got time.Time
-			if got, _, err = msgp.ReadTimeBytes(rest); err == nil && !got.Equal(ts.Truncate(time.Microsecond)) {
-				t.Errorf("LastTS encoded as %v, want %v", got, ts.Truncate(time.Microsecond))
+			if got, _, err = msgp.ReadTimeBytes(rest); err == nil && !got.Equal(ts) {
+				t.Errorf("LastTS encoded as %v, want %v", got, ts)
 			}
 			break
 		}

@@ -126,14 +126,9 @@ type DeviceState struct {
 }
 
 // upgrade makes a state loaded from an older Vigil's snapshot fit this
-// one: histograms of 72 bins fold into uvBins.
+// one: histograms of 72 bins fold into uvBins (a metric's fold as they
+// are decoded: see UVState.UnmarshalMsg).
 func (d *DeviceState) upgrade() {
-	for i := range d.Metrics {
-		if u := d.Metrics[i].UV; u != nil {
-			foldBins(&u.Hist.Bins, uvPriorHist[:])
-			foldBins(&u.RHist.Bins, uvPriorHist[:])
-		}
-	}
 	if d.Gap != nil {
 		foldBins(&d.Gap.Hist.Bins, uvPriorHist[:])
 	}
@@ -371,10 +366,10 @@ func (d *DeviceState) observe(p *params, r *contract.Reading, o *Observation) {
 			std := math.Max(math.Sqrt(d.LogDtVar), 0.25)
 			o.DtZ = clampZ((ld - d.LogDtMean) / std)
 			if d.Gap == nil {
-				d.Gap = &GapState{HistW: 1, Hist: newUVHist()}
+				d.Gap = &GapState{HistW: 1, Hist: uvHist{Stale: 1 << 14}}
 			}
 			ratio := dt / math.Exp(d.LogDtMean)
-			o.GapL = d.Gap.Hist.l(ratio)
+			o.GapL = d.Gap.l(ratio)
 			o.GapAL = -math.Log(math.Max(1e-12, math.Min(uvPAlertMax, p.uv.budget*uvBudgetK/(86400/math.Exp(d.LogDtMean)))))
 			if o.GapL > 0.9*o.GapAL && d.Gap.seen(ratio/2) >= gapRecurN {
 				// the device has gone this quiet before, often enough
@@ -563,10 +558,20 @@ func (g *GapState) seen(ratio float64) float64 {
 }
 
 func (g *GapState) add(ratio float64) {
+	q, r := g.Hist.q(), histRef{own: &g.Hist.Bins}
 	g.HistW *= uvHistGrow
 	if g.HistW > 1e30 {
-		g.Hist.scale(g.HistW)
+		q.scale(r, g.HistW)
 		g.HistW = 1
 	}
-	g.Hist.add(ratio, g.HistW)
+	q.add(r, ratio, g.HistW)
+	g.Hist.setQ(q)
+}
+
+// l is -ln of the probability of a gap of at least ratio.
+func (g *GapState) l(ratio float64) float64 {
+	q := g.Hist.q()
+	l := q.l(histRef{own: &g.Hist.Bins}, ratio)
+	g.Hist.setQ(q)
+	return l
 }

@@ -180,18 +180,22 @@ const (
 // UVState is the per-metric detector's state. Fields are exported for the
 // snapshot encoding.
 type UVState struct {
-	// (8-byte fields first, then 4-byte ones: 384 bytes, a size class)
+	// (8-byte fields first, then 4-byte ones: 320 bytes, a size class)
 	N       int64
 	FirstTS stamp
 	Slow    float64
 	Fast    float64
 	Err     [nForecasters]float64 // EW mean absolute error of each forecaster
 	Spread  float64               // EW mean absolute deviation from Slow (a floor for the scales)
-	Day     lazyBins[float32]     // value per half hour of day, interpolated (NaN: unseen)
-	Week    lazyBins[float32]     // per hour of week
-	Hist    uvHist                // decayed histogram of s
-	RHist   uvHist                // of the regime figure
-	Hi      [2]float64            // the two highest values (records; fading toward Slow)
+	// B holds the decayed histograms of s (uvArrHist) and of the regime
+	// figure (uvArrRHist), and the daily (value per half hour of day,
+	// interpolated; NaN: unseen) and weekly (per hour of week) profiles,
+	// in one slice (see binSet); Hist and RHist are the histograms'
+	// cached quantiles.
+	B     binSet
+	Hist  uvQ
+	RHist uvQ
+	Hi    [2]float64 // the two highest values (records; fading toward Slow)
 	Lo      [2]float64            // the two lowest
 	// Rec remembers how far from the slow level the metric went at each
 	// half hour of day (see recurrence): up and down on the days before
@@ -217,6 +221,113 @@ type UVState struct {
 	ExcN    float32
 	ExcPair float32
 	PrevExc bool // the last reading exceeded
+}
+
+// uvStateWire is UVState's snapshot encoding: the layout before session
+// 18, each binned array a field of its own (see binSet).
+type uvStateWire struct {
+	N        int64
+	FirstTS  stamp
+	Slow     float64
+	Fast     float64
+	Err      [nForecasters]float64
+	Spread   float64
+	Day      lazyBins[float32]
+	Week     lazyBins[float32]
+	Hist     uvHist
+	RHist    uvHist
+	Hi       [2]float64
+	Lo       [2]float64
+	Rec      lazyBins[uint8]
+	RunStart stamp
+	ErrN     [nForecasters]int32
+	ProfRPD  float32
+	DayA     float32
+	WeekA    float32
+	HistW    float32
+	Ring     [uvRing]float32
+	RingN    int32
+	RunN     int32
+	RunQuiet int32
+	RecDay   int32
+	RecT0    int32
+	Regime   float32
+	Cusum    float32
+	ExcN     float32
+	ExcPair  float32
+	PrevExc  bool
+}
+
+// wire is u's encoding; its arrays alias u's.
+func (u *UVState) wire(w *uvStateWire) {
+	*w = uvStateWire{N: u.N, FirstTS: u.FirstTS, Slow: u.Slow, Fast: u.Fast, Err: u.Err, Spread: u.Spread,
+		Day: u.B.view(uvArrDay), Week: u.B.view(uvArrWeek), Hi: u.Hi, Lo: u.Lo, Rec: u.Rec, RunStart: u.RunStart,
+		ErrN: u.ErrN, ProfRPD: u.ProfRPD, DayA: u.DayA, WeekA: u.WeekA, HistW: u.HistW, Ring: u.Ring, RingN: u.RingN,
+		RunN: u.RunN, RunQuiet: u.RunQuiet, RecDay: u.RecDay, RecT0: u.RecT0, Regime: u.Regime, Cusum: u.Cusum,
+		ExcN: u.ExcN, ExcPair: u.ExcPair, PrevExc: u.PrevExc}
+	w.Hist.setQ(u.Hist)
+	w.Hist.Bins = u.B.view(uvArrHist)
+	w.RHist.setQ(u.RHist)
+	w.RHist.Bins = u.B.view(uvArrRHist)
+}
+
+// fromWire makes the state an encoding holds, its binned arrays in one
+// slice. Histograms of an older Vigil's 72 bins fold into uvBins.
+func (u *UVState) fromWire(w *uvStateWire) {
+	*u = UVState{N: w.N, FirstTS: w.FirstTS, Slow: w.Slow, Fast: w.Fast, Err: w.Err, Spread: w.Spread,
+		Hist: w.Hist.q(), RHist: w.RHist.q(), Hi: w.Hi, Lo: w.Lo, Rec: w.Rec, RunStart: w.RunStart,
+		ErrN: w.ErrN, ProfRPD: w.ProfRPD, DayA: w.DayA, WeekA: w.WeekA, HistW: w.HistW, Ring: w.Ring, RingN: w.RingN,
+		RunN: w.RunN, RunQuiet: w.RunQuiet, RecDay: w.RecDay, RecT0: w.RecT0, Regime: w.Regime, Cusum: w.Cusum,
+		ExcN: w.ExcN, ExcPair: w.ExcPair, PrevExc: w.PrevExc}
+	foldBins(&w.Hist.Bins, uvPriorHist[:])
+	foldBins(&w.RHist.Bins, uvPriorHist[:])
+	if n := len(w.Hist.Bins.V) + len(w.RHist.Bins.V) + len(w.Day.V) + len(w.Week.V); n > 0 {
+		u.B.V = make([]float32, 0, n)
+	}
+	u.B.set(uvArrHist, w.Hist.Bins)
+	u.B.set(uvArrRHist, w.RHist.Bins)
+	u.B.set(uvArrDay, w.Day)
+	u.B.set(uvArrWeek, w.Week)
+	if r := u.Rec.V; len(r) != len(uvRecZero) && (len(r)%2 != 0 || len(r)/2 > len(uvRecZero)/4 || !sparseBinsFit(r, len(uvRecZero))) {
+		u.Rec.V = nil // damaged: the memory starts over
+	}
+}
+
+// sparseBinsFit reports whether every (bin, value) pair of v names a bin
+// below n.
+func sparseBinsFit(v []uint8, n int) bool {
+	for i := 0; i < len(v); i += 2 {
+		if int(v[i]) >= n {
+			return false
+		}
+	}
+	return true
+}
+
+// MarshalMsg appends the state's encoding (uvStateWire's).
+func (u *UVState) MarshalMsg(b []byte) ([]byte, error) {
+	var w uvStateWire
+	u.wire(&w)
+	return w.MarshalMsg(b)
+}
+
+// UnmarshalMsg reads what MarshalMsg wrote, or a snapshot of an older
+// Vigil (the same encoding).
+func (u *UVState) UnmarshalMsg(b []byte) ([]byte, error) {
+	var w uvStateWire
+	rest, err := w.UnmarshalMsg(b)
+	if err != nil {
+		return rest, err
+	}
+	u.fromWire(&w)
+	return rest, nil
+}
+
+// Msgsize is an upper bound of MarshalMsg's length.
+func (u *UVState) Msgsize() int {
+	var w uvStateWire
+	u.wire(&w)
+	return w.Msgsize()
 }
 
 // UVObs is what the per-metric detector says about one reading.
@@ -294,19 +405,19 @@ func uvBin(s float64) (int, float64) {
 
 func newUVState() *UVState {
 	u := &UVState{HistW: 1}
-	u.Hist, u.RHist = newUVHist(), newUVHist()
+	u.Hist, u.RHist = newUVQ(), newUVQ()
 	return u
 }
 
-// uvHist is a decayed histogram of a nonconformity figure with its
-// cached quantiles (refreshed every 32 additions: the hot path reads
-// three numbers, not the bins).
-type uvHist struct {
-	Bins          lazyBins[float32] // from uvPriorHist
-	S50, S95, S99 float32           // quantiles
-	A             float32           // Pareto index of the tail beyond S99
-	Stale         int16             // additions since the quantiles were computed
-	N             int16             // additions, up to uvTailN: how far the tail index is trusted
+// uvQ is a decayed histogram's cached quantiles (refreshed every 32
+// additions: the hot path reads three numbers, not the bins). The bins
+// are the metric's binSet's (uvArrHist, uvArrRHist), or the gap
+// histogram's own (see histRef).
+type uvQ struct {
+	S50, S95, S99 float32 // quantiles
+	A             float32 // Pareto index of the tail beyond S99
+	Stale         int16   // additions since the quantiles were computed
+	N             int16   // additions, up to uvTailN: how far the tail index is trusted
 	// Count: every value of the metric has been whole and not negative
 	// (see uvCountA, refresh). Set at a metric's first reading, cleared
 	// for good by the first value that is not: a metric restored from a
@@ -315,11 +426,61 @@ type uvHist struct {
 	Count bool
 }
 
-func newUVHist() uvHist { return uvHist{Stale: 1 << 14} }
+func newUVQ() uvQ { return uvQ{Stale: 1 << 14} }
 
-func (h *uvHist) add(s float64, w float32) {
+// uvHist is a decayed histogram with its own bins and cached quantiles:
+// the device's gap histogram, and the snapshot encoding of a metric's
+// (see uvStateWire).
+type uvHist struct {
+	Bins          lazyBins[float32] // from uvPriorHist
+	S50, S95, S99 float32
+	A             float32
+	Stale         int16
+	N             int16
+	Count         bool
+}
+
+func (h *uvHist) q() uvQ {
+	return uvQ{S50: h.S50, S95: h.S95, S99: h.S99, A: h.A, Stale: h.Stale, N: h.N, Count: h.Count}
+}
+
+func (h *uvHist) setQ(q uvQ) {
+	h.S50, h.S95, h.S99, h.A, h.Stale, h.N, h.Count = q.S50, q.S95, q.S99, q.A, q.Stale, q.N, q.Count
+}
+
+// histRef is where a histogram's bins are: its own, or array k of a set.
+type histRef struct {
+	own *lazyBins[float32]
+	set *binSet
+	k   int
+}
+
+func (r histRef) ref(b int) *float32 {
+	if r.own != nil {
+		return r.own.ref(b, uvPriorHist[:])
+	}
+	return r.set.ref(r.k, b)
+}
+
+func (r histRef) all(dst []float32) []float32 {
+	if r.own != nil {
+		return r.own.all(dst, uvPriorHist[:])
+	}
+	return r.set.all(r.k, dst)
+}
+
+// dense makes the bins the plain array and returns it.
+func (r histRef) dense() []float32 {
+	if r.own != nil {
+		r.own.densify(uvPriorHist[:])
+		return r.own.V
+	}
+	return r.set.dense(r.k)
+}
+
+func (h *uvQ) add(r histRef, s float64, w float32) {
 	b, _ := uvBin(s)
-	*h.Bins.ref(b, uvPriorHist[:]) += w
+	*r.ref(b) += w
 	if h.Stale < 1<<14 {
 		h.Stale++
 	}
@@ -328,16 +489,16 @@ func (h *uvHist) add(s float64, w float32) {
 	}
 }
 
-func (h *uvHist) scale(f float32) {
-	h.Bins.densify(uvPriorHist[:])
-	for b := range h.Bins.V {
-		h.Bins.V[b] /= f
+func (h *uvQ) scale(r histRef, f float32) {
+	v := r.dense()
+	for b := range v {
+		v[b] /= f
 	}
 }
 
-func (h *uvHist) refresh() {
+func (h *uvQ) refresh(r histRef) {
 	var tmp [uvBins]float32
-	bins := h.Bins.all(tmp[:], uvPriorHist[:])
+	bins := r.all(tmp[:])
 	var tot float64
 	for _, v := range bins {
 		tot += float64(v)
@@ -406,9 +567,9 @@ var (
 // quantiles (log-linear between the median, the 95th and the 99th
 // percentile), and beyond the 99th by the Pareto tail through the 95th and
 // 99th.
-func (h *uvHist) l(s float64) float64 {
+func (h *uvQ) l(r histRef, s float64) float64 {
 	if h.Stale >= 32 {
-		h.refresh()
+		h.refresh(r)
 	}
 	s50, s95, s99, a := float64(h.S50), float64(h.S95), float64(h.S99), float64(h.A)
 	interp := func(s, s0, l0, s1, l1 float64) float64 {
@@ -458,9 +619,11 @@ func profileBins(n int, pos float64) (int, int, float64) {
 	return (b%n + n) % n, ((b+1)%n + n) % n, f
 }
 
-func profileAt(prof *lazyBins[float32], tmpl []float32, pos float64) (float64, bool) {
-	a, b, f := profileBins(len(tmpl), pos)
-	va, vb := float64(prof.at(a, tmpl)), float64(prof.at(b, tmpl))
+// profileAt is profile k's value at position pos, interpolated between
+// its two bins around it (ok false while both are unseen).
+func (s *binSet) profileAt(k int, pos float64) (float64, bool) {
+	a, b, f := profileBins(len(binTmpl(k)), pos)
+	va, vb := float64(s.at(k, a)), float64(s.at(k, b))
 	switch {
 	case math.IsNaN(va) && math.IsNaN(vb):
 		return 0, false
@@ -472,11 +635,12 @@ func profileAt(prof *lazyBins[float32], tmpl []float32, pos float64) (float64, b
 	return va + f*(vb-va), true
 }
 
-// profileLearn moves the two bins around pos toward x, each by its share.
-func profileLearn(prof *lazyBins[float32], tmpl []float32, pos, x, alpha float64) {
-	a, b, f := profileBins(len(tmpl), pos)
-	updBin(prof.ref(a, tmpl), x, alpha*(1-f))
-	updBin(prof.ref(b, tmpl), x, alpha*f)
+// profileLearn moves profile k's two bins around pos toward x, each by
+// its share.
+func (s *binSet) profileLearn(k int, pos, x, alpha float64) {
+	a, b, f := profileBins(len(binTmpl(k)), pos)
+	updBin(s.ref(k, a), x, alpha*(1-f))
+	updBin(s.ref(k, b), x, alpha*f)
 }
 
 // forecast is forecaster f's expected value at ts (ok false while it cannot
@@ -488,15 +652,15 @@ func (u *UVState) forecast(f int, ts time.Time) (float64, bool) {
 	case fcFast:
 		return u.Fast, true
 	case fcDay:
-		if u.Day.untouched() || u.FirstTS.since(ts) < 3*24*time.Hour {
+		if u.B.untouched(uvArrDay) || u.FirstTS.since(ts) < 3*24*time.Hour {
 			return 0, false
 		}
-		return profileAt(&u.Day, uvUnseenDay, dayPos(ts))
+		return u.B.profileAt(uvArrDay, dayPos(ts))
 	case fcWeek:
-		if u.Week.untouched() || u.FirstTS.since(ts) < 21*24*time.Hour {
+		if u.B.untouched(uvArrWeek) || u.FirstTS.since(ts) < 21*24*time.Hour {
 			return 0, false
 		}
-		return profileAt(&u.Week, uvUnseenWeek, weekPos(ts))
+		return u.B.profileAt(uvArrWeek, weekPos(ts))
 	}
 	return 0, false
 }
@@ -538,9 +702,9 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 		if best >= fcDay {
 			o.Kind = "cycle"
 		}
-		o.PointL = u.Hist.l(s)
+		o.PointL = u.Hist.l(histRef{set: &u.B, k: uvArrHist}, s)
 		reg := float64(u.Regime) + uvRegAlpha*(math.Min(s, 16)-float64(u.Regime))
-		o.RegimeL = u.RHist.l(reg)
+		o.RegimeL = u.RHist.l(histRef{set: &u.B, k: uvArrRHist}, reg)
 		o.CusumL = u.cusum(o.PointL, o.AlertL)
 		o.RegimeL = math.Max(o.RegimeL, o.CusumL)
 		if l, rec := u.record(x, ts); l > o.PointL {
@@ -607,20 +771,20 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 			u.DayA = float32(1 - math.Pow(0.7, uvDayBins/math.Max(rpd, 1)))
 			u.WeekA = float32(1 - math.Pow(0.6, uvDayBins/2/math.Max(rpd, 1)))
 		}
-		profileLearn(&u.Day, uvUnseenDay, dayPos(ts), x, float64(u.DayA))
-		profileLearn(&u.Week, uvUnseenWeek, weekPos(ts), x, float64(u.WeekA))
+		u.B.profileLearn(uvArrDay, dayPos(ts), x, float64(u.DayA))
+		u.B.profileLearn(uvArrWeek, weekPos(ts), x, float64(u.WeekA))
 	}
 	// the histograms learn every reading: what keeps recurring is normal
 	if warm {
 		u.HistW *= uvHistGrow
 		if u.HistW > 1e30 {
-			u.Hist.scale(u.HistW)
-			u.RHist.scale(u.HistW)
+			u.Hist.scale(histRef{set: &u.B, k: uvArrHist}, u.HistW)
+			u.RHist.scale(histRef{set: &u.B, k: uvArrRHist}, u.HistW)
 			u.HistW = 1
 		}
-		u.Hist.add(s, u.HistW)
+		u.Hist.add(histRef{set: &u.B, k: uvArrHist}, s, u.HistW)
 		u.Regime += float32(uvRegAlpha * (math.Min(s, 16) - float64(u.Regime)))
-		u.RHist.add(float64(u.Regime), u.HistW)
+		u.RHist.add(histRef{set: &u.B, k: uvArrRHist}, float64(u.Regime), u.HistW)
 		u.cusumAdd(o.CusumL, o.PointL)
 	}
 	u.recordAdd(x, ts, rpd)
@@ -806,7 +970,7 @@ func (u *UVState) recordAdd(x float64, ts time.Time, rpd float64) {
 // histograms and profiles are dense (the recurrence memory included),
 // each allocation rounded up to the Go allocator's size class.
 func uvStateBytes() int {
-	return allocSize(int(unsafe.Sizeof(UVState{}))) + 2*allocSize(4*uvBins) + allocSize(4*uvDayBins) + allocSize(4*uvWeekBins) + allocSize(4*uvDayBins)
+	return allocSize(int(unsafe.Sizeof(UVState{}))) + allocSize(4*(2*uvBins+uvDayBins+uvWeekBins)) + allocSize(4*uvDayBins)
 }
 
 // allocSize is the bytes the Go allocator gives an object of n bytes (its

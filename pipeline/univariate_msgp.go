@@ -13,7 +13,130 @@ const (
 )
 
 // MarshalMsg implements msgp.Marshaler
-func (z *UVState) MarshalMsg(b []byte) (o []byte, err error) {
+func (z *uvHist) MarshalMsg(b []byte) (o []byte, err error) {
+	o = msgp.Require(b, z.Msgsize())
+	// map header, size 8
+	// string "Bins"
+	o = append(o, 0x88, 0xa4, 0x42, 0x69, 0x6e, 0x73)
+	o, err = z.Bins.MarshalMsg(o)
+	if err != nil {
+		err = msgp.WrapError(err, "Bins")
+		return
+	}
+	// string "S50"
+	o = append(o, 0xa3, 0x53, 0x35, 0x30)
+	o = msgp.AppendFloat32(o, z.S50)
+	// string "S95"
+	o = append(o, 0xa3, 0x53, 0x39, 0x35)
+	o = msgp.AppendFloat32(o, z.S95)
+	// string "S99"
+	o = append(o, 0xa3, 0x53, 0x39, 0x39)
+	o = msgp.AppendFloat32(o, z.S99)
+	// string "A"
+	o = append(o, 0xa1, 0x41)
+	o = msgp.AppendFloat32(o, z.A)
+	// string "Stale"
+	o = append(o, 0xa5, 0x53, 0x74, 0x61, 0x6c, 0x65)
+	o = msgp.AppendInt16(o, z.Stale)
+	// string "N"
+	o = append(o, 0xa1, 0x4e)
+	o = msgp.AppendInt16(o, z.N)
+	// string "Count"
+	o = append(o, 0xa5, 0x43, 0x6f, 0x75, 0x6e, 0x74)
+	o = msgp.AppendBool(o, z.Count)
+	return
+}
+
+// UnmarshalMsg implements msgp.Unmarshaler
+func (z *uvHist) UnmarshalMsg(bts []byte) (o []byte, err error) {
+	var field []byte
+	_ = field
+	var zb0001 uint32
+	zb0001, bts, err = msgp.ReadMapHeaderBytes(bts)
+	if err != nil {
+		err = msgp.WrapError(err)
+		return
+	}
+	if zb0001 > zd0c71327limitMaps {
+		err = msgp.ErrLimitExceeded
+		return
+	}
+	for zb0001 > 0 {
+		zb0001--
+		field, bts, err = msgp.ReadMapKeyZC(bts)
+		if err != nil {
+			err = msgp.WrapError(err)
+			return
+		}
+		switch msgp.UnsafeString(field) {
+		case "Bins":
+			bts, err = z.Bins.UnmarshalMsg(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "Bins")
+				return
+			}
+		case "S50":
+			z.S50, bts, err = msgp.ReadFloat32Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "S50")
+				return
+			}
+		case "S95":
+			z.S95, bts, err = msgp.ReadFloat32Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "S95")
+				return
+			}
+		case "S99":
+			z.S99, bts, err = msgp.ReadFloat32Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "S99")
+				return
+			}
+		case "A":
+			z.A, bts, err = msgp.ReadFloat32Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "A")
+				return
+			}
+		case "Stale":
+			z.Stale, bts, err = msgp.ReadInt16Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "Stale")
+				return
+			}
+		case "N":
+			z.N, bts, err = msgp.ReadInt16Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "N")
+				return
+			}
+		case "Count":
+			z.Count, bts, err = msgp.ReadBoolBytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "Count")
+				return
+			}
+		default:
+			bts, err = msgp.Skip(bts)
+			if err != nil {
+				err = msgp.WrapError(err)
+				return
+			}
+		}
+	}
+	o = bts
+	return
+}
+
+// Msgsize returns an upper bound estimate of the number of bytes occupied by the serialized message
+func (z *uvHist) Msgsize() (s int) {
+	s = 1 + 5 + z.Bins.Msgsize() + 4 + msgp.Float32Size + 4 + msgp.Float32Size + 4 + msgp.Float32Size + 2 + msgp.Float32Size + 6 + msgp.Int16Size + 2 + msgp.Int16Size + 6 + msgp.BoolSize
+	return
+}
+
+// MarshalMsg implements msgp.Marshaler
+func (z *uvStateWire) MarshalMsg(b []byte) (o []byte, err error) {
 	o = msgp.Require(b, z.Msgsize())
 	// map header, size 30
 	// string "N"
@@ -153,7 +276,7 @@ func (z *UVState) MarshalMsg(b []byte) (o []byte, err error) {
 }
 
 // UnmarshalMsg implements msgp.Unmarshaler
-func (z *UVState) UnmarshalMsg(bts []byte) (o []byte, err error) {
+func (z *uvStateWire) UnmarshalMsg(bts []byte) (o []byte, err error) {
 	var field []byte
 	_ = field
 	var zb0001 uint32
@@ -427,130 +550,7 @@ func (z *UVState) UnmarshalMsg(bts []byte) (o []byte, err error) {
 }
 
 // Msgsize returns an upper bound estimate of the number of bytes occupied by the serialized message
-func (z *UVState) Msgsize() (s int) {
+func (z *uvStateWire) Msgsize() (s int) {
 	s = 3 + 2 + msgp.Int64Size + 8 + z.FirstTS.Msgsize() + 5 + msgp.Float64Size + 5 + msgp.Float64Size + 4 + msgp.ArrayHeaderSize + (nForecasters * (msgp.Float64Size)) + 7 + msgp.Float64Size + 4 + z.Day.Msgsize() + 5 + z.Week.Msgsize() + 5 + z.Hist.Msgsize() + 6 + z.RHist.Msgsize() + 3 + msgp.ArrayHeaderSize + (2 * (msgp.Float64Size)) + 3 + msgp.ArrayHeaderSize + (2 * (msgp.Float64Size)) + 4 + z.Rec.Msgsize() + 9 + z.RunStart.Msgsize() + 5 + msgp.ArrayHeaderSize + (nForecasters * (msgp.Int32Size)) + 8 + msgp.Float32Size + 5 + msgp.Float32Size + 6 + msgp.Float32Size + 6 + msgp.Float32Size + 5 + msgp.ArrayHeaderSize + (uvRing * (msgp.Float32Size)) + 6 + msgp.Int32Size + 5 + msgp.Int32Size + 9 + msgp.Int32Size + 7 + msgp.Int32Size + 6 + msgp.Int32Size + 7 + msgp.Float32Size + 6 + msgp.Float32Size + 5 + msgp.Float32Size + 8 + msgp.Float32Size + 8 + msgp.BoolSize
-	return
-}
-
-// MarshalMsg implements msgp.Marshaler
-func (z *uvHist) MarshalMsg(b []byte) (o []byte, err error) {
-	o = msgp.Require(b, z.Msgsize())
-	// map header, size 8
-	// string "Bins"
-	o = append(o, 0x88, 0xa4, 0x42, 0x69, 0x6e, 0x73)
-	o, err = z.Bins.MarshalMsg(o)
-	if err != nil {
-		err = msgp.WrapError(err, "Bins")
-		return
-	}
-	// string "S50"
-	o = append(o, 0xa3, 0x53, 0x35, 0x30)
-	o = msgp.AppendFloat32(o, z.S50)
-	// string "S95"
-	o = append(o, 0xa3, 0x53, 0x39, 0x35)
-	o = msgp.AppendFloat32(o, z.S95)
-	// string "S99"
-	o = append(o, 0xa3, 0x53, 0x39, 0x39)
-	o = msgp.AppendFloat32(o, z.S99)
-	// string "A"
-	o = append(o, 0xa1, 0x41)
-	o = msgp.AppendFloat32(o, z.A)
-	// string "Stale"
-	o = append(o, 0xa5, 0x53, 0x74, 0x61, 0x6c, 0x65)
-	o = msgp.AppendInt16(o, z.Stale)
-	// string "N"
-	o = append(o, 0xa1, 0x4e)
-	o = msgp.AppendInt16(o, z.N)
-	// string "Count"
-	o = append(o, 0xa5, 0x43, 0x6f, 0x75, 0x6e, 0x74)
-	o = msgp.AppendBool(o, z.Count)
-	return
-}
-
-// UnmarshalMsg implements msgp.Unmarshaler
-func (z *uvHist) UnmarshalMsg(bts []byte) (o []byte, err error) {
-	var field []byte
-	_ = field
-	var zb0001 uint32
-	zb0001, bts, err = msgp.ReadMapHeaderBytes(bts)
-	if err != nil {
-		err = msgp.WrapError(err)
-		return
-	}
-	if zb0001 > zd0c71327limitMaps {
-		err = msgp.ErrLimitExceeded
-		return
-	}
-	for zb0001 > 0 {
-		zb0001--
-		field, bts, err = msgp.ReadMapKeyZC(bts)
-		if err != nil {
-			err = msgp.WrapError(err)
-			return
-		}
-		switch msgp.UnsafeString(field) {
-		case "Bins":
-			bts, err = z.Bins.UnmarshalMsg(bts)
-			if err != nil {
-				err = msgp.WrapError(err, "Bins")
-				return
-			}
-		case "S50":
-			z.S50, bts, err = msgp.ReadFloat32Bytes(bts)
-			if err != nil {
-				err = msgp.WrapError(err, "S50")
-				return
-			}
-		case "S95":
-			z.S95, bts, err = msgp.ReadFloat32Bytes(bts)
-			if err != nil {
-				err = msgp.WrapError(err, "S95")
-				return
-			}
-		case "S99":
-			z.S99, bts, err = msgp.ReadFloat32Bytes(bts)
-			if err != nil {
-				err = msgp.WrapError(err, "S99")
-				return
-			}
-		case "A":
-			z.A, bts, err = msgp.ReadFloat32Bytes(bts)
-			if err != nil {
-				err = msgp.WrapError(err, "A")
-				return
-			}
-		case "Stale":
-			z.Stale, bts, err = msgp.ReadInt16Bytes(bts)
-			if err != nil {
-				err = msgp.WrapError(err, "Stale")
-				return
-			}
-		case "N":
-			z.N, bts, err = msgp.ReadInt16Bytes(bts)
-			if err != nil {
-				err = msgp.WrapError(err, "N")
-				return
-			}
-		case "Count":
-			z.Count, bts, err = msgp.ReadBoolBytes(bts)
-			if err != nil {
-				err = msgp.WrapError(err, "Count")
-				return
-			}
-		default:
-			bts, err = msgp.Skip(bts)
-			if err != nil {
-				err = msgp.WrapError(err)
-				return
-			}
-		}
-	}
-	o = bts
-	return
-}
-
-// Msgsize returns an upper bound estimate of the number of bytes occupied by the serialized message
-func (z *uvHist) Msgsize() (s int) {
-	s = 1 + 5 + z.Bins.Msgsize() + 4 + msgp.Float32Size + 4 + msgp.Float32Size + 4 + msgp.Float32Size + 2 + msgp.Float32Size + 6 + msgp.Int16Size + 2 + msgp.Int16Size + 6 + msgp.BoolSize
 	return
 }
