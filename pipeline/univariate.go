@@ -196,7 +196,7 @@ type UVState struct {
 	Hist  uvQ
 	RHist uvQ
 	Hi    [2]float64 // the two highest values (records; fading toward Slow)
-	Lo      [2]float64            // the two lowest
+	Lo    [2]float64 // the two lowest
 	// Rec remembers how far from the slow level the metric went at each
 	// half hour of day (see recurrence): up and down on the days before
 	// (decayed), then up and down today; RecDay is today's day number.
