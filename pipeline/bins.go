@@ -214,12 +214,22 @@ func (s *binSet) ref(k, b int) *float32 {
 	if (e-a)/2 >= len(tmpl)/4 {
 		return &s.dense(k)[b]
 	}
-	if cap(s.V)-len(s.V) < 2 {
-		s.V = slices.Grow(s.V, 2+len(s.V)/4)
-	}
+	s.V = s.room(2)
 	s.V = slices.Insert(s.V, e, float32(b), tmpl[b])
 	s.L[k] += 2
 	return &s.V[e+1]
+}
+
+// room is V with room for n more values: grown, when it must be, by an
+// eighth beyond them to the end of the allocator's size class, not
+// doubled as append would (the arrays grow a few times in a metric's
+// life, and a doubled slice of four dense arrays would hold 1 KB spare).
+func (s *binSet) room(n int) []float32 {
+	if cap(s.V)-len(s.V) >= n {
+		return s.V
+	}
+	want := len(s.V) + n
+	return append(slices.Grow([]float32(nil), want+want/8), s.V...)
 }
 
 // dense makes array k every bin, and returns it.
@@ -232,6 +242,7 @@ func (s *binSet) dense(k int) []float32 {
 		for i := a; i < e; i += 2 {
 			d[int(s.V[i])] = s.V[i+1]
 		}
+		s.V = s.room(len(d) - (e - a))
 		s.V = slices.Replace(s.V, a, e, d...)
 		s.L[k] = uint16(len(tmpl))
 	}
