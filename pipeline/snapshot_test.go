@@ -669,3 +669,115 @@ func TestDeviceStateTimesCompact(t *testing.T) {
 		t.Fatalf("the zero times came back as %d and %d (%v)", d.LastTS, d.LastIngest, err)
 	}
 }
+
+// The states held in another layout than they encode (UVState, MVState)
+// convert every field of theirs: each exported field of the state is one
+// of the wire layout's, or is named here with the wire fields it becomes.
+// A field added to the state and not to its wire layout would be lost at
+// every restart.
+func TestStateWireLayoutsCoverTheState(t *testing.T) {
+	for _, c := range []struct {
+		state, wire any
+		becomes     map[string][]string
+	}{
+		{UVState{}, uvStateWire{}, map[string][]string{"B": {"Hist", "RHist", "Day", "Week"}}},
+		{MVState{}, mvWire{}, map[string][]string{"F": {"Ring", "Sum", "Med", "Scale", "Weight", "Noise"}, "PF": {"Pos", "Filled"}, "Smooth": {"Ring"}}},
+	} {
+		st, wt := reflect.TypeOf(c.state), reflect.TypeOf(c.wire)
+		for i := range st.NumField() {
+			f := st.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			names, ok := c.becomes[f.Name]
+			if !ok {
+				names = []string{f.Name}
+			}
+			for _, n := range names {
+				if _, ok := wt.FieldByName(n); !ok {
+					t.Errorf("%s.%s: %s has no field %s to carry it", st.Name(), f.Name, wt.Name(), n)
+				}
+			}
+		}
+	}
+}
+
+// fillScalars sets every exported number and bool of the struct v points
+// at, and each element of its arrays and structs (a binSet's lengths
+// aside), to a distinct value that is not zero, so that a codec that
+// drops one is seen.
+func fillScalars(v reflect.Value) {
+	k := 0
+	var set func(f reflect.Value)
+	set = func(f reflect.Value) {
+		k++
+		switch f.Kind() {
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+			f.SetInt(int64(k))
+		case reflect.Float32, reflect.Float64:
+			f.SetFloat(float64(k) + 0.5)
+		case reflect.Bool:
+			f.SetBool(true)
+		case reflect.Array:
+			for i := range f.Len() {
+				set(f.Index(i))
+			}
+		case reflect.Struct:
+			if f.Type() == reflect.TypeOf(binSet{}) {
+				return // its lengths must fit its values
+			}
+			for i := range f.NumField() {
+				if f.Type().Field(i).IsExported() {
+					set(f.Field(i))
+				}
+			}
+		}
+	}
+	for i := range v.NumField() {
+		if v.Type().Field(i).IsExported() {
+			set(v.Field(i))
+		}
+	}
+}
+
+// Every field of a per-metric detector and of a multivariate state comes
+// back from its encoding: each number set to a value of its own, the
+// binned arrays in each of their forms.
+func TestStateWireRoundTrip(t *testing.T) {
+	u := newUVState()
+	fillScalars(reflect.ValueOf(u).Elem())
+	*u.B.ref(uvArrHist, 3) += 2                  // sparse
+	u.B.dense(uvArrRHist)[7] = 5                 // dense
+	*u.B.ref(uvArrWeek, 100) = 1.5               // sparse, the profile past the histograms
+	u.Rec.V = append([]uint8(nil), uvRecZero...) // dense
+	u.Rec.V[9] = 4
+	b, err := u.MarshalMsg(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got UVState
+	if _, err := got.UnmarshalMsg(b); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(u, &got, cmpopts.EquateEmpty(), cmpopts.EquateNaNs(), cmp.AllowUnexported(lazyBins[float32]{}, lazyBins[uint8]{}, binSet{}, uvQ{})); diff != "" {
+		t.Errorf("a per-metric detector restored otherwise (-saved +restored):\n%s", diff)
+	}
+	m := newMVState([]string{"a", "b"}, 3)
+	fillScalars(reflect.ValueOf(m).Elem())
+	m.Smooth, m.Fitted = 3, true
+	m.F = make([]float64, 2*3+2+4*2)
+	for i := range m.F {
+		m.F[i] = float64(i) + 0.25
+	}
+	m.PF = []int32{1, 2, 3, 3}
+	if b, err = m.MarshalMsg(nil); err != nil {
+		t.Fatal(err)
+	}
+	var gm MVState
+	if _, err := gm.UnmarshalMsg(b); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(m, &gm, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("a multivariate state restored otherwise (-saved +restored):\n%s", diff)
+	}
+}
