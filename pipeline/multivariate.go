@@ -417,7 +417,6 @@ func (d *DeviceState) mvObserve(p *mvParams, metrics []MetricObs, ts time.Time, 
 	if m.Fitted {
 		vcap = (p.warmup + mvRefitEvery - 1) / mvRefitEvery
 	}
-	filled, sum = m.filled(), m.sum()
 	for j := range m.Names {
 		if keep && int(filled[j]) == p.smooth {
 			v := sum[j] / float64(p.smooth)
