@@ -488,7 +488,7 @@ func newVigil(bin, dir string, archive bool, devices int) *vigil {
 	httpAddr, kafka := benchutil.FreeAddr(), benchutil.FreeAddr()
 	v := &vigil{bin: bin, base: "http://" + httpAddr, kafka: kafka, env: []string{"VIGIL_DATA_DIR=" + dir, "VIGIL_HTTP_ADDR=" + httpAddr,
 		"VIGIL_KAFKA_EMBEDDED_ADDR=" + kafka, "VIGIL_ADMIN_TOKEN=" + benchutil.Token, "VIGIL_LOG_LEVEL=warn",
-		fmt.Sprintf("VIGIL_ARCHIVE_ENABLED=%t", archive), "VIGIL_INGEST_RATE_PER_KEY=0",
+		fmt.Sprintf("VIGIL_ARCHIVE_ENABLED=%t", archive), "VIGIL_INGEST_RATE_PER_KEY=0", "VIGIL_INGEST_BYTES_PER_KEY=0",
 		fmt.Sprintf("VIGIL_INGEST_MAX_DEVICES_PER_GATEWAY=%d", devices+10), "VIGIL_MEMORY_LIMIT=" + memLimit}}
 	if mvWarmup > 0 {
 		v.env = append(v.env, fmt.Sprintf("VIGIL_PIPELINE_MV_WARMUP=%d", mvWarmup))

@@ -33,16 +33,24 @@ func FreeAddr() string {
 
 // Post sends one ingest body with a device or gateway key; it returns the status.
 func Post(client *http.Client, url, key string, body []byte) (int, error) {
+	code, _, err := PostAnswer(client, url, key, body)
+	return code, err
+}
+
+// PostAnswer is Post that also returns the start of the answer's body (a
+// refusal names its reason there).
+func PostAnswer(client *http.Client, url, key string, body []byte) (int, string, error) {
 	req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
+	head, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	return resp.StatusCode, nil
+	return resp.StatusCode, string(head), nil
 }
 
 // Gateway registers a gateway for the ids under prefix and returns its key.

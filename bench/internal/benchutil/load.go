@@ -127,8 +127,10 @@ func Latency(base, kafka, key string, seconds int, rate float64, batch int) (p50
 			fmt.Fprintf(&b, `{"device_id":"b-probe-%d","id":"w%d-%d","ts":%d,"metrics":{"temp_c":%.3f}}`, d, w, d, evt.Add(time.Duration(w)*time.Second).UnixMilli(), 60+rng.NormFloat64())
 		}
 		b.WriteByte(']')
-		if code, err := Post(client, base+"/v1/ingest", key, b.Bytes()); err != nil || code != 202 {
-			return 0, 0, 0, 0, fmt.Errorf("warm probes: %d %w", code, err)
+		if code, answer, err := PostAnswer(client, base+"/v1/ingest", key, b.Bytes()); err != nil {
+			return 0, 0, 0, 0, fmt.Errorf("warm probes: %w", err)
+		} else if code != 202 {
+			return 0, 0, 0, 0, fmt.Errorf("warm probes: HTTP %d, want 202: %s", code, answer)
 		}
 	}
 	// follow the alerts topic from its end
@@ -217,10 +219,14 @@ func Latency(base, kafka, key string, seconds int, rate float64, batch int) (p50
 		owg.Add(1)
 		go func() {
 			defer owg.Done()
-			if code, err := Post(client, base+"/v1/ingest", key, body); err != nil || code != 202 {
+			code, answer, err := PostAnswer(client, base+"/v1/ingest", key, body)
+			if err == nil && code != 202 {
+				err = fmt.Errorf("HTTP %d, want 202: %s", code, answer)
+			}
+			if err != nil {
 				mu.Lock()
 				if postErr == nil {
-					postErr = fmt.Errorf("outlier post: %d %w", code, err)
+					postErr = fmt.Errorf("outlier post: %w", err)
 				}
 				mu.Unlock()
 			}
