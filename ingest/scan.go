@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"slices"
@@ -29,6 +30,11 @@ func (d *Decoder) scanBody(body []byte, now time.Time) (out []contract.Reading, 
 		}
 		out = []contract.Reading{r}
 	case s.Eat('['):
+		// the readings and their metrics are sized once, from the body's
+		// count of device ids, instead of grown by doubling (a tenth of
+		// the decode's time went to copying them as they grew)
+		n := min(max(bytes.Count(body, deviceIDKey), 1), d.MaxReadings)
+		out = make([]contract.Reading, 0, n)
 		// the hashed bytes of a reading without an id start where the
 		// token decoder's do: after the '[' or the previous reading (the
 		// separator included)
@@ -47,6 +53,11 @@ func (d *Decoder) scanBody(body []byte, now time.Time) (out []contract.Reading, 
 				return nil, false
 			}
 			out = append(out, r)
+			if len(out) == 1 && n > 1 {
+				// at most one metric per 8 bytes of body: a body that
+				// names device ids in its strings reserves no more
+				c.metrics = slices.Grow(c.metrics, min((n-1)*len(r.Metrics), len(body)/8))
+			}
 			start = s.Pos()
 			s.SkipWS()
 			if s.Eat(']') {
@@ -202,6 +213,8 @@ func scanMembers(s *contract.Scanner, member func(name []byte) bool) bool {
 // scanCache is what the readings of one body share: their metrics, in one
 // array (each reading's slice capped at its own), and the names and
 // values they repeat, made into strings once.
+var deviceIDKey = []byte(`"device_id"`)
+
 type scanCache struct {
 	metrics []contract.Metric
 	names   []string
