@@ -91,6 +91,7 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"VIGIL_KAFKA_RETENTION_BYTES=5", "kafka.retention_bytes"},
 		{"VIGIL_KAFKA_RETENTION_CHECK=0s", "kafka.retention_check"},
 		{"VIGIL_KAFKA_COMPRESSION=brotli", "kafka.compression"},
+		{"VIGIL_KAFKA_PIPELINE_COMPRESSION=lzma", "kafka.pipeline_compression"},
 		{"VIGIL_INGEST_MAX_PIPELINE_LAG=-1", "ingest.max_pipeline_lag"},
 		{"VIGIL_CONSOLE_HISTORY_INTERVAL=1ms", "console.history_interval"},
 		{"VIGIL_ADMIN_TOKEN=short", "admin.token"},

@@ -116,7 +116,8 @@ func TestAlertWithinOneSecond(t *testing.T) {
 		t.Fatalf("alert took too long: API %s, kcat %s (want ≤ 1s)", inAPI, onTopic)
 	}
 	// the readings' topics are compressed (kafka.compression, zstd by
-	// default) and still plain JSON to kcat
+	// default; kafka.pipeline_compression, snappy) and still plain JSON
+	// to kcat
 	for _, topic := range []string{"vigil.raw", "vigil.enriched"} {
 		out, err := exec.CommandContext(ctx, kcat, "-b", s.kafka, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-X", "isolation.level=read_committed").CombinedOutput()
 		if err != nil {
@@ -149,8 +150,11 @@ func TestAlertWithinOneSecond(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), `"id":"outlier-1"`) {
 		t.Fatalf("vigil.raw partition %s offset %s (the header's) is not the outlier's reading: %v\n%.500s", rawAt[0], rawAt[1], err, out)
 	}
-	if codecs := topicCodecs(t, s.kafka, "vigil.raw", "vigil.enriched"); len(codecs) != 1 || !codecs["zstd"] {
-		t.Fatalf("batches on the readings' topics are %v, want zstd only (kafka.compression's default)", codecs)
+	if codecs := topicCodecs(t, s.kafka, "vigil.raw"); len(codecs) != 1 || !codecs["zstd"] {
+		t.Fatalf("batches on vigil.raw are %v, want zstd only (kafka.compression's default)", codecs)
+	}
+	if codecs := topicCodecs(t, s.kafka, "vigil.enriched"); len(codecs) != 1 || !codecs["snappy"] {
+		t.Fatalf("batches on vigil.enriched are %v, want snappy only (kafka.pipeline_compression's default)", codecs)
 	}
 
 	// A record on the raw topic that is not a reading goes to the dead-letter

@@ -191,7 +191,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		txnID = "vigil-stream-" + cfg.Region + "-" + host + "-" + shortHash(abs)
 	}
 	stream, err = pipeline.NewStream(cfg.Pipeline, pipeline.StreamOptions{
-		Region: cfg.Region, ClientOpts: b.Opts(), TransactionalID: txnID,
+		Region: cfg.Region, ClientOpts: b.PipelineOpts(), TransactionalID: txnID,
 		Topics:   pipeline.Topics{Raw: cfg.Kafka.Topics.Raw, Enriched: cfg.Kafka.Topics.Enriched, Alerts: cfg.Kafka.Topics.Alerts, DLQ: cfg.Kafka.Topics.DLQ},
 		StateDir: filepath.Join(cfg.Data.Dir, "state"), Devices: registry, Logger: log.Named("pipeline"), Registerer: reg,
 		StopBudget: max(cfg.Shutdown.Budget/2, cfg.Shutdown.Budget-15*time.Second), // the rest for the archive's flush and the later phases

@@ -31,6 +31,7 @@ type Bus struct {
 	cluster *kfake.Cluster
 	seeds   []string
 	opts    []kgo.Opt
+	pipe    kgo.Opt // the pipeline's compressor (kafka.pipeline_compression)
 	admin   *kgo.Client
 }
 
@@ -110,6 +111,22 @@ func Open(ctx context.Context, cfg Config, dataDir string, log *zap.Logger) (*Bu
 	return b, nil
 }
 
+// compressor is the compressor of a kafka.compression setting.
+func compressor(name string) (kgo.Compressor, error) {
+	codec, err := codecOf(name)
+	if err != nil {
+		return nil, err
+	}
+	comp, err := kgo.DefaultCompressor(codec)
+	if err != nil {
+		return nil, err
+	}
+	if comp == nil { // "none": franz-go's nil compressor means its default, snappy
+		comp = noCompression{}
+	}
+	return comp, nil
+}
+
 // Seeds returns the broker addresses clients connect to.
 func (b *Bus) Seeds() []string { return b.seeds }
 
@@ -119,6 +136,13 @@ func (b *Bus) Opts(extra ...kgo.Opt) []kgo.Opt {
 	out := make([]kgo.Opt, 0, len(b.opts)+len(extra))
 	out = append(out, b.opts...)
 	return append(out, extra...)
+}
+
+// PipelineOpts are Opts whose batches are compressed with
+// kafka.pipeline_compression: the stream's client, which writes the
+// enriched records, alerts and dead letters.
+func (b *Bus) PipelineOpts(extra ...kgo.Opt) []kgo.Opt {
+	return b.Opts(append([]kgo.Opt{b.pipe}, extra...)...)
 }
 
 func (b *Bus) baseOpts() ([]kgo.Opt, error) {
@@ -132,18 +156,20 @@ func (b *Bus) baseOpts() ([]kgo.Opt, error) {
 	// of codecs (ProducerBatchCompression) is written into by each
 	// client that starts with it, and Vigil's clients share their
 	// options and start at once (the race detector saw it)
-	codec, err := b.cfg.codec()
-	if err != nil {
-		return nil, fmt.Errorf("kafka.%w", err)
-	}
-	comp, err := kgo.DefaultCompressor(codec)
+	comp, err := compressor(b.cfg.Compression)
 	if err != nil {
 		return nil, fmt.Errorf("kafka.compression: %w", err)
 	}
-	if comp == nil { // "none": franz-go's nil compressor means its default, snappy
-		comp = noCompression{}
-	}
 	opts = append(opts, kgo.WithCompressor(comp))
+	name := b.cfg.PipelineCompression
+	if name == "" {
+		name = b.cfg.Compression
+	}
+	pipe, err := compressor(name)
+	if err != nil {
+		return nil, fmt.Errorf("kafka.pipeline_compression: %w", err)
+	}
+	b.pipe = kgo.WithCompressor(pipe)
 
 	if b.cfg.TLS.Enabled {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: b.cfg.TLS.InsecureSkipVerify} //nolint:gosec // opt-in for tests

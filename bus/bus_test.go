@@ -228,4 +228,67 @@ func TestCompressionCodecs(t *testing.T) {
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "compression") {
 		t.Fatalf("an unknown codec: %v, want an error naming compression", err)
 	}
+	cfg = Default()
+	cfg.PipelineCompression = "lzma"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "pipeline_compression") {
+		t.Fatalf("an unknown pipeline codec: %v, want an error naming pipeline_compression", err)
+	}
+}
+
+// TestPipelineCompression: the pipeline's client (PipelineOpts) writes in
+// kafka.pipeline_compression, every other client in kafka.compression; an
+// empty pipeline_compression is compression.
+func TestPipelineCompression(t *testing.T) {
+	for _, tc := range []struct {
+		compression, pipeline string
+		want, wantPipe        kgo.CompressionCodecType
+	}{{"zstd", "snappy", kgo.CodecZstd, kgo.CodecSnappy}, {"lz4", "", kgo.CodecLz4, kgo.CodecLz4}, {"none", "zstd", kgo.CodecNone, kgo.CodecZstd}} {
+		t.Run(tc.compression+"/"+tc.pipeline, func(t *testing.T) {
+			cfg := Default()
+			cfg.EmbeddedAddr, cfg.Partitions, cfg.Compression, cfg.PipelineCompression = freeAddr(t), 1, tc.compression, tc.pipeline
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			b, err := Open(ctx, cfg, t.TempDir(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			value := []byte(strings.Repeat(`{"device_id":"d","metrics":{"temp_c":60.5}}`, 20))
+			for _, c := range []struct {
+				opts  []kgo.Opt
+				topic string
+			}{{b.Opts(), cfg.Topics.Raw}, {b.PipelineOpts(), cfg.Topics.Enriched}} {
+				cl, err := kgo.NewClient(c.opts...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				err = cl.ProduceSync(ctx, &kgo.Record{Topic: c.topic, Value: value}).FirstErr()
+				cl.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			cl, err := kgo.NewClient(b.Opts(kgo.ConsumeTopics(cfg.Topics.Raw, cfg.Topics.Enriched), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			for seen := 0; seen < 2; {
+				fs := cl.PollFetches(ctx)
+				if ctx.Err() != nil {
+					t.Fatalf("read %d of 2 records", seen)
+				}
+				fs.EachRecord(func(r *kgo.Record) {
+					want := tc.want
+					if r.Topic == cfg.Topics.Enriched {
+						want = tc.wantPipe
+					}
+					if got := r.Attrs.CompressionType(); got != uint8(want) {
+						t.Errorf("compression %q, pipeline_compression %q: a batch on %s in codec %d, want %d", tc.compression, tc.pipeline, r.Topic, got, want)
+					}
+					seen++
+				})
+			}
+		})
+	}
 }
