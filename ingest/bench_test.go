@@ -151,8 +151,9 @@ func BenchmarkAdmitNewDevices(b *testing.B) {
 // The decoder sizes a body's readings and metrics up front (from its count
 // of device ids and its first reading), but never beyond what the body can
 // hold: a first reading of 256 metrics followed by thousands of readings
-// of one metric reserves no more than a few times the body's bytes (the
-// reservation, unbounded, was 61 MB for this 420 KB body).
+// of one metric allocates at most 16 times the body's bytes (about 8 here,
+// 9 under -race; unbounded, the reservation took 63.5 MB for this 670 KB
+// body, 95 times).
 func TestDecodeReservesByBody(t *testing.T) {
 	var b strings.Builder
 	b.WriteString(`[{"device_id":"wide","ts":"2026-11-25T12:00:00Z","metrics":{`)
@@ -177,7 +178,7 @@ func TestDecodeReservesByBody(t *testing.T) {
 	if err != nil || len(rs) != 10000 || len(rs[0].Metrics) != 256 || len(rs[1].Metrics) != 1 {
 		t.Fatalf("decoded %d readings (%v), want 10,000 with 256 and 1 metrics", len(rs), err)
 	}
-	if got, limit := after.TotalAlloc-before.TotalAlloc, uint64(8*len(body)); got > limit {
+	if got, limit := after.TotalAlloc-before.TotalAlloc, uint64(16*len(body)); got > limit {
 		t.Fatalf("decoding a %d-byte body allocated %d bytes, want at most %d", len(body), got, limit)
 	}
 }
