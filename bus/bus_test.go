@@ -178,13 +178,7 @@ func TestCompressionCodecs(t *testing.T) {
 		t.Run(tc.setting, func(t *testing.T) {
 			cfg := Default()
 			cfg.EmbeddedAddr, cfg.Partitions, cfg.Compression = freeAddr(t), 1, tc.setting
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			b, err := Open(ctx, cfg, t.TempDir(), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Close()
+			ctx, b := openEmbedded(t, cfg)
 			opts := b.Opts()
 			var wg sync.WaitGroup
 			for i := range 4 {
@@ -235,6 +229,20 @@ func TestCompressionCodecs(t *testing.T) {
 	}
 }
 
+// openEmbedded opens cfg's embedded broker for a test: a context of 30 s
+// and the bus, both ended with the test.
+func openEmbedded(t *testing.T, cfg Config) (context.Context, *Bus) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	b, err := Open(ctx, cfg, t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return ctx, b
+}
+
 // TestPipelineCompression: the pipeline's client (PipelineOpts) writes in
 // kafka.pipeline_compression, every other client in kafka.compression; an
 // empty pipeline_compression is compression.
@@ -246,13 +254,7 @@ func TestPipelineCompression(t *testing.T) {
 		t.Run(tc.compression+"/"+tc.pipeline, func(t *testing.T) {
 			cfg := Default()
 			cfg.EmbeddedAddr, cfg.Partitions, cfg.Compression, cfg.PipelineCompression = freeAddr(t), 1, tc.compression, tc.pipeline
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			b, err := Open(ctx, cfg, t.TempDir(), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Close()
+			ctx, b := openEmbedded(t, cfg)
 			value := []byte(strings.Repeat(`{"device_id":"d","metrics":{"temp_c":60.5}}`, 20))
 			for _, c := range []struct {
 				opts  []kgo.Opt
