@@ -31,8 +31,8 @@ func (d *Decoder) scanBody(body []byte, now time.Time) (out []contract.Reading, 
 		out = []contract.Reading{r}
 	case s.Eat('['):
 		// the readings and their metrics are sized once, from the body's
-		// count of device ids, instead of grown by doubling (a tenth of
-		// the decode's time went to copying them as they grew)
+		// count of device ids, instead of grown by doubling (copying them
+		// as they grew was a third of a 500-reading body's decode time)
 		n := min(max(bytes.Count(body, deviceIDKey), 1), d.MaxReadings)
 		out = make([]contract.Reading, 0, n)
 		// the hashed bytes of a reading without an id start where the
@@ -210,11 +210,12 @@ func scanMembers(s *contract.Scanner, member func(name []byte) bool) bool {
 	}
 }
 
+// deviceIDKey counts a body's readings before they are read.
+var deviceIDKey = []byte(`"device_id"`)
+
 // scanCache is what the readings of one body share: their metrics, in one
 // array (each reading's slice capped at its own), and the names and
 // values they repeat, made into strings once.
-var deviceIDKey = []byte(`"device_id"`)
-
 type scanCache struct {
 	metrics []contract.Metric
 	names   []string
