@@ -119,10 +119,7 @@ func run(seconds int, bin string, posters, batch int, archive, mqttToo bool) err
 	// (without it the latency phase's first posts meet ingest's
 	// backpressure), and the archiver takes it in, before latency is
 	// measured.
-	caught := time.Now()
-	for time.Since(caught) < 120*time.Second && benchutil.Metric(base, "vigil_pipeline_readings_total") < benchutil.Metric(base, "vigil_ingest_readings_total") {
-		time.Sleep(100 * time.Millisecond)
-	}
+	_, behind := benchutil.WaitEnriched(base, int64(benchutil.Metric(base, "vigil_ingest_readings_total")), 120*time.Second)
 	if archive {
 		start := time.Now()
 		for time.Since(start) < 120*time.Second {
@@ -136,6 +133,9 @@ func run(seconds int, bin string, posters, batch int, archive, mqttToo bool) err
 		fmt.Printf("          archiver caught up with the backlog in %s\n", time.Since(start).Round(100*time.Millisecond))
 	} else {
 		fmt.Println()
+	}
+	if behind != nil {
+		fmt.Printf("          the latency phase starts behind a backlog: %v\n", behind)
 	}
 	bg := thr / 2
 	if openRate > 0 {
