@@ -190,16 +190,24 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		abs, _ := filepath.Abs(cfg.Data.Dir)
 		txnID = "vigil-stream-" + cfg.Region + "-" + host + "-" + shortHash(abs)
 	}
+	var archiver *storage.Archiver
+	var handOn func([]bus.Committed)
+	if cfg.Archive.Enabled {
+		// the archiver takes what the stream commits without fetching it
+		// back (its partitions; the rest it fetches)
+		handOn = func(runs []bus.Committed) { archiver.Offer(runs) }
+	}
 	stream, err = pipeline.NewStream(cfg.Pipeline, pipeline.StreamOptions{
 		Region: cfg.Region, ClientOpts: b.PipelineOpts(), TransactionalID: txnID,
 		Topics:   pipeline.Topics{Raw: cfg.Kafka.Topics.Raw, Enriched: cfg.Kafka.Topics.Enriched, Alerts: cfg.Kafka.Topics.Alerts, DLQ: cfg.Kafka.Topics.DLQ},
 		StateDir: filepath.Join(cfg.Data.Dir, "state"), Devices: registry, Logger: log.Named("pipeline"), Registerer: reg,
-		StopBudget: max(cfg.Shutdown.Budget/2, cfg.Shutdown.Budget-15*time.Second), // the rest for the archive's flush and the later phases
+		StopBudget:  max(cfg.Shutdown.Budget/2, cfg.Shutdown.Budget-15*time.Second), // the rest for the archive's flush and the later phases
+		OnCommitted: handOn,
 	})
 	if err != nil {
 		return err
 	}
-	archiver, err := storage.NewArchiver(cfg.Archive, storage.ArchiverOptions{Topic: cfg.Kafka.Topics.Enriched,
+	archiver, err = storage.NewArchiver(cfg.Archive, storage.ArchiverOptions{Topic: cfg.Kafka.Topics.Enriched,
 		ClientOpts: b.Opts(), Store: store, Logger: log.Named("archive"), Registerer: reg})
 	if err != nil {
 		return err

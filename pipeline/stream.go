@@ -50,6 +50,12 @@ type StreamOptions struct {
 	// shutdown.budget; the partitions it has no time for replay their
 	// tail at the next start. 0: no limit.
 	StopBudget time.Duration
+	// OnCommitted, when set, is given the enriched records of each
+	// committed micro-batch, a run per partition, their offsets set: the
+	// archiver in the same process takes them without fetching them back
+	// (storage.Archiver.Offer). It must not block, and must not change the
+	// records; the stream does not touch them again.
+	OnCommitted func([]bus.Committed)
 }
 
 // Stream is the consume-enrich-score-produce loop over the raw topic, in a
@@ -274,6 +280,7 @@ func (s *Stream) runSession(ctx context.Context) error {
 			return fmt.Errorf("end transaction: %w", err)
 		}
 		if !committed {
+			clear(b.after) // the aborted records and their marker lie between
 			s.m.aborts.Inc()
 			s.log.Info("micro-batch aborted (rebalance or produce error); it will be processed again", zap.Int("readings", b.stats.readings))
 			s.snapAbandon(r) // the state holds the aborted batch's readings
@@ -281,6 +288,7 @@ func (s *Stream) runSession(ctx context.Context) error {
 			continue
 		}
 		b.stats.record(s.m, start, time.Now())
+		b.handOn()
 		if ctx.Err() != nil {
 			s.snapshotStop(r)
 			return nil
@@ -329,12 +337,26 @@ type batch struct {
 	hdrs  []kgo.RecordHeader // the enriched records' headers
 	res   StepResult
 	stats batchStats
+	// enriched are the batch's enriched records, for OnCommitted; given
+	// says they were handed on, with buf and hdrs, which the next batch
+	// then does not reuse
+	enriched []*kgo.Record
+	given    bool
+	// after is, per enriched partition, the offset of the last record of
+	// the session's last committed batch that wrote there (see
+	// bus.Committed.After); cleared by an abort
+	after map[int32]int64
+	runs  map[int32]int
 }
 
 // begin starts the batch's work on ctx (the transaction has begun).
 func (b *batch) begin(ctx context.Context, sess *kgo.GroupTransactSession) {
 	b.ctx, b.sess, b.e = ctx, sess, kgo.AbortingFirstErrPromise(sess.Client())
-	b.buf, b.hdrs = b.buf[:0], b.hdrs[:0]
+	if b.given {
+		b.buf, b.hdrs = make([]byte, 0, cap(b.buf)), make([]kgo.RecordHeader, 0, cap(b.hdrs))
+		b.given = false
+	}
+	b.buf, b.hdrs, b.enriched = b.buf[:0], b.hdrs[:0], b.enriched[:0]
 	b.stats.reset()
 }
 
@@ -371,7 +393,11 @@ func (b *batch) partition(fp kgo.FetchTopicPartition) {
 		hoff := len(b.buf)
 		b.buf = strconv.AppendInt(b.buf, rec.Offset, 10)
 		b.hdrs = append(b.hdrs, kgo.RecordHeader{Key: contract.EnrichedRawOffsetHeader, Value: b.buf[hoff:len(b.buf):len(b.buf)]})
-		b.sess.Produce(b.ctx, &kgo.Record{Topic: s.o.Topics.Enriched, Key: rec.Key, Value: value, Headers: b.hdrs[len(b.hdrs)-1 : len(b.hdrs) : len(b.hdrs)]}, b.e.Promise())
+		er := &kgo.Record{Topic: s.o.Topics.Enriched, Key: rec.Key, Value: value, Headers: b.hdrs[len(b.hdrs)-1 : len(b.hdrs) : len(b.hdrs)]}
+		if s.o.OnCommitted != nil {
+			b.enriched = append(b.enriched, er)
+		}
+		b.sess.Produce(b.ctx, er, b.e.Promise())
 		for i := range b.res.Alerts {
 			a := &b.res.Alerts[i]
 			v, err := contract.EncodeAlert(a)
@@ -388,6 +414,39 @@ func (b *batch) partition(fp kgo.FetchTopicPartition) {
 		}
 	}
 	s.lag.processed(fp.Partition, part.Next, fp.HighWatermark)
+}
+
+// handOn gives OnCommitted the committed batch's enriched records, a run
+// per partition in the order they were written.
+func (b *batch) handOn() {
+	if b.s.o.OnCommitted == nil || len(b.enriched) == 0 {
+		return
+	}
+	if b.after == nil {
+		b.after, b.runs = map[int32]int64{}, map[int32]int{}
+	}
+	clear(b.runs)
+	var runs []bus.Committed
+	for _, r := range b.enriched {
+		i, ok := b.runs[r.Partition]
+		if !ok {
+			after, known := b.after[r.Partition]
+			if !known {
+				after = -1
+			}
+			i = len(runs)
+			b.runs[r.Partition] = i
+			runs = append(runs, bus.Committed{Topic: r.Topic, Partition: r.Partition, After: after})
+		}
+		runs[i].Records = append(runs[i].Records, r)
+	}
+	for i := range runs {
+		recs := runs[i].Records
+		b.after[runs[i].Partition] = recs[len(recs)-1].Offset
+	}
+	b.given = true
+	b.enriched = make([]*kgo.Record, 0, len(b.enriched))
+	b.s.o.OnCommitted(runs)
 }
 
 // batchStats are the figures of one micro-batch, recorded once it

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"github.com/vigil/vigil/bus"
 	"github.com/vigil/vigil/contract"
 	"github.com/vigil/vigil/internal/promread"
 	"github.com/vigil/vigil/internal/testutil"
@@ -707,4 +708,72 @@ func TestStreamLagCountsWhatTheBrokerHolds(t *testing.T) {
 	testutil.WaitFor(t, 30*time.Second, "the backlog scored and the lag back to 0", func() bool {
 		return st.Stats().Readings == first+1+more && st.Backlog() == 0 && gauge() == 0
 	})
+}
+
+// OnCommitted is handed, after each committed batch, exactly the
+// enriched records the topic holds, with their offsets, a run per
+// partition; each run's After is the last offset of the partition's run
+// before it, and the one offset between the two is that transaction's
+// commit marker (the rule the archiver relies on to take a run without
+// fetching it, bus.Committed.Follows).
+func TestStreamHandsOnWhatItCommits(t *testing.T) {
+	const n = 600
+	opts, _ := rawTopicWith(t, n, 5)
+	cfg := testCfg()
+	cfg.BatchMaxReadings = 50
+	var (
+		mu   sync.Mutex
+		runs []bus.Committed
+	)
+	st, stop := startStream(t, cfg, opts, t.TempDir(), func(st *Stream) {
+		st.o.OnCommitted = func(rs []bus.Committed) {
+			mu.Lock()
+			runs = append(runs, rs...)
+			mu.Unlock()
+		}
+	})
+	testutil.WaitFor(t, 30*time.Second, "the stream scores every reading", func() bool { return st.Stats().Readings >= n })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	handed := map[int32][]*kgo.Record{}
+	last := map[int32]int64{}
+	for _, r := range runs {
+		if r.Topic != "enriched" || len(r.Records) == 0 {
+			t.Fatalf("run of %d records for topic %q", len(r.Records), r.Topic)
+		}
+		if prev, ok := last[r.Partition]; ok {
+			if r.After != prev || r.Records[0].Offset != prev+2 {
+				t.Fatalf("partition %d: run after %d starts at %d with After %d; want After %d and its first record at %d (the marker between)",
+					r.Partition, prev, r.Records[0].Offset, r.After, prev, prev+2)
+			}
+		} else if r.After != -1 {
+			t.Fatalf("partition %d: first run's After %d, want -1", r.Partition, r.After)
+		}
+		last[r.Partition] = r.Records[len(r.Records)-1].Offset
+		handed[r.Partition] = append(handed[r.Partition], r.Records...)
+	}
+	if len(runs) < 2*n/cfg.BatchMaxReadings/2 {
+		t.Fatalf("%d runs for %d readings in batches of at most %d", len(runs), n, cfg.BatchMaxReadings)
+	}
+	read := 0
+	err := bus.ReadToEnd(context.Background(), opts, bus.Span{Topic: "enriched"}, func(rec *kgo.Record) {
+		h := handed[rec.Partition]
+		if len(h) == 0 || h[0].Offset != rec.Offset || string(h[0].Value) != string(rec.Value) {
+			t.Fatalf("partition %d offset %d on the topic was not handed on as the next record there", rec.Partition, rec.Offset)
+		}
+		handed[rec.Partition] = h[1:]
+		read++
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, h := range handed {
+		if len(h) > 0 {
+			t.Fatalf("partition %d: %d records handed on that the topic does not hold", p, len(h))
+		}
+	}
+	if read != n {
+		t.Fatalf("%d enriched records, want %d", read, n)
+	}
 }

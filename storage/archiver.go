@@ -45,7 +45,21 @@ type Archiver struct {
 	dec   contract.EnrichedDecoder
 
 	trimEvery time.Duration // how often archived records are dropped from the broker
+
+	// inbox holds what this process's stream committed to the enriched
+	// topic (see Offer); wake ends the poll in progress when some arrives
+	inbox  chan []bus.Committed
+	wakeMu sync.Mutex
+	wake   context.CancelFunc
+	// handoffIdle is how long a fed partition goes without a handoff
+	// before its fetch resumes
+	handoffIdle time.Duration
 }
+
+// handoffIdle is how long a partition taken from the stream's handoffs
+// (archPart.fed) waits for the next one before fetching again: another
+// process's stream may write to it now.
+const handoffIdle = 2 * time.Second
 
 // file is one Parquet file of a partition: open (rows are encoded into
 // buf as they arrive) or closed and waiting for the store.
@@ -131,6 +145,14 @@ type archPart struct {
 	backoff   time.Duration
 	paused    bool
 	archived  []archivedMark // for deleting archived records from the broker
+	// next is the offset after the last record taken (-1 before the
+	// first): the fetch and the stream's handoff may both bring a record,
+	// and the second is dropped.
+	next int64
+	// fed: the partition's records come from this process's stream (see
+	// Archiver.Offer) and its fetch is paused; fedAt is the last handoff
+	fed   bool
+	fedAt time.Time
 	// spare is the buffer of the partition's last stored file, which the
 	// next file is encoded into: a file grown from empty by doubling cost
 	// the archiver a tenth of its CPU (copies and clearing of the new
@@ -149,6 +171,7 @@ type archiveMetrics struct {
 	put                                   prometheus.Histogram
 	up                                    prometheus.Gauge
 	pendingRows                           prometheus.Gauge
+	handed, refused                       prometheus.Counter
 }
 
 // ArchiveStats are the archiver's figures for the status page.
@@ -177,28 +200,42 @@ func NewArchiver(cfg ArchiveConfig, o ArchiverOptions) (*Archiver, error) {
 		put:         prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vigil_archive_put_seconds", Help: "Time to store one object (rows are encoded as they arrive).", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
 		up:          prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_archive_store_up", Help: "1 while the object store accepts writes, 0 during an outage."}),
 		pendingRows: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_archive_pending_rows", Help: "Rows held in memory, not yet stored."}),
+		handed: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_archive_handoff_records_total",
+			Help: "Enriched records taken from this process's stream as it committed them, without fetching them back."}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_archive_handoff_refused_total",
+			Help: "Handed-off runs of records that did not continue what the archiver had read (another writer's records between, or a gap); those records are fetched."}),
 	}
 	if o.Registerer != nil {
-		for _, c := range []prometheus.Collector{m.files, m.rows, m.bytes, m.failures, m.skipped, m.put, m.up, m.pendingRows} {
+		for _, c := range []prometheus.Collector{m.files, m.rows, m.bytes, m.failures, m.skipped, m.put, m.up, m.pendingRows, m.handed, m.refused} {
 			if err := o.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("register archive metrics: %w", err)
 			}
 		}
 	}
 	m.up.Set(1)
-	return &Archiver{o: o, cfg: cfg, log: o.Logger, m: m, parts: map[int32]*archPart{}, up: true, trimEvery: time.Minute}, nil
+	return &Archiver{o: o, cfg: cfg, log: o.Logger, m: m, parts: map[int32]*archPart{}, up: true, trimEvery: time.Minute,
+		inbox: make(chan []bus.Committed, 16), handoffIdle: handoffIdle}, nil
 }
 
-func (a *Archiver) revoked(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+func (a *Archiver) revoked(_ context.Context, cl *kgo.Client, m map[string][]int32) {
 	a.mu.Lock() // waits for a write in progress: the new owner never races us
 	defer a.mu.Unlock()
+	var resume []int32
 	for _, p := range m[a.o.Topic] {
 		if ap := a.parts[p]; ap != nil {
 			if n := ap.rowCount(); n > 0 {
 				a.log.Info("partition revoked; its unstored rows are left to the new owner", zap.Int32("partition", p), zap.Int("rows", n))
 			}
+			if ap.paused || ap.fed {
+				resume = append(resume, p)
+			}
 		}
 		delete(a.parts, p)
+	}
+	if len(resume) > 0 {
+		// a pause outlives the assignment: given the partition back
+		// later, the client would never fetch it
+		cl.ResumeFetchPartitions(map[string][]int32{a.o.Topic: resume})
 	}
 }
 
@@ -234,7 +271,16 @@ func (a *Archiver) Run(ctx context.Context) error {
 	lastTrim := time.Now()
 	for {
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		a.wakeMu.Lock()
+		a.wake = cancel
+		if len(a.inbox) > 0 {
+			cancel() // a handoff is waiting: take what is buffered and go on
+		}
+		a.wakeMu.Unlock()
 		fetches := cl.PollRecords(pctx, 20000)
+		a.wakeMu.Lock()
+		a.wake = nil
+		a.wakeMu.Unlock()
 		cancel()
 		if ctx.Err() != nil {
 			a.shutdown()
@@ -253,16 +299,20 @@ func (a *Archiver) Run(ctx context.Context) error {
 			}
 			ap := a.parts[fp.Partition]
 			if ap == nil {
-				ap = &archPart{p: fp.Partition, needProbe: true}
+				ap = &archPart{p: fp.Partition, needProbe: true, next: -1}
 				a.parts[fp.Partition] = ap
 			}
 			for _, rec := range fp.Records {
 				a.add(ctx, ap, rec)
 			}
 		})
+		a.takeHandoffs(ctx)
 		now := time.Now()
 		pending := 0
 		for _, ap := range a.parts {
+			if ap.fed && now.Sub(ap.fedAt) >= a.handoffIdle {
+				a.unfeed(ap)
+			}
 			if ap.open != nil && now.Sub(ap.openedAt) >= a.cfg.FlushInterval {
 				ap.closeOpen()
 			} else if ap.open == nil {
@@ -285,6 +335,10 @@ func (a *Archiver) Run(ctx context.Context) error {
 // the deterministic boundaries: row count, bytes, ingested_at interval,
 // region.
 func (a *Archiver) add(ctx context.Context, ap *archPart, rec *kgo.Record) {
+	if rec.Offset < ap.next {
+		return // taken already, from the other of fetch and handoff
+	}
+	ap.next = rec.Offset + 1
 	if rec.Offset < ap.skipUntil {
 		return
 	}
@@ -388,6 +442,9 @@ func (a *Archiver) storePending(ctx context.Context, ap *archPart, force bool) {
 				a.cl.PauseFetchPartitions(map[string][]int32{a.o.Topic: {ap.p}})
 				ap.paused = true
 			}
+			if ap.fed {
+				a.unfeed(ap) // the fetch takes over where the handoffs stopped, once resumed
+			}
 			if a.up {
 				a.up = false
 				a.m.up.Set(0)
@@ -470,6 +527,7 @@ func (a *Archiver) shutdown() {
 	deadline := time.Now().Add(30 * time.Second)
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
+	a.takeHandoffs(ctx) // the stream's last batches, stopped before the archive
 	left := 0
 	for _, ap := range a.parts {
 		ap.closeOpen()
@@ -518,5 +576,77 @@ func (a *Archiver) trimBroker(ctx context.Context) {
 	defer cancel()
 	if _, err := kadm.NewClient(a.cl).DeleteRecords(dctx, offs); err != nil {
 		a.log.Warn("could not drop archived records from the broker", zap.Error(err))
+	}
+}
+
+// Offer hands the archiver what this process's stream committed to the
+// enriched topic, so that it need not fetch those records back from the
+// broker (the fetch, its decompression and the broker's serving of it
+// cost about a tenth of the process's CPU). It never blocks: when the
+// archiver is behind, the runs are dropped and fetched instead. The
+// records' values must not change after the call.
+func (a *Archiver) Offer(runs []bus.Committed) {
+	select {
+	case a.inbox <- runs:
+	default:
+		return
+	}
+	a.wakeMu.Lock()
+	if a.wake != nil {
+		a.wake()
+	}
+	a.wakeMu.Unlock()
+}
+
+// takeHandoffs adds the records of the offered runs that continue, with
+// nothing between, what each partition has read (bus.Committed.Follows),
+// and pauses the fetch of such a partition; a run that does not continue
+// is left to the fetch, which resumes where the partition stopped.
+// Partitions the archiver does not hold, or whose store is failing, are
+// left to the fetch too.
+func (a *Archiver) takeHandoffs(ctx context.Context) {
+	for {
+		var runs []bus.Committed
+		select {
+		case runs = <-a.inbox:
+		default:
+			return
+		}
+		now := time.Now()
+		for i := range runs {
+			c := &runs[i]
+			ap := a.parts[c.Partition]
+			if c.Topic != a.o.Topic || ap == nil || ap.paused {
+				continue
+			}
+			rest, ok := c.Follows(ap.next)
+			if !ok {
+				a.m.refused.Inc()
+				if ap.fed {
+					a.unfeed(ap)
+				}
+				continue
+			}
+			if !ap.fed {
+				a.cl.PauseFetchPartitions(map[string][]int32{a.o.Topic: {ap.p}})
+				ap.fed = true
+			}
+			ap.fedAt = now
+			for _, rec := range rest {
+				a.add(ctx, ap, rec)
+			}
+			a.m.handed.Add(float64(len(rest)))
+		}
+	}
+}
+
+// unfeed returns a partition taken from handoffs to its fetch, from the
+// offset after the last record taken. Called from the polling goroutine
+// before it allows a rebalance, as SetOffsets asks.
+func (a *Archiver) unfeed(ap *archPart) {
+	ap.fed = false
+	a.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{a.o.Topic: {ap.p: {Epoch: -1, Offset: ap.next}}})
+	if !ap.paused {
+		a.cl.ResumeFetchPartitions(map[string][]int32{a.o.Topic: {ap.p}})
 	}
 }
