@@ -234,6 +234,7 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 	time.Sleep(2 * time.Second)
 	gc(v.base)
 	heap := benchutil.Metric(v.base, "go_memstats_heap_inuse_bytes")
+	live := benchutil.Metric(v.base, "go_memstats_heap_alloc_bytes")
 	rss := rssMB(v.cmd.Process.Pid)
 	if heapProfile != "" {
 		if resp, err := benchutil.AdminGet(v.base + "/debug/pprof/heap"); err == nil {
@@ -245,6 +246,9 @@ func run(devices, warmup int, bin string, posters, batch int, archive bool) erro
 	}
 	fmt.Printf("memory    RSS %.0f MB, Go heap in use after a GC %.0f MB; heap per device %.0f bytes ((heap after - heap before) / devices; all of Vigil, not only the device state)\n",
 		rss, heap/1e6, (heap-heap0)/float64(devices))
+	// in use counts whole spans: the gap to the live objects is memory
+	// the size classes hold unfilled
+	fmt.Printf("          of it live objects %.0f MB (%.0f bytes a device), spans' unused room %.0f MB\n", live/1e6, live/float64(devices), (heap-live)/1e6)
 	summary = append(summary, fmt.Sprintf("RSS %.2f GiB (goal ≤ 6 GiB at 1,000,000 devices), memory.limit %s%s", rss/1024, memLimit, mvNote()),
 		fmt.Sprintf("heap per device %.0f bytes, all of Vigil, %s (goal: steady-state state ≤ 2,048; see go test -bench DeviceStateBytes ./pipeline/)", (heap-heap0)/float64(devices), devicePhase(warmup)))
 
