@@ -127,8 +127,8 @@ func TestArchiverRecoversFromNames(t *testing.T) {
 		t.Fatalf("%v files skipped at recovery, want 1", n)
 	}
 	// every file holds exactly its offsets, in order, with their records:
-	// a file is encoded into the buffer of the partition's previous one
-	// (archPart.spare), which must not show through
+	// a file is encoded into pooled chunks that earlier files held
+	// (chunkBuf), which must not show through
 	db := duck(t)
 	for _, key := range keys {
 		k, err := contract.ParseArchiveKey(key)
@@ -159,49 +159,6 @@ func TestArchiverRecoversFromNames(t *testing.T) {
 	}
 }
 
-// A partition's next file is encoded into the buffer of its last stored
-// one, not grown from empty (growing by doubling cost the archiver a
-// tenth of its CPU).
-func TestArchiverReusesFileBuffers(t *testing.T) {
-	dir := t.TempDir()
-	store, _ := NewLocal(dir)
-	a, err := NewArchiver(ArchiveConfig{Group: "arch", MaxRecords: 100, MaxBytes: 1 << 30, RollInterval: time.Hour, FlushInterval: time.Hour, MaxBackoff: time.Second},
-		ArchiverOptions{Topic: "enriched", Store: store})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "enriched"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if a.cl, err = kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumerGroup("arch"), kgo.ConsumeTopics("enriched")); err != nil {
-		t.Fatal(err)
-	}
-	defer a.cl.Close()
-	ap := &archPart{p: 0}
-	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-	var caps []int
-	for i := 0; i < 300; i++ {
-		a.add(context.Background(), ap, &kgo.Record{Offset: int64(i), Value: enrichedValue(i, t0)})
-		if ap.open != nil && ap.open.rows == 1 {
-			caps = append(caps, ap.open.buf.Cap())
-		}
-	}
-	if len(caps) != 3 {
-		t.Fatalf("%d files opened for 300 rows at max_records 100, want 3", len(caps))
-	}
-	objs, _ := store.List(context.Background(), "enriched/")
-	if len(objs) != 3 {
-		t.Fatalf("%d files stored, want 3", len(objs))
-	}
-	for i, c := range caps[1:] {
-		if c < int(objs[i].Size) {
-			t.Errorf("file %d started with a %d-byte buffer, want at least the %d bytes of the file before it", i+2, c, objs[i].Size)
-		}
-	}
-}
-
 // Devices that send different metric sets into one partition roll a file
 // only when a metric is new to the partition, not at every switch; and a
 // device whose multivariate model becomes fitted does not roll one.
@@ -226,7 +183,7 @@ func TestSchemaUnionAcrossSwitches(t *testing.T) {
 			r = rowOf(i, "flow", "pressure")
 		}
 		if f == nil || !f.fw.Fits(&r) {
-			f = newFile(&r, ap.schema(&r), time.Unix(0, 0), int64(i), 0, nil)
+			f = newFile(&r, ap.schema(&r), time.Unix(0, 0), int64(i), 0)
 			files++
 		}
 		if err := f.fw.Write(&r); err != nil {
