@@ -273,10 +273,29 @@ func (d *EnrichedDecoder) Decode(b []byte) (Enriched, error) {
 	if d.names == nil {
 		d.names = map[string]string{}
 	}
-	if r, ok := d.scan(b); ok {
+	if r, ok := d.scan(b, nil); ok {
 		return r, nil
 	}
 	return d.decodeTokens(b)
+}
+
+// DecodeInto is Decode into r, whose Metrics and Derived arrays it
+// reuses: for a reader that is done with the previous record when it
+// reads the next (the archiver, whose rows go into Parquet columns at
+// once). On an error r is left as it was.
+func (d *EnrichedDecoder) DecodeInto(b []byte, r *Enriched) error {
+	if d.names == nil {
+		d.names = map[string]string{}
+	}
+	if e, ok := d.scan(b, r); ok {
+		*r = e
+		return nil
+	}
+	e, err := d.decodeTokens(b)
+	if err == nil {
+		*r = e
+	}
+	return err
 }
 
 // EnrichedKey is what identifies an enriched record: its reading's id and

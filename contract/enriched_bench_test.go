@@ -97,11 +97,22 @@ func FuzzEnrichedScanner(f *testing.F) {
 	f.Add([]byte(`{"id":"x","device_id":"d","ts":"2026-02-30T00:00:00Z","ingested_at":"2026-01-01T00:00:00.123456789Z"}`))
 	f.Add([]byte(`{"id":"x","device_id":"d","ts":"2026-01-01T24:00:00Z","ingested_at":"2026-01-01T00:00:00Z","metrics":{"a":01}}`))
 	f.Add([]byte(`{"id":"x","device_id":"d","ts":"2026-01-01T00:00:00Z","ingested_at":"2026-01-01T00:00:00Z","tags":["a\"]"],"metrics":{"a":1,"a":2}}x`))
+	seed := sampleEnriched(rng, 7)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var fast, slow EnrichedDecoder
 		fast.names, slow.names = map[string]string{}, map[string]string{}
-		got, ok := fast.scan(b)
+		got, ok := fast.scan(b, nil)
 		want, err := slow.decodeTokens(b)
+		// DecodeInto, over a record that held more metrics, reads what
+		// Decode reads
+		var plain, reusing EnrichedDecoder
+		into, _ := reusing.Decode(seed)
+		want2, err2 := plain.Decode(b)
+		if err3 := reusing.DecodeInto(b, &into); (err2 == nil) != (err3 == nil) {
+			t.Fatalf("%q: Decode says %v, DecodeInto %v", b, err2, err3)
+		} else if d := diffEnriched(into, want2); err2 == nil && d != "" {
+			t.Fatalf("%q: Decode and DecodeInto over an earlier record differ in %s", b, d)
+		}
 		if !ok {
 			return
 		}
@@ -152,12 +163,12 @@ func TestScannerTakesPipelineRecords(t *testing.T) {
 	d.names = map[string]string{}
 	for i := range 100 {
 		b := sampleEnriched(rng, i)
-		if _, ok := d.scan(b); !ok {
+		if _, ok := d.scan(b, nil); !ok {
 			t.Fatalf("the scanner gave up on %s", b)
 		}
 	}
 	r := Reading{ID: "m-1", DeviceID: "d", TS: t0, IngestedAt: t0, Metrics: []Metric{{Name: "a", Value: 1}}}
-	if _, ok := d.scan(AppendEnriched(nil, &r, &Scored{Region: "eu", Model: "m", Incident: "a-1", ShadowModel: "v2", ShadowScore: 0.25})); !ok {
+	if _, ok := d.scan(AppendEnriched(nil, &r, &Scored{Region: "eu", Model: "m", Incident: "a-1", ShadowModel: "v2", ShadowScore: 0.25}), nil); !ok {
 		t.Fatal("the scanner gave up on a record with an incident and a shadow score")
 	}
 	for i := range 100 {

@@ -228,7 +228,10 @@ func (d *EnrichedDecoder) scanFields(s *escan, dst *[]Field, prev *[]string) boo
 
 // scan reads b as AppendEnriched writes it; ok is false when b is not in
 // that form (the token decoder then judges it).
-func (d *EnrichedDecoder) scan(b []byte) (r Enriched, ok bool) {
+func (d *EnrichedDecoder) scan(b []byte, reuse *Enriched) (r Enriched, ok bool) {
+	if reuse != nil {
+		r.Metrics, r.Derived = reuse.Metrics[:0], reuse.Derived[:0]
+	}
 	s := &escan{b: b}
 	if !s.eat('{') || s.eat('}') {
 		return r, false

@@ -42,6 +42,7 @@ type Archiver struct {
 	cl    *kgo.Client
 	up    bool
 	dec   contract.EnrichedDecoder
+	row   contract.Enriched // the record being added (its arrays reused)
 
 	trimEvery time.Duration // how often archived records are dropped from the broker
 
@@ -332,8 +333,8 @@ func (a *Archiver) add(ctx context.Context, ap *archPart, rec *kgo.Record) {
 	if rec.Offset < ap.skipUntil {
 		return
 	}
-	row, err := a.dec.Decode(rec.Value)
-	if err != nil {
+	row := &a.row
+	if err := a.dec.DecodeInto(rec.Value, row); err != nil {
 		a.log.Error("enriched record cannot be archived; skipping it", zap.Int32("partition", rec.Partition), zap.Int64("offset", rec.Offset), zap.Error(err))
 		return
 	}
@@ -356,16 +357,16 @@ func (a *Archiver) add(ctx context.Context, ap *archPart, rec *kgo.Record) {
 		}
 		ap.needProbe = false
 	}
-	if f := ap.open; f != nil && (!f.bucket.Equal(bucket) || f.region != row.Region || !f.fw.Fits(&row)) {
+	if f := ap.open; f != nil && (!f.bucket.Equal(bucket) || f.region != row.Region || !f.fw.Fits(row)) {
 		ap.closeOpen()
 	}
 	if ap.open == nil {
-		ap.open = newFile(&row, ap.schema(&row), bucket, rec.Offset, rec.LeaderEpoch)
+		ap.open = newFile(row, ap.schema(row), bucket, rec.Offset, rec.LeaderEpoch)
 		ap.bytes = 0
 		ap.openedAt = time.Now()
 	}
 	f := ap.open
-	if err := f.fw.Write(&row); err != nil && f.encodeErr == nil {
+	if err := f.fw.Write(row); err != nil && f.encodeErr == nil {
 		f.encodeErr = err
 	}
 	f.rows++
