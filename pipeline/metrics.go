@@ -16,6 +16,7 @@ type metrics struct {
 	alerts      *prometheus.CounterVec
 	repeats     prometheus.Counter
 	aborts      prometheus.Counter
+	split       prometheus.Counter
 	postToAlert prometheus.Histogram
 	postToDone  prometheus.Histogram
 	lag         *prometheus.GaugeVec
@@ -37,6 +38,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		repeats: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_pipeline_repeats_total",
 			Help: "Incidents kept silent, without an alert, as repeats of their metric's previous incident (pipeline.realert_readings)."}),
 		aborts: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_pipeline_aborted_batches_total", Help: "Micro-batches whose transaction was aborted (rebalance or error); they are processed again."}),
+		split:  prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_pipeline_split_batches_total", Help: "Micro-batches scored on two goroutines, their partitions shared between them."}),
 		postToAlert: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vigil_pipeline_post_to_alert_seconds",
 			Help: "From ingest acknowledgement time to the commit of the alert it raised.", Buckets: lat}),
 		postToDone: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vigil_pipeline_post_to_commit_seconds",
@@ -50,7 +52,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.batchTime, m.readings, m.duplicates, m.dlq, m.alerts, m.repeats, m.aborts, m.postToAlert, m.postToDone, m.lag, m.restored, m.swaps, m.snapTime} {
+	for _, c := range []prometheus.Collector{m.batches, m.batchSize, m.batchTime, m.readings, m.duplicates, m.dlq, m.alerts, m.repeats, m.aborts, m.split, m.postToAlert, m.postToDone, m.lag, m.restored, m.swaps, m.snapTime} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register pipeline metrics: %w", err)
 		}

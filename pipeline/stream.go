@@ -76,7 +76,10 @@ type Stream struct {
 	assignedMu sync.Mutex
 	assigned   map[int32]bool
 	lastLoop   atomic.Int64 // unix nanos of the last loop iteration
-	running    atomic.Bool
+	// parallelMin: a micro-batch of at least this many records is split
+	// between two goroutines (see work; tests lower it)
+	parallelMin int
+	running     atomic.Bool
 
 	txnTimeout time.Duration                        // the transactions' timeout (10 s; tests shorten it)
 	warmHook   func(int32)                          // tests: called as a partition starts restoring
@@ -95,7 +98,7 @@ func NewStream(cfg Config, o StreamOptions) (*Stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Stream{o: o, cfg: cfg, log: o.Logger, m: m, parts: map[int32]*partition{}, lag: newLagBook(m.lag),
+	s := &Stream{o: o, cfg: cfg, log: o.Logger, m: m, parts: map[int32]*partition{}, lag: newLagBook(m.lag), parallelMin: parallelMin,
 		proc: NewProcessor(cfg, o.Region, o.Devices),
 		snap: &snapshots{dir: o.StateDir, group: cfg.Group, topic: o.Topics.Raw}, txnTimeout: 10 * time.Second, seedWindow: seedWindow, lagEvery: lagEvery}
 	return s, nil
@@ -198,7 +201,8 @@ func (s *Stream) runSession(ctx context.Context) error {
 	go func() { defer lwg.Done(); s.lag.pollEnds(lctx, sess.Client(), s.o.Topics.Raw, s.lagEvery, s.log) }()
 	defer func() { lcancel(); lwg.Wait(); s.lag.reset() }()
 
-	b := &batch{s: s}
+	b := &batch{s: s, proc: s.proc}
+	var w *batch // the second worker of a large batch (see split), its processor a replica
 	r := newSnapRound(s.cfg.SnapshotInterval)
 	defer s.snapAbandon(r)
 	for {
@@ -257,6 +261,7 @@ func (s *Stream) runSession(ctx context.Context) error {
 		}
 		// a new model takes over between micro-batches, never inside one
 		if s.proc.BeginBatch() {
+			w = nil // its replica scores with the old one
 			model, shadow := s.proc.ModelNames()
 			f := []zap.Field{zap.String("model", model)}
 			if shadow != "" {
@@ -269,7 +274,10 @@ func (s *Stream) runSession(ctx context.Context) error {
 		// shutdown lets the batch in flight commit.
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		b.begin(wctx, sess)
-		fetches.EachPartition(b.partition)
+		var split bool
+		if w, split = s.work(b, w, fetches); !split {
+			fetches.EachPartition(b.partition)
+		}
 		commit := kgo.TransactionEndTry(b.e.Err() == nil)
 		if b.e.Err() != nil {
 			s.log.Warn("producing a batch failed; aborting it to process it again", zap.Error(b.e.Err()))
@@ -330,6 +338,7 @@ func (s *Stream) Stats() Stats {
 // letters are produced into the transaction. One batch value is reused.
 type batch struct {
 	s     *Stream
+	proc  *Processor // the stream's, or a replica's for a second worker
 	ctx   context.Context
 	sess  *kgo.GroupTransactSession
 	e     *kgo.FirstErrPromise
@@ -376,7 +385,7 @@ func (b *batch) partition(fp kgo.FetchTopicPartition) {
 			continue
 		}
 		off := len(b.buf)
-		b.buf = s.proc.StepAt(part, rec.Offset, &r, true, b.buf, &b.res)
+		b.buf = b.proc.StepAt(part, rec.Offset, &r, true, b.buf, &b.res)
 		part.Next = rec.Offset + 1
 		if b.res.Duplicate || b.res.Held {
 			b.stats.duplicates++
@@ -427,6 +436,7 @@ func (b *batch) handOn() {
 	}
 	clear(b.runs)
 	var runs []bus.Committed
+	sorted := true
 	for _, r := range b.enriched {
 		i, ok := b.runs[r.Partition]
 		if !ok {
@@ -438,15 +448,103 @@ func (b *batch) handOn() {
 			b.runs[r.Partition] = i
 			runs = append(runs, bus.Committed{Topic: r.Topic, Partition: r.Partition, After: after})
 		}
+		if recs := runs[i].Records; len(recs) > 0 && recs[len(recs)-1].Offset > r.Offset {
+			sorted = false // two workers wrote to one partition
+		}
 		runs[i].Records = append(runs[i].Records, r)
 	}
 	for i := range runs {
 		recs := runs[i].Records
+		if !sorted {
+			slices.SortFunc(recs, func(x, y *kgo.Record) int { return cmp.Compare(x.Offset, y.Offset) })
+		}
 		b.after[runs[i].Partition] = recs[len(recs)-1].Offset
 	}
 	b.given = true
 	b.enriched = make([]*kgo.Record, 0, len(b.enriched))
 	b.s.o.OnCommitted(runs)
+}
+
+// parallelMin is the smallest micro-batch that work splits between two
+// workers: below it a second goroutine costs more than it saves.
+const parallelMin = 1000
+
+// work processes a large micro-batch of several partitions on two
+// goroutines, and answers the second worker to keep for the next batch
+// and whether it split this one (not on one core, for a small batch or
+// one partition, or when a model cannot be replicated). The stream's loop is otherwise one goroutine
+// that scores a batch and then waits for its commit, while the machine
+// has another core. Partitions are independent (a device's state lives
+// in its partition's), so each goes whole to one worker: the loop's own
+// batch b and a second one with a replica of the processor (w, kept from
+// the last batch unless a model was swapped in since). The records a
+// partition produces keep their order; what the second worker made is
+// merged into b.
+func (s *Stream) work(b, w *batch, fetches kgo.Fetches) (*batch, bool) {
+	if fetches.NumRecords() < s.parallelMin || runtime.GOMAXPROCS(0) < 2 {
+		return w, false
+	}
+	// a partition may come in several fetches of the batch (poll appends
+	// them): all of a partition's go to one worker, in order
+	type unit struct {
+		fps []kgo.FetchTopicPartition
+		n   int
+	}
+	var units []*unit
+	index := map[int32]*unit{}
+	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		if len(fp.Records) == 0 {
+			return
+		}
+		u := index[fp.Partition]
+		if u == nil {
+			u = &unit{}
+			index[fp.Partition] = u
+			units = append(units, u)
+		}
+		u.fps, u.n = append(u.fps, fp), u.n+len(fp.Records)
+	})
+	if len(units) < 2 {
+		return w, false
+	}
+	if w == nil {
+		pr := s.proc.replica()
+		if pr == nil {
+			return nil, false
+		}
+		w = &batch{s: s, proc: pr}
+	}
+	w.begin(b.ctx, b.sess)
+	w.e = b.e // one promise: any failed record aborts the transaction
+	// the largest partitions first, each to the worker with fewer records
+	slices.SortStableFunc(units, func(x, y *unit) int { return cmp.Compare(y.n, x.n) })
+	var mine, theirs []kgo.FetchTopicPartition
+	nm, nt := 0, 0
+	for _, u := range units {
+		if nm <= nt {
+			mine, nm = append(mine, u.fps...), nm+u.n
+		} else {
+			theirs, nt = append(theirs, u.fps...), nt+u.n
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, fp := range theirs {
+			w.partition(fp)
+		}
+	}()
+	for _, fp := range mine {
+		b.partition(fp)
+	}
+	<-done
+	s.m.split.Inc()
+	b.stats.merge(&w.stats)
+	b.enriched = append(b.enriched, w.enriched...)
+	if s.o.OnCommitted != nil {
+		w.given = true // its records' values go on with b's
+	}
+	return w, true
 }
 
 // batchStats are the figures of one micro-batch, recorded once it
@@ -456,6 +554,18 @@ type batchStats struct {
 	alertsOpen, alertsClosed  int
 	repeats                   int
 	ingestTimes, alertIngest  []time.Time // of the readings, of the alerts opened
+}
+
+// merge adds o's figures to st's.
+func (st *batchStats) merge(o *batchStats) {
+	st.readings += o.readings
+	st.duplicates += o.duplicates
+	st.dlq += o.dlq
+	st.alertsOpen += o.alertsOpen
+	st.alertsClosed += o.alertsClosed
+	st.repeats += o.repeats
+	st.ingestTimes = append(st.ingestTimes, o.ingestTimes...)
+	st.alertIngest = append(st.alertIngest, o.alertIngest...)
 }
 
 func (st *batchStats) reset() {

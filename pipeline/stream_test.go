@@ -777,3 +777,68 @@ func TestStreamHandsOnWhatItCommits(t *testing.T) {
 		t.Fatalf("%d enriched records, want %d", read, n)
 	}
 }
+
+// A micro-batch split between two goroutines (Stream.work) writes what
+// one goroutine writes: the same enriched records, in the same order in
+// every partition, and the same alerts. (A partition that came in two
+// fetches of one batch, handed to both workers, stalled the stream here
+// before the split grouped a partition's fetches.)
+func TestStreamSplitBatchesScoreAsOne(t *testing.T) {
+	const n, devices = 3000, 24
+	run := func(split bool) (enriched map[int32][]string, alerts int, splits float64) {
+		opts, cl := rawTopicWith(t, 0, devices)
+		for i := 0; i < n; i++ {
+			v := float64(i % 10)
+			if i%397 == 0 {
+				v = 500 // an outlier now and then, for alerts
+			}
+			produceRaw(t, cl, contract.Reading{ID: fmt.Sprintf("m%d", i), DeviceID: fmt.Sprintf("d%d", i%devices), TS: t0.Add(time.Duration(i) * time.Second),
+				Metrics: []contract.Metric{{Name: "v", Value: v}}, Region: "eu", IngestedAt: t0})
+		}
+		cfg := testCfg()
+		cfg.BatchMaxReadings, cfg.BatchMaxWait = 200, 50*time.Millisecond
+		// small fetches, so that a batch holds both partitions
+		opts = append(opts[:len(opts):len(opts)], kgo.FetchMaxPartitionBytes(32<<10))
+		st, stop := startStream(t, cfg, opts, t.TempDir(), func(st *Stream) {
+			if split {
+				st.parallelMin = 2
+			} else {
+				st.parallelMin = 1 << 30
+			}
+		})
+		testutil.WaitFor(t, 30*time.Second, "the stream scores every reading", func() bool { return st.Stats().Readings >= n })
+		splits = promread.Value(st.m.split)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		enriched = map[int32][]string{}
+		if err := bus.ReadToEnd(context.Background(), opts, bus.Span{Topic: "enriched"}, func(r *kgo.Record) {
+			enriched[r.Partition] = append(enriched[r.Partition], string(r.Value))
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := bus.ReadToEnd(context.Background(), opts, bus.Span{Topic: "alerts"}, func(*kgo.Record) { alerts++ }); err != nil {
+			t.Fatal(err)
+		}
+		return enriched, alerts, splits
+	}
+	one, alertsOne, _ := run(false)
+	two, alertsTwo, splits := run(true)
+	if splits < 3 {
+		t.Fatalf("%v micro-batches split between two goroutines, want several", splits)
+	}
+	if alertsOne == 0 || alertsOne != alertsTwo {
+		t.Fatalf("%d alert records from one goroutine, %d from two; want the same, and some", alertsOne, alertsTwo)
+	}
+	for p, recs := range one {
+		if len(two[p]) != len(recs) {
+			t.Fatalf("partition %d: %d enriched records from one goroutine, %d from two", p, len(recs), len(two[p]))
+		}
+		for i := range recs {
+			if recs[i] != two[p][i] {
+				t.Fatalf("partition %d, record %d differs:\none: %s\ntwo: %s", p, i, recs[i], two[p][i])
+			}
+		}
+	}
+	t.Logf("%v of the batches split; %d alert records each way", splits, alertsOne)
+}
