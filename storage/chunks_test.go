@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"testing"
@@ -40,7 +41,7 @@ func TestChunkBuf(t *testing.T) {
 			p := make([]byte, rng.IntN(2*chunkSize))
 			n, err := c.ReadAt(p, off)
 			wantN := min(len(p), size-int(off))
-			if n != wantN || !bytes.Equal(p[:n], want.Bytes()[off:int(off)+n]) || (n < len(p)) != (err == io.EOF) {
+			if n != wantN || !bytes.Equal(p[:n], want.Bytes()[off:int(off)+n]) || (n < len(p)) != errors.Is(err, io.EOF) {
 				t.Fatalf("size %d: ReadAt(%d bytes, %d) = %d, %v; want %d bytes of the data", size, len(p), off, n, err, wantN)
 			}
 		}
