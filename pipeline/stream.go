@@ -202,7 +202,7 @@ func (s *Stream) runSession(ctx context.Context) error {
 	defer func() { lcancel(); lwg.Wait(); s.lag.reset() }()
 
 	b := &batch{s: s, proc: s.proc}
-	var w *batch // the second worker of a large batch (see split), its processor a replica
+	var w *batch // the second worker of a large batch (see work), its processor a replica
 	r := newSnapRound(s.cfg.SnapshotInterval)
 	defer s.snapAbandon(r)
 	for {
@@ -472,14 +472,14 @@ const parallelMin = 1000
 // work processes a large micro-batch of several partitions on two
 // goroutines, and answers the second worker to keep for the next batch
 // and whether it split this one (not on one core, for a small batch or
-// one partition, or when a model cannot be replicated). The stream's loop is otherwise one goroutine
-// that scores a batch and then waits for its commit, while the machine
-// has another core. Partitions are independent (a device's state lives
-// in its partition's), so each goes whole to one worker: the loop's own
-// batch b and a second one with a replica of the processor (w, kept from
-// the last batch unless a model was swapped in since). The records a
-// partition produces keep their order; what the second worker made is
-// merged into b.
+// one partition, or when a model cannot be replicated). The stream's
+// loop is otherwise one goroutine that scores a batch and then waits for
+// its commit, while the machine has another core. Partitions are
+// independent (a device's state lives in its partition's), so each goes
+// whole to one worker: the loop's own batch b and a second one with a
+// replica of the processor (w, kept from the last batch unless a model
+// was swapped in since). The records a partition produces keep their
+// order; what the second worker made is merged into b.
 func (s *Stream) work(b, w *batch, fetches kgo.Fetches) (*batch, bool) {
 	if fetches.NumRecords() < s.parallelMin || runtime.GOMAXPROCS(0) < 2 {
 		return w, false
