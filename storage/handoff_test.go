@@ -92,20 +92,33 @@ func TestArchiverTakesHandoffs(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	// the first run comes before the archiver holds the partition: fetched
+	fed := func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.parts[0] != nil && a.parts[0].fed
+	}
+	// the first run comes before the archiver holds the partition: it is
+	// fetched, and offered again it feeds the partition (read already)
 	first := commit(20)
 	waitNext(first.Records[19].Offset + 1)
+	a.Offer([]bus.Committed{first})
+	deadline := time.Now().Add(15 * time.Second)
+	for !fed() {
+		if time.Now().After(deadline) {
+			t.Fatal("partition not fed after a run it had read already was offered")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	for i := 0; i < 5; i++ {
 		r := commit(20)
 		waitNext(r.Records[19].Offset + 1)
 	}
-	if n := testutil.ToFloat64(a.m.handed); n != 100 {
-		t.Fatalf("%v records taken from handoffs, want the 100 of the five runs after the first", n)
+	// a fetch already in flight when the fetch paused may bring the next
+	// run first (it is then taken once, see TestArchiverTakesEachRecordOnce)
+	if n := testutil.ToFloat64(a.m.handed); n < 80 {
+		t.Fatalf("%v records taken from handoffs, want at least 80 of the 100 of the five runs after the first", n)
 	}
-	a.mu.Lock()
-	fed := a.parts[0].fed
-	a.mu.Unlock()
-	if !fed {
+	if !fed() {
 		t.Fatal("partition not fed by handoffs after five runs that continued one another")
 	}
 	// another producer's records between two runs: the run is refused
@@ -127,8 +140,8 @@ func TestArchiverTakesHandoffs(t *testing.T) {
 		waitNext(r.Records[19].Offset + 1)
 	}
 	handed := testutil.ToFloat64(a.m.handed)
-	if handed < 120 {
-		t.Fatalf("%v records taken from handoffs, want the five runs' 100 and at least one of the last three runs", handed)
+	if handed < 100 {
+		t.Fatalf("%v records taken from handoffs, want at least 80 of the five runs and one of the last three runs", handed)
 	}
 	cancel()
 	if err := <-done; err != nil {
