@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -160,6 +161,7 @@ func (s *server) waitReady(timeout time.Duration) {
 func (s *server) stop() {
 	s.t.Helper()
 	if s.cmd != nil {
+		_ = s.cmd.Process.Signal(syscall.SIGCONT) // a test that failed may have left it stopped
 		_ = s.cmd.Process.Signal(os.Interrupt)
 	} else if s.cancel != nil {
 		s.cancel()
@@ -170,6 +172,9 @@ func (s *server) stop() {
 			s.t.Errorf("vigil stopped with %v", err)
 		}
 	case <-time.After(60 * time.Second):
+		if s.cmd != nil {
+			_ = s.cmd.Process.Kill() // not left behind the test
+		}
 		s.t.Fatalf("vigil did not stop within 60s\n%s", s.logs.String())
 	}
 }
