@@ -270,13 +270,9 @@ func (d *EnrichedDecoder) intern(b []byte) string {
 // error. Both give the same record for what the scanner takes
 // (FuzzEnrichedScanner checks it).
 func (d *EnrichedDecoder) Decode(b []byte) (Enriched, error) {
-	if d.names == nil {
-		d.names = map[string]string{}
-	}
-	if r, ok := d.scan(b, nil); ok {
-		return r, nil
-	}
-	return d.decodeTokens(b)
+	var r Enriched
+	err := d.DecodeInto(b, &r)
+	return r, err
 }
 
 // DecodeInto is Decode into r, whose Metrics and Derived arrays it

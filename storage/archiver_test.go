@@ -17,6 +17,18 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
+// enrichedTopic starts an embedded broker with a one-partition "enriched"
+// topic, closed when the test ends, and returns the options to reach it.
+func enrichedTopic(t *testing.T) []kgo.Opt {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "enriched"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
+}
+
 func enrichedValue(i int, ingested time.Time) []byte {
 	return []byte(fmt.Sprintf(`{"id":"r%d","device_id":"d","ts":"2026-11-25T12:00:%02dZ","ingested_at":%q,"region":"eu","metrics":{"v":%d},"derived":{},"score":0,"threshold":0.8,"model":"baseline-v1"}`,
 		i, i%60, ingested.Format(time.RFC3339Nano), i))
@@ -28,12 +40,7 @@ func enrichedValue(i int, ingested time.Time) []byte {
 // and no gap; files roll on max_records and at the roll_interval boundary
 // of ingested_at.
 func TestArchiverRecoversFromNames(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "enriched"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	opts := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
+	opts := enrichedTopic(t)
 	prod, err := kgo.NewClient(opts...)
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vigil/vigil/bus"
@@ -20,12 +19,7 @@ import (
 // it back to the fetch from where it stopped. Every record is archived
 // once, in offset order, whichever way it came.
 func TestArchiverTakesHandoffs(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "enriched"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	opts := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
+	opts := enrichedTopic(t)
 	txn, err := kgo.NewClient(append(opts, kgo.TransactionalID("stream"), kgo.DefaultProduceTopic("enriched"))...)
 	if err != nil {
 		t.Fatal(err)
@@ -184,12 +178,7 @@ func TestArchiverTakesEachRecordOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "enriched"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if a.cl, err = kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumerGroup("arch"), kgo.ConsumeTopics("enriched")); err != nil {
+	if a.cl, err = kgo.NewClient(append(enrichedTopic(t), kgo.ConsumerGroup("arch"), kgo.ConsumeTopics("enriched"))...); err != nil {
 		t.Fatal(err)
 	}
 	defer a.cl.Close()
