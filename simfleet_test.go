@@ -119,12 +119,13 @@ func TestSimulatedFleetDetection(t *testing.T) {
 // the gateways apart (the pumps are the same devices, with the same
 // readings, as in TestSimulatedFleetDetection, which holds them to the
 // fleet's goals; they are logged here). The gateways do not meet them
-// yet (see README, "Detection quality": the evidence figure starts after
-// 600 readings, so a change in a gateway's first ten minutes is judged
-// reading by reading, and a flood after an earlier anomaly meets a tail
-// that learnt it); their floors sit just under today's figures, so a
-// change that makes them worse fails here (120 devices, to keep the test
-// run short; README, "Detection quality", gives the 300-device figures).
+// yet (see README, "Detection quality": a lone flood scores near the
+// alert level against a count's heavy tail, and a regime change in a
+// gateway's first ten minutes comes before the evidence figure starts);
+// their floors sit just under today's figures (85.3 % alerted, 1.2 false
+// alerts a device-day), so a change that makes them worse fails here (120
+// devices, to keep the test run short; README, "Detection quality", gives
+// the 480-device figures).
 func TestSimulatedGateways(t *testing.T) {
 	cfg, err := loadConfig("", nil)
 	if err != nil {
@@ -161,7 +162,7 @@ func TestSimulatedGateways(t *testing.T) {
 			t.Logf("pumps:\n%s", rep.String())
 			continue
 		}
-		name, minAlerted, maxFalse := "gateways", 0.66, 3.0
+		name, minAlerted, maxFalse := "gateways", 0.82, 2.0
 		t.Logf("%s:\n%s", name, rep.String())
 		if custom {
 			continue

@@ -73,7 +73,10 @@ import (
 //     (its probability: the value's share of the attr's readings).
 //
 // A run of anomalous readings freezes the forecasters (an anomaly must not
-// teach the baseline to accept it; the histograms learn every reading).
+// teach the baseline to accept it); the histograms learn every reading,
+// but a run teaches them as one event per uvRunLearn of event time (see
+// learnWeight), and the fast level holds through two readings in a row
+// beyond the band on one side.
 // When the run lasts accept_after of event time, the change is taken as
 // the new normal: the levels restart from the run's recent values, and
 // the processor closes the incident as accepted. A fault that ends sooner
@@ -90,6 +93,7 @@ const (
 	uvMinLog2    = -4
 	uvRing       = 8
 	uvLevelRun   = 3 // readings in a row beyond the band on one side that make a shift ("level") rather than a spike ("tail")
+	uvHoldRun    = 2 // readings in a row beyond the band on one side that hold the fast level (see observe)
 	uvDayBins    = 48
 	uvWeekBins   = 168
 	uvPrior      = 30.0
@@ -525,7 +529,7 @@ func (h *uvQ) refresh(r histRef) {
 		// between the 95th and the 99th says little about the tail beyond.
 		// The tail index is measured on the mass beyond the 99th itself
 		// (Hill's estimator: one over the mean log excess), each
-		// reading's excess capped at one (a factor e): a flood that the
+		// reading's excess capped at uvHillCap: a flood that the
 		// histogram learnt must not make the tail look unbounded.
 		var m, sl float64
 		l99 := math.Log2(s99)
@@ -540,7 +544,7 @@ func (h *uvQ) refresh(r histRef) {
 				lo = l99
 			}
 			m += mb
-			sl += mb * math.Min(((lo+hi)/2-l99)*uvLn2, 1)
+			sl += mb * math.Min(((lo+hi)/2-l99)*uvLn2, uvHillCap)
 		}
 		if m > 0 && sl > 0 {
 			a = math.Min(a, math.Max(1, math.Min(8, m/sl)))
@@ -695,6 +699,7 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 		scale = math.Max(u.Err[best], 0.05*u.Spread+1e-9*(1+math.Abs(bestE)))
 	}
 	s := 0.0
+	holdFast := false
 	if warm {
 		s = math.Abs(x-bestE) / scale
 		o.Warm, o.Expected, o.S, o.AlertL = true, bestE, s, alertL(p.budget, rpd)
@@ -712,7 +717,8 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 		}
 		w := float64(u.Hist.S95) * scale
 		o.Low, o.High = bestE-w, bestE+w
-		o.Shift = u.shifted(x, o.Low, o.High)
+		o.Shift = u.shifted(x, o.Low, o.High, uvLevelRun)
+		holdFast = u.shifted(x, o.Low, o.High, uvHoldRun)
 	}
 	if warm {
 		u.recurrence(x, ts, o)
@@ -774,7 +780,8 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 		u.B.profileLearn(uvArrDay, dayPos(ts), x, float64(u.DayA))
 		u.B.profileLearn(uvArrWeek, weekPos(ts), x, float64(u.WeekA))
 	}
-	// the histograms learn every reading: what keeps recurring is normal
+	// the histograms learn every reading, what keeps recurring is normal,
+	// but an anomalous run teaches them as one event (see learnWeight)
 	if warm {
 		u.HistW *= uvHistGrow
 		if u.HistW > 1e30 {
@@ -782,9 +789,10 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 			u.RHist.scale(histRef{set: &u.B, k: uvArrRHist}, u.HistW)
 			u.HistW = 1
 		}
-		u.Hist.add(histRef{set: &u.B, k: uvArrHist}, s, u.HistW)
+		w := u.HistW * u.learnWeight(ts)
+		u.Hist.add(histRef{set: &u.B, k: uvArrHist}, s, w)
 		u.Regime += float32(uvRegAlpha * (math.Min(s, 16) - float64(u.Regime)))
-		u.RHist.add(histRef{set: &u.B, k: uvArrRHist}, float64(u.Regime), u.HistW)
+		u.RHist.add(histRef{set: &u.B, k: uvArrRHist}, float64(u.Regime), w)
 		u.cusumAdd(o.CusumL, o.PointL)
 	}
 	u.recordAdd(x, ts, rpd)
@@ -805,22 +813,53 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 		lim := 4 * u.Err[fcFast]
 		df = math.Max(-lim, math.Min(lim, df))
 	}
-	u.Fast += uvFastAlpha * df
+	// the fast level follows a metric that wanders, not a step: it holds
+	// while this reading and the one before lie beyond the band on one
+	// side (a request rate cut to a third would otherwise be its new
+	// level within ten readings, before the evidence figure adds up)
+	if !holdFast {
+		u.Fast += uvFastAlpha * df
+	}
 	u.N++
 }
 
-// shifted reports whether x and the uvLevelRun-1 values before it lie
-// beyond [lo, hi] on the same side.
-func (u *UVState) shifted(x, lo, hi float64) bool {
-	if u.RingN < uvLevelRun-1 {
+// shifted reports whether x and the n-1 values before it lie beyond
+// [lo, hi] on the same side.
+func (u *UVState) shifted(x, lo, hi float64, n int) bool {
+	if int(u.RingN) < n-1 {
 		return false
 	}
 	above, below := x > hi, x < lo
-	for k := 1; k < uvLevelRun; k++ {
+	for k := 1; k < n; k++ {
 		v := float64(u.Ring[(int(u.RingN)-k)%uvRing])
 		above, below = above && v > hi, below && v < lo
 	}
 	return above || below
+}
+
+// uvRunLearn is the event time an anomalous run needs to teach the
+// histograms one reading's worth (see learnWeight), and uvHillCap caps
+// each reading's log excess in a count's tail index (see uvQ.refresh).
+const (
+	uvRunLearn = 5 * time.Minute
+	uvHillCap  = 2.0
+)
+
+// learnWeight is the weight in the histograms of the reading just folded
+// into the anomalous run (1 outside runs): a run's first reading counts
+// in full, and the run as a whole teaches at most one reading's worth per
+// uvRunLearn of event time. Readings that follow one another closely are
+// one event, not many independent draws: a minute-long flood at a reading
+// a second would otherwise fill the top percent of the histogram (whose
+// half-life is uvHistHL readings, under an hour at that rate), lift its
+// 99th percentile above the next flood and flatten its tail, so that
+// every anomaly after the first goes unseen. On a device that reports
+// every few minutes each reading is its own event and the weight stays 1.
+func (u *UVState) learnWeight(ts time.Time) float32 {
+	if u.RunN <= 1 {
+		return 1
+	}
+	return float32(min(1, u.RunStart.since(ts).Seconds()/(float64(u.RunN-1)*uvRunLearn.Seconds())))
 }
 
 // recurrence folds the reading's deviation from the slow level into the

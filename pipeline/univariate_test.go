@@ -643,3 +643,63 @@ func TestCountFlag(t *testing.T) {
 		}
 	}
 }
+
+// Floods a minute long, every quarter of an hour, on a request count read
+// once a second, all alert: a flood is one event to the histograms (see
+// learnWeight), not sixty readings of the metric's normal tail. When each
+// flood taught its readings in full, the histogram's top percent filled
+// with them and 16 of the 21 floods alerted.
+func TestFloodsDoNotTeachTheTail(t *testing.T) {
+	const warm, every, flood, floods = 1200, 900, 60, 7
+	n := warm + floods*every
+	caught := 0
+	for seed := uint64(1); seed <= 3; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 11))
+		steps := uvRun(t, n, time.Second, func(i int, _ time.Time) float64 {
+			if i >= warm && (i-warm)%every < flood {
+				return burstyCount(rng, 3*40)
+			}
+			return burstyCount(rng, 40)
+		})
+		for f := 0; f < floods; f++ {
+			from := warm + f*every
+			if k, _ := opened(steps, from, from+flood+10); k > 0 {
+				caught++
+			}
+		}
+	}
+	t.Logf("floods alerted: %d of %d", caught, 3*floods)
+	if caught < 3*floods-1 {
+		t.Errorf("alerted %d of %d floods, want at least %d", caught, 3*floods, 3*floods-1)
+	}
+}
+
+// A request rate that wanders (its log follows a slow random walk, as a
+// gateway's load does) is judged against its fast level; a cut to a third
+// that lasts alerts within its first minute and a half, on at least 5 of
+// 6 seeds: the fast level holds while readings keep falling beyond the
+// band on one side, instead of following the step down within ten
+// readings, before the evidence figure adds the step up.
+func TestRateCutOnWanderingLevelAlerts(t *testing.T) {
+	const cut, n = 3000, 3090
+	found := 0
+	for seed := uint64(1); seed <= 6; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 13))
+		load := 0.0
+		steps := uvRun(t, n, time.Second, func(i int, _ time.Time) float64 {
+			load = 0.995*load + math.Sqrt(1-0.995*0.995)*rng.NormFloat64()
+			rate := 40 * math.Exp(0.25*load)
+			if i >= cut {
+				rate /= 3
+			}
+			return burstyCount(rng, rate)
+		})
+		if k, _ := opened(steps, cut, n); k > 0 {
+			found++
+		}
+	}
+	t.Logf("cut found on %d of 6 seeds", found)
+	if found < 5 {
+		t.Errorf("a lasting rate cut to a third alerted within 90 s on %d of 6 seeds, want at least 5", found)
+	}
+}
