@@ -122,7 +122,7 @@ func TestSimulatedFleetDetection(t *testing.T) {
 // yet (see README, "Detection quality": a lone flood scores near the
 // alert level against a count's heavy tail, and a regime change in a
 // gateway's first ten minutes comes before the evidence figure starts);
-// their floors sit just under today's figures (85.3 % alerted, 1.2 false
+// their floors sit just under today's figures (85.3 % alerted, 1.6 false
 // alerts a device-day), so a change that makes them worse fails here (120
 // devices, to keep the test run short; README, "Detection quality", gives
 // the 480-device figures).
