@@ -859,7 +859,8 @@ func (u *UVState) learnWeight(ts time.Time) float32 {
 	if u.RunN <= 1 {
 		return 1
 	}
-	return float32(min(1, u.RunStart.since(ts).Seconds()/(float64(u.RunN-1)*uvRunLearn.Seconds())))
+	// a reading older than the run's start (event time goes back) weighs 0
+	return float32(max(0, min(1, u.RunStart.since(ts).Seconds()/(float64(u.RunN-1)*uvRunLearn.Seconds()))))
 }
 
 // recurrence folds the reading's deviation from the slow level into the

@@ -703,3 +703,27 @@ func TestRateCutOnWanderingLevelAlerts(t *testing.T) {
 		t.Errorf("a lasting rate cut to a third alerted within 90 s on %d of 6 seeds, want at least 5", found)
 	}
 }
+
+// learnWeight: a run teaches one reading's worth per uvRunLearn of event
+// time, never less than nothing (a reading from before the run's start).
+func TestLearnWeight(t *testing.T) {
+	t0 := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		name  string
+		runN  int32
+		after time.Duration
+		want  float32
+	}{
+		{"outside a run", 0, 0, 1},
+		{"a run's first reading", 1, 0, 1},
+		{"a second a reading, the 61st", 61, time.Minute, 1.0 / 300},
+		{"five minutes a reading, the 3rd", 3, 10 * time.Minute, 1},
+		{"an hour a reading, the 3rd (capped)", 3, 2 * time.Hour, 1},
+		{"event time went back", 5, -time.Minute, 0},
+	} {
+		u := UVState{RunN: c.runN, RunStart: stampOf(t0)}
+		if got := u.learnWeight(t0.Add(c.after)); math.Abs(float64(got-c.want)) > 1e-6 {
+			t.Errorf("%s: learnWeight %g, want %g", c.name, got, c.want)
+		}
+	}
+}
