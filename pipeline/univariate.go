@@ -717,8 +717,8 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 		}
 		w := float64(u.Hist.S95) * scale
 		o.Low, o.High = bestE-w, bestE+w
-		o.Shift = u.shifted(x, o.Low, o.High, uvLevelRun)
-		holdFast = u.shifted(x, o.Low, o.High, uvHoldRun)
+		run := u.sideRun(x, o.Low, o.High)
+		o.Shift, holdFast = run >= uvLevelRun, run >= uvHoldRun
 	}
 	if warm {
 		u.recurrence(x, ts, o)
@@ -823,18 +823,23 @@ func (u *UVState) observe(p *uvParams, x float64, ts time.Time, rpd float64, o *
 	u.N++
 }
 
-// shifted reports whether x and the n-1 values before it lie beyond
-// [lo, hi] on the same side.
-func (u *UVState) shifted(x, lo, hi float64, n int) bool {
-	if int(u.RingN) < n-1 {
-		return false
+// sideRun is how many readings in a row, x and those before it, lie
+// beyond [lo, hi] on x's side, counted up to uvLevelRun (0 when x lies
+// within).
+func (u *UVState) sideRun(x, lo, hi float64) int {
+	above := x > hi
+	if !above && !(x < lo) {
+		return 0
 	}
-	above, below := x > hi, x < lo
-	for k := 1; k < n; k++ {
+	n := 1
+	for k := 1; n < uvLevelRun && k <= int(u.RingN); k++ {
 		v := float64(u.Ring[(int(u.RingN)-k)%uvRing])
-		above, below = above && v > hi, below && v < lo
+		if above && !(v > hi) || !above && !(v < lo) {
+			break
+		}
+		n++
 	}
-	return above || below
+	return n
 }
 
 // uvRunLearn is the event time an anomalous run needs to teach the
