@@ -27,7 +27,7 @@ type Config struct {
 	// HalfLife is the half-life, in readings, of the per-device baselines. Default 500.
 	HalfLife float64 `yaml:"half_life"`
 	// IncidentQuiet closes an incident after this much event time without
-	// an anomalous reading. Default 5m.
+	// an anomalous reading. Default 2m.
 	IncidentQuiet time.Duration `yaml:"incident_quiet"`
 	// IncidentQuietReadings is how many readings of the device without an
 	// anomalous one an incident also waits before it closes (both must
@@ -42,7 +42,8 @@ type Config struct {
 	// incident of a metric, a new incident of the metric led by the same
 	// reason and scoring no higher than that one's peak is a repeat: it is
 	// kept silent, without an alert, unless it grows stronger than the
-	// peak. 0 alerts every incident. Default 600.
+	// peak or scores repeatNews (0.99) or more. 0 alerts every incident.
+	// Default 600.
 	RealertReadings int `yaml:"realert_readings"`
 	// AcceptAfter is how long (event time) a metric's anomalous run lasts
 	// before it is accepted as the new normal: its incident closes as
@@ -222,7 +223,7 @@ const maxDedupWindow = 1_000_000
 // mirrors it (a test checks that they agree).
 func Default() Config {
 	return Config{Group: "stream", BatchMaxReadings: 5000, BatchMaxWait: 5 * time.Millisecond, Threshold: 0.8,
-		WarmupReadings: 20, HalfLife: 500, IncidentQuiet: 5 * time.Minute, IncidentQuietReadings: 150,
+		WarmupReadings: 20, HalfLife: 500, IncidentQuiet: 2 * time.Minute, IncidentQuietReadings: 150,
 		AlertBudget: 0.6, RealertReadings: 600, AcceptAfter: 2 * time.Hour, DedupWindow: 256, DedupHorizon: 10 * time.Minute, DeviceIdleTTL: 7 * 24 * time.Hour,
 		SnapshotInterval: 30 * time.Second, RestoreLookback: 200000, AlertStoreSize: 10000, AttrBuckets: 32,
 		MVWarmup: 400, MVSmooth: 10, MVThreshold: 2.7, MVSpike: 8, MVRefit: 3600}

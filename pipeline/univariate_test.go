@@ -305,6 +305,9 @@ func TestRepeatIsSilentUnlessStronger(t *testing.T) {
 	if n, a := opened(steps, 2000, 2001); n != 1 || steps[2000].repeat {
 		t.Fatalf("the first spike raised %d alerts (%+v), want 1", n, a)
 	}
+	if steps[2200].score >= repeatNews {
+		t.Fatalf("the repeated spike scored %.3f, at or beyond repeatNews (%g): not the marginal repeat this test is about", steps[2200].score, repeatNews)
+	}
 	if n, _ := opened(steps, 2001, 2400); n != 0 || !steps[2200].repeat || steps[2200].incident != steps[2000].incident {
 		t.Errorf("the same spike 200 readings later: %d alerts, repeat %v, incident %q; want a silent repeat of %q", n, steps[2200].repeat, steps[2200].incident, steps[2000].incident)
 	}
@@ -316,6 +319,31 @@ func TestRepeatIsSilentUnlessStronger(t *testing.T) {
 	}
 	if Default().RealertReadings >= 900 {
 		t.Fatalf("the test assumes realert_readings below 900, not %d", Default().RealertReadings)
+	}
+}
+
+// A repeat scoring at or beyond repeatNews is an event of its own: a
+// dropout-sized or flood-sized excursion ten minutes after the same one
+// alerts again (at a reading a second realert_readings are ten minutes),
+// while a marginal one stays silent (TestRepeatIsSilentUnlessStronger).
+func TestStrongRepeatAlerts(t *testing.T) {
+	rng := rand.New(rand.NewPCG(12, 12))
+	spikes := map[int]float64{3000: 1000, 3500: 1000}
+	steps := uvRun(t, 4000, time.Second, func(i int, _ time.Time) float64 {
+		return 50 + 2*rng.NormFloat64() + spikes[i]
+	})
+	if n, _ := opened(steps, 3000, 3001); n != 1 {
+		t.Fatalf("the first flood raised %d alerts, want 1", n)
+	}
+	if steps[3500].score < repeatNews {
+		t.Fatalf("the second flood scored %.3f, below repeatNews (%g): not the strong repeat this test is about", steps[3500].score, repeatNews)
+	}
+	if n, _ := opened(steps, 3001, 3600); n != 1 || steps[3500].repeat || steps[3500].incident == steps[3000].incident {
+		t.Errorf("the same flood 500 readings later: %d alerts (repeat %v, incident %q, the first's %q), want an alert of its own",
+			n, steps[3500].repeat, steps[3500].incident, steps[3000].incident)
+	}
+	if Default().RealertReadings <= 500 {
+		t.Fatalf("the test assumes realert_readings above 500, not %d", Default().RealertReadings)
 	}
 }
 
@@ -674,21 +702,58 @@ func TestFloodsDoNotTeachTheTail(t *testing.T) {
 	}
 }
 
+// wanderingLoad is a gateway's load factor, one call a reading: the
+// exponential of an AR(1) (0.995 a reading, 0.25 in the log at rest), as
+// the simulator's.
+func wanderingLoad(rng *rand.Rand) func() float64 {
+	load := 0.0
+	return func() float64 {
+		load = 0.995*load + math.Sqrt(1-0.995*0.995)*rng.NormFloat64()
+		return math.Exp(0.25 * load)
+	}
+}
+
+// A request count in the thousands, whose rate wanders with its load by
+// more than its Poisson noise: the fast level, slowed while readings lie
+// beyond the band on one side, still follows the wander. Frozen instead
+// (session 22), it stayed held for as long as the wander went one way,
+// and the evidence figure added the held wander up: 12 false alerts a
+// device-day here. Slowed, 4: still well above the budget (0.6; 0.5
+// without any hold), a known gap (see uvHoldFollow), so the bound only
+// keeps it from getting worse.
+func TestWanderingHighRateCountStaysQuiet(t *testing.T) {
+	const n = 12 * 3600
+	alerts := 0
+	for seed := uint64(1); seed <= 4; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 17))
+		wander := wanderingLoad(rng)
+		steps := uvRun(t, n, time.Second, func(i int, _ time.Time) float64 {
+			return burstyCount(rng, 1500*wander())
+		})
+		k, _ := opened(steps, 0, n)
+		alerts += k
+	}
+	perDay := float64(alerts) / (4 * 0.5)
+	t.Logf("%d alerts in 4 half-days: %.1f a device-day (budget %g)", alerts, perDay, Default().AlertBudget)
+	if perDay > 5 {
+		t.Errorf("%.1f false alerts a device-day on a wandering count, want at most 5", perDay)
+	}
+}
+
 // A request rate that wanders (its log follows a slow random walk, as a
 // gateway's load does) is judged against its fast level; a cut to a third
 // that lasts alerts within its first minute and a half, on at least 5 of
-// 6 seeds: the fast level holds while readings keep falling beyond the
-// band on one side, instead of following the step down within ten
-// readings, before the evidence figure adds the step up.
+// 6 seeds: the fast level slows to a quarter of its pace while readings
+// keep falling beyond the band on one side, instead of following the step
+// down within ten readings, before the evidence figure adds the step up.
 func TestRateCutOnWanderingLevelAlerts(t *testing.T) {
 	const cut, n = 3000, 3090
 	found := 0
 	for seed := uint64(1); seed <= 6; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 13))
-		load := 0.0
+		wander := wanderingLoad(rng)
 		steps := uvRun(t, n, time.Second, func(i int, _ time.Time) float64 {
-			load = 0.995*load + math.Sqrt(1-0.995*0.995)*rng.NormFloat64()
-			rate := 40 * math.Exp(0.25*load)
+			rate := 40 * wander()
 			if i >= cut {
 				rate /= 3
 			}
