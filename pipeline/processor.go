@@ -451,7 +451,7 @@ func (d *DeviceState) closedOf(metric string) *ClosedIncident {
 // however like the last one. At a reading a second the rule's
 // realert_readings are ten minutes, and it silenced one in 40 of
 // the simulated fleet's anomalies (a dropout, then another five minutes
-// later); on the NAB development split strong repeats are 3 of the 28
+// later); on the NAB development split strong repeats are 3 of the 25
 // false detections the rule prevents.
 const repeatNews = 0.99
 
