@@ -100,7 +100,8 @@ const (
 	// then stayed held for as long as the wander went one way, and over a
 	// day the simulated gateways raised 2.6 false alerts a device-day,
 	// most of them the evidence figure adding up a held wander; at a
-	// quarter of its pace, 1.6 (their anomalies 86.7 -> 85.6 % alerted;
+	// quarter of its pace, 1.6 (their anomalies 86.7 -> 85.6 % alerted,
+	// their regime changes 71 -> 60 % in a 4-hour run;
 	// TestWanderingHighRateCountStaysQuiet: 12 -> 4 a device-day, 0.5
 	// without the hold). Holding only on metrics whose exceedances
 	// seldom come in pairs kept such a count within its budget, but lost
